@@ -1,0 +1,11 @@
+"""midistruct: learn the structure of music from symbolic MIDI.
+
+Data flow, one sub-package per stage:
+``corpus`` (sources of MIDI pieces) -> ``tokens`` (validation, miditok tokenization,
+bar-aligned segmentation) -> ``shards`` (memory-mapped token arrays on disk) ->
+``model`` -> ``training`` -> ``generation``; ``cli`` wires them to commands.
+
+Importing the package is cheap: nothing heavy (torch, miditok) is imported here.
+"""
+
+__version__ = "0.1.0"

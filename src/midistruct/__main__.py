@@ -1,0 +1,5 @@
+import sys
+
+from midistruct.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""Corpus sources: each yields :class:`Piece` records (a stable id, a MIDI path, tags).
+
+A source is a function ``(options: dict) -> Iterator[Piece]`` registered in
+:data:`SOURCES` under its ``kind`` name. Sources never tokenize or validate; they
+only find music and describe it. Use :func:`iter_pieces` with a source config
+(``{"kind": "folder", "path": ...}``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of music found by a source.
+
+    Attributes:
+        id: stable identifier, unique within a corpus, e.g. ``"pop909/001-v2"``.
+        path: MIDI file to read.
+        group: split group; all versions/arrangements of one song share it, so a
+            song never straddles train/valid/test. Defaults to ``id``.
+        tags: string metadata (collection, composer, key, meter, tune type, ...).
+    """
+
+    id: str
+    path: Path
+    group: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.id)
+
+
+class SourceError(ValueError):
+    """A source cannot be read as configured (missing folder, wrong layout...)."""
+
+
+# kind -> "module:function"; modules are imported lazily so `import midistruct` stays cheap.
+SOURCES: dict[str, str] = {
+    "folder": "midistruct.corpus.folder:iter_folder",
+    "music21": "midistruct.corpus.music21_corpus:iter_music21",
+    "pop909": "midistruct.corpus.pop909:iter_pop909",
+    "nottingham": "midistruct.corpus.nottingham:iter_nottingham",
+}
+
+
+def get_source(kind: str) -> Callable[[dict[str, Any]], Iterator[Piece]]:
+    """Return the source function registered as ``kind``; unknown names list the valid ones."""
+    if kind not in SOURCES:
+        raise SourceError(f"unknown corpus source {kind!r}; valid: {', '.join(sorted(SOURCES))}")
+    module, func = SOURCES[kind].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def iter_pieces(source: dict[str, Any]) -> Iterator[Piece]:
+    """Yield the pieces of one source config, e.g. ``{"kind": "folder", "path": "midi/"}``."""
+    options = dict(source)
+    kind = options.pop("kind", None)
+    if kind is None:
+        raise SourceError(f"corpus source needs a 'kind'; valid: {', '.join(sorted(SOURCES))}")
+    yield from get_source(kind)(options)

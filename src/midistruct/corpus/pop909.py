@@ -1,0 +1,278 @@
+"""POP909 (Wang et al., ISMIR 2020): 909 pop songs and 1,989 versions, with their annotations.
+
+Layout (folder ``POP909/`` of github.com/music-x-lab/POP909-Dataset, ``songs/`` in
+../shared/datasets)::
+
+    NNN/NNN.mid                 the arrangement: tracks MELODY, BRIDGE, PIANO
+    NNN/versions/NNN-vK.mid     earlier versions of the same arrangement (same timing)
+    NNN/beat_midi.txt           "time_s flag flag" per beat, see :class:`BeatRow`
+    NNN/chord_midi.txt          "start_s end_s chord" (tab separated), chord "N" = none
+    NNN/key_audio.txt           "start_s end_s key", one line per key region
+    index.xlsx                  song_id, name, artist, modify_times, num_beats_per_measure,
+                                num_quavers_per_beat
+
+The companion structure dataset (github.com/Dsqvival/hierarchical-structure-analysis, Dai et
+al. 2020) has ``NNN/human_label1.txt`` / ``human_label2.txt``: phrase strings such as
+``i4A4B8`` (see :func:`parse_phrase_labels`).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from midistruct.corpus import Piece, SourceError
+
+_SONG_DIR = re.compile(r"\d{3}")
+_VERSION_FILE = re.compile(r"(\d{3})-v(\d+)\.mid", re.IGNORECASE)
+_PHRASE = re.compile(r"([A-Za-z])(\d+)")
+_XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+
+
+class BeatRow(NamedTuple):
+    """One line of ``beat_midi.txt``: a beat of the MIDI file.
+
+    ``downbeat`` (column 2) starts a measure as ``index.xlsx`` counts them (every
+    ``num_beats_per_measure`` beats); ``hyper_downbeat`` (column 3) marks every second one.
+    The phrase labels count bars of ``hyper_downbeat`` in duple songs and of ``downbeat``
+    in triple ones (measured on the data; the upstream README documents neither).
+    """
+
+    time: float
+    downbeat: bool
+    hyper_downbeat: bool
+
+
+class Segment(NamedTuple):
+    """A span in seconds with a label: a chord (``"B:maj7"``, ``"N"`` = none) or a key."""
+
+    start: float
+    end: float
+    label: str
+
+
+def parse_phrase_labels(text: str) -> list[tuple[str, int]]:
+    """Split a phrase string into ``(letter, bars)`` pairs; whitespace is ignored.
+
+    ``"i4A4B8"`` -> ``[("i", 4), ("A", 4), ("B", 8)]``. Upper case letters are melodic
+    sections (A, B, ... and X), lower case ones are not (i intro, o outro, b bridge, x other).
+    Raises ValueError when the text is empty or is not a sequence of letter+number.
+    """
+    compact = "".join(text.split())
+    if not compact or _PHRASE.sub("", compact):
+        raise ValueError(f"not a phrase label string: {text!r}")
+    return [(letter, int(bars)) for letter, bars in _PHRASE.findall(compact)]
+
+
+def read_beats(song_dir: Path | str) -> list[BeatRow]:
+    """Parse ``song_dir/beat_midi.txt``; raises ValueError on a malformed line."""
+    rows = _rows(Path(song_dir) / "beat_midi.txt", 3)
+    return [BeatRow(float(t), float(a) == 1, float(b) == 1) for t, a, b in rows]
+
+
+def read_chords(song_dir: Path | str) -> list[Segment]:
+    """Parse ``song_dir/chord_midi.txt`` (chords of the MIDI file, in seconds)."""
+    return _segments(Path(song_dir) / "chord_midi.txt")
+
+
+def read_keys(song_dir: Path | str) -> list[Segment]:
+    """Parse ``song_dir/key_audio.txt``: key regions in seconds; ``[]`` when the file is absent."""
+    path = Path(song_dir) / "key_audio.txt"
+    if not path.is_file():
+        return []
+    return _segments(path)
+
+
+def _segments(path: Path) -> list[Segment]:
+    return [Segment(float(s), float(e), label) for s, e, label in _rows(path, 3)]
+
+
+def _rows(path: Path, width: int) -> list[list[str]]:
+    """Whitespace-split non-empty lines of ``path``, each of exactly ``width`` fields."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != width:
+            raise ValueError(f"{path}:{number}: expected {width} fields, got {line!r}")
+        rows.append(fields)
+    return rows
+
+
+def songs_folder(root: Path) -> Path | None:
+    """The folder holding the ``NNN/`` song folders: ``root/songs``, ``root/POP909`` or ``root``."""
+    for candidate in (root / "songs", root / "POP909", root):
+        if candidate.is_dir() and any(_is_song_dir(d) for d in candidate.iterdir()):
+            return candidate
+    return None
+
+
+def _is_song_dir(path: Path) -> bool:
+    return _SONG_DIR.fullmatch(path.name) is not None and path.is_dir()
+
+
+def read_index(songs: Path) -> dict[str, dict[str, str]]:
+    """Rows of ``songs/index.xlsx`` keyed by song id, read with the standard library.
+
+    Returns ``{}`` when the file is absent; raises SourceError when it is not a readable sheet.
+    """
+    path = songs / "index.xlsx"
+    if not path.is_file():
+        return {}
+    try:
+        with zipfile.ZipFile(path) as book:
+            shared = _shared_strings(book)
+            sheet = ET.fromstring(book.read("xl/worksheets/sheet1.xml"))
+    except (zipfile.BadZipFile, KeyError, ET.ParseError) as err:
+        raise SourceError(f"pop909 source: cannot read {path}: {err}") from err
+    rows = [_sheet_row(row, shared) for row in sheet.iterfind(".//m:sheetData/m:row", _XLSX_NS)]
+    if not rows:
+        return {}
+    header, body = rows[0], rows[1:]
+    records = [{header[col]: value for col, value in row.items() if col in header} for row in body]
+    return {r["song_id"].zfill(3): r for r in records if r.get("song_id")}
+
+
+def _shared_strings(book: zipfile.ZipFile) -> list[str]:
+    """The workbook's shared strings (the published file inlines them, Excel re-saves do not)."""
+    if "xl/sharedStrings.xml" not in book.namelist():
+        return []
+    root = ET.fromstring(book.read("xl/sharedStrings.xml"))
+    items = root.iterfind("m:si", _XLSX_NS)
+    return ["".join(t.text or "" for t in si.iterfind(".//m:t", _XLSX_NS)) for si in items]
+
+
+def _sheet_row(row: ET.Element, shared: list[str]) -> dict[str, str]:
+    """One ``<row>`` as ``{column letter: text}``."""
+    cells = {}
+    for cell in row.iterfind("m:c", _XLSX_NS):
+        column = re.sub(r"\d", "", cell.get("r", ""))
+        if cell.get("t") == "inlineStr":
+            text = "".join(t.text or "" for t in cell.iterfind(".//m:t", _XLSX_NS))
+        else:
+            value = cell.find("m:v", _XLSX_NS)
+            text = (value.text or "") if value is not None else ""
+            if cell.get("t") == "s" and text:
+                text = shared[int(text)]
+        cells[column] = text.strip()
+    return cells
+
+
+def meter_of(beats_per_measure: str, quavers_per_beat: str) -> str | None:
+    """Time signature implied by ``index.xlsx``: 2 quavers a beat -> ``"E/4"``, 3 -> ``"3E/8"``.
+
+    The literal reading: (2, 2) -> ``"2/4"``, (3, 2) -> ``"3/4"``, (2, 3) -> ``"6/8"``.
+    Returns None for values it cannot read.
+    """
+    if not (beats_per_measure.isdigit() and quavers_per_beat in ("2", "3")):
+        return None
+    beats = int(beats_per_measure)
+    return f"{beats}/4" if quavers_per_beat == "2" else f"{3 * beats}/8"
+
+
+def _main_key(song_dir: Path) -> str | None:
+    """The key held longest in ``key_audio.txt`` (most songs have one key region)."""
+    keys = read_keys(song_dir)
+    if not keys:
+        return None
+    length: dict[str, float] = {}
+    for start, end, label in keys:
+        length[label] = length.get(label, 0.0) + end - start
+    return max(length, key=length.__getitem__)
+
+
+def _song_tags(song_dir: Path, index_row: dict[str, str], phrases: Path | None) -> dict[str, str]:
+    """Tags shared by a song and its versions."""
+    song = song_dir.name
+    tags = {"collection": "pop909", "song": song}
+    key = _main_key(song_dir)
+    if key:
+        tags["key"] = key
+    meter = meter_of(
+        index_row.get("num_beats_per_measure", ""),
+        index_row.get("num_quavers_per_beat", ""),
+    )
+    if meter:
+        tags["meter"] = meter
+    for tag, column in (("title", "name"), ("artist", "artist")):
+        if index_row.get(column):
+            tags[tag] = index_row[column]
+    if phrases is not None:
+        for tag, filename in (("phrases", "human_label1.txt"), ("phrases2", "human_label2.txt")):
+            label_file = phrases / song / filename
+            if label_file.is_file():
+                tags[tag] = "".join(label_file.read_text(encoding="utf-8").split())
+    return tags
+
+
+def _song_pieces(song_dir: Path, tags: dict[str, str], *, versions: bool) -> Iterator[Piece]:
+    """The song's main file (version "0") then its versions, sorted by K."""
+    song = song_dir.name
+    group = f"pop909/{song}"
+    main = song_dir / f"{song}.mid"
+    if main.is_file():
+        yield Piece(id=group, path=main, group=group, tags={**tags, "version": "0"})
+    if not versions:
+        return
+    found = {}
+    for path in (song_dir / "versions").glob("*"):
+        match = _VERSION_FILE.fullmatch(path.name)
+        if match and match.group(1) == song:
+            found[int(match.group(2))] = path
+    for k, path in sorted(found.items()):
+        yield Piece(id=f"{group}-v{k}", path=path, group=group, tags={**tags, "version": str(k)})
+
+
+def _limit(options: dict[str, Any]) -> int | None:
+    """``options["limit"]`` as a non-negative int, None when absent."""
+    limit = options.get("limit")
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SourceError(f"corpus source: limit must be a non-negative integer, got {limit!r}")
+    return limit
+
+
+def _folder_option(options: dict[str, Any], name: str) -> Path | None:
+    value = options.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
+    """Yield POP909 songs (ids ``pop909/NNN``) and their versions (``pop909/NNN-vK``).
+
+    Options:
+        path: the POP909 root, a folder holding ``songs/NNN/``, ``POP909/NNN/`` or ``NNN/``
+            (required).
+        versions: also yield ``versions/NNN-vK.mid`` (default True).
+        phrases_path: root of the phrase-label dataset (same three layouts); adds the
+            ``phrases`` / ``phrases2`` tags (annotators 1 and 2) where a song has them.
+        limit: at most this many songs (with all their versions), in song order.
+
+    All files of a song share ``group = "pop909/NNN"``. Tags: collection, song, version
+    ("0" for the main file), key (longest key of ``key_audio.txt``), meter / title / artist
+    (from ``index.xlsx`` when present), phrases, phrases2.
+    Raises SourceError when a folder is missing or holds no ``NNN/`` song folders.
+    """
+    root = _folder_option(options, "path")
+    songs = songs_folder(root) if root is not None and root.is_dir() else None
+    if songs is None:
+        raise SourceError(
+            f"pop909 source: {str(root)!r} is not a POP909 folder (expected songs/NNN/NNN.mid)"
+        )
+    phrases = _folder_option(options, "phrases_path")
+    phrase_songs = songs_folder(phrases) if phrases is not None and phrases.is_dir() else None
+    if phrases is not None and phrase_songs is None:
+        raise SourceError(
+            f"pop909 source: phrases_path {str(phrases)!r} holds no NNN/human_label1.txt folders"
+        )
+    index = read_index(songs)
+    song_dirs = sorted(d for d in songs.iterdir() if _is_song_dir(d))
+    for song_dir in song_dirs[: _limit(options)]:
+        tags = _song_tags(song_dir, index.get(song_dir.name, {}), phrase_songs)
+        yield from _song_pieces(song_dir, tags, versions=bool(options.get("versions", True)))

@@ -1,0 +1,1 @@
+"""From MIDI to tokens: validation, miditok tokenization, bar-aligned segmentation."""

@@ -1,0 +1,106 @@
+"""One piece from MIDI file to token ids, bar indices and windows (the prepare worker).
+
+Runs inside worker processes: :func:`init_worker` builds the tokenizer once per
+process and :func:`encode_file` handles one file, returning an :class:`Encoded`
+piece or a :class:`Skipped` record, never raising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from midistruct.config import Config
+from midistruct.tokens.segment import Window, bar_index, bar_starts, cut_windows
+from midistruct.tokens.validate import Skip, check_score, clean_score, load_score
+
+
+@dataclass
+class Encoded:
+    """A tokenized piece: ``ids`` (T,), ``bars`` (T,) bar of each token, kept windows."""
+
+    ids: np.ndarray
+    bars: np.ndarray
+    windows: list[Window]
+    n_notes: int
+    content_hash: str
+    dropped_windows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    reason: str
+
+
+class PieceEncoder:
+    """Validate, clean, tokenize and segment pieces with one tokenizer."""
+
+    def __init__(self, cfg: Config, tokenizer=None):
+        from midistruct.tokens.tokenizer import build_tokenizer
+
+        self.cfg = cfg
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
+        vocab = self.tokenizer.vocab
+        self.bar_id = vocab["Bar_None"]
+        self.pitch_ids = np.array(sorted(i for t, i in vocab.items() if t.startswith("Pitch_")))
+        self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
+
+    def encode_score(self, score) -> Encoded:
+        """Tokenize a loaded score; raises :class:`Skip` with the reason when unusable."""
+        cfg = self.cfg
+        check_score(score, cfg.validation, meters=self.meters)
+        score = clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge")
+        seq = self.tokenizer.encode(score)
+        seq = seq[0] if isinstance(seq, list) else seq
+        ids = np.asarray(seq.ids, dtype=np.int64)
+        starts = bar_starts(ids, self.bar_id)
+        if len(starts) > cfg.validation.max_bars:
+            raise Skip(f"too many bars ({len(starts)} > {cfg.validation.max_bars})")
+        if len(starts) < cfg.segments.bars:
+            raise Skip(f"shorter than one window ({len(starts)} < {cfg.segments.bars} bars)")
+        windows, dropped = self._keep_windows(ids, starts)
+        if not windows:
+            raise Skip("no usable window (" + ", ".join(f"{k}: {v}" for k, v in dropped.items()) + ")")
+        n_notes = int(np.isin(ids, self.pitch_ids).sum())
+        digest = hashlib.sha1(ids.astype(np.int32).tobytes()).hexdigest()
+        return Encoded(ids, bar_index(ids, self.bar_id), windows, n_notes, digest, dropped)
+
+    def _keep_windows(self, ids: np.ndarray, starts: np.ndarray) -> tuple[list[Window], dict[str, int]]:
+        seg = self.cfg.segments
+        is_note = np.isin(ids, self.pitch_ids)
+        kept, dropped = [], {"too many tokens": 0, "too few notes": 0}
+        for w in cut_windows(starts, len(ids), bars=seg.bars, step=seg.step):
+            if w.end - w.start + 1 > seg.max_tokens:  # +1: the EOS the model appends
+                dropped["too many tokens"] += 1
+            elif is_note[w.start : w.end].sum() < seg.min_notes:
+                dropped["too few notes"] += 1
+            else:
+                kept.append(w)
+        return kept, {k: v for k, v in dropped.items() if v}
+
+    def encode_file(self, path: Path) -> Encoded | Skipped:
+        """Load and encode one file; every failure becomes a :class:`Skipped` reason."""
+        try:
+            return self.encode_score(load_score(path))
+        except Skip as skip:
+            return Skipped(str(skip))
+        except Exception as err:  # a bug or a miditok corner case must not stop a corpus run
+            return Skipped(f"tokenization failed: {type(err).__name__}: {' '.join(str(err).split())[:120]}")
+
+
+_WORKER: PieceEncoder | None = None
+
+
+def init_worker(cfg_json: str) -> None:
+    """Pool initializer: build this process's encoder once."""
+    global _WORKER
+    _WORKER = PieceEncoder(Config.model_validate_json(cfg_json))
+
+
+def encode_file(path: str) -> Encoded | Skipped:
+    """Pool task: encode one file with this process's encoder."""
+    assert _WORKER is not None, "init_worker was not called"
+    return _WORKER.encode_file(Path(path))

@@ -1,0 +1,42 @@
+"""Cut a piece's token stream into bar-aligned windows.
+
+With REMI every bar opens with a ``Bar`` token followed by its ``TimeSig`` token, so
+a window that starts at a ``Bar`` token decodes on its own with the right meter.
+Arrays: ``ids`` (T,) token ids of a whole piece; ``bar_starts`` (NB,) index of each
+``Bar`` token in ``ids``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """Tokens ``ids[start:end]`` covering bars ``bar`` .. ``bar + n_bars - 1`` of a piece."""
+
+    bar: int
+    start: int
+    end: int
+
+
+def bar_starts(ids: np.ndarray, bar_token_id: int) -> np.ndarray:
+    """Positions of the ``Bar`` tokens in ``ids``."""
+    return np.flatnonzero(ids == bar_token_id)
+
+
+def bar_index(ids: np.ndarray, bar_token_id: int) -> np.ndarray:
+    """Bar index of every token (0 for the first bar; tokens before the first Bar get 0)."""
+    return np.maximum(np.cumsum(ids == bar_token_id) - 1, 0)
+
+
+def cut_windows(starts: np.ndarray, n_tokens: int, *, bars: int, step: int) -> list[Window]:
+    """Windows of exactly ``bars`` bars every ``step`` bars; a short tail is not kept."""
+    bounds = np.append(starts, n_tokens)
+    n_bars = len(starts)
+    return [
+        Window(bar=b, start=int(bounds[b]), end=int(bounds[b + bars]))
+        for b in range(0, n_bars - bars + 1, step)
+    ]

@@ -1,0 +1,74 @@
+"""Build, save and load the miditok tokenizer described by a config.
+
+The tokenizer is saved beside every artifact (shards, checkpoints) under
+:data:`TOKENIZER_FILE` -- not ``tokenizer.json``, which transformers' AutoTokenizer
+would try to read as one of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from midistruct.config import TokenizerSettings
+
+TOKENIZER_FILE = "miditok.json"
+
+# Schemes whose token streams carry Bar tokens, so windows can be cut at bar lines.
+# TSD / MIDILike have no bars; Octuple and MuMIDI drop everything after bar 60;
+# CPWord uses several vocabularies at once (not supported by the model yet).
+BAR_SCHEMES = ("REMI",)
+
+
+def miditok_config(settings: TokenizerSettings):
+    """The ``miditok.TokenizerConfig`` for these settings."""
+    import miditok
+
+    return miditok.TokenizerConfig(
+        pitch_range=tuple(settings.pitch_range),
+        beat_res={(a, b): res for a, b, res in settings.beat_res},
+        use_velocities=settings.use_velocities,
+        num_velocities=settings.num_velocities,
+        use_tempos=settings.use_tempos,
+        use_time_signatures=True,
+        time_signature_range={int(k): list(v) for k, v in settings.time_signature_range.items()},
+        use_programs=settings.multitrack == "programs",
+        one_token_stream_for_programs=True,
+        special_tokens=["PAD", "BOS", "EOS", "MASK"],
+        encode_ids_split="bar",
+    )
+
+
+def build_tokenizer(settings: TokenizerSettings):
+    """A fresh (untrained) miditok tokenizer for these settings."""
+    import miditok
+
+    if settings.scheme not in BAR_SCHEMES:
+        raise ValueError(f"tokenizer scheme {settings.scheme!r} keeps no bar structure; valid: {BAR_SCHEMES}")
+    return getattr(miditok, settings.scheme)(miditok_config(settings))
+
+
+def settings_hash(settings: TokenizerSettings) -> str:
+    """Short stable hash of the tokenizer settings: shards made with another one are refused."""
+    text = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_tokenizer(tokenizer, folder: Path) -> Path:
+    """Write the tokenizer into ``folder`` and return the file's path."""
+    path = Path(folder) / TOKENIZER_FILE
+    tokenizer.save(path)
+    return path
+
+
+def load_tokenizer(folder: Path):
+    """Load the tokenizer saved in ``folder`` (a shard set or a checkpoint)."""
+    import miditok
+
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {TOKENIZER_FILE} in {folder}")
+    params = json.loads(path.read_text())
+    scheme = params.get("tokenization", "REMI")
+    return getattr(miditok, scheme)(params=path)
