@@ -29,7 +29,7 @@ from midistruct.corpus import Piece, SourceError
 
 _SONG_DIR = re.compile(r"\d{3}")
 _VERSION_FILE = re.compile(r"(\d{3})-v(\d+)\.mid", re.IGNORECASE)
-_PHRASE = re.compile(r"([A-Za-z])(\d+)")
+_PHRASE = re.compile(r"([A-Za-z])([0-9]+)")
 _XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 
 

@@ -40,3 +40,20 @@ def cut_windows(starts: np.ndarray, n_tokens: int, *, bars: int, step: int) -> l
         Window(bar=b, start=int(bounds[b]), end=int(bounds[b + bars]))
         for b in range(0, n_bars - bars + 1, step)
     ]
+
+
+def bar_start_ticks(time_signatures, tpq: int, n_bars: int) -> np.ndarray:
+    """Start tick of each of the first ``n_bars`` bars under a list of time signatures.
+
+    ``time_signatures`` holds objects with ``time``, ``numerator``, ``denominator``
+    (symusic's), sorted by time; bar lines restart at each change, as in miditok's REMI.
+    """
+    changes = sorted(((ts.time, ts.numerator, ts.denominator) for ts in time_signatures)) or [(0, 4, 4)]
+    starts, tick, k = [], 0, 0
+    while len(starts) < n_bars:
+        while k + 1 < len(changes) and changes[k + 1][0] <= tick:
+            k += 1
+        _, num, den = changes[k]
+        starts.append(tick)
+        tick += num * tpq * 4 // den
+    return np.array(starts, dtype=np.int64)

@@ -72,3 +72,18 @@ def load_tokenizer(folder: Path):
     params = json.loads(path.read_text())
     scheme = params.get("tokenization", "REMI")
     return getattr(miditok, scheme)(params=path)
+
+
+def decode_ids(tokenizer, ids) -> "symusic.Score":  # noqa: F821
+    """Decode one token stream (a window or a whole piece) to a symusic Score.
+
+    Handles both single-stream layouts: programs in the stream (``multitrack:
+    programs``) and one merged track. Writing the result is the caller's job
+    (``score.dump_midi(path)``; miditok's ``output_path`` is unreliable).
+    """
+    from miditok import TokSequence
+
+    ids = [int(i) for i in ids]
+    if tokenizer.config.use_programs and tokenizer.config.one_token_stream_for_programs:
+        return tokenizer.decode(TokSequence(ids=ids))
+    return tokenizer.decode([TokSequence(ids=ids)])

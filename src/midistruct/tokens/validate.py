@@ -44,10 +44,10 @@ def check_score(score, limits: ValidationConfig, *, meters: set[tuple[int, int]]
         raise Skip(f"too long ({seconds:.0f} s > {limits.max_seconds:.0f} s)")
     for tempo in score.tempos:
         if not limits.min_tempo <= tempo.qpm <= limits.max_tempo:
-            raise Skip(f"absurd tempo {tempo.qpm:.1f} qpm")
+            raise Skip(f"absurd tempo: {tempo.qpm:.1f} qpm")
     for ts in score.time_signatures:
         if (ts.numerator, ts.denominator) not in meters:
-            raise Skip(f"unsupported meter {ts.numerator}/{ts.denominator}")
+            raise Skip(f"unsupported meter: {ts.numerator}/{ts.denominator}")
 
 
 def clean_score(score, *, drop_drums: bool, merge: bool):

@@ -1,0 +1,96 @@
+"""``MidiStructConfig``: every hyper-parameter of the autoencoder, saved as ``config.json`` with the weights."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+LATENT_MODES = ("vae", "ae")
+
+
+@strict
+class MidiStructConfig(PreTrainedConfig):
+    r"""Transformer autoencoder over bar-aligned REMI segments, with a latent per bar and one per segment.
+
+    Sizes:
+        vocab_size: tokenizer vocabulary size (``len(tokenizer)``).
+        d_model, n_heads, ffn_dim: width, attention heads (``d_model % n_heads == 0``), feed-forward width.
+        encoder_layers, decoder_layers: number of pre-LN blocks in each stack.
+        max_positions: longest segment, in tokens (learned position table size).
+        max_bars: most bars per segment (bar-position table size).
+        latent_dim_bar, latent_dim_segment: sizes of the bar codes (Zb) and of the segment code (Zs).
+
+    Variants:
+        latent_mode: ``"vae"`` (Gaussian posterior, reparameterised, KL term) or ``"ae"`` (deterministic, KL 0).
+        bar_latents: ``False`` keeps only the segment latent (ablation).
+        conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
+            (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;
+            ``"prefix"``: latents as prefix vectors the decoder attends to). Checked when the model is built.
+
+    Regularisation:
+        free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
+            MusicVAE; the penalised KL of a group is ``max(KL_group - free_bits * ln 2, 0)`` nats, per segment.
+        word_dropout: probability of replacing a decoder input token by ``mask_token_id`` while training
+            (Bowman et al. 2016), to make the decoder lean on the latents.
+        dropout: dropout in embeddings, attention and feed-forward layers.
+
+    Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):
+        pad_token_id, bos_token_id, eos_token_id, mask_token_id; bar_token_id is ``tokenizer.vocab["Bar_None"]``
+        (4 with miditok's default REMI vocabulary). The decoder counts ``Bar`` tokens to know each token's bar.
+    """
+
+    model_type = "midistruct"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    # Standard names that generic transformers code (caches, generation) reads.
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "decoder_layers",
+        "max_position_embeddings": "max_positions",
+    }
+
+    vocab_size: int = 512
+    d_model: int = 256
+    n_heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    ffn_dim: int = 1024
+    dropout: float | int = 0.1
+    max_positions: int = 1024
+    max_bars: int = 64
+    latent_dim_bar: int = 64
+    latent_dim_segment: int = 128
+    latent_mode: str = "vae"
+    bar_latents: bool = True
+    conditioning: str = "add"
+    free_bits: float | int = 0.0
+    word_dropout: float | int = 0.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    mask_token_id: int = 3
+    bar_token_id: int = 4
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+
+    def validate_architecture(self):
+        """Called by ``@strict`` on construction: reject configs that cannot build a model."""
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.latent_mode not in LATENT_MODES:
+            raise ValueError(f"unknown latent_mode {self.latent_mode!r}; valid: {', '.join(LATENT_MODES)}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
+        if self.free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
+        if not 0 <= self.bar_token_id < self.vocab_size:
+            raise ValueError(f"bar_token_id {self.bar_token_id} outside the vocabulary ({self.vocab_size})")
+
+    @classmethod
+    def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":
+        """A config small enough for unit tests (d_model 32, 2 + 2 layers, no dropout)."""
+        sizes = dict(
+            vocab_size=vocab_size, d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64,
+            dropout=0.0, max_positions=64, max_bars=8, latent_dim_bar=8, latent_dim_segment=16,
+        )
+        return cls(**{**sizes, **overrides})

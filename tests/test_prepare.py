@@ -1,0 +1,202 @@
+"""prepare end to end: shards on disk, report, splits, duplicates, atomicity, dataset, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scores import make_score, write_corpus
+
+from midistruct.cli import main
+from midistruct.config import ConfigError, load_config
+from midistruct.prepare import prepare
+from midistruct.shards.dataset import EOS_ID, PitchShifter, WindowDataset, collate
+from midistruct.shards.reader import ShardError, ShardSet, open_shards
+from midistruct.shards.splits import assign_split
+
+
+def _cfg(src, out, *extra):
+    return load_config("tiny", [f"data.sources=[{{kind: folder, path: '{src}'}}]", f"data.output={out}", *extra])
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    src = tmp_path / "midi"
+    write_corpus(src, n=8)
+    shutil.copy(src / "piece0.mid", src / "copy_of_piece0.MID")  # a duplicate, upper-case suffix
+    (src / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    (src / "notes.txt").write_text("not midi")
+    return src
+
+
+def test_prepare_writes_shards_and_report(corpus, tmp_path):
+    out = tmp_path / "shards"
+    summary = prepare(_cfg(corpus, out), progress=False).as_dict()
+    assert summary["files_read"] == 10  # 8 pieces + duplicate + broken; .txt ignored
+    assert summary["skipped_by_reason"] == {"duplicate": 1, "unreadable MIDI": 1}
+    report = (out / "report.tsv").read_text().splitlines()
+    assert len(report) == 3 and "duplicate of" in report[1] + report[2]
+    shards = ShardSet(out)
+    total = sum(shards.split(s).n_windows for s in ("train", "valid", "test"))
+    assert total == summary["splits"]["train"]["windows"] + summary["splits"]["valid"]["windows"] + summary["splits"]["test"]["windows"]
+    assert sum(c["pieces"] for c in summary["splits"].values()) == 8
+    assert (out / "miditok.json").is_file() and (out / "config.yaml").is_file()
+    assert not list(tmp_path.glob("shards.partial-*"))
+
+
+def test_windows_match_direct_encoding(corpus, tmp_path):
+    """What the shards hold is exactly the encoder's output for that piece."""
+    from midistruct.tokens.encode import PieceEncoder
+
+    cfg = _cfg(corpus, tmp_path / "s")
+    prepare(cfg, progress=False)
+    shards = ShardSet(tmp_path / "s")
+    enc = PieceEncoder(cfg)
+    for split in ("train", "valid", "test"):
+        arrays = shards.split(split)
+        pieces = arrays.pieces()
+        for i in range(arrays.n_windows):
+            start, end, piece, first_bar = arrays.windows[i]
+            direct = enc.encode_file(pieces[piece]["path"])
+            window = [w for w in direct.windows if w.bar == first_bar][0]
+            ids, bars = arrays.window(i)
+            np.testing.assert_array_equal(ids, direct.ids[window.start : window.end])
+            assert bars[0] == 0 and bars[-1] == cfg.segments.bars - 1
+
+
+def test_splits_deterministic_and_grouped(tmp_path):
+    cfg = load_config("tiny").splits
+    groups = [f"song{i}" for i in range(2000)]
+    first = [assign_split(g, cfg) for g in groups]
+    assert first == [assign_split(g, cfg) for g in groups]
+    share = {s: first.count(s) / len(first) for s in ("train", "valid", "test")}
+    assert abs(share["valid"] - cfg.valid) < 0.04 and abs(share["test"] - cfg.test) < 0.04
+    assert assign_split("x", cfg.model_copy(update={"seed": 1})) in ("train", "valid", "test")
+
+
+def test_interrupted_prepare_leaves_no_complete_folder(corpus, tmp_path, monkeypatch):
+    import midistruct.prepare as prep
+
+    out = tmp_path / "s"
+    calls = {"n": 0}
+    real = prep._add_piece
+
+    def boom(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(prep, "_add_piece", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_cfg(corpus, out), progress=False)
+    assert not out.exists() and not list(tmp_path.glob("s.partial-*"))
+    with pytest.raises(ShardError, match="no manifest.json"):
+        ShardSet(out)
+
+
+def test_refuses_other_tokenizer(corpus, tmp_path):
+    out = tmp_path / "s"
+    prepare(_cfg(corpus, out), progress=False)
+    with pytest.raises(ShardError, match="another tokenizer config"):
+        prepare(_cfg(corpus, out, "tokenizer.use_velocities=true"), progress=False)
+    other = tmp_path / "v"
+    prepare(_cfg(corpus, other, "tokenizer.use_velocities=true"), progress=False)
+    with pytest.raises(ShardError, match="cannot be mixed"):
+        open_shards([out, other])
+    prepare(_cfg(corpus, out, "tokenizer.use_velocities=true"), overwrite=True, progress=False)
+    assert ShardSet(out).tokenizer_hash == ShardSet(other).tokenizer_hash
+
+
+def test_dataset_and_collate(corpus, tmp_path):
+    out = tmp_path / "s"
+    prepare(_cfg(corpus, out, "splits.valid=0", "splits.test=0"), progress=False)
+    ds = WindowDataset([out], "train")
+    item = ds[0]
+    assert item["input_ids"][-1] == EOS_ID and item["input_ids"].dtype == torch.long
+    assert len(item["bar_ids"]) == len(item["input_ids"])
+    batch = collate([ds[i] for i in range(3)])
+    lengths = [len(ds[i]["input_ids"]) for i in range(3)]
+    assert batch["input_ids"].shape == (3, max(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_transposition_shifts_pitches_only(corpus, tmp_path):
+    out = tmp_path / "s"
+    prepare(_cfg(corpus, out, "splits.valid=0", "splits.test=0"), progress=False)
+    plain = WindowDataset([out], "train")
+    moved = WindowDataset([out], "train", transpose=(-3, 3), seed=1)
+    vocab = plain.sets[0].tokenizer().vocab
+    names = {i: t for t, i in vocab.items()}
+    shifts = set()
+    for i in range(len(plain)):
+        a, b = plain[i]["input_ids"].tolist(), moved[i]["input_ids"].tolist()
+        diffs = {int(names[y].split("_")[1]) - int(names[x].split("_")[1]) for x, y in zip(a, b) if x != y}
+        assert all(names[x].startswith("Pitch_") for x, y in zip(a, b) if x != y)
+        assert len(diffs) <= 1
+        shifts |= diffs
+    assert shifts and shifts <= {-3, -2, -1, 1, 2, 3}
+    assert moved[0]["input_ids"].tolist() == WindowDataset([out], "train", transpose=(-3, 3), seed=1)[0]["input_ids"].tolist()
+
+
+def test_pitch_shifter_clips_to_range():
+    vocab = {"PAD_None": 0, "Pitch_21": 1, "Pitch_22": 2, "Pitch_108": 3, "Bar_None": 4}
+    shifter = PitchShifter(vocab)
+    assert shifter.allowed(np.array([4, 1]), -5, 5) == (0, 5)
+    assert shifter.allowed(np.array([4, 3]), -5, 5) == (-5, 0)
+    assert shifter.shift(np.array([4, 1]), 1).tolist() == [4, 2]
+
+
+def test_cli_prepare_and_errors(corpus, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["prepare", "--config", "tiny", "--quiet", "--json", "--set", f"data.sources=[{{kind: folder, path: '{corpus}'}}]",
+            "--set", f"data.output={out}"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files_read"] == 10 and summary["tokens_per_bar"] > 0
+    assert main(["prepare", "--config", "nope"]) == 2
+    assert "named configs:" in capsys.readouterr().err
+    assert main(["prepare", "--config", "tiny", "--set", "segments.barz=2"]) == 2
+    assert "valid: bars, hop" in capsys.readouterr().err
+    assert main(["prepare", "--config", "tiny", "--set", f"data.sources=[{{kind: folder, path: '{tmp_path}/no'}}]"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_config_overrides_and_errors():
+    cfg = load_config("tiny", ["segments.bars=8", "augment.transpose=[-5, 6]"])
+    assert cfg.segments.bars == 8 and cfg.augment.transpose == (-5, 6)
+    with pytest.raises(ConfigError, match="segments.bars"):
+        load_config("tiny", ["segments.bars=0"])
+    with pytest.raises(ConfigError, match="must look like"):
+        load_config("tiny", ["segments.bars"])
+    with pytest.raises(ConfigError, match="tokenizer.scheme"):
+        load_config("tiny", ["tokenizer.scheme=TSD"])
+
+
+def test_named_configs_are_valid():
+    from midistruct.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"tiny", "music21", "pop909", "nottingham"} <= set(names)
+    for name in names:
+        load_config(name)
+
+
+@pytest.mark.shared_data
+def test_prepare_real_mixed_folder(shared_datasets, tmp_path):
+    """MidiTok's test files (incl. the corrupted one and empty.mid): no crash, every skip has a reason."""
+    src = shared_datasets / "miditok-test-midis"
+    out = tmp_path / "s"
+    summary = prepare(_cfg(src, out, "data.workers=2", "segments.max_tokens=1024"), progress=False).as_dict()
+    rows = (out / "report.tsv").read_text().splitlines()[1:]
+    assert len(rows) == summary["skipped"] >= 2
+    reasons = {r.split("\t")[2] for r in rows}
+    assert any(r.startswith("unreadable MIDI") for r in reasons) and "no notes" in reasons
+    assert summary["files_read"] == 30
+    assert sum(c["pieces"] for c in summary["splits"].values()) + summary["skipped"] == 30
