@@ -70,12 +70,12 @@ class PieceEncoder:
 
     def _keep_windows(self, ids: np.ndarray, starts: np.ndarray) -> tuple[list[Window], dict[str, int]]:
         seg = self.cfg.segments
-        is_note = np.isin(ids, self.pitch_ids)
+        notes_before = np.concatenate([[0], np.cumsum(np.isin(ids, self.pitch_ids))]).tolist()
         kept, dropped = [], {"too many tokens": 0, "too few notes": 0}
         for w in cut_windows(starts, len(ids), bars=seg.bars, step=seg.step):
             if w.end - w.start + 1 > seg.max_tokens:  # +1: the EOS the model appends
                 dropped["too many tokens"] += 1
-            elif is_note[w.start : w.end].sum() < seg.min_notes:
+            elif notes_before[w.end] - notes_before[w.start] < seg.min_notes:
                 dropped["too few notes"] += 1
             else:
                 kept.append(w)

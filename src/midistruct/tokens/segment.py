@@ -8,13 +8,12 @@ Arrays: ``ids`` (T,) token ids of a whole piece; ``bar_starts`` (NB,) index of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """Tokens ``ids[start:end]`` covering bars ``bar`` .. ``bar + n_bars - 1`` of a piece."""
 
     bar: int
@@ -34,12 +33,8 @@ def bar_index(ids: np.ndarray, bar_token_id: int) -> np.ndarray:
 
 def cut_windows(starts: np.ndarray, n_tokens: int, *, bars: int, step: int) -> list[Window]:
     """Windows of exactly ``bars`` bars every ``step`` bars; a short tail is not kept."""
-    bounds = np.append(starts, n_tokens)
-    n_bars = len(starts)
-    return [
-        Window(bar=b, start=int(bounds[b]), end=int(bounds[b + bars]))
-        for b in range(0, n_bars - bars + 1, step)
-    ]
+    bounds = np.append(starts, n_tokens).tolist()
+    return [Window(b, bounds[b], bounds[b + bars]) for b in range(0, len(starts) - bars + 1, step)]
 
 
 def bar_start_ticks(time_signatures, tpq: int, n_bars: int) -> np.ndarray:
