@@ -129,12 +129,13 @@ def test_pop909_errors(pop909: Path, tmp_path: Path) -> None:
     midi_only = write_midi(tmp_path / "midi_only" / "song.mid").parent
     (tmp_path / "empty").mkdir()
     cases = [
-        ({}, "not a POP909 folder"),
+        ({}, "needs a 'path'"),
         ({"path": tmp_path / "missing"}, "not a POP909 folder"),
         ({"path": midi_only}, "expected songs/NNN/NNN.mid"),
         ({"path": pop909, "phrases_path": tmp_path / "empty"}, "human_label1"),
         ({"path": pop909, "limit": -1}, "limit"),
         ({"path": pop909, "limit": "3"}, "limit"),
+        ({"path": pop909, "versions": "no"}, "versions"),
     ]
     for options, message in cases:
         with pytest.raises(SourceError, match=message):

@@ -200,3 +200,28 @@ def test_prepare_real_mixed_folder(shared_datasets, tmp_path):
     assert any(r.startswith("unreadable MIDI") for r in reasons) and "no notes" in reasons
     assert summary["files_read"] == 30
     assert sum(c["pieces"] for c in summary["splits"].values()) + summary["skipped"] == 30
+
+
+def test_bpe_shards_decode_like_base(corpus, tmp_path):
+    """BPE windows hold the same music as base windows; bar ids stay aligned to bar lines."""
+    from midistruct.tokens.tokenizer import decode_ids
+
+    base_out, bpe_out = tmp_path / "base", tmp_path / "bpe"
+    prepare(_cfg(corpus, base_out, "splits.valid=0", "splits.test=0"), progress=False)
+    summary = prepare(_cfg(corpus, bpe_out, "splits.valid=0", "splits.test=0", "tokenizer.bpe_vocab_size=400"),
+                      progress=False).as_dict()
+    base, bpe = ShardSet(base_out), ShardSet(bpe_out)
+    tok_base, tok_bpe = base.tokenizer(), bpe.tokenizer()
+    assert tok_bpe.is_trained and tok_bpe.vocab_size == 400
+    assert base.tokenizer_hash != bpe.tokenizer_hash
+    a, b = base.split("train"), bpe.split("train")
+    assert a.n_windows == b.n_windows and b.n_tokens < a.n_tokens
+    assert summary["splits"]["train"]["tokens"] == b.n_tokens
+    for i in range(a.n_windows):
+        ids_a, _ = a.window(i)
+        ids_b, bars_b = b.window(i)
+        assert bars_b[0] == 0 and bars_b[-1] == 1 and (np.diff(bars_b) >= 0).all()
+        assert [str(n) for t in decode_ids(tok_bpe, ids_b).tracks for n in t.notes] == \
+               [str(n) for t in decode_ids(tok_base, ids_a).tracks for n in t.notes]
+    with pytest.raises(ShardError, match="BPE"):
+        WindowDataset([bpe_out], "train", transpose=(-2, 2))

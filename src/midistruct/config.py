@@ -49,6 +49,7 @@ class TokenizerSettings(_Section):
         4: [1, 2, 3, 4, 5, 6, 7],
         2: [1, 2, 3, 4],
     }
+    bpe_vocab_size: int = 0  # 0: no BPE; else learn merges on the train split up to this size
 
 
 class SegmentConfig(_Section):

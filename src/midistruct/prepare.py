@@ -9,6 +9,7 @@ in ``report.tsv`` with their reason; exact duplicates are skipped as such.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -94,18 +95,32 @@ def _tick(items: Iterator, bar) -> Iterator:
 def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> PrepareSummary:
     """Prepare the shard folder ``cfg.data.output`` from ``cfg.data.sources``."""
     from midistruct.shards.reader import ShardError, ShardSet
-    from midistruct.shards.writer import ShardWriter
-    from midistruct.tokens.encode import Skipped
-    from midistruct.tokens.tokenizer import build_tokenizer, save_tokenizer, settings_hash
+    from midistruct.tokens.tokenizer import build_tokenizer, settings_hash
 
     out = Path(cfg.data.output)
-    token_hash = settings_hash(cfg.tokenizer)
-    if (out / "manifest.json").exists() and not overwrite and ShardSet(out).tokenizer_hash != token_hash:
-        raise ShardError(f"{out} holds shards of another tokenizer config; use --overwrite or another data.output")
+    if (out / "manifest.json").exists() and not overwrite:
+        if ShardSet(out).manifest.get("settings_hash") != settings_hash(cfg.tokenizer):
+            raise ShardError(f"{out} holds shards of another tokenizer config; use --overwrite or another data.output")
     pieces = collect_pieces(cfg)
     tokenizer = build_tokenizer(cfg.tokenizer)
+    if not cfg.tokenizer.bpe_vocab_size:
+        return _encode_corpus(cfg, pieces, tokenizer, out, progress)
+    base = out.with_name(f"{out.name}.base-{os.getpid()}")
+    try:
+        summary = _encode_corpus(cfg, pieces, tokenizer, base, progress)
+        summary.splits = _apply_bpe(cfg, tokenizer, ShardSet(base), out)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return summary
+
+
+def _encode_corpus(cfg: Config, pieces: list[Piece], tokenizer, out: Path, progress: bool) -> PrepareSummary:
+    """Pass over all pieces: validate, tokenize, dedupe, split, stream into ``out``."""
+    from midistruct.shards.writer import ShardWriter
+    from midistruct.tokens.encode import Skipped
+
     workers = cfg.data.workers or os.cpu_count() or 1
-    summary, report, seen = PrepareSummary(output=out, files=len(pieces)), [], {}
+    summary, report, seen = PrepareSummary(output=Path(cfg.data.output), files=len(pieces)), [], {}
     with ShardWriter(out, vocab_size=tokenizer.vocab_size) as writer:
         for piece, result in _encode_all(cfg, pieces, workers, progress):
             if not isinstance(result, Skipped) and result.content_hash in seen:
@@ -116,11 +131,34 @@ def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> P
                 continue
             seen[result.content_hash] = piece.id
             _add_piece(writer, piece, result, assign_split(piece.group, cfg.splits), summary)
-        save_tokenizer(tokenizer, writer.folder)
-        (writer.folder / "config.yaml").write_text(dump_config(cfg))
-        _write_report(writer.folder / "report.tsv", report)
-        summary.splits = writer.finish(_manifest(cfg, token_hash, summary))
+        _write_side_files(writer.folder, cfg, tokenizer, report)
+        summary.splits = writer.finish(_manifest(cfg, tokenizer, summary))
     return summary
+
+
+def _apply_bpe(cfg: Config, tokenizer, base, out: Path) -> dict[str, dict[str, int]]:
+    """Learn BPE on ``base``'s train split and write the re-encoded shards to ``out``."""
+    from midistruct.shards import bpe
+    from midistruct.shards.writer import ShardWriter
+    from midistruct.tokens.tokenizer import settings_hash
+
+    bpe.train_bpe(tokenizer, base, cfg.tokenizer.bpe_vocab_size)
+    with ShardWriter(out, vocab_size=tokenizer.vocab_size) as writer:
+        bpe.reencode(tokenizer, base, writer)
+        shutil.copy(base.folder / "report.tsv", writer.folder / "report.tsv")
+        _write_side_files(writer.folder, cfg, tokenizer, None)
+        manifest = {k: v for k, v in base.manifest.items() if k not in ("format_version", "token_dtype", "splits")}
+        manifest["tokenizer_hash"] = settings_hash(cfg.tokenizer, tokenizer)
+        return writer.finish(manifest)
+
+
+def _write_side_files(folder: Path, cfg: Config, tokenizer, report: list | None) -> None:
+    from midistruct.tokens.tokenizer import save_tokenizer
+
+    save_tokenizer(tokenizer, folder)
+    (folder / "config.yaml").write_text(dump_config(cfg))
+    if report is not None:
+        _write_report(folder / "report.tsv", report)
 
 
 def _add_piece(writer, piece: Piece, enc, split: str, summary: PrepareSummary) -> None:
@@ -148,15 +186,17 @@ def _write_report(path: Path, rows: list[tuple[str, str, str]]) -> None:
             f.write("\t".join(c.replace("\t", " ") for c in row) + "\n")
 
 
-def _manifest(cfg: Config, token_hash: str, summary: PrepareSummary) -> dict:
+def _manifest(cfg: Config, tokenizer, summary: PrepareSummary) -> dict:
     import miditok
 
     from midistruct import __version__
+    from midistruct.tokens.tokenizer import settings_hash
 
     return {
         "midistruct_version": __version__,
         "miditok_version": miditok.__version__ if hasattr(miditok, "__version__") else "unknown",
-        "tokenizer_hash": token_hash,
+        "settings_hash": settings_hash(cfg.tokenizer),
+        "tokenizer_hash": settings_hash(cfg.tokenizer, tokenizer),
         "segments": cfg.segments.model_dump(),
         "sources": cfg.data.sources,
         "summary": {k: v for k, v in summary.as_dict().items() if k != "splits"},

@@ -103,8 +103,10 @@ def iter_nottingham(options: dict[str, Any]) -> Iterator[Piece]:
     Raises SourceError on a missing folder, a folder without ``.mid`` files, an unknown
     rendering, or a requested rendering with no files.
     """
-    root = Path(options.get("path") or "").expanduser()
-    midi = midi_folder(root) if options.get("path") and root.is_dir() else None
+    if not options.get("path"):
+        raise SourceError("nottingham source needs a 'path' (the dataset root or its midi/ folder)")
+    root = Path(options["path"]).expanduser()
+    midi = midi_folder(root) if root.is_dir() else None
     if midi is None:
         raise SourceError(f"nottingham source: {str(root)!r} holds no midi/<tune>.mid files")
     renderings = _renderings(options.get("rendering", "melody"))

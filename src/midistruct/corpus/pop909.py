@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 from midistruct.corpus import Piece, SourceError
 
-_SONG_DIR = re.compile(r"\d{3}")
-_VERSION_FILE = re.compile(r"(\d{3})-v(\d+)\.mid", re.IGNORECASE)
+_SONG_DIR = re.compile(r"[0-9]{3}")
+_VERSION_FILE = re.compile(r"([0-9]{3})-v([0-9]+)\.mid", re.IGNORECASE)
 _PHRASE = re.compile(r"([A-Za-z])([0-9]+)")
 _XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 
@@ -38,8 +38,8 @@ class BeatRow(NamedTuple):
 
     ``downbeat`` (column 2) starts a measure as ``index.xlsx`` counts them (every
     ``num_beats_per_measure`` beats); ``hyper_downbeat`` (column 3) marks every second one.
-    The phrase labels count bars of ``hyper_downbeat`` in duple songs and of ``downbeat``
-    in triple ones (measured on the data; the upstream README documents neither).
+    Phrase labels count bars of ``hyper_downbeat`` where ``num_beats_per_measure`` is 2 and
+    of ``downbeat`` where it is 3 (measured on the data; the upstream README says neither).
     """
 
     time: float
@@ -256,11 +256,15 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
 
     All files of a song share ``group = "pop909/NNN"``. Tags: collection, song, version
     ("0" for the main file), key (longest key of ``key_audio.txt``), meter / title / artist
-    (from ``index.xlsx`` when present), phrases, phrases2.
-    Raises SourceError when a folder is missing or holds no ``NNN/`` song folders.
+    (from ``index.xlsx`` when present), phrases, phrases2 (the label strings, whitespace
+    removed, not validated: parse them with :func:`parse_phrase_labels`).
+    Raises SourceError when a folder is missing or holds no ``NNN/`` song folders, or on a bad
+    ``versions`` / ``limit`` value.
     """
     root = _folder_option(options, "path")
-    songs = songs_folder(root) if root is not None and root.is_dir() else None
+    if root is None:
+        raise SourceError("pop909 source needs a 'path' (the folder holding songs/NNN/ or NNN/)")
+    songs = songs_folder(root) if root.is_dir() else None
     if songs is None:
         raise SourceError(
             f"pop909 source: {str(root)!r} is not a POP909 folder (expected songs/NNN/NNN.mid)"
@@ -271,8 +275,11 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
         raise SourceError(
             f"pop909 source: phrases_path {str(phrases)!r} holds no NNN/human_label1.txt folders"
         )
+    versions = options.get("versions", True)
+    if not isinstance(versions, bool):
+        raise SourceError(f"pop909 source: versions must be true or false, got {versions!r}")
     index = read_index(songs)
     song_dirs = sorted(d for d in songs.iterdir() if _is_song_dir(d))
     for song_dir in song_dirs[: _limit(options)]:
         tags = _song_tags(song_dir, index.get(song_dir.name, {}), phrase_songs)
-        yield from _song_pieces(song_dir, tags, versions=bool(options.get("versions", True)))
+        yield from _song_pieces(song_dir, tags, versions=versions)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midistruct.shards.reader import ShardSet, open_shards
+from midistruct.shards.reader import ShardError, ShardSet, open_shards
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # miditok special tokens PAD, BOS, EOS come first in the vocab
 
@@ -69,10 +69,16 @@ class WindowDataset(torch.utils.data.Dataset):
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
         self.transpose = tuple(transpose)
         self.seed, self.epoch = seed, 0
-        self.shifter = PitchShifter(self.sets[0].tokenizer().vocab) if self.transpose != (0, 0) else None
+        self.shifter = self._shifter() if self.transpose != (0, 0) else None
 
     def __len__(self) -> int:
         return int(self.cum[-1])
+
+    def _shifter(self) -> PitchShifter:
+        tokenizer = self.sets[0].tokenizer()
+        if tokenizer.is_trained:
+            raise ShardError("transposition needs base tokens, but these shards use BPE; set augment.transpose=[0, 0]")
+        return PitchShifter(tokenizer.vocab)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the transposition draw (call once per epoch)."""

@@ -49,9 +49,14 @@ def build_tokenizer(settings: TokenizerSettings):
     return getattr(miditok, settings.scheme)(miditok_config(settings))
 
 
-def settings_hash(settings: TokenizerSettings) -> str:
-    """Short stable hash of the tokenizer settings: shards made with another one are refused."""
+def settings_hash(settings: TokenizerSettings, tokenizer=None) -> str:
+    """Short stable hash of the tokenizer settings (and learned BPE merges, if any).
+
+    Shards or checkpoints with another hash are refused: their ids mean other tokens.
+    """
     text = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    if tokenizer is not None and tokenizer.is_trained:
+        text += tokenizer._model.to_str()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -83,7 +88,9 @@ def decode_ids(tokenizer, ids) -> "symusic.Score":  # noqa: F821
     """
     from miditok import TokSequence
 
-    ids = [int(i) for i in ids]
+    seq = TokSequence(ids=[int(i) for i in ids], are_ids_encoded=tokenizer.is_trained)
+    if tokenizer.is_trained:  # BPE ids back to base ids first
+        tokenizer.decode_token_ids(seq)
     if tokenizer.config.use_programs and tokenizer.config.one_token_stream_for_programs:
-        return tokenizer.decode(TokSequence(ids=ids))
-    return tokenizer.decode([TokSequence(ids=ids)])
+        return tokenizer.decode(seq)
+    return tokenizer.decode([seq])
