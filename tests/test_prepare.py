@@ -225,3 +225,47 @@ def test_bpe_shards_decode_like_base(corpus, tmp_path):
                [str(n) for t in decode_ids(tok_base, ids_a).tracks for n in t.notes]
     with pytest.raises(ShardError, match="BPE"):
         WindowDataset([bpe_out], "train", transpose=(-2, 2))
+
+
+def _pop909_cfg(shared_datasets, out, limit):
+    root, phrases = shared_datasets / "pop909", shared_datasets / "pop909-phrases"
+    return load_config("pop909", [
+        f"data.sources=[{{kind: pop909, path: '{root}', phrases_path: '{phrases}', limit: {limit}}}]",
+        f"data.output={out}", "data.workers=2"])
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("limit", [
+    pytest.param(120, id="120-songs"),
+    pytest.param(None, id="all-909-songs", marks=pytest.mark.slow),  # ~30-50 s: pytest -m slow
+])
+def test_prepare_pop909(shared_datasets, tmp_path, limit):
+    """POP909 songs and their versions: no crash, versions share their song's split, 4/4 bars."""
+    summary = prepare(_pop909_cfg(shared_datasets, tmp_path / "pop", limit or "null"), progress=False).as_dict()
+    kept = sum(c["pieces"] for c in summary["splits"].values())
+    assert kept + summary["skipped"] == summary["files_read"] and kept > 0.85 * summary["files_read"]
+    assert len((tmp_path / "pop" / "report.tsv").read_text().splitlines()) == summary["skipped"] + 1
+    if limit is None:
+        assert summary["files_read"] == 2898
+    shards = ShardSet(tmp_path / "pop")
+    split_of_song = {}
+    for split in ("train", "valid", "test"):
+        for rec in shards.split(split).pieces():
+            assert split_of_song.setdefault(rec["tags"]["song"], split) == split
+            assert rec["tags"]["time_signature"] in ("4/4", "3/4", "6/8", "9/8")
+    assert len(split_of_song) == (limit or 909)
+    tok = shards.tokenizer()
+    ids, _ = shards.split("train").window(0)
+    assert tok[int(ids[1])] in ("TimeSig_4/4", "TimeSig_3/4", "TimeSig_6/8", "TimeSig_9/8")
+    assert 4 <= summary["notes"] / summary["bars"] <= 40  # a 4/4 pop bar, not a 1/4 one
+
+
+@pytest.mark.shared_data
+def test_prepare_nottingham_full(shared_datasets, tmp_path):
+    cfg = load_config("nottingham", [f"data.sources=[{{kind: nottingham, path: '{shared_datasets / 'nottingham'}'}}]",
+                                     f"data.output={tmp_path / 'n'}", "data.workers=2"])
+    summary = prepare(cfg, progress=False).as_dict()
+    assert summary["files_read"] == 1034
+    kept = sum(c["pieces"] for c in summary["splits"].values())
+    assert kept + summary["skipped"] == 1034 and kept > 1000
+    assert summary["skipped_by_reason"].keys() <= {"duplicate", "too few notes", "shorter than one window"}

@@ -172,3 +172,16 @@ def test_corrupted_file_is_skipped(shared_datasets):
     for path in (shared_datasets / "miditok-test-midis/MIDIs_corrupted").iterdir():
         result = enc.encode_file(path)
         assert isinstance(result, Skipped) and result.reason.startswith("unreadable MIDI")
+
+
+def test_time_signature_tag_replaces_file_meters():
+    enc = _encoder("segments.bars=1")
+    score = make_score((1, 4), bars=16)  # a file that claims 1/4 throughout (as most POP909 files do)
+    as_file = enc.encode_score(score)
+    fixed = enc.encode_score(score, time_signature="4/4")
+    assert len(as_file.windows) == 16 and len(fixed.windows) == 4
+    decoded = decode_ids(enc.tokenizer, fixed.ids)
+    assert [(t.numerator, t.denominator) for t in decoded.time_signatures] == [(4, 4)]
+    assert note_tuples(decoded) == note_tuples(decode_ids(enc.tokenizer, as_file.ids))
+    with pytest.raises(Skip, match="bad time_signature"):
+        enc.encode_score(score, time_signature="four")

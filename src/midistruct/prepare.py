@@ -72,7 +72,7 @@ def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) 
 
     from midistruct.tokens import encode
 
-    paths = [str(p.path) for p in pieces]
+    paths = [(str(p.path), p.tags.get("time_signature")) for p in pieces]
     bar = tqdm(total=len(pieces), desc="prepare", unit="file", disable=not progress, file=sys.stderr)
     if workers <= 1:
         encode.init_worker(cfg.model_dump_json())

@@ -25,6 +25,9 @@ class Piece:
         group: split group; all versions/arrangements of one song share it, so a
             song never straddles train/valid/test. Defaults to ``id``.
         tags: string metadata (collection, composer, key, meter, tune type, ...).
+            The tag ``time_signature`` (``"4/4"``) is an instruction, not just a
+            description: the file's own time signatures are replaced by it before
+            tokenization (for corpora whose MIDI meters are wrong, such as POP909).
     """
 
     id: str

@@ -199,6 +199,9 @@ def _song_tags(song_dir: Path, index_row: dict[str, str], phrases: Path | None) 
     )
     if meter:
         tags["meter"] = meter
+        # The MIDI files' own time signatures are unusable (617 songs say 1/4); bar lines
+        # follow the phrase labels' bars instead: 2 beats a measure -> 4/4 hyper-bars.
+        tags["time_signature"] = {"2/4": "4/4"}.get(meter, meter)
     for tag, column in (("title", "name"), ("artist", "artist")):
         if index_row.get(column):
             tags[tag] = index_row[column]

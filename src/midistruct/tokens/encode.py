@@ -48,9 +48,14 @@ class PieceEncoder:
         self.pitch_ids = np.array(sorted(i for t, i in vocab.items() if t.startswith("Pitch_")))
         self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
 
-    def encode_score(self, score) -> Encoded:
-        """Tokenize a loaded score; raises :class:`Skip` with the reason when unusable."""
+    def encode_score(self, score, *, time_signature: str | None = None) -> Encoded:
+        """Tokenize a loaded score; raises :class:`Skip` with the reason when unusable.
+
+        ``time_signature`` (``"4/4"``) replaces the score's own meters when given.
+        """
         cfg = self.cfg
+        if time_signature:
+            score = _with_meter(score, time_signature)
         check_score(score, cfg.validation, meters=self.meters)
         score = clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge")
         seq = self.tokenizer.encode(score)
@@ -81,10 +86,10 @@ class PieceEncoder:
                 kept.append(w)
         return kept, {k: v for k, v in dropped.items() if v}
 
-    def encode_file(self, path: Path) -> Encoded | Skipped:
+    def encode_file(self, path: Path, *, time_signature: str | None = None) -> Encoded | Skipped:
         """Load and encode one file; every failure becomes a :class:`Skipped` reason."""
         try:
-            return self.encode_score(load_score(path))
+            return self.encode_score(load_score(path), time_signature=time_signature)
         except Skip as skip:
             return Skipped(str(skip))
         except Exception as err:  # a bug or a miditok corner case must not stop a corpus run
@@ -100,7 +105,21 @@ def init_worker(cfg_json: str) -> None:
     _WORKER = PieceEncoder(Config.model_validate_json(cfg_json))
 
 
-def encode_file(path: str) -> Encoded | Skipped:
-    """Pool task: encode one file with this process's encoder."""
+def encode_file(task: tuple[str, str | None]) -> Encoded | Skipped:
+    """Pool task: encode one ``(path, time_signature or None)`` with this process's encoder."""
     assert _WORKER is not None, "init_worker was not called"
-    return _WORKER.encode_file(Path(path))
+    path, time_signature = task
+    return _WORKER.encode_file(Path(path), time_signature=time_signature)
+
+
+def _with_meter(score, text: str):
+    """A copy of ``score`` with one time signature, ``"num/den"``, from tick 0."""
+    import symusic
+
+    try:
+        num, den = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise Skip(f"bad time_signature tag: {text!r}") from None
+    out = score.copy()
+    out.time_signatures = [symusic.TimeSignature(0, num, den)]
+    return out
