@@ -53,6 +53,16 @@ SOURCES: dict[str, str] = {
 }
 
 
+def limit_option(options: dict[str, Any]) -> int | None:
+    """``options["limit"]`` as a non-negative int (None when absent): the sources' cap on items."""
+    limit = options.get("limit")
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SourceError(f"corpus source: limit must be a non-negative integer, got {limit!r}")
+    return limit
+
+
 def get_source(kind: str) -> Callable[[dict[str, Any]], Iterator[Piece]]:
     """Return the source function registered as ``kind``; unknown names list the valid ones."""
     if kind not in SOURCES:

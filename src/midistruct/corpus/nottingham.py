@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from midistruct.corpus import Piece, SourceError
+from midistruct.corpus import Piece, SourceError, limit_option
 
 RENDERINGS = {"full": ".", "melody": "melody", "chords": "chords"}
 
@@ -71,16 +71,6 @@ def _renderings(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _limit(options: dict[str, Any]) -> int | None:
-    """``options["limit"]`` as a non-negative int, None when absent."""
-    limit = options.get("limit")
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise SourceError(f"corpus source: limit must be a non-negative integer, got {limit!r}")
-    return limit
-
-
 def _tune_files(folder: Path) -> dict[str, Path]:
     """``{stem: path}`` of the ``.mid`` files directly in ``folder`` (none when it is absent)."""
     if not folder.is_dir():
@@ -115,7 +105,7 @@ def iter_nottingham(options: dict[str, Any]) -> Iterator[Piece]:
     if empty:
         raise SourceError(f"nottingham source: no {'/'.join(empty)} rendering under {str(midi)!r}")
     stems = sorted(set().union(*files.values()), key=_natural)
-    for stem in stems[: _limit(options)]:
+    for stem in stems[: limit_option(options)]:
         yield from _tune_pieces(stem, {name: files[name].get(stem) for name in renderings})
 
 

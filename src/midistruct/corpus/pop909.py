@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from midistruct.corpus import Piece, SourceError
+from midistruct.corpus import Piece, SourceError, limit_option
 
 _SONG_DIR = re.compile(r"[0-9]{3}")
 _VERSION_FILE = re.compile(r"([0-9]{3})-v([0-9]+)\.mid", re.IGNORECASE)
@@ -231,16 +231,6 @@ def _song_pieces(song_dir: Path, tags: dict[str, str], *, versions: bool) -> Ite
         yield Piece(id=f"{group}-v{k}", path=path, group=group, tags={**tags, "version": str(k)})
 
 
-def _limit(options: dict[str, Any]) -> int | None:
-    """``options["limit"]`` as a non-negative int, None when absent."""
-    limit = options.get("limit")
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise SourceError(f"corpus source: limit must be a non-negative integer, got {limit!r}")
-    return limit
-
-
 def _folder_option(options: dict[str, Any], name: str) -> Path | None:
     value = options.get(name)
     return Path(value).expanduser() if value else None
@@ -283,6 +273,6 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
         raise SourceError(f"pop909 source: versions must be true or false, got {versions!r}")
     index = read_index(songs)
     song_dirs = sorted(d for d in songs.iterdir() if _is_song_dir(d))
-    for song_dir in song_dirs[: _limit(options)]:
+    for song_dir in song_dirs[: limit_option(options)]:
         tags = _song_tags(song_dir, index.get(song_dir.name, {}), phrase_songs)
         yield from _song_pieces(song_dir, tags, versions=versions)
