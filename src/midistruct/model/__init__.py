@@ -1,0 +1,33 @@
+"""The model stage: a transformer autoencoder with bar and segment latents (``MidiStructModel``).
+
+Importing this package imports torch and transformers, and registers the model with
+``AutoConfig`` / ``AutoModel`` so a checkpoint folder loads with ``AutoModel.from_pretrained(path)``.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from midistruct.model.configuration import LATENT_MODES, MidiStructConfig
+from midistruct.model.modeling import (
+    CONDITIONINGS,
+    Latents,
+    MidiStructModel,
+    MidiStructOutput,
+    count_bars,
+    latent_usage,
+    shift_right,
+)
+
+AutoConfig.register(MidiStructConfig.model_type, MidiStructConfig)
+AutoModel.register(MidiStructConfig, MidiStructModel)
+
+__all__ = [
+    "CONDITIONINGS",
+    "LATENT_MODES",
+    "Latents",
+    "MidiStructConfig",
+    "MidiStructModel",
+    "MidiStructOutput",
+    "count_bars",
+    "latent_usage",
+    "shift_right",
+]

@@ -1,0 +1,589 @@
+"""The transformer autoencoder: encoder -> bar and segment latents -> latent-conditioned causal decoder.
+
+Read bottom-up, in build order: token helpers, attention, block, encoder, latent bottleneck, KL,
+decoder conditionings (a registry), decoder, outputs, the model.
+
+Shape letters used in the comments:
+    B  batch                 T  tokens in this call        S  keys seen by attention (cached + new)
+    D  d_model               H  attention heads            Dh head width, D // H
+    Dff ffn_dim              V  vocabulary size
+    NB bars in the segment   Zb bar latent size            Zs segment latent size
+    P  prefix vectors ahead of the tokens (0 for "add" conditioning, NB + 1 for "prefix")
+
+Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
+``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
+The decoder reads ``[BOS] + input_ids[:, :-1]`` and predicts ``input_ids``. It finds each token's bar by
+counting ``Bar`` tokens in its own input (``count_bars``), in training and in generation alike, so the
+bar code a token sees never depends on information the generator lacks.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.utils import ModelOutput
+
+from midistruct.model.configuration import MidiStructConfig
+
+# --------------------------------------------------------------------------- token helpers
+
+
+def shift_right(input_ids: torch.Tensor, *, bos_token_id: int) -> torch.Tensor:
+    """Decoder input for teacher forcing: ``[BOS] + input_ids[:, :-1]`` (B, T)."""
+    bos = input_ids.new_full((input_ids.shape[0], 1), bos_token_id)
+    return torch.cat([bos, input_ids[:, :-1]], dim=1)
+
+
+def count_bars(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
+    """Bar index of each token (B, T): Bar tokens seen so far, inclusive, minus one; 0 before the first Bar.
+
+    On a segment this reproduces the data pipeline's ``bar_ids`` at real tokens; on the shifted decoder
+    input it gives ``[0] + bar_ids[:, :-1]``, which is what the decoder uses.
+    """
+    return ((input_ids == bar_token_id).long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def check_length(end: int, max_positions: int) -> None:
+    """A clear error instead of an embedding IndexError when a sequence outgrows the position table."""
+    if end > max_positions:
+        raise ValueError(f"sequence reaches position {end}, beyond max_positions={max_positions}")
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Boolean (T, S) mask for the last ``q_len`` of ``k_len`` positions: query i sees keys j <= S - T + i."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+
+
+# --------------------------------------------------------------------------- transformer block
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on ``scaled_dot_product_attention``; optionally appends to a KV cache."""
+
+    def __init__(self, config: MidiStructConfig, *, layer_idx: int | None = None):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.layer_idx = layer_idx
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x, *, attn_mask=None, is_causal: bool = False, cache: Cache | None = None):
+        B, T, D = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)  # (B, T, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, Dh)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=p)
+        # y: (B, H, T, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.ffn_dim)
+        self.down = nn.Linear(config.ffn_dim, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = F.gelu(self.up(x))  # (B, T, Dff)
+        return self.drop(self.down(h))  # (B, T, D)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x))`` then ``x + ffn(ln(x))``."""
+
+    def __init__(self, config: MidiStructConfig, *, layer_idx: int | None = None):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.attn = SelfAttention(config, layer_idx=layer_idx)
+        self.ln_ffn = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, *, attn_mask=None, is_causal: bool = False, cache: Cache | None = None):
+        x = x + self.drop(self.attn(self.ln_attn(x), attn_mask=attn_mask, is_causal=is_causal, cache=cache))
+        return x + self.ffn(self.ln_ffn(x))  # (B, T, D)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class Encoder(nn.Module):
+    """Bidirectional pre-LN transformer over a segment: token + position + bar-position embeddings."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_positions = nn.Embedding(config.max_positions, config.d_model)
+        self.embed_bars = nn.Embedding(config.max_bars, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids, *, attention_mask, bar_ids):
+        check_length(input_ids.shape[1], self.embed_positions.num_embeddings)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.embed_tokens(input_ids) + self.embed_positions(positions) + self.embed_bars(bar_ids)  # (B, T, D)
+        x = self.drop(x)
+        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): padding is never a key
+        for block in self.blocks:
+            x = block(x, attn_mask=keep)
+        return self.norm(x)  # (B, T, D)
+
+
+# --------------------------------------------------------------------------- latent bottleneck
+
+
+def pool_bars(states, *, attention_mask, bar_ids, n_bars: int):
+    """Mean of the real tokens' states per bar, with ``index_add`` (no loop over bars).
+
+    Returns (means (B, NB, D) float32, bar_mask (B, NB) bool: the bar has at least one real token).
+    """
+    B, T, D = states.shape
+    weight = attention_mask.float()  # (B, T)
+    slot = (bar_ids + n_bars * torch.arange(B, device=bar_ids.device)[:, None]).flatten()  # (B*T,) into B*NB slots
+    values = (states.float() * weight[..., None]).flatten(0, 1)  # (B*T, D)
+    sums = values.new_zeros(B * n_bars, D).index_add(0, slot, values)  # (B*NB, D)
+    counts = weight.new_zeros(B * n_bars).index_add(0, slot, weight.flatten())  # (B*NB,)
+    means = sums / counts.clamp(min=1.0)[:, None]
+    return means.view(B, n_bars, D), counts.view(B, n_bars) > 0
+
+
+def pool_segment(states, *, attention_mask):
+    """Mean of the real tokens' states (B, D), float32."""
+    weight = attention_mask.float()[..., None]  # (B, T, 1)
+    return (states.float() * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+
+class LatentHead(nn.Module):
+    """Pooled state -> (mu, logvar) for a Gaussian posterior, or (z, None) when deterministic."""
+
+    def __init__(self, d_model: int, latent_dim: int, *, variational: bool):
+        super().__init__()
+        self.variational = variational
+        self.proj = nn.Linear(d_model, 2 * latent_dim if variational else latent_dim)
+
+    def forward(self, pooled):
+        out = self.proj(pooled.to(self.proj.weight.dtype))  # (..., 2Z) or (..., Z)
+        if not self.variational:
+            return out, None
+        mu, logvar = out.float().chunk(2, dim=-1)  # (..., Z) each
+        return mu, logvar
+
+
+def reparameterize(mu, logvar, *, sample: bool):
+    """``mu + sigma * eps`` when sampling a Gaussian posterior, else ``mu`` (posterior mean, or the AE code)."""
+    if logvar is None or not sample:
+        return mu
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def gaussian_kl(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) in nats, summed over the last (latent) dimension."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+@dataclass
+class Latents(ModelOutput):
+    """What the encoder gives the decoder. ``z_*`` are the codes the decoder reads; ``mu_*``/``logvar_*`` the
+    posterior (``logvar_*`` is None in "ae" mode; all ``*_bar`` are None when ``bar_latents`` is False).
+
+    z_bar, mu_bar, logvar_bar: (B, NB, Zb).  z_segment, mu_segment, logvar_segment: (B, Zs).
+    bar_mask: (B, NB) bool, True where the segment has that bar (segments in a batch differ in length).
+    """
+
+    z_bar: torch.Tensor | None = None
+    z_segment: torch.Tensor | None = None
+    mu_bar: torch.Tensor | None = None
+    logvar_bar: torch.Tensor | None = None
+    mu_segment: torch.Tensor | None = None
+    logvar_segment: torch.Tensor | None = None
+    bar_mask: torch.Tensor | None = None
+
+    def codes(self) -> dict[str, torch.Tensor]:
+        """The decoder's keyword arguments: ``model.generate(input_ids=bos, **latents.codes())``."""
+        return {"z_bar": self.z_bar, "z_segment": self.z_segment}
+
+
+class Bottleneck(nn.Module):
+    """Encoder states -> bar latents (mean-pooled per bar) and a segment latent (mean-pooled over the segment)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        variational = config.latent_mode == "vae"
+        self.segment = LatentHead(config.d_model, config.latent_dim_segment, variational=variational)
+        self.bar = None
+        if config.bar_latents:
+            self.bar = LatentHead(config.d_model, config.latent_dim_bar, variational=variational)
+
+    def forward(self, states, *, attention_mask, bar_ids, sample: bool) -> Latents:
+        mu_s, logvar_s = self.segment(pool_segment(states, attention_mask=attention_mask))  # (B, Zs)
+        z_s = reparameterize(mu_s, logvar_s, sample=sample)
+        latents = Latents(z_segment=z_s, mu_segment=mu_s, logvar_segment=logvar_s)
+        if self.bar is None:
+            return latents
+        n_bars = int((bar_ids * attention_mask).max()) + 1
+        pooled, bar_mask = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids, n_bars=n_bars)
+        # pooled: (B, NB, D)
+        mu_b, logvar_b = self.bar(pooled)  # (B, NB, Zb)
+        latents.z_bar = reparameterize(mu_b, logvar_b, sample=sample)
+        latents.mu_bar, latents.logvar_bar, latents.bar_mask = mu_b, logvar_b, bar_mask
+        return latents
+
+
+# --------------------------------------------------------------------------- decoder conditionings
+
+
+def gather_bar_codes(z_bar, bar_index):
+    """The code of each token's bar: z_bar (B, NB, Zb) at bar_index (B, T) -> (B, T, Zb).
+
+    Tokens past the last coded bar (a generator that writes more bars than it was given) reuse the last code."""
+    index = bar_index.clamp(max=z_bar.shape[1] - 1)[..., None].expand(-1, -1, z_bar.shape[-1])
+    return torch.gather(z_bar, 1, index)
+
+
+class AddConditioning(nn.Module):
+    """Each decoder input embedding gets ``Linear([code of its bar ; segment code])`` added (the baseline)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        self.proj = nn.Linear(in_dim, config.d_model)
+
+    def n_prefix(self, *, z_bar, z_segment) -> int:
+        return 0
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+        B, T, _ = x.shape
+        codes = z_segment[:, None, :].expand(B, T, -1)  # (B, T, Zs)
+        if z_bar is not None:
+            codes = torch.cat([gather_bar_codes(z_bar, bar_index), codes], dim=-1)  # (B, T, Zb + Zs)
+        return x + self.proj(codes.to(self.proj.weight.dtype))  # (B, T, D)
+
+
+class PrefixConditioning(nn.Module):
+    """The latents become P = NB + 1 vectors ahead of the tokens: bar k's code (plus a bar-position embedding
+    k, so that tokens of bar k can find it), then the segment code. They enter the KV cache on the first step."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.segment_proj = nn.Linear(config.latent_dim_segment, config.d_model)
+        self.bar_proj = nn.Linear(config.latent_dim_bar, config.d_model) if config.bar_latents else None
+        self.bar_positions = nn.Embedding(config.max_bars, config.d_model) if config.bar_latents else None
+
+    def n_prefix(self, *, z_bar, z_segment) -> int:
+        return 1 + (z_bar.shape[1] if z_bar is not None else 0)
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+        if not with_prefix:
+            return x
+        dtype = self.segment_proj.weight.dtype
+        prefix = [self.segment_proj(z_segment.to(dtype))[:, None, :]]  # (B, 1, D)
+        if z_bar is not None:
+            bars = torch.arange(z_bar.shape[1], device=z_bar.device)
+            prefix.insert(0, self.bar_proj(z_bar.to(dtype)) + self.bar_positions(bars))  # (B, NB, D)
+        return torch.cat([*prefix, x], dim=1)  # (B, P + T, D)
+
+
+CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning}
+
+
+def build_conditioning(config: MidiStructConfig) -> nn.Module:
+    """The conditioning named by ``config.conditioning``; an unknown name lists the valid ones."""
+    if config.conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {config.conditioning!r}; valid: {', '.join(sorted(CONDITIONINGS))}")
+    return CONDITIONINGS[config.conditioning](config)
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class Decoder(nn.Module):
+    """Causal pre-LN transformer reading token + position + bar-position embeddings and the latents."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.max_bars = config.max_bars
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_positions = nn.Embedding(config.max_positions, config.d_model)
+        self.embed_bars = nn.Embedding(config.max_bars, config.d_model)
+        self.conditioning = build_conditioning(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer_idx=i) for i in range(config.decoder_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def cached_tokens(self, cache: Cache | None, *, z_bar, z_segment) -> int:
+        """How many tokens (not prefix vectors) the cache already holds."""
+        seen = cache.get_seq_length() if cache is not None else 0
+        return seen - self.conditioning.n_prefix(z_bar=z_bar, z_segment=z_segment) if seen else 0
+
+    def embed(self, input_ids, *, bar_index, start: int):
+        check_length(start + input_ids.shape[1], self.embed_positions.num_embeddings)
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        bars = self.embed_bars(bar_index.clamp(max=self.max_bars - 1))
+        return self.embed_tokens(input_ids) + self.embed_positions(positions) + bars  # (B, T, D)
+
+    def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None):
+        T = input_ids.shape[1]
+        seen = cache.get_seq_length() if cache is not None else 0
+        start = self.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
+        x = self.embed(input_ids, bar_index=bar_index, start=start)
+        x = self.conditioning(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment, with_prefix=seen == 0)
+        x = self.drop(x)  # (B, P + T, D) on the first step, else (B, T, D)
+        # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
+        mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
+        for block in self.blocks:
+            x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
+        return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class MidiStructOutput(ModelOutput):
+    """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
+
+    loss: ``recon_loss + beta * kl_loss`` (when ``labels`` are given).
+    recon_loss: token negative log-likelihood summed over a segment (nats per segment).
+    token_nll: the same per real token (nats per token), for perplexity-style logging.
+    kl, kl_bar, kl_segment: raw KL to the prior in nats per segment (all bars summed; 0 in "ae" mode).
+    kl_loss: the KL after free bits, the term ``beta`` multiplies.
+    logits: (B, T, V). past_key_values: the decoder's cache when ``use_cache``.
+    z_*, mu_*, logvar_*, bar_mask: as in ``Latents``; feed ``mu_bar[bar_mask]`` / ``mu_segment`` to ``latent_usage``.
+    """
+
+    loss: torch.Tensor | None = None
+    recon_loss: torch.Tensor | None = None
+    token_nll: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    kl_bar: torch.Tensor | None = None
+    kl_segment: torch.Tensor | None = None
+    kl_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    z_bar: torch.Tensor | None = None
+    z_segment: torch.Tensor | None = None
+    mu_bar: torch.Tensor | None = None
+    logvar_bar: torch.Tensor | None = None
+    mu_segment: torch.Tensor | None = None
+    logvar_segment: torch.Tensor | None = None
+    bar_mask: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class MidiStructPreTrainedModel(PreTrainedModel):
+    config_class = MidiStructConfig
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        """transformers' defaults (normal(0, initializer_range), zero biases, unit norms), with the residual
+        projections scaled by 1/sqrt(2 * layers) as in GPT-2."""
+        super()._init_weights(module)
+        layers = self.config.encoder_layers + self.config.decoder_layers
+        std = self.config.initializer_range / math.sqrt(2 * layers)
+        if isinstance(module, SelfAttention):
+            init.normal_(module.out.weight, mean=0.0, std=std)
+        elif isinstance(module, FeedForward):
+            init.normal_(module.down.weight, mean=0.0, std=std)
+
+
+class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
+    """Encoder -> bar/segment latents -> causal decoder, trained as a (beta-)VAE or a plain autoencoder.
+
+    Training: ``model(**batch, beta=beta)`` returns a ``MidiStructOutput`` with the loss.
+    Encoding: ``latents = model.encode(input_ids, attention_mask, bar_ids)``.
+    Decoding: ``model.generate(input_ids=bos, z_bar=..., z_segment=..., max_new_tokens=...)``; the latents
+    travel as the two keyword tensors ``z_bar`` (B, NB, Zb) and ``z_segment`` (B, Zs) (``**latents.codes()``),
+    so ``generate`` expands them for beams / several return sequences like any batch tensor.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__(config)
+        self.encoder = Encoder(config)
+        self.bottleneck = Bottleneck(config)
+        self.decoder = Decoder(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.decoder.embed_tokens
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def encode(self, input_ids, attention_mask=None, bar_ids=None, *, sample: bool | None = None) -> Latents:
+        """Latents of a batch of segments (B, T). ``attention_mask`` defaults to ``input_ids != pad``, ``bar_ids``
+        to counting Bar tokens. ``sample`` (default: ``self.training``) draws z from the posterior, else z = mu."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if bar_ids is None:
+            bar_ids = count_bars(input_ids, bar_token_id=self.config.bar_token_id)
+        if int(bar_ids.max()) >= self.config.max_bars:
+            raise ValueError(f"segment has bar index {int(bar_ids.max())}, max_bars is {self.config.max_bars}")
+        states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)  # (B, T, D)
+        sample = self.training if sample is None else sample
+        return self.bottleneck(states, attention_mask=attention_mask, bar_ids=bar_ids, sample=sample)
+
+    def decoder_forward(
+        self,
+        decoder_input_ids,
+        *,
+        z_bar=None,
+        z_segment=None,
+        decoder_bar_ids=None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+    ) -> MidiStructOutput:
+        """Decoder logits (B, T, V) for decoder inputs (B, T) that start with BOS (or continue ``past_key_values``).
+
+        ``decoder_bar_ids`` default to counting Bar tokens in ``decoder_input_ids``; with a non-empty cache they
+        must be given (the count depends on the tokens already in the cache).
+        """
+        self._check_codes(z_bar, z_segment)
+        if past_key_values is None and use_cache:
+            past_key_values = DynamicCache()
+        if decoder_bar_ids is None:
+            if past_key_values is not None and past_key_values.get_seq_length() > 0:
+                raise ValueError("decoder_bar_ids are required when continuing from past_key_values")
+            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+        hidden = self.decoder(
+            decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=past_key_values
+        )  # (B, T, D)
+        return MidiStructOutput(logits=self.lm_head(hidden), past_key_values=past_key_values if use_cache else None)
+
+    def _check_codes(self, z_bar, z_segment):
+        if z_segment is None:
+            raise ValueError("decoding needs z_segment (and z_bar unless bar_latents=False); see Latents.codes()")
+        if self.config.bar_latents and z_bar is None:
+            raise ValueError("this model has bar latents: pass z_bar (B, NB, Zb) along with z_segment")
+
+    def word_dropout(self, decoder_input_ids):
+        """Replace decoder inputs by MASK with probability ``config.word_dropout`` (never BOS or PAD)."""
+        special = (decoder_input_ids == self.config.bos_token_id) | (decoder_input_ids == self.config.pad_token_id)
+        coin = torch.rand(decoder_input_ids.shape, device=decoder_input_ids.device)
+        drop = (coin < self.config.word_dropout) & ~special
+        return decoder_input_ids.masked_fill(drop, self.config.mask_token_id)
+
+    def kl_terms(self, latents: Latents):
+        """Raw KL per segment (bars summed, segment) and the free-bits penalty, each (B,), in nats.
+
+        Free bits as in MusicVAE, per example, per latent group: each bar code and the segment code may hold
+        ``free_bits`` bits before KL is penalised (``max(KL_group - free_bits * ln 2, 0)``)."""
+        zeros = latents.z_segment.new_zeros(latents.z_segment.shape[0])
+        if latents.logvar_segment is None:  # "ae": deterministic codes
+            return zeros, zeros, zeros
+        free = self.config.free_bits * math.log(2.0)
+        kl_segment = gaussian_kl(latents.mu_segment, latents.logvar_segment)  # (B,)
+        penalty = (kl_segment - free).clamp(min=0.0)
+        kl_bar = zeros
+        if latents.mu_bar is not None:
+            per_bar = gaussian_kl(latents.mu_bar, latents.logvar_bar) * latents.bar_mask  # (B, NB)
+            kl_bar = per_bar.sum(-1)
+            penalty = penalty + ((per_bar - free).clamp(min=0.0) * latents.bar_mask).sum(-1)
+        return kl_bar, kl_segment, penalty
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        bar_ids=None,
+        labels=None,
+        *,
+        decoder_input_ids=None,
+        decoder_bar_ids=None,
+        z_bar=None,
+        z_segment=None,
+        beta: float = 1.0,
+        sample: bool | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MidiStructOutput:
+        """Autoencode ``input_ids`` (B, T), or decode given latents.
+
+        With ``z_segment`` (and ``z_bar``) given, the encoder is skipped and ``decoder_input_ids`` are decoded
+        (the generation path). Otherwise ``input_ids`` are encoded and the decoder reads ``shift_right(input_ids)``
+        (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
+        the KL (the trainer anneals it); ``sample`` as in ``encode``.
+        """
+        latents = None
+        if z_segment is None and input_ids is None:
+            raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
+        if z_segment is None:
+            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample)
+            z_bar, z_segment = latents.z_bar, latents.z_segment
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)
+        if decoder_bar_ids is None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+            # counted before word dropout, which may hide Bar tokens
+            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+        if self.training and self.config.word_dropout > 0:
+            decoder_input_ids = self.word_dropout(decoder_input_ids)
+        out = self.decoder_forward(
+            decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
+            past_key_values=past_key_values, use_cache=bool(use_cache),
+        )
+        terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta)
+        return MidiStructOutput(logits=out.logits, past_key_values=out.past_key_values, **terms)
+
+    def latent_terms(self, latents: Latents, *, logits, labels, beta: float) -> dict[str, torch.Tensor]:
+        """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses."""
+        kl_bar, kl_segment, penalty = self.kl_terms(latents)
+        terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
+        terms["kl"] = (kl_bar + kl_segment).mean()
+        terms.update(kl_bar=kl_bar.mean(), kl_segment=kl_segment.mean(), kl_loss=penalty.mean())
+        if labels is None:
+            return terms
+        nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+        terms["recon_loss"] = nll / labels.shape[0]
+        terms["token_nll"] = nll / (labels != -100).sum().clamp(min=1)
+        terms["loss"] = terms["recon_loss"] + beta * terms["kl_loss"]
+        return terms
+
+    def prepare_inputs_for_generation(
+        self, input_ids, *, past_key_values=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
+    ):
+        """``generate`` hook: the decoder inputs not yet in the cache, and their bar index counted on the
+        whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS)."""
+        bar_index = count_bars(input_ids, bar_token_id=self.config.bar_token_id)  # (B, T)
+        done = self.decoder.cached_tokens(past_key_values, z_bar=z_bar, z_segment=z_segment)
+        return {
+            "decoder_input_ids": input_ids[:, done:],
+            "decoder_bar_ids": bar_index[:, done:],
+            "z_bar": z_bar,
+            "z_segment": z_segment,
+            "past_key_values": past_key_values,
+            "use_cache": use_cache,
+        }
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def latent_usage(mu: torch.Tensor, *, threshold: float = 0.01) -> dict[str, float]:
+    """Active units (Burda et al. 2016): latent dimensions whose posterior mean varies over the data,
+    ``Var_x[mu(x)] > threshold``. ``mu`` is (N, Z), e.g. ``out.mu_segment`` or ``out.mu_bar[out.bar_mask]``;
+    few active units means posterior collapse."""
+    variance = mu.detach().float().reshape(-1, mu.shape[-1]).var(dim=0)  # (Z,)
+    active = int((variance > threshold).sum())
+    return {
+        "active_units": active,
+        "total_units": mu.shape[-1],
+        "active_fraction": active / mu.shape[-1],
+        "mean_variance": float(variance.mean()),
+    }

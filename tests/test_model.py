@@ -1,0 +1,265 @@
+"""The transformer autoencoder on a tiny config (d_model 32, 2 + 2 layers, vocabulary 50, Bar id 4)."""
+
+import itertools
+
+import pytest
+import torch
+
+from midistruct.model import (
+    CONDITIONINGS,
+    MidiStructConfig,
+    MidiStructModel,
+    count_bars,
+    latent_usage,
+    shift_right,
+)
+from midistruct.model.modeling import gaussian_kl
+
+BAR, EOS, PAD, BOS, MASK = 4, 2, 0, 1, 3
+VARIANTS = list(itertools.product(("vae", "ae"), (True, False), sorted(CONDITIONINGS)))
+
+
+def variant_id(variant) -> str:
+    mode, bars, conditioning = variant
+    return f"{mode}-{'bars' if bars else 'segment_only'}-{conditioning}"
+
+
+def make_model(*, latent_mode="vae", bar_latents=True, conditioning="add", seed=0, **overrides) -> MidiStructModel:
+    torch.manual_seed(seed)
+    config = MidiStructConfig.tiny(
+        vocab_size=50, latent_mode=latent_mode, bar_latents=bar_latents, conditioning=conditioning, **overrides
+    )
+    return MidiStructModel(config)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread hand-offs cost more than they save, badly so on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    """Two right-padded segments as the data pipeline makes them: 2 bars (12 tokens) and 1 bar (7 tokens)."""
+    rows = [
+        [BAR, 10, 11, 12, 13, 14, BAR, 15, 16, 17, 18, EOS],
+        [BAR, 20, 21, 22, 23, 24, EOS, PAD, PAD, PAD, PAD, PAD],
+    ]
+    input_ids = torch.tensor(rows)
+    attention_mask = (input_ids != PAD).long()
+    bar_ids = torch.tensor([[0] * 6 + [1] * 6, [0] * 12])
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "bar_ids": bar_ids, "labels": labels}
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_forward_shapes_and_finite_loss(variant, batch):
+    mode, bars, conditioning = variant
+    out = make_model(latent_mode=mode, bar_latents=bars, conditioning=conditioning)(**batch, beta=0.5)
+    assert out.logits.shape == (2, 12, 50)
+    assert out.z_segment.shape == out.mu_segment.shape == (2, 16)
+    assert torch.isfinite(out.loss) and out.loss.dim() == 0
+    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss)
+    if bars:
+        assert out.z_bar.shape == out.mu_bar.shape == (2, 2, 8)
+        assert out.bar_mask.tolist() == [[True, True], [True, False]]
+    else:
+        assert out.z_bar is None and out.bar_mask is None
+    assert (out.logvar_segment is None) == (mode == "ae")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_every_parameter_gets_a_gradient(variant, batch):
+    mode, bars, conditioning = variant
+    model = make_model(latent_mode=mode, bar_latents=bars, conditioning=conditioning).train()
+    model(**batch).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_output_tuple_starts_with_loss(batch):
+    out = make_model()(**batch)
+    assert out[0] is out.loss
+
+
+def test_word_dropout_masks_inputs_only_in_training():
+    model = make_model(word_dropout=0.5)
+    ids = torch.tensor([[BOS] + list(range(10, 40)) + [PAD]])
+    dropped = model.word_dropout(ids)
+    assert set(dropped[dropped != ids].tolist()) == {MASK}
+    assert 0 < (dropped == MASK).sum() < 30
+    assert dropped[0, 0] == BOS and dropped[0, -1] == PAD
+
+
+# --------------------------------------------------------------------------- latents and KL
+
+
+def test_gaussian_kl_is_zero_at_the_prior():
+    assert torch.equal(gaussian_kl(torch.zeros(3, 5), torch.zeros(3, 5)), torch.zeros(3))
+    assert gaussian_kl(torch.ones(1, 5), torch.zeros(1, 5)).item() == pytest.approx(2.5)
+
+
+def test_ae_mode_has_zero_kl(batch):
+    out = make_model(latent_mode="ae")(**batch)
+    assert out.kl.item() == out.kl_bar.item() == out.kl_segment.item() == out.kl_loss.item() == 0.0
+    assert torch.equal(out.loss, out.recon_loss)
+
+
+def test_kl_sums_real_bars_only(batch):
+    model = make_model().eval()
+    out = model(**batch)
+    per_bar = gaussian_kl(out.mu_bar, out.logvar_bar)  # (B, NB)
+    expected = (per_bar[0].sum() + per_bar[1, 0]) / 2  # segment 2 has one bar
+    assert out.kl_bar.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_free_bits_forgive_kl_under_the_allowance(batch):
+    out = make_model(free_bits=1000.0)(**batch)
+    assert out.kl.item() > 0 and out.kl_loss.item() == 0.0
+
+
+def test_posterior_mean_in_eval_samples_in_training(batch):
+    model = make_model().eval()
+    mean = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    assert torch.equal(mean.z_segment, mean.mu_segment) and torch.equal(mean.z_bar, mean.mu_bar)
+    drawn = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=True)
+    assert not torch.equal(drawn.z_segment, drawn.mu_segment)
+    assert not torch.equal(model.train().encode(batch["input_ids"]).z_bar, mean.mu_bar)
+
+
+def test_encode_defaults_match_the_data_contract(batch):
+    model = make_model().eval()
+    given = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    derived = model.encode(batch["input_ids"])
+    assert torch.equal(given.z_bar, derived.z_bar) and torch.equal(given.z_segment, derived.z_segment)
+
+
+def test_latent_usage_counts_dimensions_that_vary():
+    mu = torch.zeros(100, 4)
+    mu[:, 0] = torch.linspace(-1, 1, 100)
+    usage = latent_usage(mu)
+    assert usage["active_units"] == 1 and usage["total_units"] == 4 and usage["active_fraction"] == 0.25
+
+
+# --------------------------------------------------------------------------- the decoder reads the latents
+
+
+def test_changing_a_latent_changes_the_logits(batch):
+    model = make_model().eval()
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
+    base = model.decoder_forward(decoder_ids, **latents.codes()).logits
+    other_segment = model.decoder_forward(decoder_ids, z_bar=latents.z_bar, z_segment=latents.z_segment + 1).logits
+    assert not torch.allclose(base, other_segment)
+    z_bar = latents.z_bar.clone()
+    z_bar[0, 1] += 1.0  # second bar of the first segment
+    other_bar = model.decoder_forward(decoder_ids, z_bar=z_bar, z_segment=latents.z_segment).logits
+    # "add" conditioning: only the positions whose decoder bar index is 1 read that code (positions 7..11)
+    changed = (other_bar - base).abs().amax(-1) > 1e-6  # (B, T)
+    assert changed[0].tolist() == [False] * 7 + [True] * 5
+    assert not changed[1].any()
+
+
+def test_decoder_bar_index_is_the_shifted_data_bar_ids(batch):
+    decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
+    counted = count_bars(decoder_ids, bar_token_id=BAR)
+    expected = shift_right(batch["bar_ids"], bos_token_id=0)
+    real = batch["attention_mask"].bool()
+    assert torch.equal(counted[real], expected[real])
+    assert torch.equal(count_bars(batch["input_ids"], bar_token_id=BAR)[real], batch["bar_ids"][real])
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("conditioning", sorted(CONDITIONINGS))
+def test_incremental_decoding_equals_teacher_forcing(conditioning, batch):
+    """Feed the segment one token at a time through generate's hook and a KV cache: each step's logits equal
+    the full teacher-forced logits, so the bar counting and the cache positions agree with training."""
+    model = make_model(conditioning=conditioning).eval()
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    full = model(**batch).logits  # (B, T, V)
+    decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
+    cache, steps = None, []
+    for t in range(1, decoder_ids.shape[1] + 1):
+        inputs = model.prepare_inputs_for_generation(
+            decoder_ids[:, :t], past_key_values=cache, use_cache=True, **latents.codes()
+        )
+        out = model(**inputs)
+        cache = out.past_key_values
+        steps.append(out.logits)
+    assert steps[0].shape[1] == 1 and steps[-1].shape[1] == 1
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning", sorted(CONDITIONINGS))
+def test_generate_with_and_without_cache_agree(conditioning, batch):
+    model = make_model(conditioning=conditioning).eval()
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    prompt = shift_right(batch["input_ids"], bos_token_id=BOS)[:, :8]  # crosses the first segment's bar line
+    kwargs = dict(input_ids=prompt, max_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+    kwargs.update(output_logits=True)
+    cached = model.generate(**kwargs, **latents.codes(), use_cache=True)
+    uncached = model.generate(**kwargs, **latents.codes(), use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(torch.stack(cached.logits), torch.stack(uncached.logits), atol=1e-5, rtol=1e-5)
+    # and both equal the teacher-forced logits of the generated sequence
+    forced = model.decoder_forward(cached.sequences[:, :-1], **latents.codes()).logits[:, 7:]  # (B, 6, V)
+    torch.testing.assert_close(torch.stack(cached.logits, dim=1), forced, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_generation_is_deterministic_and_starts_from_bos(batch):
+    model = make_model().eval()
+    codes = model.encode(batch["input_ids"]).codes()
+    first = model.generate(**codes, max_new_tokens=8, do_sample=False)
+    second = model.generate(**codes, max_new_tokens=8, do_sample=False)
+    assert torch.equal(first, second)
+    assert first.shape[0] == 2 and (first[:, 0] == BOS).all()
+
+
+def test_decoding_without_latents_fails_clearly():
+    model = make_model().eval()
+    with pytest.raises(ValueError, match="z_segment"):
+        model.generate(input_ids=torch.tensor([[BOS]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="z_bar"):
+        model.decoder_forward(torch.tensor([[BOS]]), z_segment=torch.zeros(1, 16))
+
+
+def test_generating_past_max_positions_fails_clearly(batch):
+    model = make_model(max_positions=12).eval()
+    codes = model.encode(batch["input_ids"]).codes()
+    with pytest.raises(ValueError, match="beyond max_positions=12"):
+        model.generate(**codes, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+
+
+# --------------------------------------------------------------------------- config and checkpoints
+
+
+def test_save_and_load_give_identical_logits(tmp_path, batch):
+    from transformers import AutoModel
+
+    model = make_model(conditioning="prefix").eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "model.safetensors").is_file()
+    for loaded in (MidiStructModel.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
+        assert isinstance(loaded, MidiStructModel) and loaded.config.conditioning == "prefix"
+        assert loaded.lm_head.weight is loaded.decoder.embed_tokens.weight
+        assert torch.equal(loaded.eval()(**batch).logits, model(**batch).logits)
+
+
+def test_unknown_conditioning_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown conditioning 'cross'; valid: add, prefix"):
+        make_model(conditioning="cross")
+
+
+def test_config_rejects_inconsistent_sizes():
+    with pytest.raises(Exception, match="multiple of n_heads"):
+        MidiStructConfig.tiny(d_model=30)
+    with pytest.raises(Exception, match="valid: vae, ae"):
+        MidiStructConfig.tiny(latent_mode="beta")
