@@ -32,6 +32,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the autoencoder on prepared shards; --resume continues run_dir/last exactly."""
+    from midistruct.config import load_config
+    from midistruct.training.loop import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.quiet)
+    trainer.run()
+    if trainer.dist.is_main:
+        print(f"trained {trainer.state['step']} steps; checkpoints in {trainer.run_dir}/best and {trainer.run_dir}/last")
+    return 0
+
+
 def _format_summary(s: dict) -> str:
     lines = [f"prepared {s['output']}", f"  files read: {s['files_read']}, skipped: {s['skipped']}"]
     lines += [f"    {reason}: {n}" for reason, n in s["skipped_by_reason"].items()]
@@ -54,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_prepare)
+    p = sub.add_parser("train", help="train the autoencoder on prepared shards")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
     return parser
 
 
@@ -81,8 +99,11 @@ def _is_user_error(err: Exception) -> bool:
     from midistruct.config import ConfigError
     from midistruct.corpus import SourceError
     from midistruct.shards.reader import ShardError
+    from midistruct.training.checkpoint import CheckpointError
+    from midistruct.training.loop import TrainError
 
-    return isinstance(err, (UserError, ConfigError, SourceError, ShardError, FileNotFoundError))
+    return isinstance(err, (UserError, ConfigError, SourceError, ShardError, CheckpointError, TrainError,
+                            FileNotFoundError))
 
 
 if __name__ == "__main__":

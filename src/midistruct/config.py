@@ -97,6 +97,32 @@ class AugmentConfig(_Section):
     transpose: tuple[int, int] = (0, 0)  # inclusive semitone range, e.g. (-5, 6)
 
 
+class TrainConfig(_Section):
+    """Optimisation, schedules, evaluation and checkpoints of ``midistruct train``."""
+
+    run_dir: str = "runs/default"
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 200
+    max_steps: int = 2000
+    max_minutes: float = 0.0  # 0: no time limit; else stop (and save) after this long
+    grad_clip: float = 1.0
+    beta_max: float = 0.1  # KL weight reached after beta_warmup_steps (MusicVAE-style annealing)
+    beta_warmup_steps: int = 1000
+    log_every: int = 20
+    eval_every: int = 250
+    eval_batches: int = 20
+    free_run_samples: int = 16  # validation windows decoded free-running at each evaluation
+    save_every: int = 250
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"  # bf16 autocast where the hardware supports it
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    tensorboard: bool = True
+
+
 class Config(_Section):
     """A whole run configuration."""
 
@@ -107,6 +133,8 @@ class Config(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: dict[str, Any] = Field(default_factory=dict)  # MidiStructConfig fields; checked by model_config()
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -140,15 +168,35 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] = (
     """Load a named or file config, apply ``--set`` overrides, validate."""
     raw: dict[str, Any] = {}
     if name_or_path is not None:
-        path = resolve_config_path(name_or_path)
-        raw = yaml.safe_load(path.read_text()) or {}
-        raw.setdefault("name", path.stem)
+        raw = _read_yaml(resolve_config_path(name_or_path), seen=())
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
+
+
+def _read_yaml(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A config file's dict, with ``extends: other`` merged underneath it (recursively)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} extends itself")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} is not a mapping")
+    parent = raw.pop("extends", None)
+    raw.setdefault("name", path.stem)
+    if parent is None:
+        return raw
+    base = _read_yaml(resolve_config_path(parent), seen=(*seen, path.resolve()))
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _describe(err: ValidationError) -> str:

@@ -1,0 +1,2 @@
+"""Training: the loop (``loop``), validation metrics (``metrics``), checkpoints (``checkpoint``),
+multi-process setup (``distributed``). Entry point: ``midistruct train``."""

@@ -1,0 +1,276 @@
+"""``midistruct train``: the training loop.
+
+AdamW with warm-up + cosine decay, gradient clipping, KL annealing (beta rises linearly
+to ``train.beta_max``), bf16 autocast where the hardware supports it. Batches come from
+a per-epoch permutation seeded by ``(seed, epoch)``, so the data position is two
+integers and ``--resume`` continues the same run exactly (with RNG state restored).
+Only rank 0 evaluates, logs and saves when run under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from midistruct.config import Config, dump_config
+from midistruct.training import distributed
+from midistruct.training.checkpoint import load_state, save_checkpoint
+
+
+class TrainError(ValueError):
+    """The run cannot start as configured (no shards, empty split, bad model keys...)."""
+
+
+def model_config(cfg: Config, tokenizer):
+    """``MidiStructConfig`` from ``cfg.model`` plus what the data decides (vocab, ids, lengths)."""
+    import dataclasses
+
+    from midistruct.model import MidiStructConfig
+
+    valid = {f.name for f in dataclasses.fields(MidiStructConfig)}
+    unknown = sorted(set(cfg.model) - valid)
+    if unknown:
+        raise TrainError(f"unknown model keys {unknown}; valid: {', '.join(sorted(valid))}")
+    derived = {
+        "vocab_size": tokenizer.vocab_size, "bar_token_id": tokenizer.vocab["Bar_None"],
+        "max_positions": cfg.segments.max_tokens + 1, "max_bars": cfg.segments.bars,
+    }
+    return MidiStructConfig(**{**derived, **cfg.model})
+
+
+class Trainer:
+    """Owns the model, optimizer, data order and run folder of one training run."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, progress: bool = True):
+        from midistruct.model import MidiStructModel
+        from midistruct.shards.dataset import WindowDataset
+        from midistruct.shards.reader import ShardSet
+
+        self.cfg, self.t, self.progress = cfg, cfg.train, progress
+        self.device = distributed.choose_device(self.t.device)
+        self.dist = distributed.setup(self.device)
+        if self.t.threads:
+            torch.set_num_threads(self.t.threads)
+        self.bf16 = distributed.use_bf16(self.t.dtype, self.device)
+        torch.manual_seed(self.t.seed)
+        shards = ShardSet(cfg.data.output)
+        self.tokenizer = shards.tokenizer()
+        self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed)
+        self.valid_ds = WindowDataset([cfg.data.output], "valid")
+        if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
+            raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
+                             "windows are both needed; prepare more data or raise splits.valid")
+        self.model = MidiStructModel(model_config(cfg, self.tokenizer)).to(self.device)
+        self.net = self._wrap(self.model)
+        self.optimizer = self._optimizer()
+        from transformers import get_cosine_schedule_with_warmup
+
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, self.t.warmup_steps, self.t.max_steps)
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": math.inf}
+        self.run_dir = Path(self.t.run_dir)
+        if resume:
+            self._resume()
+
+    # ---- setup --------------------------------------------------------------------------
+
+    def _wrap(self, model):
+        if self.dist.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.t.lr, betas=tuple(self.t.betas))
+
+    def _resume(self) -> None:
+        from safetensors.torch import load_model
+
+        last = self.run_dir / "last"
+        state = load_state(last)
+        load_model(self.model, last / "model.safetensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = state["position"]
+        torch.set_rng_state(state["torch_rng"])
+
+    # ---- data ---------------------------------------------------------------------------
+
+    def _batches(self):
+        """Endless ``collate``d batches for this rank, from the saved data position on."""
+        from midistruct.shards.dataset import collate
+
+        per_step = self.t.batch_size * self.dist.world
+        steps_per_epoch = max(len(self.train_ds) // per_step, 1)
+        order_epoch, order = None, None
+        while True:
+            epoch, k = self.state["epoch"], self.state["batch_in_epoch"]
+            if k >= steps_per_epoch:
+                self.state["epoch"], self.state["batch_in_epoch"] = epoch + 1, 0
+                continue
+            if order_epoch != epoch:
+                self.train_ds.set_epoch(epoch)
+                order_epoch, order = epoch, np.random.default_rng((self.t.seed, epoch)).permutation(len(self.train_ds))
+            chunk = order[k * per_step : (k + 1) * per_step][self.dist.rank :: self.dist.world]
+            yield collate([self.train_ds[int(i)] for i in chunk])
+
+    def _eval_batches(self) -> list[dict]:
+        from midistruct.shards.dataset import collate
+
+        n = min(len(self.valid_ds), self.t.eval_batches * self.t.batch_size)
+        idx = np.random.default_rng(self.t.seed).permutation(len(self.valid_ds))[:n]
+        return [collate([self.valid_ds[int(i)] for i in idx[s : s + self.t.batch_size]])
+                for s in range(0, n, self.t.batch_size)]
+
+    # ---- steps ---------------------------------------------------------------------------
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def beta(self, step: int) -> float:
+        if self.t.beta_warmup_steps <= 0:
+            return self.t.beta_max
+        return self.t.beta_max * min(1.0, step / self.t.beta_warmup_steps)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.net.train()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        beta = self.beta(self.state["step"])
+        with self.autocast():
+            out = self.net(**batch, beta=beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        out = {k: float(getattr(out, k).detach()) for k in ("loss", "token_nll", "kl")}
+        return {"loss": out["loss"], "nll_per_token": out["token_nll"], "kl_bits": out["kl"] / math.log(2),
+                "beta": beta, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    def run(self, *, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Train until ``max_steps`` / ``max_minutes`` (or ``stop_after`` more steps); returns train logs."""
+        from tqdm import tqdm
+
+        self._start_run_dir()
+        logger = _Logger(self.run_dir, tensorboard=self.t.tensorboard, enabled=self.dist.is_main)
+        start, logs = time.monotonic(), []
+        bar = tqdm(total=self.t.max_steps, initial=self.state["step"], desc="train", unit="step",
+                   disable=not (self.progress and self.dist.is_main), file=sys.stderr)
+        batches = self._batches()
+        try:
+            while self.state["step"] < self.t.max_steps and (stop_after is None or len(logs) < stop_after):
+                record = self.train_step(next(batches))
+                self.state["step"] += 1
+                self.state["batch_in_epoch"] += 1
+                logs.append(record)
+                bar.update()
+                bar.set_postfix(loss=f"{record['nll_per_token']:.3f}", kl=f"{record['kl_bits']:.1f}b")
+                self._periodic(logger, record)
+                if self.t.max_minutes and time.monotonic() - start > 60 * self.t.max_minutes:
+                    break
+        except KeyboardInterrupt:
+            self.save("last")
+            raise
+        finally:
+            bar.close()
+            logger.close()
+        self.save("last")
+        distributed.teardown(self.dist)
+        return logs
+
+    def _periodic(self, logger: _Logger, record: dict) -> None:
+        step = self.state["step"]
+        if step % self.t.log_every == 0:
+            logger.log(step, "train", record)
+        if step % self.t.eval_every == 0 or step == self.t.max_steps:
+            metrics = self.evaluate() if self.dist.is_main else {}
+            logger.log(step, "valid", metrics)
+            if metrics and metrics["neg_elbo_per_token"] < self.state["best"]:
+                self.state["best"] = metrics["neg_elbo_per_token"]
+                self.save("best")
+            distributed.barrier(self.dist)
+        if step % self.t.save_every == 0:
+            self.save("last")
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (teacher-forced and free-running); warns on posterior collapse."""
+        from midistruct.shards.dataset import collate
+        from midistruct.training import metrics
+
+        self.model.eval()
+        out = metrics.teacher_forced(self.model, self._eval_batches(), device=self.device, autocast=self.autocast)
+        sample = collate([self.valid_ds[i] for i in range(min(self.t.free_run_samples, len(self.valid_ds)))])
+        free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
+        zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, zero_latent=True)
+        out.update({"free_onset_f1": free["onset_f1"], "free_exact": free["exact_match"],
+                    "free_onset_f1_zero_latent": zero["onset_f1"]})
+        collapsed = self.state["step"] >= self.t.beta_warmup_steps and out["kl_bits_per_segment"] < 1.0
+        out["posterior_collapse"] = bool(collapsed and self.model.config.latent_mode == "vae")
+        if out["posterior_collapse"]:
+            print(f"midistruct: warning: posterior collapse at step {self.state['step']}: "
+                  f"KL {out['kl_bits_per_segment']:.2f} bits per segment", file=sys.stderr)
+        return out
+
+    def save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
+        from midistruct.tokens.tokenizer import settings_hash
+
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "position": dict(self.state), "torch_rng": torch.get_rng_state()}
+        meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
+                "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars}
+        save_checkpoint(self.run_dir / name, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
+
+    def _start_run_dir(self) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+
+
+class _Logger:
+    """metrics.jsonl (always) and TensorBoard (when installed and enabled), rank 0 only."""
+
+    def __init__(self, run_dir: Path, *, tensorboard: bool, enabled: bool):
+        self.enabled, self.tb = enabled, None
+        if not enabled:
+            return
+        self.file = open(run_dir / "metrics.jsonl", "a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                print("midistruct: tensorboard not installed; logging to metrics.jsonl only", file=sys.stderr)
+
+    def log(self, step: int, split: str, values: dict[str, Any]) -> None:
+        if not self.enabled or not values:
+            return
+        self.file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"{split}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()

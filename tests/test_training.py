@@ -1,0 +1,124 @@
+"""Training: a tiny run end to end, checkpoints, exact resume, torchrun with 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from scores import write_corpus
+
+from midistruct.cli import main
+from midistruct.config import load_config
+from midistruct.prepare import prepare
+from midistruct.training.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
+from midistruct.training.loop import Trainer, TrainError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_corpus(root / "midi", n=12)
+    prepare(load_config("tiny", [f"data.sources=[{{kind: folder, path: '{root / 'midi'}'}}]",
+                                 f"data.output={root / 'data'}"]), progress=False)
+    return root / "data"
+
+
+def _cfg(shards, run_dir, *extra):
+    return load_config("tiny", [f"data.output={shards}", f"train.run_dir={run_dir}", "train.threads=1", *extra])
+
+
+def test_tiny_run_writes_checkpoints_and_metrics(shards, tmp_path):
+    trainer = Trainer(_cfg(shards, tmp_path / "run"), progress=False)
+    logs = trainer.run()
+    assert len(logs) == 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in logs)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [3, 6]
+    for key in ("recon_nll_per_token", "token_accuracy", "kl_bits_per_segment", "free_onset_f1",
+                "free_onset_f1_zero_latent", "neg_elbo_per_token", "active_units_segment"):
+        assert key in valid[-1]
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    for name in ("best", "last"):
+        meta = check_checkpoint(tmp_path / "run" / name)
+        assert meta["segment_bars"] == 2
+    model, tokenizer, meta = load_checkpoint(tmp_path / "run" / "last")
+    assert meta["step"] == 6 and model.config.vocab_size == tokenizer.vocab_size
+    batch = next(trainer._batches())
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, trainer.model(**batch).logits)
+
+
+def test_resume_continues_exactly(shards, tmp_path):
+    """Stop after 3 steps, resume to 6: the loss sequence equals an uninterrupted run's."""
+    full = Trainer(_cfg(shards, tmp_path / "a"), progress=False).run()
+    first = Trainer(_cfg(shards, tmp_path / "b"), progress=False).run(stop_after=3)
+    rest = Trainer(_cfg(shards, tmp_path / "b"), resume=True, progress=False).run()
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in full]
+    assert len(first) == 3 and len(rest) == 3
+
+
+def test_resume_without_checkpoint_fails_clearly(shards, tmp_path):
+    with pytest.raises(CheckpointError, match="trainer_state.pt"):
+        Trainer(_cfg(shards, tmp_path / "none"), resume=True, progress=False)
+
+
+def test_ctrl_c_saves_last(shards, tmp_path, monkeypatch):
+    trainer = Trainer(_cfg(shards, tmp_path / "run"), progress=False)
+    real = trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(batch)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert check_checkpoint(tmp_path / "run" / "last")["step"] == 1
+
+
+def test_unknown_model_key_and_missing_shards(shards, tmp_path, capsys):
+    with pytest.raises(TrainError, match="unknown model keys \\['d_modle'\\]"):
+        Trainer(_cfg(shards, tmp_path / "r", "model.d_modle=64"), progress=False)
+    assert main(["train", "--config", "tiny", "--set", f"data.output={tmp_path / 'nothing'}"]) == 2
+    assert "not a prepared shard folder" in capsys.readouterr().err
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        check_checkpoint(tmp_path / "nope")
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="missing model.safetensors, miditok.json, midistruct.json"):
+        check_checkpoint(tmp_path / "ck")
+
+
+def test_cli_train(shards, tmp_path, capsys):
+    args = ["train", "--config", "tiny", "--quiet", "--set", f"data.output={shards}", "--set", f"train.run_dir={tmp_path}/r",
+            "--set", "train.max_steps=2", "--set", "train.eval_every=2"]
+    assert main(args) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo smoke test on Linux CPUs")
+def test_torchrun_two_processes(shards, tmp_path):
+    """The same command under torchrun --nproc_per_node=2 (DDP, gloo on CPU) trains and saves once."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "midistruct", "train", "--config", "tiny",
+           "--quiet", "--set", f"data.output={shards}", "--set", f"train.run_dir={tmp_path / 'ddp'}",
+           "--set", "train.max_steps=4", "--set", "train.eval_every=2", "--set", "train.batch_size=4"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert check_checkpoint(tmp_path / "ddp" / "last")["step"] == 4
+    assert result.stdout.count("trained 4 steps") == 1  # only rank 0 reports
