@@ -269,3 +269,14 @@ def test_prepare_nottingham_full(shared_datasets, tmp_path):
     kept = sum(c["pieces"] for c in summary["splits"].values())
     assert kept + summary["skipped"] == 1034 and kept > 1000
     assert summary["skipped_by_reason"].keys() <= {"duplicate", "too few notes", "shorter than one window"}
+
+
+def test_config_extends_merges_in_order(tmp_path):
+    (tmp_path / "a.yaml").write_text("segments: {bars: 2, hop: 1}\ntrain: {lr: 0.1}\n")
+    (tmp_path / "b.yaml").write_text("segments: {bars: 8}\n")
+    (tmp_path / "c.yaml").write_text(f"extends: ['{tmp_path}/a.yaml', '{tmp_path}/b.yaml']\ntrain: {{batch_size: 3}}\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.segments.bars, cfg.segments.hop, cfg.train.lr, cfg.train.batch_size, cfg.name) == (8, 1, 0.1, 3, "c")
+    (tmp_path / "loop.yaml").write_text(f"extends: '{tmp_path}/loop.yaml'\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
