@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from midistruct.config import Config, dump_config
-from midistruct.corpus import Piece, SourceError, iter_pieces
+from midistruct.corpus import Piece, SourceError, iter_pieces, source_failures
 from midistruct.shards.splits import assign_split
 
 
@@ -52,18 +52,20 @@ class PrepareSummary:
         }
 
 
-def collect_pieces(cfg: Config) -> list[Piece]:
-    """All pieces of all configured sources; ids must be unique across sources."""
+def collect_pieces(cfg: Config) -> tuple[list[Piece], list[tuple[str, str, str]]]:
+    """All pieces of all configured sources (ids unique across sources), and the
+    ``(id, path, reason)`` of those a source found but could not convert."""
     if not cfg.data.sources:
         raise SourceError("config has no data.sources")
-    pieces, seen = [], set()
+    pieces, seen, failed = [], set(), []
     for source in cfg.data.sources:
         for piece in iter_pieces(source):
             if piece.id in seen:
                 raise SourceError(f"piece id {piece.id!r} appears twice; give sources distinct names")
             seen.add(piece.id)
             pieces.append(piece)
-    return pieces
+        failed += [(pid, "", f"conversion failed: {why}") for pid, why in source_failures(source).items()]
+    return pieces, failed
 
 
 def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) -> Iterator:
@@ -101,26 +103,31 @@ def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> P
     if (out / "manifest.json").exists() and not overwrite:
         if ShardSet(out).manifest.get("settings_hash") != settings_hash(cfg.tokenizer):
             raise ShardError(f"{out} holds shards of another tokenizer config; use --overwrite or another data.output")
-    pieces = collect_pieces(cfg)
+    pieces, failed = collect_pieces(cfg)
     tokenizer = build_tokenizer(cfg.tokenizer)
     if not cfg.tokenizer.bpe_vocab_size:
-        return _encode_corpus(cfg, pieces, tokenizer, out, progress)
+        return _encode_corpus(cfg, pieces, failed, tokenizer, out, progress)
     base = out.with_name(f"{out.name}.base-{os.getpid()}")
     try:
-        summary = _encode_corpus(cfg, pieces, tokenizer, base, progress)
+        summary = _encode_corpus(cfg, pieces, failed, tokenizer, base, progress)
         summary.splits = _apply_bpe(cfg, tokenizer, ShardSet(base), out)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return summary
 
 
-def _encode_corpus(cfg: Config, pieces: list[Piece], tokenizer, out: Path, progress: bool) -> PrepareSummary:
-    """Pass over all pieces: validate, tokenize, dedupe, split, stream into ``out``."""
+def _encode_corpus(cfg: Config, pieces: list[Piece], failed: list, tokenizer, out: Path, progress: bool) -> PrepareSummary:
+    """Pass over all pieces: validate, tokenize, dedupe, split, stream into ``out``.
+
+    ``failed`` are pieces a source could not convert: reported, counted as read and skipped.
+    """
     from midistruct.shards.writer import ShardWriter
     from midistruct.tokens.encode import Skipped
 
     workers = cfg.data.workers or os.cpu_count() or 1
-    summary, report, seen = PrepareSummary(output=Path(cfg.data.output), files=len(pieces)), [], {}
+    summary = PrepareSummary(output=Path(cfg.data.output), files=len(pieces) + len(failed))
+    report, seen = list(failed), {}
+    summary.skipped.update(_reason_kind(reason) for _, _, reason in failed)
     with ShardWriter(out, vocab_size=tokenizer.vocab_size) as writer:
         for piece, result in _encode_all(cfg, pieces, workers, progress):
             if not isinstance(result, Skipped) and result.content_hash in seen:

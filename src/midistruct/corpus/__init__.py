@@ -71,6 +71,18 @@ def get_source(kind: str) -> Callable[[dict[str, Any]], Iterator[Piece]]:
     return getattr(importlib.import_module(module), func)
 
 
+def source_failures(source: dict[str, Any]) -> dict[str, str]:
+    """Pieces a source found but could not provide (id -> reason), for the prepare report.
+
+    Sources that convert music (music21) define ``conversion_failures(options)`` in their
+    module; the others never fail this way.
+    """
+    options = dict(source)
+    module = SOURCES[options.pop("kind")].split(":")[0]
+    func = getattr(importlib.import_module(module), "conversion_failures", None)
+    return func(options) if func is not None else {}
+
+
 def iter_pieces(source: dict[str, Any]) -> Iterator[Piece]:
     """Yield the pieces of one source config, e.g. ``{"kind": "folder", "path": "midi/"}``."""
     options = dict(source)
