@@ -178,18 +178,19 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] = (
 
 
 def _read_yaml(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
-    """A config file's dict, with ``extends: other`` merged underneath it (recursively)."""
+    """A config file's dict with its ``extends:`` parents (a name or a list, merged in order) beneath it."""
     if path.resolve() in seen:
         raise ConfigError(f"config {path} extends itself")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} is not a mapping")
-    parent = raw.pop("extends", None)
-    raw.setdefault("name", path.stem)
-    if parent is None:
-        return raw
-    base = _read_yaml(resolve_config_path(parent), seen=(*seen, path.resolve()))
-    return _deep_merge(base, raw)
+    parents = raw.pop("extends", None) or []
+    base: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        base = _deep_merge(base, _read_yaml(resolve_config_path(parent), seen=(*seen, path.resolve())))
+    raw = _deep_merge(base, raw)
+    raw["name"] = path.stem
+    return raw
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

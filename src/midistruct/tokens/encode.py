@@ -48,8 +48,8 @@ class PieceEncoder:
         self.pitch_ids = np.array(sorted(i for t, i in vocab.items() if t.startswith("Pitch_")))
         self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
 
-    def encode_score(self, score, *, time_signature: str | None = None) -> Encoded:
-        """Tokenize a loaded score; raises :class:`Skip` with the reason when unusable.
+    def tokenize(self, score, *, time_signature: str | None = None) -> np.ndarray:
+        """Validate, clean and tokenize a whole score: token ids (T,). Raises :class:`Skip`.
 
         ``time_signature`` (``"4/4"``) replaces the score's own meters when given.
         """
@@ -60,7 +60,12 @@ class PieceEncoder:
         score = clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge")
         seq = self.tokenizer.encode(score)
         seq = seq[0] if isinstance(seq, list) else seq
-        ids = np.asarray(seq.ids, dtype=np.int64)
+        return np.asarray(seq.ids, dtype=np.int64)
+
+    def encode_score(self, score, *, time_signature: str | None = None) -> Encoded:
+        """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable."""
+        cfg = self.cfg
+        ids = self.tokenize(score, time_signature=time_signature)
         starts = bar_starts(ids, self.bar_id)
         if len(starts) > cfg.validation.max_bars:
             raise Skip(f"too many bars ({len(starts)} > {cfg.validation.max_bars})")
