@@ -3,8 +3,8 @@
 music21 ships Bach chorales (MusicXML), Essen and Irish/Scottish folk tunes (ABC, many tunes per
 file) and Renaissance vocal music (Humdrum, MusicXML). The first call converts the requested
 collections in parallel into ``<cache>/music21/<music21 version>/<collection>/`` and records every
-piece there in ``index.json``: its MIDI path, tags and group, or why it failed. Later calls read the
-index and convert only what is missing. ``<cache>`` is the ``cache_dir`` option, else
+piece there in ``index.json``: its MIDI path and tags, or why it failed. Later calls read the index
+and convert only what is missing. ``<cache>`` is the ``cache_dir`` option, else
 ``$MIDISTRUCT_CACHE``, else ``$XDG_CACHE_HOME/midistruct`` or ``~/.cache/midistruct``.
 
 Derived MIDI never goes into the repository: Essen is licensed for non-commercial use and the
@@ -14,6 +14,7 @@ Palestrina encodings reserve derived formats, so they are read from the user's o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any
 from midistruct.corpus import Piece, SourceError
 
 TICKS_PER_QUARTER = 480  # music21's default 10,080 makes long pieces unreadable by pretty_midi
-INDEX_FORMAT = 1
+INDEX_FORMAT = 1  # bump when conversion changes: older indexes are then converted again
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ COLLECTIONS: dict[str, Collection] = {
     "palestrina": Collection("palestrina", (".krn",), "palestrina", composer="G.P. da Palestrina"),
     "monteverdi": Collection("monteverdi", (".mxl",), "monteverdi", composer="Claudio Monteverdi"),
 }
-# About 4,600 pieces; about 2 minutes on 2 cores (datasets/music21/README.md).
+# 4,658 pieces, about 600 CPU-seconds: 5.5 minutes on 2 busy cores (datasets/music21/README.md).
 DEFAULT_COLLECTIONS = ("bach", "oneills1850", "ryansMammoth", "airdsAirs")
 
 # Essen file stem (letters only) -> region: the sub-collection of the EsAC database it comes from.
@@ -103,6 +104,7 @@ class Settings:
     """Resolved options of :func:`iter_music21`."""
 
     collections: tuple[str, ...]
+    limit: int | None
     limit_per_collection: int | None
     cache_dir: Path
     workers: int
@@ -127,6 +129,7 @@ class Job:
         abc: the tune's own ABC text when the file holds several tunes, else None.
         tags: tags known before parsing (collection, title, region, tune type...).
         keys: grouping keys; pieces sharing a key (transitively) share a split group.
+        group: the split group (set by :func:`assign_groups`).
     """
 
     id: str
@@ -134,6 +137,7 @@ class Job:
     abc: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
+    group: str = ""
 
 
 # ---------------------------------------------------------------------------- options
@@ -153,28 +157,38 @@ def default_cache_root() -> Path:
     return Path(xdg).expanduser() / "midistruct"
 
 
-OPTION_NAMES = ("collections", "limit_per_collection", "cache_dir", "workers", "time_cap_s",
-                "max_notes", "progress", "name")
+OPTION_NAMES = ("collections", "limit", "limit_per_collection", "cache_dir", "workers",
+                "time_cap_s", "max_notes", "progress", "name")
+
+
+def _count_option(options: dict[str, Any], key: str) -> int | None:
+    value = options.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise SourceError(f"music21 source: {key} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def parse_options(options: dict[str, Any]) -> Settings:
     """Validate :func:`iter_music21` options; unknown names raise :class:`SourceError`."""
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise SourceError(f"music21 source: unknown options {unknown}; valid: {', '.join(OPTION_NAMES)}")
+        valid = ", ".join(OPTION_NAMES)
+        raise SourceError(f"music21 source: unknown options {unknown}; valid: {valid}")
     names = options.get("collections") or list(DEFAULT_COLLECTIONS)
     names = [names] if isinstance(names, str) else list(names)
     names = list(COLLECTIONS) if names == ["all"] else names
     bad = [n for n in names if n not in COLLECTIONS]
     if bad:
-        raise SourceError(f"music21 source: unknown collections {bad}; valid: {', '.join(COLLECTIONS)}")
+        valid = ", ".join(COLLECTIONS)
+        raise SourceError(f"music21 source: unknown collections {bad}; valid: {valid} (or 'all')")
     import music21
 
-    root = Path(options["cache_dir"]).expanduser() if options.get("cache_dir") else default_cache_root()
-    limit = options.get("limit_per_collection")
+    root = default_cache_root()
+    root = Path(options["cache_dir"]).expanduser() if options.get("cache_dir") else root
     return Settings(
         collections=tuple(dict.fromkeys(names)),
-        limit_per_collection=None if limit is None else int(limit),
+        limit=_count_option(options, "limit"),
+        limit_per_collection=_count_option(options, "limit_per_collection"),
         cache_dir=root / "music21" / music21.__version__,
         workers=max(1, int(options.get("workers") or _cpu_count())),
         time_cap_s=float(options.get("time_cap_s", 20.0)),
@@ -252,8 +266,8 @@ def _abc_jobs(name: str, path: Path) -> list[Job]:
         keys: list[str] = []
         if name == "essen":
             tags |= _essen_tags(path.stem, fields)
-            catalog = next((n for n in fields.get("N", []) if re.fullmatch(r"[A-Z]\d{4}[A-Z]?", n)), "")
-            keys += [f"catalog:{catalog[:5]}"] if catalog else []
+            catalog = [n for n in fields.get("N", []) if re.fullmatch(r"[A-Z]\d{4}[A-Z]?", n)]
+            keys += [f"catalog:{catalog[0][:5]}"] if catalog else []  # A0364B -> A0364
         else:
             tags["tune_type"] = tune_type(" ".join(fields.get("R", [])), title)
             keys += [f"title:{title_key(title)}"] if title_key(title) else []
@@ -276,10 +290,8 @@ def _score_job(name: str, path: Path) -> Job:
     tags = {"collection": name}
     keys: tuple[str, ...] = ()
     if name == "bach":
-        from music21.corpus.chorales import ChoraleListRKBWV
-
         bwv = path.stem.removeprefix("bwv").split("-")[0]
-        title = _bach_titles(ChoraleListRKBWV).get(bwv, "")
+        title = _bach_titles().get(bwv, "")
         tags |= {"title": title or f"BWV {path.stem.removeprefix('bwv')}", "bwv": bwv}
         keys = (f"bwv:{bwv}",) + ((f"title:{title_key(title)}",) if title else ())
     elif name == "palestrina":
@@ -292,8 +304,11 @@ def _score_job(name: str, path: Path) -> Job:
 
 
 @functools.cache
-def _bach_titles(chorale_list: Callable[[], Any]) -> dict[str, str]:
-    return {str(bwv): entry["title"] for bwv, entry in chorale_list().byBWV.items()}
+def _bach_titles() -> dict[str, str]:
+    """BWV number (``"248.9"``) -> chorale title, from music21's Riemenschneider list."""
+    from music21.corpus.chorales import ChoraleListRKBWV
+
+    return {str(bwv): entry["title"] for bwv, entry in ChoraleListRKBWV().byBWV.items()}
 
 
 def _humdrum_records(path: Path) -> dict[str, str]:
@@ -315,9 +330,9 @@ def list_jobs(name: str) -> list[Job]:
     jobs = []
     for path in _score_files(collection):
         jobs += _abc_jobs(name, path) if path.suffix == ".abc" else [_score_job(name, path)]
-    for job in jobs:
-        if collection.composer:
-            job.tags["composer"] = collection.composer
+    if collection.composer:
+        composer = {"composer": collection.composer}
+        jobs = [dataclasses.replace(job, tags=job.tags | composer) for job in jobs]
     return jobs
 
 
@@ -329,7 +344,7 @@ def assign_groups(jobs: dict[str, Job], family: str) -> dict[str, str]:
         family: group name prefix.
 
     Returns:
-        piece id -> ``"music21/<family>/<smallest key of the group>"``, or the piece id itself
+        piece id -> ``"music21/<family>/<smallest key of the group>"``, or ``"music21/<piece id>"``
         when the piece has no key.
     """
     parent: dict[str, str] = {}
@@ -343,7 +358,7 @@ def assign_groups(jobs: dict[str, Job], family: str) -> dict[str, str]:
     for job in jobs.values():
         for key in job.keys[1:]:
             parent[max(find(job.keys[0]), find(key))] = min(find(job.keys[0]), find(key))
-    return {pid: f"music21/{family}/{find(job.keys[0])}" if job.keys else pid
+    return {pid: f"music21/{family}/{find(job.keys[0])}" if job.keys else f"music21/{pid}"
             for pid, job in jobs.items()}
 
 
@@ -364,13 +379,17 @@ def time_cap(seconds: float) -> Iterator[None]:
     def alarm(signum: int, frame: Any) -> None:
         raise _PieceTimeout
 
+    start = time.monotonic()
     previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_delay:  # an outer timer (pytest-timeout...) keeps its deadline
+            left = max(outer_delay - (time.monotonic() - start), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
 
 
 def unshare_time_signatures(score: Any) -> int:
@@ -390,6 +409,44 @@ def unshare_time_signatures(score: Any) -> int:
                 copied += 1
             seen.add(id(ts))
     return copied
+
+
+SECTION_BARLINES = {"double", "final", "light-light", "light-heavy", "heavy-light", "heavy-heavy"}
+
+
+def add_implied_repeat_starts(score: Any) -> int:
+    """Mark where a repeat without a start repeat begins; returns how many starts were added.
+
+    By engraving convention a ``:|`` with no ``|:`` repeats from the previous repeat or double
+    bar (past any second ending), only the first one from the beginning. music21 repeats each
+    from the beginning, and its ABC reader reads ``:|:`` as an end repeat and a dotted bar, so
+    a tune written ``A :|: B :|: C :|`` expands to ``A A B A A B C ...``: wrong music, and
+    exponentially long in the number of parts.
+    """
+    from music21 import bar, spanner, stream
+
+    added = 0
+    def in_ending(measure: Any) -> bool:
+        return any(isinstance(s, spanner.RepeatBracket) for s in measure.getSpannerSites())
+
+    for part in score.parts or [score]:
+        measures = list(part.getElementsByClass(stream.Measure))
+        start, is_open = None, False  # where an implied repeat would start; inside |: ... ?
+        for i, measure in enumerate(measures):
+            left = measure.leftBarline
+            if isinstance(left, bar.Repeat) and left.direction == "start":
+                is_open = True
+            while start is not None and start < i and in_ending(measures[start]):
+                start += 1  # a second ending belongs to the section before
+            right = measure.rightBarline
+            if isinstance(right, bar.Repeat) and right.direction == "end":
+                if not is_open and start is not None and start <= i:
+                    measures[start].leftBarline = bar.Repeat(direction="start")
+                    added += 1
+                start, is_open = i + 1, False
+            elif right is not None and right.type in SECTION_BARLINES and not is_open:
+                start = i + 1
+    return added
 
 
 def remove_repeats(score: Any) -> int:
@@ -440,6 +497,14 @@ def score_tags(score: Any) -> dict[str, str]:
     return tags
 
 
+def fix_score(score: Any, *, abc: bool) -> list[str]:
+    """Repair what music21 needs repaired before writing MIDI; returns the names of the fixes."""
+    fixes = ["unshared-time-signatures"] if unshare_time_signatures(score) else []
+    if abc and add_implied_repeat_starts(score):
+        fixes.append("implied-repeat-starts")
+    return fixes
+
+
 def write_midi(score: Any, out: Path) -> tuple[int, list[str]]:
     """Write ``score`` as MIDI (480 ticks per quarter) atomically; returns (notes, fixes applied).
 
@@ -447,9 +512,9 @@ def write_midi(score: Any, out: Path) -> tuple[int, list[str]]:
     """
     from music21 import defaults, repeat
 
-    fixes = ["unshared-time-signatures"] if unshare_time_signatures(score) else []
+    fixes = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.mid")  # symusic reads the suffix
     saved, defaults.ticksPerQuarter = defaults.ticksPerQuarter, TICKS_PER_QUARTER
     try:
         try:
@@ -487,7 +552,9 @@ def convert_job(job: Job, *, out_dir: str, caps: dict[str, Any]) -> tuple[str, d
         with time_cap(caps["time_cap_s"]):
             score = _load_score(job)
             tags = {**job.tags, **score_tags(score)}
-            notes, fixes = write_midi(score, out)
+            fixes = fix_score(score, abc=job.source.endswith(".abc"))
+            notes, more_fixes = write_midi(score, out)
+            fixes += more_fixes
         entry: dict[str, Any] = {"path": f"{job.id}.mid", "tags": tags, "notes": notes}
         entry |= {"fixes": fixes} if fixes else {}
         if notes == 0 or notes > caps["max_notes"]:
@@ -546,10 +613,8 @@ def _is_current(entry: dict[str, Any] | None, folder: Path, settings: Settings) 
     return (folder / entry["path"]).is_file()
 
 
-def convert_collection(name: str, settings: Settings) -> tuple[list[Job], dict[str, dict[str, Any]]]:
-    """Convert what the index lacks for one collection; returns (its jobs, the index entries)."""
-    jobs = _family_jobs(name)[name]
-    jobs = jobs if settings.limit_per_collection is None else jobs[: settings.limit_per_collection]
+def convert_collection(name: str, jobs: list[Job], settings: Settings) -> dict[str, Any]:
+    """Convert the jobs of one collection that its index lacks; returns the index entries."""
     folder = settings.cache_dir / name
     index = _load_index(folder / "index.json")
     todo = [job for job in jobs if not _is_current(index.get(job.id), folder, settings)]
@@ -566,19 +631,28 @@ def convert_collection(name: str, settings: Settings) -> tuple[list[Job], dict[s
         finally:
             bar.close()
             _write_index(folder / "index.json", index)
-    return jobs, index
+    return index
 
 
-def _family_jobs(name: str) -> dict[str, list[Job]]:
-    """Jobs of every collection in ``name``'s family, with their split groups in the tags."""
-    family = COLLECTIONS[name].family
+def _converted(settings: Settings) -> Iterator[tuple[str, list[Job], dict[str, Any]]]:
+    """(name, jobs within the limits, index) of each requested collection, converting first."""
+    remaining = settings.limit
+    for name in settings.collections:
+        jobs = list(_family_jobs(COLLECTIONS[name].family)[name])
+        jobs = jobs[: settings.limit_per_collection][:remaining]
+        remaining = None if remaining is None else remaining - len(jobs)
+        if jobs:
+            yield name, jobs, convert_collection(name, jobs, settings)
+
+
+@functools.cache
+def _family_jobs(family: str) -> dict[str, tuple[Job, ...]]:
+    """Jobs of every collection of a family, with their split groups (listed once per process)."""
     members = [n for n, c in COLLECTIONS.items() if c.family == family]
     listed = {member: list_jobs(member) for member in members}
     groups = assign_groups({f"{m}/{j.id}": j for m in members for j in listed[m]}, family)
-    for member in members:
-        for job in listed[member]:
-            job.tags["group"] = groups[f"{member}/{job.id}"]
-    return listed
+    return {m: tuple(dataclasses.replace(j, group=groups[f"{m}/{j.id}"]) for j in listed[m])
+            for m in members}
 
 
 def _failure(entry: dict[str, Any], settings: Settings) -> str:
@@ -598,6 +672,7 @@ def iter_music21(options: dict[str, Any]) -> Iterator[Piece]:
     Options:
         collections: names from :data:`COLLECTIONS` (default :data:`DEFAULT_COLLECTIONS`;
             ``"all"`` for every one).
+        limit: keep the first N pieces in all (before conversion; default: all).
         limit_per_collection: keep the first N pieces of each collection (default: all).
         cache_dir: cache root (default: see module docstring).
         workers: conversion processes (default: the CPUs this process may use).
@@ -611,16 +686,16 @@ def iter_music21(options: dict[str, Any]) -> Iterator[Piece]:
     bwv (Bach). Pieces that failed to convert are left out; :func:`conversion_failures` lists them.
     """
     settings = parse_options(options)
-    for name in settings.collections:
-        jobs, index = convert_collection(name, settings)
+    for name, jobs, index in _converted(settings):
         folder = settings.cache_dir / name
         for job in jobs:
             entry = index[job.id]
             if _failure(entry, settings):
                 continue
-            tags = {k: v for k, v in entry["tags"].items() if k != "group" and v}
+            # tags from the file text are listed afresh; those from the score come from the index
+            tags = {k: v for k, v in (entry["tags"] | job.tags).items() if v}
             yield Piece(id=f"{settings.name}/{name}/{job.id}", path=folder / entry["path"],
-                        group=job.tags["group"], tags=tags)
+                        group=job.group, tags=tags)
 
 
 def conversion_failures(options: dict[str, Any]) -> dict[str, str]:
@@ -630,8 +705,7 @@ def conversion_failures(options: dict[str, Any]) -> dict[str, str]:
     """
     settings = parse_options(options)
     failures = {}
-    for name in settings.collections:
-        jobs, index = convert_collection(name, settings)
+    for name, jobs, index in _converted(settings):
         for job in jobs:
             reason = _failure(index[job.id], settings)
             if reason:
