@@ -15,7 +15,7 @@ import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # miditok special tokens PAD, BOS, EOS come first in the vocab
+from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
 
 
 class PitchShifter:

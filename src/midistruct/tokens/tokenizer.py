@@ -94,3 +94,19 @@ def decode_ids(tokenizer, ids) -> "symusic.Score":  # noqa: F821
     if tokenizer.config.use_programs and tokenizer.config.one_token_stream_for_programs:
         return tokenizer.decode(seq)
     return tokenizer.decode([seq])
+
+
+# miditok puts the special tokens first, in the order given in ``miditok_config``.
+PAD_ID, BOS_ID, EOS_ID, MASK_ID = 0, 1, 2, 3
+
+
+def strip_special(ids) -> list[int]:
+    """Token ids up to the first EOS, without BOS / PAD / MASK (a generated row -> a window)."""
+    out = []
+    for i in ids:
+        i = int(i)
+        if i == EOS_ID:
+            break
+        if i not in (BOS_ID, PAD_ID, MASK_ID):
+            out.append(i)
+    return out

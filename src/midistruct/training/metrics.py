@@ -81,7 +81,7 @@ def onset_f1(reference: np.ndarray, estimate: np.ndarray, *, tolerance_quarters:
 @torch.no_grad()
 def free_running(model, tokenizer, batch, *, device, zero_latent: bool = False) -> dict[str, float]:
     """Greedy free-running reconstruction of a batch from its posterior mean (or a zero latent)."""
-    from midistruct.tokens.tokenizer import decode_ids
+    from midistruct.tokens.tokenizer import decode_ids, strip_special
 
     batch = {k: v.to(device) for k, v in batch.items()}
     latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
@@ -95,22 +95,11 @@ def free_running(model, tokenizer, batch, *, device, zero_latent: bool = False) 
         suppress_tokens=[cfg.pad_token_id, cfg.bos_token_id, cfg.mask_token_id])
     scores, exact = [], 0
     for row in range(len(generated)):
-        ref_ids = _strip(batch["input_ids"][row].tolist(), cfg)
-        est_ids = _strip(generated[row].tolist(), cfg)
+        ref_ids = strip_special(batch["input_ids"][row])
+        est_ids = strip_special(generated[row])
         exact += ref_ids == est_ids
         scores.append(onset_f1(notes_of(decode_ids(tokenizer, ref_ids)), _safe_notes(tokenizer, est_ids)))
     return {"onset_f1": float(np.mean(scores)), "exact_match": exact / len(generated)}
-
-
-def _strip(ids: list[int], cfg) -> list[int]:
-    """Drop BOS / padding and everything from EOS on."""
-    out = []
-    for i in ids:
-        if i == cfg.eos_token_id:
-            break
-        if i not in (cfg.bos_token_id, cfg.pad_token_id):
-            out.append(i)
-    return out
 
 
 def _safe_notes(tokenizer, ids: list[int]) -> np.ndarray:
