@@ -1,0 +1,1 @@
+"""Generation: from latents back to music (decoding, constraints on what the decoder may write)."""

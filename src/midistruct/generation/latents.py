@@ -1,0 +1,69 @@
+"""Latent codes of a piece: one segment code per window and one code per bar of each window.
+
+Shapes: ``z_bar`` (W, NB, Zb) and ``z_segment`` (W, Zs) for W windows of up to NB bars;
+``bars`` (W,) how many bars each window really has (the last one may be shorter).
+Saved as ``.safetensors`` or ``.npz`` with the musical context (meters, tempo) as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class PieceLatents:
+    """Latents of a piece (or of a generated one), window by window."""
+
+    z_bar: torch.Tensor  # (W, NB, Zb)
+    z_segment: torch.Tensor  # (W, Zs)
+    bars: list[int]  # (W,) bars per window
+    time_signatures: list[str] = field(default_factory=list)  # (W,) "4/4" of each window's first bar
+    tempo: float = 120.0  # qpm of the source
+
+    def __len__(self) -> int:
+        return len(self.bars)
+
+    def window(self, i: int) -> PieceLatents:
+        return PieceLatents(self.z_bar[i : i + 1], self.z_segment[i : i + 1], self.bars[i : i + 1],
+                            self.time_signatures[i : i + 1], self.tempo)
+
+    def with_codes(self, z_bar: torch.Tensor, z_segment: torch.Tensor) -> PieceLatents:
+        """The same musical context with other codes (same shapes)."""
+        return PieceLatents(z_bar, z_segment, list(self.bars), list(self.time_signatures), self.tempo)
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``.safetensors`` or ``.npz`` (by suffix)."""
+        path = Path(path)
+        meta = {"bars": self.bars, "time_signatures": self.time_signatures, "tempo": self.tempo}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({"z_bar": self.z_bar.contiguous(), "z_segment": self.z_segment.contiguous()}, str(path),
+                      metadata={"midistruct": json.dumps(meta)})
+        elif path.suffix == ".npz":
+            np.savez(path, z_bar=self.z_bar.numpy(), z_segment=self.z_segment.numpy(), meta=json.dumps(meta))
+        else:
+            raise ValueError(f"latents file must end in .safetensors or .npz, got {path.name}")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PieceLatents:
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads(f.metadata()["midistruct"])
+                tensors = {k: f.get_tensor(k) for k in ("z_bar", "z_segment")}
+        elif path.suffix == ".npz":
+            data = np.load(path)
+            meta = json.loads(str(data["meta"]))
+            tensors = {k: torch.from_numpy(data[k]) for k in ("z_bar", "z_segment")}
+        else:
+            raise ValueError(f"latents file must end in .safetensors or .npz, got {path.name}")
+        return cls(tensors["z_bar"], tensors["z_segment"], meta["bars"], meta["time_signatures"], meta["tempo"])

@@ -1,0 +1,209 @@
+"""``MidiStruct``: a trained checkpoint as a music-in / music-out object.
+
+    ms = MidiStruct.from_pretrained("runs/small/best")
+    z = ms.encode("tune.mid")              # PieceLatents, window by window
+    ms.decode(z).dump_midi("again.mid")    # symusic Score
+    ms.interpolate("a.mid", "b.mid", steps=8)
+
+A piece longer than one window is cut into consecutive windows of the model's bar
+count (the last may be shorter); each window is encoded and decoded on its own and the
+decoded windows are stitched back with their meters and the source's tempo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midistruct.generation.latents import PieceLatents
+from midistruct.tokens.tokenizer import strip_special
+
+
+class InputError(ValueError):
+    """The music given cannot be used (missing, not MIDI, no notes, too short); one-line message."""
+
+
+class MidiStruct:
+    """Encode, decode, reconstruct and interpolate MIDI with one checkpoint."""
+
+    def __init__(self, model, tokenizer, meta: dict, *, device: str | torch.device = "cpu"):
+        from midistruct.config import Config
+        from midistruct.tokens.encode import PieceEncoder
+
+        self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
+        self.device = torch.device(device)
+        self.cfg = Config.model_validate(meta["run_config"])
+        self.encoder = PieceEncoder(self.cfg, tokenizer)
+        self.bars = self.cfg.segments.bars
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, device: str = "cpu") -> MidiStruct:
+        """Load a checkpoint folder (``runs/<name>/best``) in one call."""
+        from midistruct.training.checkpoint import load_checkpoint
+
+        model, tokenizer, meta = load_checkpoint(folder, device=device)
+        return cls(model, tokenizer, meta, device=device)
+
+    # ---- MIDI -> windows -> latents -------------------------------------------------------
+
+    def load(self, midi) -> "symusic.Score":  # noqa: F821
+        """A symusic Score from a path or a Score; errors become :class:`InputError`."""
+        from midistruct.tokens.validate import Skip, load_score
+
+        if not isinstance(midi, (str, Path)):
+            return midi
+        if not Path(midi).is_file():
+            raise InputError(f"{midi}: no such file")
+        try:
+            return load_score(Path(midi))
+        except Skip as skip:
+            raise InputError(f"{midi}: {skip}") from None
+
+    def windows(self, midi, *, time_signature: str | None = None) -> list[np.ndarray]:
+        """Consecutive windows of the model's bar count covering the piece (last may be shorter)."""
+        from midistruct.tokens.segment import bar_starts, cut_windows
+        from midistruct.tokens.validate import Skip
+
+        try:
+            ids = self.encoder.tokenize(self.load(midi), time_signature=time_signature)
+        except Skip as skip:
+            raise InputError(f"{_name(midi)}: {skip}") from None
+        starts = bar_starts(ids, self.encoder.bar_id)
+        if len(starts) == 0:
+            raise InputError(f"{_name(midi)}: no bars")
+        full = cut_windows(starts, len(ids), bars=self.bars, step=self.bars)
+        out = [ids[w.start : w.end] for w in full]
+        covered = len(full) * self.bars
+        if covered < len(starts):  # the tail, shorter than a window
+            out.append(ids[starts[covered] :])
+        return out
+
+    @torch.no_grad()
+    def encode(self, midi, *, sample: bool = False, max_windows: int | None = None) -> PieceLatents:
+        """Latents of a piece: posterior means, or samples with ``sample=True``."""
+        from midistruct.shards.dataset import EOS_ID, collate
+
+        score = self.load(midi)
+        wins = self.windows(score)[:max_windows]
+        items = []
+        for ids in wins:
+            bars = np.maximum(np.cumsum(ids == self.encoder.bar_id) - 1, 0)
+            items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
+                          "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
+        batch = {k: v.to(self.device) for k, v in collate(items).items()}
+        latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
+        return PieceLatents(
+            z_bar=latents.z_bar.float().cpu(), z_segment=latents.z_segment.float().cpu(),
+            bars=[int((w == self.encoder.bar_id).sum()) for w in wins],
+            time_signatures=[self._meter_of(w) for w in wins],
+            tempo=float(score.tempos[0].qpm) if len(score.tempos) else 120.0)
+
+    def _meter_of(self, ids: np.ndarray) -> str:
+        for i in ids[:4]:
+            token = self.tokenizer[int(i)]
+            if token.startswith("TimeSig_"):
+                return token.split("_", 1)[1]
+        return "4/4"
+
+    # ---- latents -> tokens -> MIDI ---------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_tokens(self, latents: PieceLatents, *, temperature: float = 0.0, top_p: float = 1.0,
+                        seed: int | None = None, max_tokens_per_bar: int = 160) -> list[list[int]]:
+        """Token ids (without BOS/EOS) of every window, decoded from its codes.
+
+        Greedy at ``temperature=0``, else nucleus sampling. Windows are generated in batches
+        of equal bar count and meter, under the REMI grammar (every output decodes).
+        """
+        if seed is not None:
+            torch.manual_seed(seed)
+        groups: dict[tuple[int, str], list[int]] = {}
+        for w, key in enumerate(zip(latents.bars, latents.time_signatures or ["4/4"] * len(latents))):
+            groups.setdefault(key, []).append(w)
+        out: list[list[int]] = [[] for _ in range(len(latents))]
+        for (bars, meter), rows in groups.items():
+            idx = torch.tensor(rows)
+            tokens = self._generate(latents.z_bar[idx], latents.z_segment[idx], bars=bars, meter=meter,
+                                    temperature=temperature, top_p=top_p, max_new=bars * max_tokens_per_bar)
+            for row, ids in zip(rows, tokens):
+                out[row] = ids
+        return out
+
+    def _generate(self, z_bar, z_segment, *, bars: int, meter: str | None, temperature: float, top_p: float,
+                  max_new: int, prompt: torch.Tensor | None = None) -> list[list[int]]:
+        from transformers import LogitsProcessorList
+
+        from midistruct.generation.constraints import RemiGrammar
+
+        cfg = self.model.config
+        sampling = temperature > 0
+        prompt_len = 1 if prompt is None else prompt.shape[1]
+        max_new = min(max_new, cfg.max_positions - prompt_len)
+        grammar = RemiGrammar(self.tokenizer, n_bars=bars, time_signature=meter, prompt_len=prompt_len,
+                              max_new_tokens=max_new)
+        out = self.model.generate(
+            input_ids=prompt, z_bar=z_bar.to(self.device), z_segment=z_segment.to(self.device),
+            max_new_tokens=max_new,
+            do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
+            top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
+            logits_processor=LogitsProcessorList([grammar]))
+        return [strip_special(row) for row in out]
+
+    def decode(self, latents: PieceLatents, **kw) -> "symusic.Score":  # noqa: F821
+        """A symusic Score from latents: every window decoded and stitched (see ``generate_tokens``)."""
+        return self.stitch(self.generate_tokens(latents, **kw), tempo=latents.tempo)
+
+    def stitch(self, windows: list[list[int]], *, tempo: float = 120.0) -> "symusic.Score":  # noqa: F821
+        """Decode windows and lay them end to end, each starting where the previous one's bars end."""
+        import symusic
+
+        from midistruct.tokens.segment import bar_start_ticks
+        from midistruct.tokens.tokenizer import decode_ids
+
+        out, offset, tracks = None, 0, {}
+        for ids in windows:
+            part = decode_ids(self.tokenizer, ids)
+            out = out or symusic.Score(part.tpq)
+            n_bars = max(sum(1 for i in ids if i == self.encoder.bar_id), 1)
+            for ts in part.time_signatures:
+                out.time_signatures.append(symusic.TimeSignature(ts.time + offset, ts.numerator, ts.denominator))
+            for track in part.tracks:
+                key = (track.program, track.is_drum)
+                if key not in tracks:
+                    tracks[key] = symusic.Track(name=track.name, program=track.program, is_drum=track.is_drum)
+                tracks[key].notes.extend(track.shift_time(offset).notes)
+            offset += int(bar_start_ticks(part.time_signatures, part.tpq, n_bars + 1)[-1])
+        if out is None:
+            raise InputError("nothing to decode")
+        out.tempos.append(symusic.Tempo(0, tempo))
+        out.tracks = list(tracks.values())
+        return out
+
+    def reconstruct(self, midi, **kw) -> "symusic.Score":  # noqa: F821
+        """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given)."""
+        return self.decode(self.encode(midi), **kw)
+
+    def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", **kw) -> list["symusic.Score"]:  # noqa: F821
+        """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
+
+        Both are cut to the same number of windows (the shorter piece's) and bars per window.
+        """
+        from midistruct.generation.interpolation import path
+
+        za, zb = self.encode(a), self.encode(b)
+        n = min(len(za), len(zb))
+        za, zb = _take(za, n), _take(zb, n)
+        zb.bars = za.bars = [min(x, y) for x, y in zip(za.bars, zb.bars)]
+        bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
+        seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
+        return [self.decode(za.with_codes(zbar, zseg), **kw) for zbar, zseg in zip(bars_path, seg_path)]
+
+
+def _take(z: PieceLatents, n: int) -> PieceLatents:
+    return PieceLatents(z.z_bar[:n], z.z_segment[:n], z.bars[:n], z.time_signatures[:n], z.tempo)
+
+
+def _name(midi) -> str:
+    return str(midi) if isinstance(midi, (str, Path)) else "score"

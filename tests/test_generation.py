@@ -1,0 +1,124 @@
+"""MIDI in, MIDI out with a tiny checkpoint made here: encode, decode, reconstruct, interpolate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scores import make_score, write_corpus
+
+from midistruct.config import load_config
+from midistruct.generation.interpolation import lerp, path, slerp
+from midistruct.generation.latents import PieceLatents
+from midistruct.generation.pipeline import InputError, MidiStruct
+from midistruct.prepare import prepare
+from midistruct.training.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    write_corpus(root / "midi", n=10, bars=8)
+    cfg = load_config("tiny", [f"data.sources=[{{kind: folder, path: '{root / 'midi'}'}}]",
+                               f"data.output={root / 'data'}", f"train.run_dir={root / 'run'}", "train.threads=1",
+                               "train.max_steps=2", "train.eval_every=2", "train.save_every=2"])
+    prepare(cfg, progress=False)
+    Trainer(cfg, progress=False).run()
+    return root / "run" / "last"
+
+
+@pytest.fixture(scope="module")
+def ms(checkpoint):
+    torch.manual_seed(0)
+    return MidiStruct.from_pretrained(checkpoint)
+
+
+def _loads_everywhere(score, tmp_path, name):
+    """The output is a MIDI file symusic, pretty_midi and music21 all read, with notes."""
+    import music21
+    import pretty_midi
+    import symusic
+
+    path = tmp_path / f"{name}.mid"
+    score.dump_midi(str(path))
+    assert symusic.Score(str(path)).note_num() > 0
+    assert sum(len(i.notes) for i in pretty_midi.PrettyMIDI(str(path)).instruments) > 0
+    assert len(music21.converter.parse(str(path)).flatten().notes) > 0
+
+
+def test_windows_cover_the_piece(ms):
+    score = make_score((3, 4), bars=5, seed=3)
+    wins = ms.windows(score)
+    assert [int((w == ms.encoder.bar_id).sum()) for w in wins] == [2, 2, 1]
+
+
+def test_encode_shapes_and_latent_files(ms, tmp_path):
+    z = ms.encode(make_score((4, 4), bars=5, seed=4))
+    cfg = ms.model.config
+    assert z.z_bar.shape == (3, 2, cfg.latent_dim_bar) and z.z_segment.shape == (3, cfg.latent_dim_segment)
+    assert z.bars == [2, 2, 1] and z.time_signatures == ["4/4"] * 3 and z.tempo == 120.0
+    for suffix in (".safetensors", ".npz"):
+        back = PieceLatents.load(z.save(tmp_path / f"z{suffix}"))
+        assert torch.equal(back.z_bar, z.z_bar) and back.bars == z.bars and back.time_signatures == z.time_signatures
+    posterior_mean = ms.encode(make_score((4, 4), bars=5, seed=4))
+    assert torch.equal(posterior_mean.z_segment, z.z_segment)  # deterministic by default
+    assert not torch.equal(ms.encode(make_score((4, 4), bars=5, seed=4), sample=True).z_segment, z.z_segment)
+
+
+@pytest.mark.parametrize("meter", [(4, 4), (3, 4), (6, 8)])
+def test_reconstruct_gives_valid_midi_with_the_meter(ms, tmp_path, meter):
+    out = ms.reconstruct(make_score(meter, bars=4, seed=5), temperature=1.0, seed=0)
+    assert {(t.numerator, t.denominator) for t in out.time_signatures} == {meter}
+    _loads_everywhere(out, tmp_path, f"rec{meter[0]}")
+
+
+def test_decode_length_follows_the_windows(ms):
+    z = ms.encode(make_score((4, 4), bars=5, seed=6))
+    out = ms.decode(z, temperature=1.0, seed=1)
+    onsets = [n.time for t in out.tracks for n in t.notes]
+    assert onsets and max(onsets) < 5 * 4 * out.tpq  # notes start within the 5 bars
+    assert len(out.time_signatures) >= 3  # one per window at least
+
+
+def test_interpolation_endpoints_and_validity(ms, tmp_path):
+    a, b = make_score((4, 4), bars=4, seed=7), make_score((4, 4), bars=4, seed=8)
+    steps = ms.interpolate(a, b, steps=4, method="lerp")
+    assert len(steps) == 4
+    for i, s in enumerate(steps):
+        _loads_everywhere(s, tmp_path, f"step{i}")
+    greedy = ms.reconstruct(a)
+    assert [n.pitch for t in steps[0].tracks for n in t.notes] == [n.pitch for t in greedy.tracks for n in t.notes]
+
+
+def test_slerp_and_lerp():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    assert torch.allclose(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b)
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid, torch.tensor([2 ** -0.5, 2 ** 0.5]), atol=1e-5)  # on the arc, not the chord
+    assert torch.allclose(lerp(a, b, 0.5), torch.tensor([0.5, 1.0]))
+    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel vectors: linear fallback
+    with pytest.raises(ValueError, match="valid: slerp, lerp"):
+        path(a, b, 3, method="cubic")
+
+
+def test_bad_inputs_raise_one_line_errors(ms, tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        ms.encode(tmp_path / "missing.mid")
+    (tmp_path / "junk.mid").write_bytes(b"not a midi file")
+    with pytest.raises(InputError, match="unreadable MIDI"):
+        ms.encode(tmp_path / "junk.mid")
+    import symusic
+
+    with pytest.raises(InputError, match="no notes"):
+        ms.encode(symusic.Score(480))
+
+
+@pytest.mark.shared_data
+def test_real_files_reconstruct_and_interpolate(ms, shared_datasets, tmp_path):
+    """Nottingham tunes and a POP909 song: every output loads in symusic, pretty_midi and music21."""
+    a = shared_datasets / "nottingham/midi/melody/jigs10.mid"
+    b = shared_datasets / "nottingham/midi/melody/reelsa-c5.mid"
+    _loads_everywhere(ms.reconstruct(a, temperature=1.0, seed=0), tmp_path, "jig")
+    for i, s in enumerate(ms.interpolate(a, b, steps=3, temperature=1.0, seed=0)):
+        _loads_everywhere(s, tmp_path, f"interp{i}")
+    z = ms.encode(shared_datasets / "pop909/songs/001/001.mid", max_windows=1)
+    _loads_everywhere(ms.decode(z, temperature=1.0, seed=0), tmp_path, "pop")
