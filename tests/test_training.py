@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from scores import write_corpus
@@ -122,3 +123,17 @@ def test_torchrun_two_processes(shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert check_checkpoint(tmp_path / "ddp" / "last")["step"] == 4
     assert result.stdout.count("trained 4 steps") == 1  # only rank 0 reports
+
+
+def test_epoch_batches_are_bucketed_and_deterministic(shards, tmp_path):
+    trainer = Trainer(_cfg(shards, tmp_path / "r", "train.batch_size=4"), progress=False)
+    batches = trainer._epoch_batches(0)
+    flat = np.concatenate(batches)
+    n = len(trainer.train_ds)
+    assert len(flat) == len(set(flat.tolist())) == (n // 4) * 4
+    assert all(len(b) == 4 for b in batches)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, trainer._epoch_batches(0)))
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, trainer._epoch_batches(1)))
+    lengths = trainer.train_ds.lengths()
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread <= np.ptp(lengths)  # sorted pools: batches hold windows of similar length

@@ -80,6 +80,11 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ShardError("transposition needs base tokens, but these shards use BPE; set augment.transpose=[0, 0]")
         return PitchShifter(tokenizer.vocab)
 
+    def lengths(self) -> np.ndarray:
+        """(N,) tokens of every item, EOS included (for length-bucketed batching)."""
+        parts = [np.asarray(a.windows[:, 1] - a.windows[:, 0]) + 1 for a in self.arrays]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def set_epoch(self, epoch: int) -> None:
         """Change the transposition draw (call once per epoch)."""
         self.epoch = epoch

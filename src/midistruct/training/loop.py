@@ -68,6 +68,7 @@ class Trainer:
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")
+        self._lengths = self.train_ds.lengths()
         self.model = MidiStructModel(model_config(cfg, self.tokenizer)).to(self.device)
         self.net = self._wrap(self.model)
         self.optimizer = self._optimizer()
@@ -111,19 +112,33 @@ class Trainer:
         """Endless ``collate``d batches for this rank, from the saved data position on."""
         from midistruct.shards.dataset import collate
 
-        per_step = self.t.batch_size * self.dist.world
-        steps_per_epoch = max(len(self.train_ds) // per_step, 1)
-        order_epoch, order = None, None
+        order_epoch, order = None, []
         while True:
             epoch, k = self.state["epoch"], self.state["batch_in_epoch"]
-            if k >= steps_per_epoch:
-                self.state["epoch"], self.state["batch_in_epoch"] = epoch + 1, 0
-                continue
             if order_epoch != epoch:
                 self.train_ds.set_epoch(epoch)
-                order_epoch, order = epoch, np.random.default_rng((self.t.seed, epoch)).permutation(len(self.train_ds))
-            chunk = order[k * per_step : (k + 1) * per_step][self.dist.rank :: self.dist.world]
+                order_epoch, order = epoch, self._epoch_batches(epoch)
+            if k >= len(order):
+                self.state["epoch"], self.state["batch_in_epoch"] = epoch + 1, 0
+                continue
+            chunk = order[k][self.dist.rank :: self.dist.world]
             yield collate([self.train_ds[int(i)] for i in chunk])
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches: shuffled, then sorted by length within pools of 50 batches
+        (little padding, still random), then the batches shuffled. A function of (seed, epoch) only."""
+        per_step = self.t.batch_size * self.dist.world
+        rng = np.random.default_rng((self.t.seed, epoch))
+        order, lengths = rng.permutation(len(self.train_ds)), self._lengths
+        pool = 50 * per_step
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + per_step] for i in range(0, len(chunk) - per_step + 1, per_step)]
+        if not batches:  # fewer windows than one global batch: use them all
+            batches = [order]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def _eval_batches(self) -> list[dict]:
         from midistruct.shards.dataset import collate
