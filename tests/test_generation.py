@@ -122,3 +122,40 @@ def test_real_files_reconstruct_and_interpolate(ms, shared_datasets, tmp_path):
         _loads_everywhere(s, tmp_path, f"interp{i}")
     z = ms.encode(shared_datasets / "pop909/songs/001/001.mid", max_windows=1)
     _loads_everywhere(ms.decode(z, temperature=1.0, seed=0), tmp_path, "pop")
+
+
+def test_cli_generation_commands(checkpoint, tmp_path, capsys):
+    import json
+
+    import symusic
+
+    from midistruct.cli import main
+
+    a, b = tmp_path / "a.mid", tmp_path / "b.mid"
+    make_score((4, 4), bars=4, seed=1).dump_midi(str(a))
+    make_score((4, 4), bars=4, seed=2).dump_midi(str(b))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(checkpoint), str(a), "--out-dir", str(out), "--temperature", "1", "--seed", "3"]) == 0
+    first = symusic.Score(str(out / "a.reconstruct.mid"))
+    record = json.loads((out / "generation.json").read_text())
+    assert record["seed"] == 3 and record["outputs"] == ["a.reconstruct.mid"] and record["temperature"] == 1.0
+    assert main(["reconstruct", str(checkpoint), str(a), "--out-dir", str(out), "--temperature", "1", "--seed", "3"]) == 0
+    assert symusic.Score(str(out / "a.reconstruct.mid")).tracks[0].notes == first.tracks[0].notes  # --seed reproduces
+    assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("a_to_b.slerp.*.mid")) == [f"a_to_b.slerp.0{i}.mid" for i in range(3)]
+    assert main(["sample", str(checkpoint), "-n", "2", "--bars", "2", "--seed", "0", "--out-dir", str(out)]) == 0
+    assert symusic.Score(str(out / "sample.01.mid")).note_num() > 0
+    z = tmp_path / "z.safetensors"
+    assert main(["encode", str(checkpoint), str(a), "-o", str(z)]) == 0
+    assert main(["decode", str(checkpoint), str(z), "-o", str(tmp_path / "dec.mid")]) == 0
+    assert symusic.Score(str(tmp_path / "dec.mid")).note_num() > 0
+    capsys.readouterr()
+    (tmp_path / "bad.mid").write_bytes(b"garbage")
+    for argv in (["reconstruct", str(checkpoint), str(tmp_path / "missing.mid")],
+                 ["reconstruct", str(checkpoint), str(tmp_path / "bad.mid")],
+                 ["reconstruct", str(tmp_path), str(a)],
+                 ["decode", str(checkpoint), str(tmp_path / "none.npz"), "-o", "x.mid"],
+                 ["sample", str(checkpoint), "--bars", "99"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("midistruct: error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -45,6 +46,90 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace):
+    from midistruct.generation.pipeline import MidiStruct
+
+    return MidiStruct.from_pretrained(args.checkpoint)
+
+
+def _write_outputs(args: argparse.Namespace, scores: dict[str, object], settings: dict) -> None:
+    """Write ``name -> Score`` as MIDI into --out-dir, with generation.json beside them."""
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, score in scores.items():
+        score.dump_midi(str(out / f"{name}.mid"))
+    record = {"command": args.command, "checkpoint": str(args.checkpoint), "seed": args.seed, **settings,
+              "outputs": [f"{name}.mid" for name in scores]}
+    (out / "generation.json").write_text(json.dumps(record, indent=2))
+    print(f"wrote {len(scores)} MIDI file(s) and generation.json to {out}")
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    return {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Encode and decode each input."""
+    ms = _pipeline(args)
+    scores = {f"{Path(p).stem}.reconstruct": ms.reconstruct(p, **_sampling(args)) for p in args.inputs}
+    _write_outputs(args, scores, {"inputs": args.inputs, **_sampling(args)})
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    """Interpolate from A to B in latent space."""
+    ms = _pipeline(args)
+    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_sampling(args))
+    stem = f"{Path(args.a).stem}_to_{Path(args.b).stem}.{args.method}"
+    scores = {f"{stem}.{i:02d}": s for i, s in enumerate(steps)}
+    _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
+                                  **_sampling(args)})
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Draw codes from the prior and decode them."""
+    ms = _pipeline(args)
+    samples = ms.sample(args.n, bars=args.bars, meter=args.meter, **_sampling(args))
+    _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
+                   {"n": args.n, "bars": args.bars, "meter": args.meter, **_sampling(args)})
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Write a piece's latents to .safetensors or .npz."""
+    import torch
+
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    z = _pipeline(args).encode(args.input, sample=args.sample)
+    path = z.save(args.output)
+    print(f"wrote {len(z)} window(s) of latents to {path}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode latents written by ``encode`` to MIDI."""
+    from midistruct.generation.latents import PieceLatents
+
+    if not Path(args.latents).is_file():
+        raise UserError(f"{args.latents}: no such file")
+    z = PieceLatents.load(args.latents)
+    score = _pipeline(args).decode(z, **_sampling(args))
+    score.dump_midi(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_generation_args(p: argparse.ArgumentParser, *, out_dir: bool = True) -> None:
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
+    if out_dir:
+        p.add_argument("--out-dir", default="out", help="folder for the MIDI files and generation.json")
+
+
 def _format_summary(s: dict) -> str:
     lines = [f"prepared {s['output']}", f"  files read: {s['files_read']}, skipped: {s['skipped']}"]
     lines += [f"    {reason}: {n}" for reason, n in s["skipped_by_reason"].items()]
@@ -58,7 +143,9 @@ def _format_summary(s: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="midistruct", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="midistruct", description="Learn the structure of music from MIDI: prepare corpora, train the "
+        "bar/segment-latent autoencoder, reconstruct, interpolate, sample.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="turn a MIDI corpus into tokenized, bar-aligned shards")
@@ -72,7 +159,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
+    _add_generation_parsers(sub)
     return parser
+
+
+def _add_generation_parsers(sub) -> None:
+    p = sub.add_parser("reconstruct", help="encode and decode MIDI files")
+    _add_generation_args(p)
+    p.add_argument("inputs", nargs="+", help="MIDI files")
+    p.set_defaults(handler=cmd_reconstruct)
+    p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
+    _add_generation_args(p)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
+    p.set_defaults(handler=cmd_interpolate)
+    p = sub.add_parser("sample", help="decode codes drawn from the prior")
+    _add_generation_args(p)
+    p.add_argument("-n", type=int, default=4, help="how many samples")
+    p.add_argument("--bars", type=int, default=None, help="bars per sample (default: the model's window)")
+    p.add_argument("--meter", default="4/4")
+    p.set_defaults(handler=cmd_sample, temperature=1.0)
+    p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
+    _add_generation_args(p, out_dir=False)
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="latents file (.safetensors or .npz)")
+    p.add_argument("--sample", action="store_true", help="sample the posterior instead of its mean")
+    p.set_defaults(handler=cmd_encode)
+    p = sub.add_parser("decode", help="decode a latents file written by encode")
+    _add_generation_args(p, out_dir=False)
+    p.add_argument("latents")
+    p.add_argument("-o", "--output", required=True, help="MIDI file to write")
+    p.set_defaults(handler=cmd_decode)
 
 
 def _version() -> str:
@@ -98,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(err: Exception) -> bool:
     from midistruct.config import ConfigError
     from midistruct.corpus import SourceError
+    from midistruct.generation.pipeline import InputError
     from midistruct.shards.reader import ShardError
     from midistruct.training.checkpoint import CheckpointError
     from midistruct.training.loop import TrainError
 
     return isinstance(err, (UserError, ConfigError, SourceError, ShardError, CheckpointError, TrainError,
-                            FileNotFoundError))
+                            InputError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,20 @@ class MidiStruct:
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
         return [self.decode(za.with_codes(zbar, zseg), **kw) for zbar, zseg in zip(bars_path, seg_path)]
 
+    def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str = "4/4",
+               top_p: float = 1.0, seed: int | None = None) -> list["symusic.Score"]:  # noqa: F821
+        """``n`` pieces of one window each, from codes drawn from the prior N(0, I)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        bars = bars or self.bars
+        if not 1 <= bars <= self.bars:
+            raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
+        cfg = self.model.config
+        z = PieceLatents(torch.randn(n, bars, cfg.latent_dim_bar), torch.randn(n, cfg.latent_dim_segment),
+                         [bars] * n, [meter] * n)
+        tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
+        return [self.stitch([ids]) for ids in tokens]
+
 
 def _take(z: PieceLatents, n: int) -> PieceLatents:
     return PieceLatents(z.z_bar[:n], z.z_segment[:n], z.bars[:n], z.time_signatures[:n], z.tempo)

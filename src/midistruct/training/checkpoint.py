@@ -71,9 +71,12 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
 
 def load_checkpoint(folder: Path, *, device: str | torch.device = "cpu"):
     """``(model, tokenizer, meta)`` from a checkpoint folder, model in eval mode."""
+    from transformers.utils import logging as hf_logging
+
     from midistruct.model import MidiStructModel
 
     meta = check_checkpoint(folder)
+    hf_logging.disable_progress_bar()
     model = MidiStructModel.from_pretrained(folder).to(device).eval()
     return model, load_tokenizer(folder), meta
 
