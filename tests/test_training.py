@@ -138,3 +138,28 @@ def test_epoch_batches_are_bucketed_and_deterministic(shards, tmp_path):
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     shuffled = np.random.default_rng(0).permutation(n)[: len(flat)].reshape(-1, 4)
     assert spread < np.mean([np.ptp(lengths[b]) for b in shuffled])  # similar lengths share a batch
+
+
+def test_onset_f1_known_values():
+    from midistruct.training.metrics import onset_f1
+
+    ref = np.array([[0.0, 0.5, 60], [0.5, 0.5, 62], [1.0, 1.0, 64], [2.0, 1.0, 65]])
+    assert onset_f1(ref, ref) == 1.0
+    shifted = ref.copy()
+    shifted[:, 0] += 0.125  # one grid step later: no onset matches
+    assert onset_f1(ref, shifted) == 0.0
+    half = np.concatenate([ref[:2], [[1.0, 1.0, 70], [3.0, 1.0, 65]]])
+    assert onset_f1(ref, half) == pytest.approx(0.5)
+    longer = ref.copy()
+    longer[:, 1] *= 2  # offsets are ignored
+    assert onset_f1(ref, longer) == 1.0
+    assert onset_f1(ref, np.zeros((0, 3))) == 0.0
+
+
+def test_cli_evaluate(shards, tmp_path, capsys):
+    Trainer(_cfg(shards, tmp_path / "run", "train.max_steps=2", "train.eval_every=2"), progress=False).run()
+    assert main(["evaluate", str(tmp_path / "run" / "last"), "--split", "valid", "--windows", "8", "--free-run", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["windows"] == 8 and result["free_run_windows"] == 4 and result["step"] == 2
+    assert 0.0 <= result["free_onset_f1"] <= 1.0 and 0.0 <= result["token_accuracy"] <= 1.0
+    assert result["kl_bits_per_segment"] > 0

@@ -46,6 +46,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Reconstruction metrics of a checkpoint on a split of prepared shards."""
+    from midistruct.training.evaluate import evaluate_checkpoint
+
+    data = args.data or None
+    result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, windows=args.windows,
+                                 free_run=args.free_run, seed=args.seed or 0)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _pipeline(args: argparse.Namespace):
     from midistruct.generation.pipeline import MidiStruct
 
@@ -160,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
     _add_generation_parsers(sub)
+    p = sub.add_parser("evaluate", help="reconstruction metrics of a checkpoint on held-out windows")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", default=None, help="shard folder (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--windows", type=int, default=512, help="windows for the teacher-forced metrics")
+    p.add_argument("--free-run", type=int, default=128, help="windows decoded free-running")
+    p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
+    p.set_defaults(handler=cmd_evaluate)
     return parser
 
 
