@@ -159,3 +159,19 @@ def test_cli_generation_commands(checkpoint, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("midistruct: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_grid_corners_match_interpolation_edges(ms, tmp_path):
+    pieces = [make_score((4, 4), bars=2, seed=s) for s in (11, 12, 13, 14)]
+    grid = ms.grid(pieces, steps=3, method="lerp")
+    assert len(grid) == 3 and all(len(row) == 3 for row in grid)
+
+    def notes(score):
+        return [(n.time, n.pitch) for t in score.tracks for n in t.notes]
+
+    top = ms.interpolate(pieces[0], pieces[1], steps=3, method="lerp")  # greedy: deterministic
+    assert [notes(s) for s in grid[0]] == [notes(s) for s in top]
+    assert notes(grid[2][2]) == notes(ms.reconstruct(pieces[3]))
+    _loads_everywhere(grid[1][1], tmp_path, "grid-centre")
+    with pytest.raises(InputError, match="4 corner"):
+        ms.grid(pieces[:3])
