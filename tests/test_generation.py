@@ -143,6 +143,9 @@ def test_cli_generation_commands(checkpoint, tmp_path, capsys):
     assert symusic.Score(str(out / "a.reconstruct.mid")).tracks[0].notes == first.tracks[0].notes  # --seed reproduces
     assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--out-dir", str(out)]) == 0
     assert sorted(p.name for p in out.glob("a_to_b.slerp.*.mid")) == [f"a_to_b.slerp.0{i}.mid" for i in range(3)]
+    assert main(["continue", str(checkpoint), str(a), "--bars", "2", "--style", str(b), "--seed", "1",
+                 "--out-dir", str(out)]) == 0
+    assert symusic.Score(str(out / "a.continue.b.mid")).note_num() > 0
     assert main(["sample", str(checkpoint), "-n", "2", "--bars", "2", "--seed", "0", "--out-dir", str(out)]) == 0
     assert symusic.Score(str(out / "sample.01.mid")).note_num() > 0
     z = tmp_path / "z.safetensors"
@@ -175,3 +178,23 @@ def test_grid_corners_match_interpolation_edges(ms, tmp_path):
     _loads_everywhere(grid[1][1], tmp_path, "grid-centre")
     with pytest.raises(InputError, match="4 corner"):
         ms.grid(pieces[:3])
+
+
+def test_continue_keeps_the_primer_and_adds_bars(ms, tmp_path):
+    primer = make_score((4, 4), bars=3, seed=21)
+    out = ms.continue_(primer, bars=3, temperature=1.0, seed=0)
+    tpq = out.tpq
+    bar = 4 * tpq
+    quantized = ms.stitch([ms.encoder.tokenize(primer).tolist()])
+    primer_notes = sorted((n.time, n.pitch) for t in quantized.tracks for n in t.notes)
+    last_onset = primer_notes[-1][0]
+    kept = sorted((n.time, n.pitch) for t in out.tracks for n in t.notes if n.time <= last_onset)
+    assert set(primer_notes) <= set(kept)  # the primer is kept; new notes only from its last onset on
+    assert set(kept) - set(primer_notes) <= {(last_onset, p) for _, p in kept}
+    assert max(n.time for t in out.tracks for n in t.notes) < 6 * bar
+    assert len(out.time_signatures) == 1 or all(ts.numerator == 4 for ts in out.time_signatures)
+    _loads_everywhere(out, tmp_path, "continued")
+    steered = ms.continue_(primer, bars=2, latent=ms.encode(make_score((4, 4), bars=2, seed=22)), seed=0)
+    _loads_everywhere(steered, tmp_path, "steered")
+    with pytest.raises(InputError, match="bars must be"):
+        ms.continue_(primer, bars=0)

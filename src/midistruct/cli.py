@@ -98,6 +98,17 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_continue(args: argparse.Namespace) -> int:
+    """Continue a primer, optionally steered by another piece's latent."""
+    ms = _pipeline(args)
+    latent = ms.encode(args.style) if args.style else None
+    score = ms.continue_(args.primer, args.bars, latent=latent, **_sampling(args))
+    name = f"{Path(args.primer).stem}.continue" + (f".{Path(args.style).stem}" if args.style else "")
+    _write_outputs(args, {name: score}, {"primer": args.primer, "bars": args.bars, "style": args.style,
+                                         **_sampling(args)})
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
@@ -194,6 +205,12 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
     p.set_defaults(handler=cmd_interpolate)
+    p = sub.add_parser("continue", help="continue a primer, optionally in the style of another piece")
+    _add_generation_args(p)
+    p.add_argument("primer")
+    p.add_argument("--bars", type=int, default=4, help="bars to add")
+    p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
+    p.set_defaults(handler=cmd_continue, temperature=1.0)
     p = sub.add_parser("sample", help="decode codes drawn from the prior")
     _add_generation_args(p)
     p.add_argument("-n", type=int, default=4, help="how many samples")

@@ -226,6 +226,52 @@ class MidiStruct:
             z.bars = list(bars)
         return zs
 
+    def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
+                  latent: PieceLatents | None = None, seed: int | None = None) -> "symusic.Score":  # noqa: F821
+        """The primer followed by ``bars`` new bars.
+
+        The decoder reads the last bars of the music so far as its prompt (half a window) and
+        writes the rest of the window, round after round. Its codes come from ``latent``
+        (another piece's ``encode``: the Transformer Autoencoder's style conditioning), else
+        from the primer's own last window.
+        """
+        from midistruct.tokens.segment import bar_starts
+        from midistruct.tokens.validate import Skip
+
+        if bars < 1:
+            raise InputError(f"bars must be >= 1, got {bars}")
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            ids = self.encoder.tokenize(self.load(primer))
+        except Skip as skip:
+            raise InputError(f"{_name(primer)}: {skip}") from None
+        style = latent if latent is not None else self.encode(primer)
+        style = style.window(len(style) - 1) if latent is None else style.window(0)
+        meter = self._meter_of(ids[bar_starts(ids, self.encoder.bar_id)[-1]:])
+        remaining = bars
+        while remaining > 0:
+            ids, written = self._continue_round(ids, style, remaining, meter=meter, temperature=temperature, top_p=top_p)
+            remaining -= written
+        return self.stitch([ids.tolist()], tempo=style.tempo)
+
+    def _continue_round(self, ids: np.ndarray, style: PieceLatents, remaining: int, *, meter: str,
+                        temperature: float, top_p: float) -> tuple[np.ndarray, int]:
+        """One window: prompt with the last bars of ``ids``, generate up to ``remaining`` more bars."""
+        from midistruct.shards.dataset import BOS_ID
+        from midistruct.tokens.segment import bar_starts
+
+        starts = bar_starts(ids, self.encoder.bar_id)
+        context = min(len(starts), max(1, self.bars // 2), self.bars - 1) if self.bars > 1 else 0
+        new = min(remaining, self.bars - context)
+        prompt_ids = ids[starts[len(starts) - context]:] if context else ids[:0]
+        prompt = torch.tensor([[BOS_ID, *prompt_ids.tolist()]], device=self.device)
+        z_bar = style.z_bar[:, : context + new]
+        rows = self._generate(z_bar, style.z_segment, bars=context + new, meter=meter, temperature=temperature,
+                              top_p=top_p, max_new=new * 160, prompt=prompt)
+        generated = np.asarray(rows[0][len(prompt_ids):], dtype=np.int64)
+        return np.concatenate([ids, generated]), new
+
     def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str = "4/4",
                top_p: float = 1.0, seed: int | None = None) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the prior N(0, I)."""
