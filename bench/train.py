@@ -196,8 +196,8 @@ def build(kind: str, args):
     return build_lm(sizes, seq=args.seq, dropout=args.dropout, peer=args.peer), sizes
 
 
-def train_child(kind: str, args) -> dict:
-    """Time ``--steps`` training steps after ``--warmup``, then count one step's FLOPs."""
+def prepared_step(kind: str, args):
+    """``(step, model, sizes, dtype)``: a model in train mode and its one-step training function."""
     import torch
 
     dtype = setup(args)
@@ -205,6 +205,14 @@ def train_child(kind: str, args) -> dict:
     model.train()
     inputs = [model_inputs(kind, synthetic_batch(batch=args.batch, seq=args.seq, seed=s)) for s in range(N_BATCHES)]
     step = make_step(model, torch.optim.AdamW(model.parameters(), lr=5e-4), inputs=inputs, bf16=dtype == "bf16")
+    return step, model, sizes, dtype
+
+
+def train_child(kind: str, args) -> dict:
+    """Time ``--steps`` training steps after ``--warmup``, then count one step's FLOPs."""
+    import torch
+
+    step, model, sizes, dtype = prepared_step(kind, args)
     times, cpu_times, losses = [], [], []
     for i in range(args.warmup + args.steps):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -223,14 +231,9 @@ def train_child(kind: str, args) -> dict:
 
 def profile_child(kind: str, args) -> str:
     """The top operators (self CPU time) of a few training steps, after warm-up."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    dtype = setup(args)
-    model, _ = build(kind, args)
-    model.train()
-    inputs = [model_inputs(kind, synthetic_batch(batch=args.batch, seq=args.seq, seed=s)) for s in range(N_BATCHES)]
-    step = make_step(model, torch.optim.AdamW(model.parameters(), lr=5e-4), inputs=inputs, bf16=dtype == "bf16")
+    step, _, _, _ = prepared_step(kind, args)
     for i in range(args.warmup):
         step(i)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
