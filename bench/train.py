@@ -233,7 +233,7 @@ def profile_child(kind: str, args) -> str:
     """The top operators (self CPU time) of a few training steps, after warm-up."""
     from torch.profiler import ProfilerActivity, profile
 
-    step, _, _, _ = prepared_step(kind, args)
+    step, _, _, dtype = prepared_step(kind, args)
     for i in range(args.warmup):
         step(i)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
