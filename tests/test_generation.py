@@ -143,6 +143,8 @@ def test_cli_generation_commands(checkpoint, tmp_path, capsys):
     assert symusic.Score(str(out / "a.reconstruct.mid")).tracks[0].notes == first.tracks[0].notes  # --seed reproduces
     assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--out-dir", str(out)]) == 0
     assert sorted(p.name for p in out.glob("a_to_b.slerp.*.mid")) == [f"a_to_b.slerp.0{i}.mid" for i in range(3)]
+    assert main(["grid", str(checkpoint), str(a), str(b), str(b), str(a), "--steps", "2", "--out-dir", str(out)]) == 0
+    assert len(list(out.glob("grid.slerp.r*c*.mid"))) == 4
     assert main(["continue", str(checkpoint), str(a), "--bars", "2", "--style", str(b), "--seed", "1",
                  "--out-dir", str(out)]) == 0
     assert symusic.Score(str(out / "a.continue.b.mid")).note_num() > 0

@@ -98,6 +98,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    """A steps x steps grid between four corner pieces."""
+    rows = _pipeline(args).grid(args.corners, steps=args.steps, method=args.method, **_sampling(args))
+    scores = {f"grid.{args.method}.r{r}c{c}": score for r, row in enumerate(rows) for c, score in enumerate(row)}
+    _write_outputs(args, scores, {"corners": args.corners, "steps": args.steps, "method": args.method,
+                                  **_sampling(args)})
+    return 0
+
+
 def cmd_continue(args: argparse.Namespace) -> int:
     """Continue a primer, optionally steered by another piece's latent."""
     ms = _pipeline(args)
@@ -205,6 +214,12 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
     p.set_defaults(handler=cmd_interpolate)
+    p = sub.add_parser("grid", help="a grid between four corner pieces (top-left, top-right, bottom-left, bottom-right)")
+    _add_generation_args(p)
+    p.add_argument("corners", nargs=4)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
+    p.set_defaults(handler=cmd_grid)
     p = sub.add_parser("continue", help="continue a primer, optionally in the style of another piece")
     _add_generation_args(p)
     p.add_argument("primer")
