@@ -74,16 +74,16 @@ def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) 
 
     from midistruct.tokens import encode
 
-    paths = [(str(p.path), p.tags.get("time_signature")) for p in pieces]
+    tasks = [(str(p.path), p.tags.get("time_signature")) for p in pieces]  # (path, meter override)
     bar = tqdm(total=len(pieces), desc="prepare", unit="file", disable=not progress, file=sys.stderr)
     if workers <= 1:
         encode.init_worker(cfg.model_dump_json())
-        results = map(encode.encode_file, paths)
+        results = map(encode.encode_file, tasks)
         yield from _tick(zip(pieces, results), bar)
         return
     ctx = get_context("fork" if sys.platform == "linux" else "spawn")
     with ctx.Pool(workers, initializer=encode.init_worker, initargs=(cfg.model_dump_json(),)) as pool:
-        results = pool.imap(encode.encode_file, paths, chunksize=4)
+        results = pool.imap(encode.encode_file, tasks, chunksize=4)
         yield from _tick(zip(pieces, results), bar)
 
 

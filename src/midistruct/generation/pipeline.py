@@ -85,12 +85,13 @@ class MidiStruct:
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``."""
         from midistruct.shards.dataset import EOS_ID, collate
+        from midistruct.tokens.segment import bar_index
 
         score = self.load(midi)
         wins = self.windows(score)[:max_windows]
         items = []
         for ids in wins:
-            bars = np.maximum(np.cumsum(ids == self.encoder.bar_id) - 1, 0)
+            bars = bar_index(ids, self.encoder.bar_id)
             items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
                           "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
         batch = {k: v.to(self.device) for k, v in collate(items).items()}
