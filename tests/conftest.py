@@ -19,3 +19,22 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"real corpora not found at {SHARED_DATASETS} (only on development machines and CI)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint trained 2 steps on 10 synthetic 8-bar pieces (its shards beside it in ``data``)."""
+    from scores import write_corpus
+
+    from midistruct.config import load_config
+    from midistruct.prepare import prepare
+    from midistruct.training.loop import Trainer
+
+    root = tmp_path_factory.mktemp("gen")
+    write_corpus(root / "midi", n=10, bars=8)
+    cfg = load_config("tiny", [f"data.sources=[{{kind: folder, path: '{root / 'midi'}'}}]",
+                               f"data.output={root / 'data'}", f"train.run_dir={root / 'run'}", "train.threads=1",
+                               "train.max_steps=2", "train.eval_every=2", "train.save_every=2"])
+    prepare(cfg, progress=False)
+    Trainer(cfg, progress=False).run()
+    return root / "run" / "last"

@@ -46,6 +46,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Prepare a corpus slice, train briefly, interpolate two held-out pieces (the README's main job)."""
+    from midistruct import quickstart
+    from midistruct.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    s = quickstart.run(cfg, out_dir=args.out_dir, progress=not args.quiet)
+    ckpt, out = s["checkpoint"], s["out_dir"]
+    print(f"\ndone in {s['minutes']} min ({s['trained_steps']} training steps).\n"
+          f"  interpolation {s['a']} -> {s['b']}: {len(s['midi'])} MIDI files and {s['plot']} in {out}/\n"
+          f"  checkpoint: {ckpt}\nnext:\n"
+          f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio --out-dir out/mine\n"
+          f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot --out-dir out/mine\n"
+          f"  midistruct train --config small     # a better model: ~1 hour on CPU (see configs/)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Reconstruction metrics of a checkpoint on a split of prepared shards."""
     from midistruct.training.evaluate import evaluate_checkpoint
@@ -79,11 +96,63 @@ def _sampling(args: argparse.Namespace) -> dict:
     return {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
 
 
+def _shift(args: argparse.Namespace) -> dict:
+    """``vectors`` + ``shift`` keyword arguments from --vectors FILE --shift NAME=AMOUNT."""
+    if not args.shift:
+        return {}
+    if not args.vectors:
+        raise UserError("--shift needs --vectors FILE (written by `midistruct attributes`)")
+    from midistruct.generation.attributes import AttributeVectors
+
+    if not Path(args.vectors).is_file():
+        raise UserError(f"{args.vectors}: no such file")
+    try:
+        vectors = AttributeVectors.load(args.vectors)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"{args.vectors}: cannot read attribute vectors ({err})") from None
+    amounts = {}
+    for item in args.shift:
+        name, sep, amount = item.partition("=")
+        try:
+            amounts[name] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"--shift {item!r}: expected NAME=AMOUNT, e.g. note_density=1.5")
+        if name not in vectors.names:
+            raise UserError(f"--shift {name}: no such attribute in {args.vectors}; it has {', '.join(vectors.names)}")
+    return {"vectors": vectors, "shift": amounts}
+
+
+def _shift_record(args: argparse.Namespace) -> dict:
+    return {"vectors": args.vectors, "shift": args.shift} if args.shift else {}
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """Encode and decode each input."""
+    """Encode and decode each input (optionally moved along attribute vectors)."""
     ms = _pipeline(args)
-    scores = {f"{Path(p).stem}.reconstruct": ms.reconstruct(p, **_sampling(args)) for p in args.inputs}
-    _write_outputs(args, scores, {"inputs": args.inputs, **_sampling(args)})
+    shift = _shift(args)
+    mode = "reconstruct" + "".join(f".{s.replace('=', '')}" for s in args.shift or [])
+    scores = {f"{Path(p).stem}.{mode}": ms.reconstruct(p, **shift, **_sampling(args)) for p in args.inputs}
+    _write_outputs(args, scores, {"inputs": args.inputs, **_sampling(args), **_shift_record(args)})
+    return 0
+
+
+def cmd_attributes(args: argparse.Namespace) -> int:
+    """Measure attributes over a corpus's windows and write their latent directions."""
+    from midistruct.evaluation.features import ATTRIBUTES
+
+    names = args.names.split(",") if args.names else None
+    for name in names or []:
+        if name not in ATTRIBUTES:
+            raise UserError(f"unknown attribute {name!r}; valid: {', '.join(ATTRIBUTES)}")
+    ms = _pipeline(args)
+    vectors = ms.attribute_vectors(args.data, split=args.split, windows=args.windows, names=names)
+    path = vectors.save(args.output)
+    print(f"measured {vectors.windows} windows; wrote {len(vectors.names)} attribute vectors to {path}")
+    print(f"  {'attribute':14s} {'low quarter':>12s} {'high quarter':>12s} {'|segment dir|':>14s}")
+    for i, name in enumerate(vectors.names):
+        print(f"  {name:14s} {vectors.low[i]:12.3f} {vectors.high[i]:12.3f} {float(vectors.segment[i].norm()):14.3f}")
     return 0
 
 
@@ -121,9 +190,9 @@ def cmd_continue(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
-    samples = ms.sample(args.n, bars=args.bars, meter=args.meter, **_sampling(args))
+    samples = ms.sample(args.n, bars=args.bars, meter=args.meter, **_shift(args), **_sampling(args))
     _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
-                   {"n": args.n, "bars": args.bars, "meter": args.meter, **_sampling(args)})
+                   {"n": args.n, "bars": args.bars, "meter": args.meter, **_sampling(args), **_shift_record(args)})
     return 0
 
 
@@ -190,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
+    p = sub.add_parser("quickstart", help="the main job: prepare a music21 slice, train ~6 min, interpolate")
+    p.add_argument("--config", default="quickstart", help="named config or YAML path (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--out-dir", default="out/quickstart", help="folder for the interpolation MIDI and PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_quickstart)
     _add_generation_parsers(sub)
     p = sub.add_parser("evaluate", help="reconstruction metrics of a checkpoint on held-out windows")
     p.add_argument("checkpoint", type=Path)
@@ -206,7 +282,16 @@ def _add_generation_parsers(sub) -> None:
     p = sub.add_parser("reconstruct", help="encode and decode MIDI files")
     _add_generation_args(p)
     p.add_argument("inputs", nargs="+", help="MIDI files")
+    _add_shift_args(p)
     p.set_defaults(handler=cmd_reconstruct)
+    p = sub.add_parser("attributes", help="measure attributes over a corpus and write their latent directions")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    p.add_argument("-o", "--output", default="attributes.safetensors", help="vectors file (.safetensors)")
+    p.add_argument("--data", default=None, help="shard folder (default: the checkpoint's training data)")
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    p.add_argument("--windows", type=int, default=2000, help="windows measured (a seeded random subset)")
+    p.add_argument("--names", default=None, help="comma-separated attributes (default: all)")
+    p.set_defaults(handler=cmd_attributes)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
     p.add_argument("a")
@@ -231,6 +316,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("-n", type=int, default=4, help="how many samples")
     p.add_argument("--bars", type=int, default=None, help="bars per sample (default: the model's window)")
     p.add_argument("--meter", default="4/4")
+    _add_shift_args(p)
     p.set_defaults(handler=cmd_sample, temperature=1.0)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
     _add_generation_args(p, out_dir=False)
@@ -243,6 +329,12 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("latents")
     p.add_argument("-o", "--output", required=True, help="MIDI file to write")
     p.set_defaults(handler=cmd_decode)
+
+
+def _add_shift_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vectors", default=None, help="attribute vectors written by `midistruct attributes`")
+    p.add_argument("--shift", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="move the codes along an attribute vector, e.g. note_density=1.5 (repeatable)")
 
 
 def _version() -> str:

@@ -25,10 +25,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float, *, eps: float = 1e-7) -> t
 
 
 def path(a: torch.Tensor, b: torch.Tensor, steps: int, *, method: str = "slerp") -> list[torch.Tensor]:
-    """``steps`` codes from ``a`` to ``b`` inclusive (``steps >= 2``)."""
+    """``steps`` codes from ``a`` to ``b`` inclusive (``steps >= 2``), the endpoints exactly ``a`` and ``b``."""
     if method not in METHODS:
         raise ValueError(f"unknown interpolation method {method!r}; valid: {', '.join(METHODS)}")
     if steps < 2:
         raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
     fn = slerp if method == "slerp" else lerp
-    return [fn(a, b, i / (steps - 1)) for i in range(steps)]
+    inner = [fn(a, b, i / (steps - 1)) for i in range(1, steps - 1)]
+    return [a.clone(), *inner, b.clone()]  # the endpoints exactly: they must decode as the inputs do

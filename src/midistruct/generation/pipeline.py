@@ -81,26 +81,35 @@ class MidiStruct:
             out.append(ids[starts[covered] :])
         return out
 
-    @torch.no_grad()
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``."""
+        score = self.load(midi)
+        latents = self.encode_windows(self.windows(score)[:max_windows], sample=sample)
+        latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+        return latents
+
+    @torch.no_grad()
+    def encode_windows(self, windows: list[np.ndarray], *, sample: bool = False, batch_size: int = 64) -> PieceLatents:
+        """Latents of token windows (each starting at a ``Bar`` token, without BOS/EOS), in batches."""
         from midistruct.shards.dataset import EOS_ID, collate
         from midistruct.tokens.segment import bar_index
 
-        score = self.load(midi)
-        wins = self.windows(score)[:max_windows]
-        items = []
-        for ids in wins:
-            bars = bar_index(ids, self.encoder.bar_id)
-            items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
-                          "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
-        batch = {k: v.to(self.device) for k, v in collate(items).items()}
-        latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
-        return PieceLatents(
-            z_bar=latents.z_bar.float().cpu(), z_segment=latents.z_segment.float().cpu(),
-            bars=[int((w == self.encoder.bar_id).sum()) for w in wins],
-            time_signatures=[self._meter_of(w) for w in wins],
-            tempo=float(score.tempos[0].qpm) if len(score.tempos) else 120.0)
+        z_bar, z_segment = [], []
+        for start in range(0, len(windows), batch_size):
+            items = []
+            for ids in windows[start : start + batch_size]:
+                bars = bar_index(ids, self.encoder.bar_id)
+                items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
+                              "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
+            batch = {k: v.to(self.device) for k, v in collate(items).items()}
+            latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
+            z_bar.append(latents.z_bar.float().cpu())
+            z_segment.append(latents.z_segment.float().cpu())
+        width = max(z.shape[1] for z in z_bar)  # batches may hold fewer bars
+        z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
+        return PieceLatents(z_bar=torch.cat(z_bar), z_segment=torch.cat(z_segment),
+                            bars=[int((w == self.encoder.bar_id).sum()) for w in windows],
+                            time_signatures=[self._meter_of(w) for w in windows])
 
     def _meter_of(self, ids: np.ndarray) -> str:
         for i in ids[:4]:
@@ -113,11 +122,13 @@ class MidiStruct:
 
     @torch.no_grad()
     def generate_tokens(self, latents: PieceLatents, *, temperature: float = 0.0, top_p: float = 1.0,
-                        seed: int | None = None, max_tokens_per_bar: int = 160) -> list[list[int]]:
+                        seed: int | None = None, max_tokens_per_bar: int = 160,
+                        batch_size: int = 64) -> list[list[int]]:
         """Token ids (without BOS/EOS) of every window, decoded from its codes.
 
         Greedy at ``temperature=0``, else nucleus sampling. Windows are generated in batches
-        of equal bar count and meter, under the REMI grammar (every output decodes).
+        of equal bar count and meter (at most ``batch_size`` at a time), under the REMI grammar
+        (every output decodes).
         """
         if seed is not None:
             torch.manual_seed(seed)
@@ -125,7 +136,9 @@ class MidiStruct:
         for w, key in enumerate(zip(latents.bars, latents.time_signatures or ["4/4"] * len(latents))):
             groups.setdefault(key, []).append(w)
         out: list[list[int]] = [[] for _ in range(len(latents))]
-        for (bars, meter), rows in groups.items():
+        chunks = [(key, rows[i : i + batch_size]) for key, rows in groups.items()
+                  for i in range(0, len(rows), batch_size)]
+        for (bars, meter), rows in chunks:
             idx = torch.tensor(rows)
             tokens = self._generate(latents.z_bar[idx], latents.z_segment[idx], bars=bars, meter=meter,
                                     temperature=temperature, top_p=top_p, max_new=bars * max_tokens_per_bar)
@@ -183,21 +196,44 @@ class MidiStruct:
         out.tracks = list(tracks.values())
         return out
 
-    def reconstruct(self, midi, **kw) -> "symusic.Score":  # noqa: F821
-        """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given)."""
-        return self.decode(self.encode(midi), **kw)
+    def reconstruct(self, midi, *, vectors=None, shift: dict[str, float] | None = None,
+                    **kw) -> "symusic.Score":  # noqa: F821
+        """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given),
+        optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}) in between."""
+        z = self.encode(midi)
+        if shift:
+            from midistruct.generation.attributes import shift as shift_codes
+
+            z = shift_codes(z, vectors, shift)
+        return self.decode(z, **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", **kw) -> list["symusic.Score"]:  # noqa: F821
         """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
 
-        Both are cut to the same number of windows (the shorter piece's) and bars per window.
+        Both are cut to the same number of windows (the shorter piece's) and bars per window;
+        each step takes the meters and tempo of the nearer endpoint (A's up to the middle).
         """
         from midistruct.generation.interpolation import path
 
         za, zb = self._aligned([a, b])
         bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
-        return [self.decode(za.with_codes(zbar, zseg), **kw) for zbar, zseg in zip(bars_path, seg_path)]
+        # each step keeps the meters and tempo of the nearer endpoint, so B's end decodes as B does
+        nearer = [za if 2 * i < steps - 1 else zb for i in range(steps)]
+        return self.decode_many([z.with_codes(zbar, zseg) for z, zbar, zseg in zip(nearer, bars_path, seg_path)], **kw)
+
+    def decode_many(self, latents: list[PieceLatents], **kw) -> list["symusic.Score"]:  # noqa: F821
+        """``decode`` of several pieces, their windows generated together in batches (much faster
+        than one ``decode`` each: an 8-step interpolation is one ``generate`` call per window shape)."""
+        joined = PieceLatents(torch.cat([z.z_bar for z in latents]), torch.cat([z.z_segment for z in latents]),
+                              [b for z in latents for b in z.bars],
+                              [t for z in latents for t in (z.time_signatures or ["4/4"] * len(z))])
+        tokens = self.generate_tokens(joined, **kw)
+        out, start = [], 0
+        for z in latents:
+            out.append(self.stitch(tokens[start : start + len(z)], tempo=z.tempo))
+            start += len(z)
+        return out
 
     def grid(self, corners: list, steps: int = 5, *, method: str = "slerp", **kw) -> list[list["symusic.Score"]]:  # noqa: F821
         """A ``steps`` x ``steps`` grid between four pieces [top-left, top-right, bottom-left, bottom-right]
@@ -211,11 +247,13 @@ class MidiStruct:
         for name, (x, y) in {"top": (tl, tr), "bottom": (bl, br)}.items():
             edges[name] = list(zip(path(x.z_bar, y.z_bar, steps, method=method),
                                    path(x.z_segment, y.z_segment, steps, method=method)))
-        rows: list[list] = [[None] * steps for _ in range(steps)]
+        cells: dict[tuple[int, int], PieceLatents] = {}
         for col, ((tb, ts), (bb, bs)) in enumerate(zip(edges["top"], edges["bottom"])):
             for row, (zb, zs) in enumerate(zip(path(tb, bb, steps, method=method), path(ts, bs, steps, method=method))):
-                rows[row][col] = self.decode(tl.with_codes(zb, zs), **kw)
-        return rows
+                corner = (tl, tr, bl, br)[2 * (2 * row >= steps - 1) + (2 * col >= steps - 1)]  # the nearest
+                cells[row, col] = corner.with_codes(zb, zs)
+        scores = dict(zip(cells, self.decode_many(list(cells.values()), **kw)))
+        return [[scores[row, col] for col in range(steps)] for row in range(steps)]
 
     def _aligned(self, pieces: list) -> list[PieceLatents]:
         """Latents of several pieces cut to a common number of windows and bars per window."""
@@ -274,18 +312,39 @@ class MidiStruct:
         return np.concatenate([ids, generated]), new
 
     def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str = "4/4",
-               top_p: float = 1.0, seed: int | None = None) -> list["symusic.Score"]:  # noqa: F821
-        """``n`` pieces of one window each, from codes drawn from the prior N(0, I)."""
+               top_p: float = 1.0, seed: int | None = None, vectors=None,
+               shift: dict[str, float] | None = None) -> list["symusic.Score"]:  # noqa: F821
+        """``n`` pieces of one window each, from codes drawn from the prior N(0, I), optionally
+        moved along attribute ``vectors`` by ``shift`` ({name: amount})."""
         if seed is not None:
             torch.manual_seed(seed)
         bars = bars or self.bars
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
-        cfg = self.model.config
-        z = PieceLatents(torch.randn(n, bars, cfg.latent_dim_bar), torch.randn(n, cfg.latent_dim_segment),
-                         [bars] * n, [meter] * n)
+        z = self.sample_latents(n, bars=bars, meter=meter)
+        if shift:
+            from midistruct.generation.attributes import shift as shift_codes
+
+            z = shift_codes(z, vectors, shift)
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
         return [self.stitch([ids]) for ids in tokens]
+
+    def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4") -> PieceLatents:
+        """``n`` one-window codes drawn from the prior N(0, I) (uses torch's global generator)."""
+        bars = bars or self.bars
+        cfg = self.model.config
+        return PieceLatents(torch.randn(n, bars, cfg.latent_dim_bar), torch.randn(n, cfg.latent_dim_segment),
+                            [bars] * n, [meter] * n)
+
+    def attribute_vectors(self, data: str | Path | None = None, *, split: str = "train", windows: int = 2000,
+                          names: list[str] | None = None, seed: int = 0) -> "AttributeVectors":  # noqa: F821
+        """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
+        checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
+        from midistruct.generation import attributes
+
+        folder = data or self.cfg.data.output
+        return attributes.compute(self, attributes.corpus_windows(folder, split=split, limit=windows, seed=seed),
+                                  names=names)
 
 
 def _take(z: PieceLatents, n: int) -> PieceLatents:

@@ -52,3 +52,13 @@ def bar_start_ticks(time_signatures, tpq: int, n_bars: int) -> np.ndarray:
         starts.append(tick)
         tick += num * tpq * 4 // den
     return np.array(starts, dtype=np.int64)
+
+
+def crop_bars(score, bars: int):
+    """The first ``bars`` bars of a symusic Score: notes starting in them, cut at the last bar line."""
+    end = int(bar_start_ticks(score.time_signatures, score.tpq, bars + 1)[-1])
+    out = score.clip(0, end)  # notes starting before ``end``
+    for track in out.tracks:
+        for note in track.notes:
+            note.duration = min(note.duration, end - note.time)
+    return out

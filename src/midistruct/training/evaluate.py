@@ -30,12 +30,13 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
            "step": meta.get("step")}
     out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext))
-    free = {"true": [], "zero": []}
+    free = {"": [], "_zero_latent": []}
     for s in range(0, min(free_run, len(ds)), batch_size):
         batch = collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
-        for key, zero in (("true", False), ("zero", True)):
-            free[key].append(metrics.free_running(model, tokenizer, batch, device="cpu", zero_latent=zero)["onset_f1"])
+        for key, zero in (("", False), ("_zero_latent", True)):
+            free[key].append(metrics.free_running(model, tokenizer, batch, device="cpu", zero_latent=zero))
     out["free_run_windows"] = min(free_run, len(ds))
-    out["free_onset_f1"] = float(np.mean(free["true"])) if free["true"] else 0.0
-    out["free_onset_f1_zero_latent"] = float(np.mean(free["zero"])) if free["zero"] else 0.0
+    for suffix, results in free.items():
+        for metric in ("onset_f1", "step_accuracy"):
+            out[f"free_{metric}{suffix}"] = float(np.mean([r[metric] for r in results])) if results else 0.0
     return out

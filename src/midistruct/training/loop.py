@@ -232,8 +232,9 @@ class Trainer:
         sample = collate([self.valid_ds[i] for i in range(min(self.t.free_run_samples, len(self.valid_ds)))])
         free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
         zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, zero_latent=True)
-        out.update({"free_onset_f1": free["onset_f1"], "free_exact": free["exact_match"],
-                    "free_onset_f1_zero_latent": zero["onset_f1"]})
+        out.update({"free_onset_f1": free["onset_f1"], "free_step_accuracy": free["step_accuracy"],
+                    "free_exact": free["exact_match"], "free_onset_f1_zero_latent": zero["onset_f1"],
+                    "free_step_accuracy_zero_latent": zero["step_accuracy"]})
         collapsed = self.state["step"] >= self.t.beta_warmup_steps and out["kl_bits_per_segment"] < 1.0
         out["posterior_collapse"] = bool(collapsed and self.model.config.latent_mode == "vae")
         if out["posterior_collapse"]:

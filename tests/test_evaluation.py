@@ -1,0 +1,109 @@
+"""The evaluation metrics on inputs whose values are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import symusic
+
+from midistruct.evaluation import features
+from midistruct.evaluation.interpolation import path_smoothness, pianoroll_distance
+from midistruct.evaluation.notes import notes_of, score_quarters, transcription_f1, window_quarters
+from midistruct.evaluation.steps import NO_EVENT, NOTE_OFF, melody_events, step_accuracy, step_distance
+
+
+def notes(*rows):
+    """Note array from (onset, duration, pitch) rows in quarter notes."""
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def test_melody_events_by_hand():
+    # C4 for a quarter, a quarter's rest, E4 for an eighth, then G4 straight after for an eighth
+    events = melody_events(notes((0, 1, 60), (2, 0.5, 64), (2.5, 0.5, 67)), 16)
+    want = [60, NO_EVENT, NO_EVENT, NO_EVENT, NOTE_OFF, NO_EVENT, NO_EVENT, NO_EVENT,
+            64, NO_EVENT, 67, NO_EVENT, NOTE_OFF, NO_EVENT, NO_EVENT, NO_EVENT]
+    assert events.tolist() == want
+
+
+def test_melody_events_skyline_keeps_the_top_note_and_a_new_onset_ends_the_previous():
+    chord_then_note = notes((0, 2, 60), (0, 2, 64), (0, 2, 67), (1, 1, 72))
+    events = melody_events(chord_then_note, 8)
+    assert events[0] == 67 and events[4] == 72 and events[8 - 1] == NO_EVENT
+    assert (events == NOTE_OFF).sum() == 0  # 72 lasts to step 8, the end of the span
+
+
+def test_step_accuracy_perfect_shifted_and_empty():
+    melody = notes((0, 1, 60), (1, 1, 62), (2, 1, 64), (3, 1, 65))  # four quarters, 16 steps
+    assert step_accuracy(melody, melody, n_steps=16) == 1.0
+    late = melody.copy()
+    late[:, 0] += 0.25  # every onset a 16th late: 4 onsets missed + 4 hold steps turned onsets
+    assert step_accuracy(melody, late, n_steps=16) == pytest.approx(8 / 16)
+    wrong_pitch = melody.copy()
+    wrong_pitch[0, 2] = 61
+    assert step_accuracy(melody, wrong_pitch, n_steps=16) == pytest.approx(15 / 16)
+    assert step_accuracy(melody, notes(), n_steps=16) == pytest.approx(12 / 16)  # the holds match silence
+    assert step_distance(melody, wrong_pitch, n_steps=16) == pytest.approx(1 / 16)
+
+
+def test_transcription_f1_onsets_and_offsets():
+    ref = notes((0, 1, 60), (1, 1, 62), (2, 2, 64))
+    assert transcription_f1(ref, ref) == 1.0
+    assert transcription_f1(ref, ref, offsets=True) == 1.0
+    short = ref.copy()
+    short[:, 1] /= 2
+    assert transcription_f1(ref, short) == 1.0
+    assert transcription_f1(ref, short, offsets=True) == 0.0
+    one_wrong = ref.copy()
+    one_wrong[1, 2] = 63
+    assert transcription_f1(ref, one_wrong) == pytest.approx(2 / 3)
+    assert transcription_f1(notes(), notes()) == 1.0 and transcription_f1(ref, notes()) == 0.0
+
+
+def test_score_lengths_follow_the_meter():
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 3, 4))
+    track = symusic.Track()
+    track.notes.append(symusic.Note(0, 480, 60, 80))
+    track.notes.append(symusic.Note(4 * 480, 240, 62, 80))  # in the second 3/4 bar
+    score.tracks.append(track)
+    assert window_quarters(score, 2) == 6.0
+    assert score_quarters(score) == 6.0
+    assert notes_of(score).tolist() == [[0, 1, 60], [4, 0.5, 62]]
+
+
+def test_attributes_by_hand():
+    chord = notes((0, 1, 60), (0, 1, 64), (0, 1, 67), (1.5, 0.5, 72))
+    values = features.measure(chord, 4.0)
+    assert values["note_density"] == 1.0
+    assert values["pitch_range"] == 12
+    assert values["mean_pitch"] == pytest.approx((60 + 64 + 67 + 72) / 4)
+    assert values["polyphony"] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 4 steps of 3 notes, 2 of 1
+    assert values["syncopation"] == 0.5  # onsets at 0 (on the beat) and 1.5 (off it)
+    with pytest.raises(KeyError, match="valid: note_density"):
+        features.attribute("loudness")
+
+
+def test_path_smoothness_of_a_monotonic_and_of_a_back_and_forth_path():
+    a = notes(*[(i, 1, 60) for i in range(8)])
+    b = notes(*[(i, 1, 72) for i in range(8)])
+    path = []
+    for k in range(9):  # step k replaces the first k notes of A with B's
+        mixed = a.copy()
+        mixed[:k, 2] = 72
+        path.append(mixed)
+    smooth = path_smoothness(path, a, b)
+    assert smooth["spearman_a"] == pytest.approx(1.0) and smooth["spearman_b"] == pytest.approx(-1.0)
+    assert smooth["rising_a"] == 1.0 and smooth["falling_b"] == 1.0
+    assert smooth["distance_to_a"][0] == 0.0 and smooth["distance_to_b"][-1] == 0.0
+    assert smooth["adjacent_over_endpoints"] == pytest.approx(1 / 8)
+    jumpy = [path[0], path[8], path[0], path[8]]
+    rough = path_smoothness(jumpy, a, b)
+    assert rough["rising_a"] == pytest.approx(2 / 3) and rough["adjacent_over_endpoints"] == pytest.approx(1.0)
+
+
+def test_pianoroll_distance():
+    a = notes((0, 1, 60), (0, 1, 64))
+    assert pianoroll_distance(a, a) == 0.0
+    assert pianoroll_distance(a, notes((0, 1, 62))) == 1.0
+    assert pianoroll_distance(a, notes((0, 1, 60))) == pytest.approx(0.5)
+    assert pianoroll_distance(notes(), notes(), n_steps=4) == 0.0
