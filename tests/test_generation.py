@@ -231,3 +231,16 @@ def test_real_files_through_every_cli_command(checkpoint, shared_datasets, tmp_p
             import symusic
 
             _loads_everywhere(symusic.Score(str(path)), tmp_path, f"{argv[0]}-{path.stem}")
+
+
+@pytest.mark.shared_data
+def test_interpolation_smoothness_measured_on_real_tunes(ms, shared_datasets):
+    from midistruct.evaluation.interpolation import measure_interpolations
+
+    tunes = [shared_datasets / f"nottingham/midi/melody/{name}.mid" for name in ("reelsa-c5", "reelsa-c7", "hpps3", "hpps5")]
+    windows = [ms.windows(str(t))[0] for t in tunes]
+    found = measure_interpolations(ms, [(windows[0], windows[1]), (windows[2], windows[3])], steps=4)
+    assert found["pairs"] == 2 and found["valid"] == 1.0 and 0.0 <= found["endpoint_accuracy"] <= 1.0
+    assert found["steps.endpoint_distance"] > 0  # distinct tunes
+    for key in ("steps.spearman_a", "pianoroll.spearman_b"):
+        assert -1.0 <= found[key] <= 1.0

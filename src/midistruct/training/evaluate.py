@@ -14,8 +14,10 @@ from midistruct.training import metrics
 
 
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
-                        free_run: int = 128, seed: int = 0, batch_size: int = 32) -> dict:
-    """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards."""
+                        free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32) -> dict:
+    """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
+    with ``interpolations``, also the smoothness of that many 8-step interpolations between
+    held-out windows (:func:`midistruct.evaluation.interpolation.measure_interpolations`)."""
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.shards.reader import ShardSet
     from midistruct.training.checkpoint import load_checkpoint
@@ -39,4 +41,11 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     for suffix, results in free.items():
         for metric in ("onset_f1", "step_accuracy"):
             out[f"free_{metric}{suffix}"] = float(np.mean([r[metric] for r in results])) if results else 0.0
+    if interpolations:
+        from midistruct.evaluation.interpolation import held_out_pairs, measure_interpolations
+        from midistruct.generation.pipeline import MidiStruct
+
+        ms = MidiStruct(model, tokenizer, meta)
+        found = measure_interpolations(ms, held_out_pairs(ms, folder, n=interpolations, split=split, seed=seed))
+        out.update({f"interpolation.{k}": v for k, v in found.items()})
     return out
