@@ -17,7 +17,7 @@ $(BIN)/midistruct: pyproject.toml
 install: $(BIN)/midistruct
 
 demo: install
-	$(BIN)/midistruct prepare --config configs/music21.yaml
+	$(BIN)/midistruct quickstart
 
 test: install
 	$(BIN)/python -m pytest -q

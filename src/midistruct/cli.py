@@ -81,15 +81,27 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _write_outputs(args: argparse.Namespace, scores: dict[str, object], settings: dict) -> None:
-    """Write ``name -> Score`` as MIDI into --out-dir, with generation.json beside them."""
+    """Write ``name -> Score`` as MIDI into --out-dir, with generation.json beside them.
+
+    With --plot also one PNG of all outputs stacked (named by their common stem), with --audio a WAV
+    beside each MIDI file; both are recorded in generation.json ("plot", "audio").
+    """
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, score in scores.items():
         score.dump_midi(str(out / f"{name}.mid"))
     record = {"command": args.command, "checkpoint": str(args.checkpoint), "seed": args.seed, **settings,
               "outputs": [f"{name}.mid" for name in scores]}
+    plot, audio = getattr(args, "plot", False), getattr(args, "audio", False)
+    if plot or audio:
+        from midistruct.render import render_outputs
+
+        record.update(render_outputs(scores, out, plot=plot, audio=audio, default_stem=args.command))
     (out / "generation.json").write_text(json.dumps(record, indent=2))
-    print(f"wrote {len(scores)} MIDI file(s) and generation.json to {out}")
+    print(f"wrote {len(scores)} MIDI file(s) and generation.json to {out}"
+          + (f"; piano rolls in {record['plot']}" if plot else ""))
+    if audio:
+        print(f"wrote {len(scores)} WAV file(s) with {record['audio']['backend']}")
 
 
 def _sampling(args: argparse.Namespace) -> dict:
@@ -228,6 +240,10 @@ def _add_generation_args(p: argparse.ArgumentParser, *, out_dir: bool = True) ->
     p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
     if out_dir:
         p.add_argument("--out-dir", default="out", help="folder for the MIDI files and generation.json")
+        p.add_argument("--plot", action="store_true", help="also write one piano-roll PNG of all outputs")
+        p.add_argument("--audio", action="store_true",
+                       help="also write a WAV beside each MIDI file (FluidSynth + a GM soundfont if found, "
+                            "e.g. $MIDISTRUCT_SOUNDFONT; else plain synthesis)")
 
 
 def _format_summary(s: dict) -> str:

@@ -1,0 +1,25 @@
+"""Render generated music for people: piano-roll pictures (PNG) and audio (WAV).
+
+Data flow: generation (symusic Scores) -> render -> CLI and notebooks. ``pianoroll`` draws scores
+with matplotlib, ``audio`` synthesizes them (FluidSynth when available, else plain numpy synthesis),
+``outputs`` writes both beside a command's MIDI files. Names are re-exported lazily, so
+``import midistruct.render`` imports neither matplotlib nor numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "pianoroll_figure": "pianoroll", "plot_pianorolls": "pianoroll",
+    "synthesize": "audio", "write_wav": "audio", "find_soundfont": "audio",
+    "render_outputs": "outputs",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines ``name`` on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
