@@ -107,3 +107,50 @@ def test_pianoroll_distance():
     assert pianoroll_distance(a, notes((0, 1, 62))) == 1.0
     assert pianoroll_distance(a, notes((0, 1, 60))) == pytest.approx(0.5)
     assert pianoroll_distance(notes(), notes(), n_steps=4) == 0.0
+
+
+def test_transposition_key_matches_transposed_copies_only():
+    from midistruct.evaluation.heldout import transposition_key
+
+    pitch_of = np.full(20, -1)
+    pitch_of[10:20] = np.arange(60, 70)  # ids 10..19 are pitches 60..69
+    melody = np.array([4, 5, 10, 7, 12, 7, 14])
+    up_two = np.array([4, 5, 12, 7, 14, 7, 16])
+    other = np.array([4, 5, 10, 7, 13, 7, 14])
+    assert transposition_key(melody, pitch_of) == transposition_key(up_two, pitch_of)
+    assert transposition_key(melody, pitch_of) != transposition_key(other, pitch_of)
+    assert transposition_key(np.array([4, 5, 6]), pitch_of) != transposition_key(np.array([4, 5, 7]), pitch_of)
+
+
+def test_recurring_windows_found_across_splits():
+    from midistruct.config import TokenizerSettings
+    from midistruct.evaluation.heldout import recurring_windows
+    from midistruct.tokens.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(TokenizerSettings())
+    v = tokenizer.vocab
+
+    def window(*pitches):
+        ids = [v["Bar_None"], v["TimeSig_4/4"]]
+        for k, p in enumerate(pitches):
+            ids += [v[f"Position_{4 * k}"], v[f"Pitch_{p}"], v["Duration_0.4.8"]]
+        return np.array(ids)
+
+    class Split:
+        def __init__(self, windows):
+            self.windows_, self.n_windows = windows, len(windows)
+
+        def window(self, i):
+            return self.windows_[i], None
+
+    class Shards:
+        splits = {"train": Split([window(60, 62, 64), window(70, 71, 72)]),
+                  "test": Split([window(65, 67, 69), window(60, 62, 65), window(70, 71, 72)])}
+
+        def tokenizer(self):
+            return tokenizer
+
+        def split(self, name):
+            return self.splits[name]
+
+    assert recurring_windows(Shards(), split="test").tolist() == [True, False, True]

@@ -14,30 +14,39 @@ from midistruct.training import metrics
 
 
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
-                        free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32) -> dict:
+                        free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
+                        exclude_recurring: bool = True) -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
-    held-out windows (:func:`midistruct.evaluation.interpolation.measure_interpolations`)."""
+    held-out windows (:func:`midistruct.evaluation.interpolation.measure_interpolations`).
+    Windows that recur in the training split (any transposition) are left out unless
+    ``exclude_recurring=False`` (:mod:`midistruct.evaluation.heldout`)."""
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.shards.reader import ShardSet
     from midistruct.training.checkpoint import load_checkpoint
 
     model, tokenizer, meta = load_checkpoint(checkpoint)
     folder = data or meta["run_config"]["data"]["output"]
-    ShardSet(folder)  # a clear error when missing
+    shards = ShardSet(folder)  # a clear error when missing
     ds = WindowDataset([folder], split)
     order = np.random.default_rng(seed).permutation(len(ds))
+    recurring = np.zeros(len(ds), dtype=bool)
+    if exclude_recurring and split != "train":
+        from midistruct.evaluation.heldout import recurring_windows
+
+        recurring = recurring_windows(shards, split=split)
+        order = order[~recurring[order]]
     pick = order[:windows]
     batches = [collate([ds[int(i)] for i in pick[s : s + batch_size]]) for s in range(0, len(pick), batch_size)]
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
-           "step": meta.get("step")}
+           "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
     out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext))
     free = {"": [], "_zero_latent": []}
-    for s in range(0, min(free_run, len(ds)), batch_size):
+    for s in range(0, min(free_run, len(order)), batch_size):
         batch = collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
         for key, zero in (("", False), ("_zero_latent", True)):
             free[key].append(metrics.free_running(model, tokenizer, batch, device="cpu", zero_latent=zero))
-    out["free_run_windows"] = min(free_run, len(ds))
+    out["free_run_windows"] = min(free_run, len(order))
     for suffix, results in free.items():
         for metric in ("onset_f1", "step_accuracy"):
             out[f"free_{metric}{suffix}"] = float(np.mean([r[metric] for r in results])) if results else 0.0
