@@ -64,10 +64,12 @@ def test_sweep_reports_measured_values_per_amount(ms):
     assert np.array(result["measured"]).shape == (3, 2) and -1.0 <= result["spearman"] <= 1.0
 
 
-def test_cli_attributes_then_shifted_reconstruct_and_sample(ms, checkpoint, tmp_path):
+def test_cli_attributes_then_shifted_reconstruct_and_sample(ms, checkpoint, tmp_path, capsys):
     vec = tmp_path / "attrs.safetensors"
     assert main(["attributes", str(checkpoint), "--windows", "30", "--names", "note_density,syncopation",
-                 "-o", str(vec)]) == 0
+                 "-o", str(vec), "--sweep", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Spearman") == 2 and "sweep of 2 test windows" in printed  # one line per attribute
     midi = tmp_path / "in.mid"
     from scores import make_score
 

@@ -166,7 +166,23 @@ def cmd_attributes(args: argparse.Namespace) -> int:
     print(f"  {'attribute':14s} {'low quarter':>12s} {'high quarter':>12s} {'|segment dir|':>14s}")
     for i, name in enumerate(vectors.names):
         print(f"  {name:14s} {vectors.low[i]:12.3f} {vectors.high[i]:12.3f} {float(vectors.segment[i].norm()):14.3f}")
+    if args.sweep:
+        _print_sweeps(ms, vectors, windows=args.sweep)
     return 0
+
+
+def _print_sweeps(ms, vectors, *, windows: int) -> None:
+    """Shift ``windows`` held-out windows along each attribute by -2..2; print the measured means and Spearman."""
+    from midistruct.generation import attributes
+
+    held_out = ms.encode_windows(attributes.corpus_windows(ms.cfg.data.output, split="test", limit=windows, seed=1))
+    latents = [held_out.window(i) for i in range(len(held_out))]
+    amounts = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    print(f"sweep of {len(latents)} test windows (greedy), measured attribute mean at shift " + " ".join(f"{a:+g}" for a in amounts))
+    for name in vectors.names:
+        found = attributes.sweep(ms, latents, vectors, name, amounts)
+        means = " ".join(f"{m:8.3f}" for m in found["mean_measured"])
+        print(f"  {name:14s} {means}   Spearman {found['spearman']:+.3f}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
@@ -312,6 +328,8 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--split", default="train", choices=["train", "valid", "test"])
     p.add_argument("--windows", type=int, default=2000, help="windows measured (a seeded random subset)")
     p.add_argument("--names", default=None, help="comma-separated attributes (default: all)")
+    p.add_argument("--sweep", type=int, default=0, metavar="N",
+                   help="then shift N test windows along each vector by -2..2 and report what was measured")
     p.set_defaults(handler=cmd_attributes)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
