@@ -111,6 +111,27 @@ def test_ae_mode_has_zero_kl(batch):
     assert torch.equal(out.loss, out.recon_loss)
 
 
+def test_plain_lm_mode_has_no_encoder_and_ignores_codes(batch):
+    lm = make_model(latent_mode="none", encoder_layers=0, decoder_layers=4)
+    assert lm.encoder is None and lm.bottleneck is None
+    vae = make_model(encoder_layers=2, decoder_layers=2)
+    decoder_params = sum(p.numel() for p in lm.decoder.parameters())
+    assert decoder_params == sum(p.numel() for p in lm.parameters())  # the decoder (the head is tied) is all
+    assert abs(sum(p.numel() for p in lm.parameters()) - sum(p.numel() for p in vae.parameters())) < 0.2 * sum(
+        p.numel() for p in vae.parameters())  # 4 decoder layers weigh about as much as 2 + 2
+    out = lm(**batch)
+    assert out.kl.item() == out.kl_loss.item() == 0.0 and torch.equal(out.loss, out.recon_loss)
+    assert out.z_bar.shape == (2, 2, lm.config.latent_dim_bar) and out.bar_mask.tolist() == [[True, True], [True, False]]
+    lm.eval()
+    codes = lm.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"]).codes()
+    noise = {k: torch.randn_like(v) for k, v in codes.items()}
+    decoder_inputs = shift_right(batch["input_ids"], bos_token_id=BOS)
+    torch.testing.assert_close(lm.decoder_forward(decoder_inputs, **codes).logits,
+                               lm.decoder_forward(decoder_inputs, **noise).logits)
+    out = lm.generate(max_new_tokens=5, do_sample=False, **codes)
+    assert out.shape == (2, 6) and (out[:, 0] == BOS).all()
+
+
 def test_kl_sums_real_bars_only(batch):
     model = make_model().eval()
     out = model(**batch)

@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-LATENT_MODES = ("vae", "ae")
+LATENT_MODES = ("vae", "ae", "none")
 
 
 @strict
@@ -19,7 +19,9 @@ class MidiStructConfig(PreTrainedConfig):
         latent_dim_bar, latent_dim_segment: sizes of the bar codes (Zb) and of the segment code (Zs).
 
     Variants:
-        latent_mode: ``"vae"`` (Gaussian posterior, reparameterised, KL term) or ``"ae"`` (deterministic, KL 0).
+        latent_mode: ``"vae"`` (Gaussian posterior, reparameterised, KL term), ``"ae"`` (deterministic, KL 0)
+            or ``"none"``: no encoder and no latent, the decoder alone is a plain causal LM (the likelihood
+            peer; it still accepts, and ignores, the codes, which ``encode`` returns as zeros).
         bar_latents: ``False`` keeps only the segment latent (ablation).
         conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
             (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;

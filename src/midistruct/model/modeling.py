@@ -293,13 +293,29 @@ class PrefixConditioning(nn.Module):
         return torch.cat([*prefix, x], dim=1)  # (B, P + T, D)
 
 
+class NoConditioning(nn.Module):
+    """The decoder ignores the codes: a plain causal LM (``latent_mode="none"``)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+
+    def n_prefix(self, *, z_bar, z_segment) -> int:
+        return 0
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+        return x
+
+
 CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning}
 
 
 def build_conditioning(config: MidiStructConfig) -> nn.Module:
-    """The conditioning named by ``config.conditioning``; an unknown name lists the valid ones."""
+    """The conditioning named by ``config.conditioning``; an unknown name lists the valid ones.
+    With ``latent_mode="none"`` there is nothing to read: :class:`NoConditioning`."""
     if config.conditioning not in CONDITIONINGS:
         raise ValueError(f"unknown conditioning {config.conditioning!r}; valid: {', '.join(sorted(CONDITIONINGS))}")
+    if config.latent_mode == "none":
+        return NoConditioning(config)
     return CONDITIONINGS[config.conditioning](config)
 
 
@@ -413,8 +429,9 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: MidiStructConfig):
         super().__init__(config)
-        self.encoder = Encoder(config)
-        self.bottleneck = Bottleneck(config)
+        plain_lm = config.latent_mode == "none"
+        self.encoder = None if plain_lm else Encoder(config)
+        self.bottleneck = None if plain_lm else Bottleneck(config)
         self.decoder = Decoder(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
@@ -434,9 +451,22 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             bar_ids = count_bars(input_ids, bar_token_id=self.config.bar_token_id)
         if int(bar_ids.max()) >= self.config.max_bars:
             raise ValueError(f"segment has bar index {int(bar_ids.max())}, max_bars is {self.config.max_bars}")
+        if self.encoder is None:  # latent_mode "none": zero codes, which the decoder ignores
+            return self._zero_latents(attention_mask, bar_ids)
         states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)  # (B, T, D)
         sample = self.training if sample is None else sample
         return self.bottleneck(states, attention_mask=attention_mask, bar_ids=bar_ids, sample=sample)
+
+    def _zero_latents(self, attention_mask, bar_ids) -> Latents:
+        B, cfg = attention_mask.shape[0], self.config
+        z_segment = attention_mask.new_zeros((B, cfg.latent_dim_segment), dtype=torch.float32)
+        latents = Latents(z_segment=z_segment, mu_segment=z_segment)
+        if cfg.bar_latents:
+            n_bars = int((bar_ids * attention_mask).max()) + 1
+            latents.z_bar = latents.mu_bar = z_segment.new_zeros((B, n_bars, cfg.latent_dim_bar))
+            latents.bar_mask = torch.zeros((B, n_bars), dtype=torch.bool, device=bar_ids.device)
+            latents.bar_mask.scatter_(1, (bar_ids * attention_mask), True)
+        return latents
 
     def decoder_forward(
         self,
