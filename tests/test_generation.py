@@ -85,6 +85,16 @@ def test_slerp_and_lerp():
         path(a, b, 3, method="cubic")
 
 
+def test_windows_longer_than_the_model_reads_are_refused(ms):
+    import symusic
+
+    dense = make_score((4, 4), bars=2, seed=9)
+    for tick in range(0, 2 * 4 * 480, 60):  # a 3-note chord every 32nd: ~450 tokens in 2 bars
+        dense.tracks[0].notes.extend(symusic.Note(tick, 60, p, 90) for p in (60, 64, 67))
+    with pytest.raises(InputError, match="this model reads at most 256 per window"):
+        ms.encode(dense)
+
+
 def test_bad_inputs_raise_one_line_errors(ms, tmp_path):
     with pytest.raises(InputError, match="no such file"):
         ms.encode(tmp_path / "missing.mid")
@@ -181,8 +191,11 @@ def test_continue_keeps_the_primer_and_adds_bars(ms, tmp_path):
     assert max(n.time for t in out.tracks for n in t.notes) < 6 * bar
     assert len(out.time_signatures) == 1 or all(ts.numerator == 4 for ts in out.time_signatures)
     _loads_everywhere(out, tmp_path, "continued")
-    steered = ms.continue_(primer, bars=2, latent=ms.encode(make_score((4, 4), bars=2, seed=22)), seed=0)
+    style = make_score((4, 4), bars=2, seed=22)
+    style.tempos[0].qpm = 60.0
+    steered = ms.continue_(primer, bars=2, latent=ms.encode(style), seed=0)
     _loads_everywhere(steered, tmp_path, "steered")
+    assert [t.qpm for t in steered.tempos] == [t.qpm for t in primer.tempos] == [120.0]  # the primer's tempo
     with pytest.raises(InputError, match="bars must be"):
         ms.continue_(primer, bars=0)
 

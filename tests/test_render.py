@@ -13,7 +13,7 @@ import symusic
 from scores import TPQ, make_score
 
 from midistruct.render import audio as audio_mod
-from midistruct.render import pianoroll_figure, plot_pianorolls, synthesize, write_wav
+from midistruct.render import pianoroll_figure, pianoroll_grid, plot_pianorolls, synthesize, write_wav
 from midistruct.render.outputs import common_stem
 
 RATE = 8000
@@ -80,6 +80,23 @@ def test_bar_lines_follow_the_time_signatures():
     assert fig.axes[0].get_xlim() == (0, 10)
     fig = pianoroll_figure([_score(**GAPPED), make_score((4, 4), bars=2)], bars=4)
     assert _bar_xs(fig.axes[0]) == [0, 3, 6, 10, 14] and _bar_xs(fig.axes[1]) == [0, 4, 8, 12, 16]
+
+
+def test_grid_lays_scores_out_by_row_and_column():
+    rows = [[make_score((4, 4), bars=2, seed=1), _score(**GAPPED), symusic.Score(TPQ)],
+            [_score([(0, 2, 48)]), make_score((3, 4), bars=1, seed=2), make_score((4, 4), bars=1, seed=3)]]
+    fig = pianoroll_grid(rows, titles=[["a", "b", "c"], ["d", "e", "f"]], bars=2)
+    assert len(fig.axes) == 6
+    flat = [s for row in rows for s in row]
+    assert [len(_notes(ax)) for ax in fig.axes] == [s.note_num() for s in flat]  # row-major order
+    assert [ax.get_title(loc="left") for ax in fig.axes] == list("abcdef")
+    assert len({ax.get_xlim() for ax in fig.axes}) == 1 and len({ax.get_ylim() for ax in fig.axes}) == 1
+    assert _bar_xs(fig.axes[1]) == [0, 3, 6] and _bar_xs(fig.axes[0]) == [0, 4, 8]  # 2 bars, each its own meter
+    assert pianoroll_grid([[symusic.Score(TPQ)]]).axes[0].get_title(loc="left") == "0, 0"  # default titles
+    with pytest.raises(ValueError, match="equal"):
+        pianoroll_grid([[rows[0][0]], rows[1]])
+    with pytest.raises(ValueError, match="titles"):
+        pianoroll_grid(rows, titles=[["a", "b", "c"]])
 
 
 def test_plot_pianorolls_writes_a_png(tmp_path):

@@ -79,12 +79,21 @@ class MidiStruct:
         covered = len(full) * self.bars
         if covered < len(starts):  # the tail, shorter than a window
             out.append(ids[starts[covered] :])
+        longest = self.model.config.max_positions - 1  # EOS takes a position
+        for k, window in enumerate(out):
+            if len(window) > longest:
+                raise InputError(f"{_name(midi)}: window {k} (bars {k * self.bars + 1}-{(k + 1) * self.bars}) has "
+                                 f"{len(window)} tokens; this model reads at most {longest} per window")
         return out
 
-    def encode(self, midi, *, sample: bool = False, max_windows: int | None = None) -> PieceLatents:
-        """Latents of a piece: posterior means, or samples with ``sample=True``."""
+    def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
+               time_signature: str | None = None) -> PieceLatents:
+        """Latents of a piece: posterior means, or samples with ``sample=True``.
+
+        ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require.
+        """
         score = self.load(midi)
-        latents = self.encode_windows(self.windows(score)[:max_windows], sample=sample)
+        latents = self.encode_windows(self.windows(score, time_signature=time_signature)[:max_windows], sample=sample)
         latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
         return latents
 
@@ -271,8 +280,8 @@ class MidiStruct:
 
         The decoder reads the last bars of the music so far as its prompt (half a window) and
         writes the rest of the window, round after round. Its codes come from ``latent``
-        (another piece's ``encode``: the Transformer Autoencoder's style conditioning), else
-        from the primer's own last window.
+        (another piece's ``encode``: the Transformer Autoencoder's style conditioning; its first
+        window), else from the primer's own last window. The result keeps the primer's tempo.
         """
         from midistruct.tokens.segment import bar_starts
         from midistruct.tokens.validate import Skip
@@ -292,7 +301,8 @@ class MidiStruct:
         while remaining > 0:
             ids, written = self._continue_round(ids, style, remaining, meter=meter, temperature=temperature, top_p=top_p)
             remaining -= written
-        return self.stitch([ids.tolist()], tempo=style.tempo)
+        score = self.load(primer)
+        return self.stitch([ids.tolist()], tempo=float(score.tempos[0].qpm) if len(score.tempos) else 120.0)
 
     def _continue_round(self, ids: np.ndarray, style: PieceLatents, remaining: int, *, meter: str,
                         temperature: float, top_p: float) -> tuple[np.ndarray, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "pianoroll_figure": "pianoroll", "plot_pianorolls": "pianoroll",
+    "pianoroll_figure": "pianoroll", "pianoroll_grid": "pianoroll", "plot_pianorolls": "pianoroll",
     "synthesize": "audio", "write_wav": "audio", "find_soundfont": "audio",
     "render_outputs": "outputs",
 }

@@ -1,4 +1,4 @@
-"""Piano-roll pictures of symusic Scores: one panel per score, stacked, on a shared time axis.
+"""Piano-roll pictures of symusic Scores: one panel per score, stacked (or in a grid), on a shared time axis.
 
 Time is in quarter notes (ticks / ``score.tpq``); bar lines follow each score's own time
 signatures. matplotlib is imported inside the functions and only its object API is used
@@ -38,6 +38,46 @@ def pianoroll_figure(scores, *, titles=None, bars: int | None = None):
         raise ValueError(f"{len(titles)} titles for {len(scores)} scores")
     fig = Figure(figsize=(10, 0.6 + PANEL_HEIGHT * len(scores)), layout="constrained")
     axes = fig.subplots(len(scores), 1, sharex=True, squeeze=False)[:, 0]
+    _draw_panels(list(axes), scores, titles, bars)
+    axes[-1].set_xlabel("time (quarter notes)")
+    return fig
+
+
+def pianoroll_grid(rows, *, titles=None, bars: int | None = None):
+    """A matplotlib ``Figure`` with a grid of piano-roll panels: ``rows[r][c]`` at row ``r``, column ``c``.
+
+    For ``MidiStruct.grid``'s output as it is laid out, or for paths compared side by side
+    (``[[slerp[i], lerp[i]] for i in range(steps)]``).
+
+    Args:
+        rows: equally long lists of symusic Scores (any time unit). At least one score.
+        titles: small panel titles of the same shape (default ``"r, c"``).
+        bars: bars shown (and bar lines drawn) per panel; default: enough to cover each score.
+    Returns:
+        A ``matplotlib.figure.Figure`` with ``len(rows) * len(rows[0])`` axes in row-major order,
+        sharing x (quarter notes) and the common pitch range; panels drawn as in :func:`pianoroll_figure`.
+    """
+    from matplotlib.figure import Figure
+
+    rows = [list(row) for row in rows]
+    n_cols = len(rows[0]) if rows else 0
+    if n_cols == 0 or any(len(row) != n_cols for row in rows):
+        raise ValueError(f"pianoroll_grid needs rows of equal, non-zero length, got {[len(r) for r in rows]}")
+    titles = [list(t) for t in titles] if titles is not None else [[f"{r}, {c}" for c in range(n_cols)]
+                                                                   for r in range(len(rows))]
+    if [len(t) for t in titles] != [n_cols] * len(rows):
+        raise ValueError(f"titles of shape {[len(t) for t in titles]} for rows of shape {[n_cols] * len(rows)}")
+    scores = [s if str(s.ttype).endswith("Tick") else s.to("tick") for row in rows for s in row]
+    fig = Figure(figsize=(max(10.0, 2.6 * n_cols), 0.6 + PANEL_HEIGHT * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, sharex=True, sharey=True, squeeze=False)  # (R, C)
+    _draw_panels(list(axes.ravel()), scores, [t for row in titles for t in row], bars)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (quarter notes)", fontsize=7)
+    return fig
+
+
+def _draw_panels(axes: list, scores: list, titles: list[str], bars: int | None) -> None:
+    """One score per axis, on a common pitch range and (shared) time axis up to the last bar line."""
     low, high = _pitch_range(scores)
     x_end = 0.0
     for ax, score, title in zip(axes, scores, titles):
@@ -46,8 +86,6 @@ def pianoroll_figure(scores, *, titles=None, bars: int | None = None):
         ax.set_ylim(low - PITCH_PAD, high + PITCH_PAD + 1)
         x_end = max(x_end, lines[-1])
     axes[0].set_xlim(0, x_end)  # x is shared: this sets every panel
-    axes[-1].set_xlabel("time (quarter notes)")
-    return fig
 
 
 def plot_pianorolls(scores, path, *, titles=None) -> Path:
