@@ -257,6 +257,7 @@ class AddConditioning(nn.Module):
         super().__init__()
         in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
         self.proj = nn.Linear(in_dim, config.d_model)
+        self.proj.is_code_projection = True  # initialised small (MidiStructPreTrainedModel._init_weights)
 
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 0
@@ -405,7 +406,7 @@ class MidiStructPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         """transformers' defaults (normal(0, initializer_range), zero biases, unit norms), with the residual
-        projections scaled by 1/sqrt(2 * layers) as in GPT-2."""
+        projections scaled by 1/sqrt(2 * layers) as in GPT-2 and the "add" code projection by 1/sqrt(fan_in)."""
         super()._init_weights(module)
         layers = self.config.encoder_layers + self.config.decoder_layers
         std = self.config.initializer_range / math.sqrt(2 * layers)
@@ -413,6 +414,10 @@ class MidiStructPreTrainedModel(PreTrainedModel):
             init.normal_(module.out.weight, mean=0.0, std=std)
         elif isinstance(module, FeedForward):
             init.normal_(module.down.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear) and getattr(module, "is_code_projection", False):
+            # Scaled so that the added code starts as large as a token embedding (std initializer_range),
+            # not sqrt(Zb + Zs) times larger: a sampled, noisy code must not drown the tokens it is added to.
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range / math.sqrt(module.in_features))
 
 
 class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
