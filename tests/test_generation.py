@@ -257,3 +257,13 @@ def test_interpolation_smoothness_measured_on_real_tunes(ms, shared_datasets):
     assert found["steps.endpoint_distance"] > 0  # distinct tunes
     for key in ("steps.spearman_a", "pianoroll.spearman_b"):
         assert -1.0 <= found[key] <= 1.0
+
+
+def test_judge_nll_of_interpolants(ms):
+    """A judge model scores inputs, path ends and inner steps; the judge's NLL of data is its token_nll."""
+    from midistruct.evaluation.interpolation import measure_interpolations, token_nll
+
+    windows = [ms.windows(make_score((4, 4), bars=2, seed=s))[0] for s in (31, 32)]
+    found = measure_interpolations(ms, [(windows[0], windows[1])], steps=4, judge=ms.model)
+    assert found["judge_nll_inputs"] == pytest.approx(token_nll(ms.model, windows))
+    assert found["judge_nll_ends"] > 0 and found["judge_nll_inner"] > 0

@@ -70,7 +70,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = args.data or None
     result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, windows=args.windows,
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
-                                 exclude_recurring=not args.keep_recurring)
+                                 exclude_recurring=not args.keep_recurring, probes=args.probes,
+                                 samples=args.samples, judge=args.judge)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -308,8 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-run", type=int, default=128, help="windows decoded free-running")
     p.add_argument("--interpolations", type=int, default=32,
                    help="pairs of held-out windows interpolated in 8 steps to measure smoothness (0: none)")
+    p.add_argument("--judge", default=None, metavar="CKPT",
+                   help="a checkpoint (e.g. the plain-LM peer) whose NLL judges the interpolants")
     p.add_argument("--keep-recurring", action="store_true",
                    help="keep held-out windows that occur in the training split (any transposition)")
+    p.add_argument("--probes", type=int, default=0, metavar="N",
+                   help="linear probes of the latent codes (key, mode, meter, collection ...) on N windows (0: none)")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="musical statistics of N prior samples against N held-out windows (0: none)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
     return parser

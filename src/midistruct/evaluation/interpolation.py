@@ -73,13 +73,16 @@ def _rho(spearmanr, x, y) -> float:
 
 
 def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, steps: int = 8,
-                           method: str = "slerp") -> dict:
+                           method: str = "slerp", judge=None) -> dict:
     """Interpolate between the token windows of each pair with ``ms`` (a ``MidiStruct``) and measure.
 
     Greedy decoding. Returns the mean of :func:`path_smoothness` figures over pairs for both distances,
     ``smooth_pairs`` (the fraction whose neighbouring steps differ less than A and B do),
     ``valid`` (the fraction of decoded steps with at least one note: every one decodes by
     construction) and ``endpoint_accuracy`` (the step accuracy of path ends against A and B).
+    With a ``judge`` (a model such as the plain-LM peer, ``latent_mode="none"``), also its NLL per
+    token of the inputs, of the path ends and of the inner steps (``judge_nll_*``): interpolants
+    that stay on the data manifold score about as the ends do.
     """
     from midistruct.evaluation.notes import notes_of, window_quarters
     from midistruct.evaluation.steps import step_accuracy
@@ -93,7 +96,14 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
         for zbar, zseg in zip(latent_path(za.z_bar, zb.z_bar, steps, method=method),
                               latent_path(za.z_segment, zb.z_segment, steps, method=method)):
             latents.append(za.with_codes(zbar, zseg))
-    decoded = [notes_of(s) for s in ms.decode_many(latents)]
+    import torch
+
+    from midistruct.generation.latents import PieceLatents
+
+    joined = PieceLatents(torch.cat([z.z_bar for z in latents]), torch.cat([z.z_segment for z in latents]),
+                          [b for z in latents for b in z.bars], [t for z in latents for t in z.time_signatures])
+    tokens = ms.generate_tokens(joined)  # one window per step
+    decoded = [notes_of(ms.stitch([ids])) for ids in tokens]
     rows = {name: [] for name in DISTANCES}
     ends, valid = [], 0
     for k, (wa, wb) in enumerate(pairs):
@@ -111,7 +121,37 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
         for key in ("spearman_a", "spearman_b", "rising_a", "falling_b", "adjacent_mean", "endpoint_distance"):
             out[f"{name}.{key}"] = float(np.nanmean([r[key] for r in results]))
         out[f"{name}.smooth_pairs"] = float(np.mean([r["adjacent_mean"] < r["endpoint_distance"] for r in results]))
+    if judge is not None:
+        inner = [ids for i, ids in enumerate(tokens) if 0 < i % steps < steps - 1]
+        ends = [ids for i, ids in enumerate(tokens) if i % steps in (0, steps - 1)]
+        out.update({"judge_nll_inputs": token_nll(judge, [w for pair in pairs for w in pair]),
+                    "judge_nll_ends": token_nll(judge, ends), "judge_nll_inner": token_nll(judge, inner)})
     return out
+
+
+def token_nll(model, windows: list, *, batch_size: int = 64) -> float:
+    """Mean NLL per token (nats, EOS included) of token ``windows`` under ``model`` (its own latents)."""
+    import torch
+
+    from midistruct.shards.dataset import EOS_ID, collate
+    from midistruct.tokens.segment import bar_index
+
+    bar_id = model.config.bar_token_id
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            items = []
+            for ids in windows[start : start + batch_size]:
+                ids = np.asarray(ids, dtype=np.int64)
+                bars = bar_index(ids, bar_id)
+                items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
+                              "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
+            batch = collate(items)
+            out = model.eval()(**batch, beta=1.0)
+            tokens = int((batch["labels"] != -100).sum())
+            total += float(out.token_nll) * tokens
+            count += tokens
+    return total / max(count, 1)
 
 
 def held_out_pairs(ms, folder, *, n: int = 32, split: str = "test", seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -231,7 +231,7 @@ class Trainer:
         out = metrics.teacher_forced(self.model, self._eval_batches(), device=self.device, autocast=self.autocast)
         sample = collate([self.valid_ds[i] for i in range(min(self.t.free_run_samples, len(self.valid_ds)))])
         free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
-        zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, zero_latent=True)
+        zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, latent="zero")
         out.update({"free_onset_f1": free["onset_f1"], "free_step_accuracy": free["step_accuracy"],
                     "free_exact": free["exact_match"], "free_onset_f1_zero_latent": zero["onset_f1"],
                     "free_step_accuracy_zero_latent": zero["step_accuracy"]})

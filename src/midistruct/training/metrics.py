@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from midistruct.evaluation.notes import notes_of, onset_f1, window_quarters
+from midistruct.evaluation.notes import notes_of, onset_f1, transcription_f1, window_quarters
 from midistruct.evaluation.steps import n_steps_of, step_accuracy
 
 LN2 = math.log(2.0)
@@ -57,21 +57,26 @@ def teacher_forced(model, batches, *, device, autocast) -> dict[str, float]:
 
 
 @torch.no_grad()
-def free_running(model, tokenizer, batch, *, device, zero_latent: bool = False) -> dict[str, float]:
-    """Greedy free-running reconstruction of a batch from its posterior mean (or a zero latent)."""
+def free_running(model, tokenizer, batch, *, device, latent: str = "true") -> dict[str, float]:
+    """Greedy free-running reconstruction of a batch from its posterior mean (``latent="true"``), from
+    another window's (``"shuffled"``: the batch's codes rolled by one) or from zeros (``"zero"``)."""
     from midistruct.tokens.tokenizer import decode_ids, strip_special
 
+    if latent not in ("true", "shuffled", "zero"):
+        raise ValueError(f"latent must be true, shuffled or zero, got {latent!r}")
     batch = {k: v.to(device) for k, v in batch.items()}
     latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
     codes = latents.codes()
-    if zero_latent:
+    if latent == "zero":
         codes = {k: torch.zeros_like(v) for k, v in codes.items()}
+    elif latent == "shuffled":
+        codes = {k: torch.roll(v, 1, dims=0) for k, v in codes.items()}
     cfg = model.config
     generated = model.generate(
         **codes, max_new_tokens=int(batch["attention_mask"].sum(1).max()) + 8, do_sample=False,
         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
         suppress_tokens=[cfg.pad_token_id, cfg.bos_token_id, cfg.mask_token_id])
-    scores, steps, exact = [], [], 0
+    scores, with_offsets, steps, exact = [], [], [], 0
     bar_id = tokenizer.vocab["Bar_None"]
     for row in range(len(generated)):
         ref_ids = strip_special(batch["input_ids"][row])
@@ -80,9 +85,11 @@ def free_running(model, tokenizer, batch, *, device, zero_latent: bool = False) 
         ref = decode_ids(tokenizer, ref_ids)
         ref_notes, est_notes = notes_of(ref), _safe_notes(tokenizer, est_ids)
         scores.append(onset_f1(ref_notes, est_notes))
+        with_offsets.append(transcription_f1(ref_notes, est_notes, offsets=True))
         quarters = window_quarters(ref, max(ref_ids.count(bar_id), 1))
         steps.append(step_accuracy(ref_notes, est_notes, n_steps=n_steps_of(quarters=quarters)))
-    return {"onset_f1": float(np.mean(scores)), "step_accuracy": float(np.mean(steps)),
+    return {"onset_f1": float(np.mean(scores)), "onset_offset_f1": float(np.mean(with_offsets)),
+            "step_accuracy": float(np.mean(steps)),
             "exact_match": exact / len(generated)}
 
 

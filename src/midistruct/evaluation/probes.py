@@ -1,0 +1,229 @@
+"""What the latent knows: linear probes from a window's segment code (and its mean bar code) to
+labels of its piece (mode, key, meter, collection, tune type, source), beside the same probe on a
+plain baseline feature of the window's notes (pitch-class histogram + duration histogram).
+
+A probe is multinomial logistic regression on standardised features, fitted on the windows of
+three quarters of the pieces and scored on the windows of the rest (split by piece group, so
+overlapping windows of one piece never sit on both sides). A latent that beats the histogram
+knows more than which notes and note values a window uses.
+
+Shapes: ``x`` (W, F) features of W windows, ``y`` (W,) integer classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from midistruct.evaluation.statistics import duration_histogram, pitch_class_histogram
+
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_MODES = {"maj": "major", "min": "minor"}
+
+
+# ---- features and labels -----------------------------------------------------------------
+
+def baseline_features(notes: np.ndarray) -> np.ndarray:
+    """(17,) the passage's pitch-class histogram (12) then its duration histogram (5), each summing
+    to 1 (zeros without notes); see :mod:`midistruct.evaluation.statistics`."""
+    return np.concatenate([pitch_class_histogram(notes), duration_histogram(notes)])
+
+
+def parse_key(text: str | None) -> tuple[int, str] | None:
+    """Tonic pitch class and mode of a key tag: "F# minor", "Bb major", "B- dorian" (music21),
+    "Gb:maj" (POP909). None when unreadable."""
+    if not text:
+        return None
+    parts = text.replace(":", " ").split()
+    if len(parts) != 2 or parts[0][0].upper() not in _LETTERS:
+        return None
+    tonic, mode = parts[0], parts[1].lower()
+    shift = sum({"#": 1, "b": -1, "-": -1}.get(c, 99) for c in tonic[1:])
+    if shift > 12:  # a character that is not an accidental
+        return None
+    return (_LETTERS[tonic[0].upper()] + shift) % 12, _MODES.get(mode, mode)
+
+
+def _mode(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return key[1] if key else None
+
+
+def _key(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return f"{PITCH_CLASSES[key[0]]} {key[1]}" if key else None
+
+
+def _tonic(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return PITCH_CLASSES[key[0]] if key else None
+
+
+def _meter(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    return meter or tags.get("time_signature") or tags.get("meter")
+
+
+def _tag(name: str) -> Callable[[dict, str, str | None], str | None]:
+    return lambda tags, piece_id, meter: tags.get(name) or None
+
+
+def _source(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    return piece_id.split("/", 1)[0] or None
+
+
+# A target labels a window from its piece's tags, its piece id and its own meter (its TimeSig token).
+TARGETS: dict[str, Callable[[dict, str, str | None], str | None]] = {
+    "mode": _mode,  # the key tag's mode word: major, minor, dorian ...
+    "key": _key,  # tonic pitch class and mode, enharmonics merged: "F# minor"
+    "tonic": _tonic,
+    "meter": _meter,
+    "collection": _tag("collection"),  # music21: bach, oneills1850 ...; nottingham; pop909
+    "tune_type": _tag("tune_type"),  # reel, jig, hornpipe ... (Nottingham, the fiddle books)
+    "source": _source,  # the first part of the piece id: music21, nottingham, pop909
+}
+
+
+def piece_test_mask(groups: list[str], *, test_fraction: float = 0.25, seed: int = 0) -> np.ndarray:
+    """(W,) bool, True for windows whose group falls in the probe-test part: a seeded hash of the
+    group, so every window of a group lands on the same side, whatever else is in the list."""
+    def unit(group: str) -> float:
+        digest = hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    cache: dict[str, bool] = {}
+    return np.array([cache.setdefault(g, unit(g) < test_fraction) for g in groups], dtype=bool)
+
+
+# ---- the probe -------------------------------------------------------------------------------
+
+@dataclass
+class Probe:
+    """A fitted softmax regression: ``predict(x)`` (W, F) -> (W,) class indices."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    weight: np.ndarray  # (F, K)
+    bias: np.ndarray  # (K,)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.argmax(((x - self.mean) / self.scale) @ self.weight + self.bias, axis=1)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, max_iter: int = 500) -> Probe:
+    """Multinomial logistic regression of classes ``y`` (W,) in 0..K-1 on features ``x`` (W, F).
+
+    Features are standardised with the training mean and std; the loss is the mean cross-entropy
+    plus ``l2`` times the squared weights (not the bias), minimised by L-BFGS from zero weights:
+    deterministic. (``l2=1e-3`` is about scikit-learn's default C=1 for 500 windows.)
+    """
+    from scipy.optimize import minimize
+
+    x = np.asarray(x, dtype=np.float64)
+    mean, scale = x.mean(0), x.std(0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    xs = (x - mean) / scale  # (W, F)
+    n, f = xs.shape
+    k = int(y.max()) + 1
+    onehot = np.eye(k)[y]  # (W, K)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[: f * k].reshape(f, k), theta[f * k :]
+        logits = xs @ w + b  # (W, K)
+        logits -= logits.max(1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        residual = (np.exp(logp) - onehot) / n  # (W, K)
+        value = -(onehot * logp).sum() / n + l2 * (w**2).sum()
+        return value, np.concatenate([(xs.T @ residual + 2 * l2 * w).ravel(), residual.sum(0)])
+
+    found = minimize(loss, np.zeros(f * k + k), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return Probe(mean, scale, found.x[: f * k].reshape(f, k), found.x[f * k :])
+
+
+def run_probes(features: dict[str, np.ndarray], labels: dict[str, list[str | None]], test: np.ndarray, *,
+               min_windows: int = 5) -> dict:
+    """Probe every target in ``labels`` ({target: (W,) label or None}) with every feature set in
+    ``features`` ({name: (W, F)}), training on ``~test`` windows and scoring on ``test`` (W,).
+
+    A target keeps the classes with at least ``min_windows`` windows on both sides (the others'
+    windows are left out) and is skipped when fewer than 2 remain. Returns flat keys per target
+    ``t``: ``t.windows``, ``t.train_windows``, ``t.test_windows``, ``t.classes``, ``t.labels``,
+    ``t.majority_accuracy`` (always answering the training side's most frequent class) and
+    ``t.<feature>_accuracy``; ``skipped.t``: why a target was skipped.
+    """
+    out: dict = {}
+    for target, column in labels.items():
+        keep, reason = _usable(np.array(column, dtype=object), test, min_windows)
+        if reason:
+            out[f"skipped.{target}"] = reason
+            continue
+        names = sorted(set(column[i] for i in np.flatnonzero(keep)))
+        y = np.array([names.index(column[i]) for i in np.flatnonzero(keep)])
+        train, held = ~test[keep], test[keep]
+        out.update({f"{target}.windows": int(keep.sum()), f"{target}.train_windows": int(train.sum()),
+                    f"{target}.test_windows": int(held.sum()), f"{target}.classes": len(names),
+                    f"{target}.labels": names,
+                    f"{target}.majority_accuracy": float(np.mean(y[held] == np.bincount(y[train]).argmax()))})
+        for name, x in features.items():
+            probe = fit_probe(x[keep][train], y[train])
+            out[f"{target}.{name}_accuracy"] = float(np.mean(probe.predict(x[keep][held]) == y[held]))
+    return out
+
+
+def _usable(column: np.ndarray, test: np.ndarray, min_windows: int) -> tuple[np.ndarray, str]:
+    """(W,) windows of the classes with ``min_windows`` on both sides, and a reason when < 2 classes."""
+    labelled = np.array([v is not None for v in column])
+    if not labelled.any():
+        return labelled, "no window has this label (tag missing)"
+    classes = {}
+    for value in set(column[labelled]):
+        here = column == value
+        classes[value] = min(int((here & ~test).sum()), int((here & test).sum()))
+    kept = [v for v, count in classes.items() if count >= min_windows]
+    if len(kept) < 2:
+        return labelled, (f"{len(kept)} of {len(classes)} class(es) have >= {min_windows} windows in both "
+                          f"probe-train and probe-test; need 2")
+    return np.isin(column, kept) & labelled, ""
+
+
+# ---- on a checkpoint ------------------------------------------------------------------------
+
+def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targets: list[str] | None = None,
+                  seed: int = 0) -> dict:
+    """Probe ``ms``'s codes (posterior means) of a seeded random subset of ``windows`` windows of
+    the shard folder's ``split`` against the baseline histogram (:func:`run_probes`):
+    ``<target>.latent_accuracy`` (the segment code), ``<target>.bar_latent_accuracy`` (the mean of
+    the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`).
+
+    ``targets`` (default: all of :data:`TARGETS`); pieces are split 75/25 by a hash of their group
+    and ``seed``. Also returns ``windows``, ``pieces`` and ``test_pieces``.
+    """
+    from midistruct.evaluation.notes import notes_of
+    from midistruct.shards.reader import ShardSet
+    from midistruct.tokens.tokenizer import decode_ids
+
+    targets = list(targets or TARGETS)
+    for target in targets:
+        if target not in TARGETS:
+            raise KeyError(f"unknown probe target {target!r}; valid: {', '.join(TARGETS)}")
+    arrays = ShardSet(folder).split(split)
+    pieces = arrays.pieces()
+    pick = np.sort(np.random.default_rng(seed).permutation(arrays.n_windows)[:windows])
+    ids = [arrays.window(int(i))[0] for i in pick]
+    owners = [pieces[int(arrays.windows[i][2])] for i in pick]
+    groups = [p.get("group") or p["id"] for p in owners]
+    test = piece_test_mask(groups, seed=seed)
+    meters = [ms._meter_of(w) for w in ids]
+    labels = {t: [TARGETS[t](p.get("tags", {}), p["id"], m) for p, m in zip(owners, meters)] for t in targets}
+    out = {"windows": len(ids), "pieces": len(set(groups)), "test_pieces": len(set(np.array(groups)[test]))}
+    if not ids:
+        return out | {f"skipped.{t}": "no windows" for t in targets}
+    z = ms.encode_windows(ids)
+    real = np.arange(z.z_bar.shape[1])[None, :] < np.array(z.bars)[:, None]  # (W, NB) bars the window has
+    features = {"latent": z.z_segment.numpy().astype(np.float64),
+                "bar_latent": (z.z_bar.numpy() * real[..., None]).sum(1) / real.sum(1, keepdims=True),
+                "histogram": np.stack([baseline_features(notes_of(decode_ids(ms.tokenizer, w))) for w in ids])}
+    return out | run_probes(features, labels, test)
