@@ -170,3 +170,6 @@ def test_cli_evaluate(shards, tmp_path, capsys):
     assert result["interpolation.pairs"] >= 1 and result["interpolation.valid"] == 1.0
     assert -1.0 <= result["interpolation.steps.spearman_a"] <= 1.0
     assert result["interpolation.judge_nll_inputs"] > 0 and result["interpolation.judge_nll_inner"] > 0
+    by_type = {k.split(".", 1)[1]: v for k, v in result.items() if k.startswith("token_accuracy.")}
+    assert {"Bar", "Position", "Pitch", "Duration", "EOS"} <= set(by_type)
+    assert min(by_type.values()) <= result["token_accuracy"] <= max(by_type.values())  # a weighted mean of them

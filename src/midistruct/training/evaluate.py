@@ -45,7 +45,8 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     batches = [collate([ds[int(i)] for i in pick[s : s + batch_size]]) for s in range(0, len(pick), batch_size)]
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
            "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
-    out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext))
+    out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext,
+                                      tokenizer=tokenizer))
     free = {"": [], "_shuffled_latent": [], "_zero_latent": []}
     latent_of = {"": "true", "_shuffled_latent": "shuffled", "_zero_latent": "zero"}
     for s in range(0, min(free_run, len(order)), batch_size):

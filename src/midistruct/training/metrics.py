@@ -22,11 +22,14 @@ LN2 = math.log(2.0)
 
 
 @torch.no_grad()
-def teacher_forced(model, batches, *, device, autocast) -> dict[str, float]:
-    """Average teacher-forced metrics over ``batches`` (dicts from ``collate``)."""
+def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[str, float]:
+    """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
+    also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...)."""
     from midistruct.model import latent_usage
 
     totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0}
+    types = token_types(tokenizer) if tokenizer is not None else None
+    by_type = {}  # type name -> [correct, total]
     mus = []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -36,7 +39,15 @@ def teacher_forced(model, batches, *, device, autocast) -> dict[str, float]:
         n_seg = batch["input_ids"].shape[0]
         totals["nll"] += float(out.recon_loss) * n_seg
         totals["tokens"] += int(mask.sum())
-        totals["correct"] += int(((out.logits.argmax(-1) == batch["labels"]) & mask).sum())
+        right = (out.logits.argmax(-1) == batch["labels"]) & mask
+        totals["correct"] += int(right.sum())
+        if types is not None:
+            kinds = types[batch["labels"].clamp(min=0).cpu().numpy()]
+            for kind in np.unique(kinds[mask.cpu().numpy()]):
+                where = torch.from_numpy(kinds == kind).to(mask.device) & mask
+                counts = by_type.setdefault(str(kind), [0, 0])
+                counts[0] += int(right[where].sum())
+                counts[1] += int(where.sum())
         for key in ("kl", "kl_bar", "kl_segment"):
             totals[key] += float(getattr(out, key)) * n_seg
         totals["segments"] += n_seg
@@ -53,7 +64,14 @@ def teacher_forced(model, batches, *, device, autocast) -> dict[str, float]:
         "active_units_segment": usage["active_units"],
         "kl_bits_per_active_unit": kl_bits / usage["active_units"] if usage["active_units"] else 0.0,
         "neg_elbo_per_token": (totals["nll"] + totals["kl"]) / max(totals["tokens"], 1),
+        **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
     }
+
+
+def token_types(tokenizer) -> np.ndarray:
+    """(V,) the type of each token id: ``Pitch_60`` -> ``Pitch``; special tokens by name (``EOS``)."""
+    names = [tokenizer[i] for i in range(len(tokenizer))]
+    return np.array([name.split("_")[0] for name in names], dtype=object)
 
 
 @torch.no_grad()
