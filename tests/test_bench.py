@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 GENERATE = REPO / "bench" / "generate.py"
+EVALUATE = REPO / "bench" / "evaluate.py"
 
 
 def _bench_module():
@@ -54,3 +57,47 @@ def test_generate_falls_back_to_synthetic_segments(tmp_path):
     for score in scores:
         onsets = [n.time for t in score.tracks for n in t.notes]
         assert onsets and max(onsets) < 4 * 4 * score.tpq  # four 4/4 bars
+
+
+def test_evaluate_quick_reports_rates_and_consistent_speedups():
+    # 3 fresh processes (batched, sequential, no_cache), ~5 s each, mostly importing torch and transformers.
+    done = subprocess.run([sys.executable, str(EVALUATE), "--quick"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert {"machine", "date", "command", "config", "batched", "sequential", "no_cache", "speedup",
+            "tokens_per_s_ratio", "agreement_with_batched"} <= set(out)
+    assert out["benchmark"] == "evaluate" and out["machine"]["threads"] == 1 and out["machine"]["torch"]
+    config = out["config"]
+    windows, batch = config["windows"], config["batch"]
+    assert (windows, batch) == (8, 4) and config["source"].startswith("synthetic")
+    assert config["window_tokens_max"] + 1 <= config["max_positions"]
+    calls = {"batched": -(-windows // batch), "sequential": windows, "no_cache": -(-windows // batch)}
+    for variant, result in ((v, out[v]) for v in calls):
+        assert result["batch"] == (1 if variant == "sequential" else batch)
+        assert result["generate_calls"] == calls[variant]
+        assert result["seconds"] > 0 and result["tokens_generated"] > 0
+        # the rates are the measured numbers divided by the best median time (up to rounding)
+        assert result["windows_per_s"] == pytest.approx(windows / result["seconds"], rel=1e-2)
+        assert result["tokens_per_s"] == pytest.approx(result["tokens_generated"] / result["seconds"], rel=1e-2)
+        assert result["seconds"] == min(result["seconds_per_round"])
+        assert 0 < result["generate_share"] <= 1
+        # generation is bounded: at most the longest window + 8 new tokens per row
+        assert result["tokens_generated"] <= result["decode_row_steps"] <= windows * (config["window_tokens_max"] + 8)
+        assert result["decoder_tokens_fed_as_expected"] is True  # B per step with the cache, B*N(N+1)/2 without
+    assert out["no_cache"]["decoder_tokens_fed"] > out["batched"]["decoder_tokens_fed"]
+    for other in ("sequential", "no_cache"):
+        key = f"batched_vs_{other}"
+        # speed-ups agree with the measured times and rates (no threshold: machines are noisy)
+        assert out["speedup"][key] == pytest.approx(out[other]["seconds"] / out["batched"]["seconds"], rel=1e-2)
+        assert out["speedup"][key] == pytest.approx(
+            out["batched"]["windows_per_s"] / out[other]["windows_per_s"], rel=1e-2)
+        assert out["tokens_per_s_ratio"][key] == pytest.approx(
+            out["batched"]["tokens_per_s"] / out[other]["tokens_per_s"], rel=1e-2)
+        # the same windows decode to the same tokens (greedy), whatever the batch and the cache
+        assert out["agreement_with_batched"][other] == 1.0
+    # the cache changes how, not what: same tokens, same scores
+    assert out["tokens_sha1"]["no_cache"] == out["tokens_sha1"]["batched"]
+    assert out["no_cache"]["tokens_generated"] == out["batched"]["tokens_generated"]
+    for metric in ("onset_f1", "onset_offset_f1", "step_accuracy", "exact_match"):
+        assert out["no_cache"][metric] == out["batched"][metric]

@@ -267,3 +267,39 @@ def test_judge_nll_of_interpolants(ms):
     found = measure_interpolations(ms, [(windows[0], windows[1])], steps=4, judge=ms.model)
     assert found["judge_nll_inputs"] == pytest.approx(token_nll(ms.model, windows))
     assert found["judge_nll_ends"] > 0 and found["judge_nll_inner"] > 0
+
+
+def test_segment_only_model_through_the_whole_api(checkpoint, tmp_path_factory, tmp_path):
+    """The flat ablation (``bar_latents: false``) encodes, decodes, interpolates, samples, continues, shifts
+    attributes, saves its latents and is probed, like the bar+segment model (its bar codes have width 0)."""
+    from midistruct.config import load_config
+    from midistruct.evaluation.probes import probe_latents
+    from midistruct.training.loop import Trainer
+
+    data = checkpoint.parent.parent / "data"
+    run = tmp_path_factory.mktemp("flat") / "run"
+    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={run}", "train.threads=1", "train.max_steps=2",
+                               "train.eval_every=2", "train.save_every=2", "model.bar_latents=false"])
+    Trainer(cfg, progress=False).run()
+    flat = MidiStruct.from_pretrained(run / "last")
+    assert not flat.model.config.bar_latents
+    z = flat.encode(make_score((4, 4), bars=5, seed=4))
+    assert z.z_bar.shape == (3, 2, 0) and z.z_segment.shape == (3, flat.model.config.latent_dim_segment)
+    for suffix in (".safetensors", ".npz"):
+        back = PieceLatents.load(z.save(tmp_path / f"z{suffix}"))
+        assert back.z_bar.shape == z.z_bar.shape and torch.equal(back.z_segment, z.z_segment)
+    a, b = make_score((4, 4), bars=2, seed=1), make_score((4, 4), bars=2, seed=2)
+    _loads_everywhere(flat.reconstruct(a), tmp_path, "reconstructed")
+    steps = flat.interpolate(a, b, steps=4)
+    assert len(steps) == 4
+    for i, score in enumerate(steps + flat.sample(2, seed=0)):
+        _loads_everywhere(score, tmp_path, f"out{i}")
+    _loads_everywhere(flat.continue_(a, bars=2, latent=flat.encode(b), seed=0), tmp_path, "continued")
+    vectors = flat.attribute_vectors(windows=20)
+    assert vectors.bar.shape == (len(vectors.names), 0)
+    from midistruct.generation.attributes import AttributeVectors
+
+    assert AttributeVectors.load(vectors.save(tmp_path / "attrs.safetensors")).bar.shape == vectors.bar.shape
+    _loads_everywhere(flat.reconstruct(a, vectors=vectors, shift={"note_density": 1.0}), tmp_path, "shifted")
+    probed = probe_latents(flat, data, split="train", windows=40)
+    assert not any("bar_latent" in key for key in probed)

@@ -173,3 +173,18 @@ def test_cli_evaluate(shards, tmp_path, capsys):
     by_type = {k.split(".", 1)[1]: v for k, v in result.items() if k.startswith("token_accuracy.")}
     assert {"Bar", "Position", "Pitch", "Duration", "EOS"} <= set(by_type)
     assert min(by_type.values()) <= result["token_accuracy"] <= max(by_type.values())  # a weighted mean of them
+    # per note = per token x tokens per note (each REMI note is at least Position/Pitch/Duration: >= 3 tokens)
+    ratio = result["neg_elbo_per_note"] / result["neg_elbo_per_token"]
+    assert ratio == pytest.approx(result["recon_nll_per_note"] / result["recon_nll_per_token"]) and ratio > 3.0
+
+
+def test_segment_only_model_trains_and_evaluates(shards, tmp_path, capsys):
+    """The flat ablation (no bar codes) runs the whole loop: its free-running zero/shuffled latents have no z_bar."""
+    Trainer(_cfg(shards, tmp_path / "flat", "model.bar_latents=false", "train.max_steps=2", "train.eval_every=2"),
+            progress=False).run()
+    assert main(["evaluate", str(tmp_path / "flat" / "last"), "--split", "valid", "--windows", "4",
+                 "--free-run", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kl_bits_bar_codes"] == 0.0 and result["kl_bits_segment_code"] > 0
+    assert 0.0 <= result["free_step_accuracy_zero_latent"] <= 1.0
+    assert 0.0 <= result["free_step_accuracy_shuffled_latent"] <= 1.0

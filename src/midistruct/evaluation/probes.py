@@ -226,4 +226,6 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     features = {"latent": z.z_segment.numpy().astype(np.float64),
                 "bar_latent": (z.z_bar.numpy() * real[..., None]).sum(1) / real.sum(1, keepdims=True),
                 "histogram": np.stack([baseline_features(notes_of(decode_ids(ms.tokenizer, w))) for w in ids])}
+    if not z.z_bar.shape[-1]:  # a segment-only model has no bar codes to probe
+        del features["bar_latent"]
     return out | run_probes(features, labels, test)

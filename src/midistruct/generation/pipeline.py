@@ -112,7 +112,10 @@ class MidiStruct:
                               "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
             batch = {k: v.to(self.device) for k, v in collate(items).items()}
             latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
-            z_bar.append(latents.z_bar.float().cpu())
+            codes = latents.z_bar
+            if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
+                codes = latents.z_segment.new_zeros(len(items), int(batch["bar_ids"].max()) + 1, 0)
+            z_bar.append(codes.float().cpu())
             z_segment.append(latents.z_segment.float().cpu())
         width = max(z.shape[1] for z in z_bar)  # batches may hold fewer bars
         z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
@@ -168,7 +171,7 @@ class MidiStruct:
         grammar = RemiGrammar(self.tokenizer, n_bars=bars, time_signature=meter, prompt_len=prompt_len,
                               max_new_tokens=max_new)
         out = self.model.generate(
-            input_ids=prompt, z_bar=z_bar.to(self.device), z_segment=z_segment.to(self.device),
+            input_ids=prompt, z_bar=z_bar.to(self.device) if z_bar.shape[-1] else None, z_segment=z_segment.to(self.device),
             max_new_tokens=max_new,
             do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
             top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
@@ -343,7 +346,8 @@ class MidiStruct:
         """``n`` one-window codes drawn from the prior N(0, I) (uses torch's global generator)."""
         bars = bars or self.bars
         cfg = self.model.config
-        return PieceLatents(torch.randn(n, bars, cfg.latent_dim_bar), torch.randn(n, cfg.latent_dim_segment),
+        bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
+        return PieceLatents(torch.randn(n, bars, bar_dim), torch.randn(n, cfg.latent_dim_segment),
                             [bars] * n, [meter] * n)
 
     def attribute_vectors(self, data: str | Path | None = None, *, split: str = "train", windows: int = 2000,

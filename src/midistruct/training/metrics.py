@@ -24,10 +24,12 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[str, float]:
     """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
-    also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...)."""
+    also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...) and the NLL and
+    negative ELBO per note (``*_per_note``: a note is a Pitch token)."""
     from midistruct.model import latent_usage
 
-    totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0}
+    totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
+              "notes": 0}
     types = token_types(tokenizer) if tokenizer is not None else None
     by_type = {}  # type name -> [correct, total]
     mus = []
@@ -48,6 +50,7 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
                 counts = by_type.setdefault(str(kind), [0, 0])
                 counts[0] += int(right[where].sum())
                 counts[1] += int(where.sum())
+            totals["notes"] += int((torch.from_numpy(kinds == "Pitch").to(mask.device) & mask).sum())
         for key in ("kl", "kl_bar", "kl_segment"):
             totals[key] += float(getattr(out, key)) * n_seg
         totals["segments"] += n_seg
@@ -55,6 +58,11 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
     segs = max(totals["segments"], 1)
     usage = latent_usage(torch.cat(mus)) if mus else {"active_units": 0}
     kl_bits = totals["kl"] / segs / LN2
+    per_note = {}
+    if totals["notes"]:  # a note is one Pitch token (REMI); the same bound spread over notes, not tokens
+        per_note = {"recon_nll_per_note": totals["nll"] / totals["notes"],
+                    "neg_elbo_per_note": (totals["nll"] + totals["kl"]) / totals["notes"],
+                    "notes_per_segment": totals["notes"] / segs}
     return {
         "recon_nll_per_token": totals["nll"] / max(totals["tokens"], 1),
         "token_accuracy": totals["correct"] / max(totals["tokens"], 1),
@@ -65,6 +73,7 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         "kl_bits_per_active_unit": kl_bits / usage["active_units"] if usage["active_units"] else 0.0,
         "neg_elbo_per_token": (totals["nll"] + totals["kl"]) / max(totals["tokens"], 1),
         **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
+        **per_note,
     }
 
 
@@ -86,9 +95,9 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true") -> di
     latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
     codes = latents.codes()
     if latent == "zero":
-        codes = {k: torch.zeros_like(v) for k, v in codes.items()}
-    elif latent == "shuffled":
-        codes = {k: torch.roll(v, 1, dims=0) for k, v in codes.items()}
+        codes = {k: None if v is None else torch.zeros_like(v) for k, v in codes.items()}
+    elif latent == "shuffled":  # (z_bar is None without bar latents)
+        codes = {k: None if v is None else torch.roll(v, 1, dims=0) for k, v in codes.items()}
     cfg = model.config
     generated = model.generate(
         **codes, max_new_tokens=int(batch["attention_mask"].sum(1).max()) + 8, do_sample=False,
