@@ -2,11 +2,12 @@
 
 Each benchmark prints JSON that compares midistruct with a baseline measured in the same run
 (prepare vs the bare symusic + miditok loop, training MFU vs a plain causal LM, generation with vs
-without the KV cache). This runner calls them one after the other in fresh processes, then
-replaces the block between the ``bench:start`` / ``bench:end`` markers of the results file with
-one table per benchmark (every number of its JSON), headed by the command, date and machine.
+without the KV cache, free-running evaluation batched vs one window at a time). This runner calls
+them one after the other in fresh processes, then replaces the block between the ``bench:start`` /
+``bench:end`` markers of the results file with one table per benchmark (every number of its JSON),
+headed by the command, date and machine.
 
-    python bench/run_all.py                    # full sizes: about 15 minutes on 2 cores
+    python bench/run_all.py                    # full sizes: about 17 minutes on 2 cores
     python bench/run_all.py --quick            # smoke sizes, seconds; writes the same tables
     python bench/run_all.py --only generate --out /tmp/results.md
 """
@@ -28,6 +29,7 @@ BENCHES = {  # name -> (script, full-size arguments, quick arguments)
     "prepare": ("bench/prepare.py", [], ["--limit", "30"]),
     "train": ("bench/train.py", [], ["--quick"]),
     "generate": ("bench/generate.py", [], ["--quick"]),
+    "evaluate": ("bench/evaluate.py", [], ["--quick"]),
 }
 
 
