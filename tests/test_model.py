@@ -284,3 +284,46 @@ def test_config_rejects_inconsistent_sizes():
         MidiStructConfig.tiny(d_model=30)
     with pytest.raises(Exception, match="valid: vae, ae"):
         MidiStructConfig.tiny(latent_mode="beta")
+
+
+# --------------------------------------------------------------------------- bag-of-words auxiliary loss
+
+
+@pytest.mark.parametrize("bars", [True, False], ids=["bar+segment", "segment-only"])
+def test_bag_of_words_loss_is_the_nll_of_each_bar_multiset(bars, batch):
+    model = make_model(bar_latents=bars, bag_of_words=0.5).eval()
+    out = model(**batch, beta=0.5)
+    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss + 0.5 * out.bow_loss)
+    # by hand: every real token of a bar scored by log_softmax(bow_head([bar code ; segment code]))
+    expected = []
+    for row in range(2):
+        total = 0.0
+        for t in range(12):
+            label = int(batch["labels"][row, t])
+            if label == -100:
+                continue
+            bar = int(batch["bar_ids"][row, t])
+            code = out.z_segment[row]
+            if bars:
+                code = torch.cat([out.z_bar[row, bar], code])
+            total -= torch.log_softmax(model.bow_head(code), -1)[label]
+        expected.append(total)
+    assert torch.allclose(out.bow_loss, torch.stack(expected).mean(), atol=1e-5)
+    # bar_ids left out: counted from the labels, as encode counts them
+    assert torch.allclose(model(**{k: v for k, v in batch.items() if k != "bar_ids"}).bow_loss, out.bow_loss)
+
+
+def test_bag_of_words_trains_the_encoder_and_is_off_by_default(batch, tmp_path):
+    assert make_model().bow_head is None and make_model()(**batch).bow_loss is None
+    model = make_model(bag_of_words=1.0).train()
+    out = model(**batch)
+    out.bow_loss.backward()
+    encoder_grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in encoder_grads)  # it reaches every encoder weight
+    assert all(p.grad is None for p in model.decoder.parameters())  # and never the decoder
+    model.save_pretrained(tmp_path)
+    again = MidiStructModel.from_pretrained(tmp_path).eval()
+    assert again.config.bag_of_words == 1.0
+    assert torch.equal(again.bow_head.weight, model.bow_head.weight)
+    with pytest.raises(Exception, match="bag_of_words must be >= 0"):  # huggingface_hub's strict validation error
+        make_model(bag_of_words=-1.0)

@@ -32,6 +32,10 @@ class MidiStructConfig(PreTrainedConfig):
             MusicVAE; the penalised KL of a group is ``max(KL_group - free_bits * ln 2, 0)`` nats, per segment.
         word_dropout: probability of replacing a decoder input token by ``mask_token_id`` while training
             (Bowman et al. 2016), to make the decoder lean on the latents.
+        bag_of_words: weight of an auxiliary loss (Zhao et al. 2017's bag-of-words loss) that predicts the
+            multiset of each bar's tokens from that bar's code and the segment code alone (the segment's tokens
+            from the segment code without bar latents), so that the codes must hold the bar's pitches, not
+            only what the decoder cannot guess from the previous tokens. 0 disables it (no extra weights).
         dropout: dropout in embeddings, attention and feed-forward layers.
 
     Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):
@@ -65,6 +69,7 @@ class MidiStructConfig(PreTrainedConfig):
     conditioning: str = "add"
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
+    bag_of_words: float | int = 0.0
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
@@ -83,6 +88,8 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"unknown latent_mode {self.latent_mode!r}; valid: {', '.join(LATENT_MODES)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
+        if self.bag_of_words < 0:
+            raise ValueError(f"bag_of_words must be >= 0, got {self.bag_of_words}")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:

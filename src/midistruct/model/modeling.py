@@ -369,11 +369,13 @@ class Decoder(nn.Module):
 class MidiStructOutput(ModelOutput):
     """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
 
-    loss: ``recon_loss + beta * kl_loss`` (when ``labels`` are given).
+    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss`` (when ``labels`` are given).
     recon_loss: token negative log-likelihood summed over a segment (nats per segment).
     token_nll: the same per real token (nats per token), for perplexity-style logging.
     kl, kl_bar, kl_segment: raw KL to the prior in nats per segment (all bars summed; 0 in "ae" mode).
     kl_loss: the KL after free bits, the term ``beta`` multiplies.
+    bow_loss: with ``config.bag_of_words``, the NLL of each token under its bar's bag-of-words prediction from
+        the codes alone, summed over a segment (nats per segment).
     logits: (B, T, V). past_key_values: the decoder's cache when ``use_cache``.
     z_*, mu_*, logvar_*, bar_mask: as in ``Latents``; feed ``mu_bar[bar_mask]`` / ``mu_segment`` to ``latent_usage``.
     """
@@ -385,6 +387,7 @@ class MidiStructOutput(ModelOutput):
     kl_bar: torch.Tensor | None = None
     kl_segment: torch.Tensor | None = None
     kl_loss: torch.Tensor | None = None
+    bow_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     past_key_values: Cache | None = None
     z_bar: torch.Tensor | None = None
@@ -439,6 +442,10 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         self.bottleneck = None if plain_lm else Bottleneck(config)
         self.decoder = Decoder(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.bow_head = None  # the bag-of-words head: [bar code ; segment code] -> token logits
+        if config.bag_of_words > 0 and not plain_lm:
+            in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+            self.bow_head = nn.Linear(in_dim, config.vocab_size)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -573,11 +580,28 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
             past_key_values=past_key_values, use_cache=bool(use_cache),
         )
-        terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta)
+        terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
+                                                             bar_ids=bar_ids)
         return MidiStructOutput(logits=out.logits, past_key_values=out.past_key_values, **terms)
 
-    def latent_terms(self, latents: Latents, *, logits, labels, beta: float) -> dict[str, torch.Tensor]:
-        """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses."""
+    def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
+        """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the
+        codes of its bar alone: the bar's tokens as a multiset, order ignored (``config.bag_of_words``)."""
+        z_segment = latents.z_segment  # (B, Zs)
+        if latents.z_bar is not None:
+            n_bars = latents.z_bar.shape[1]
+            codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
+            bar_ids = bar_ids.clamp(max=n_bars - 1)
+        else:
+            codes, bar_ids = z_segment[:, None, :], torch.zeros_like(bar_ids)  # one bag for the segment
+        logp = F.log_softmax(self.bow_head(codes.to(self.bow_head.weight.dtype)).float(), dim=-1)  # (B, NB, V)
+        real = labels != -100
+        per_token = logp[torch.arange(labels.shape[0], device=labels.device)[:, None], bar_ids, labels.clamp(min=0)]
+        return -(per_token * real).sum(-1)  # (B,)
+
+    def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None) -> dict[str, torch.Tensor]:
+        """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
+        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words loss)."""
         kl_bar, kl_segment, penalty = self.kl_terms(latents)
         terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
         terms["kl"] = (kl_bar + kl_segment).mean()
@@ -588,6 +612,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         terms["recon_loss"] = nll / labels.shape[0]
         terms["token_nll"] = nll / (labels != -100).sum().clamp(min=1)
         terms["loss"] = terms["recon_loss"] + beta * terms["kl_loss"]
+        if self.bow_head is not None:
+            if bar_ids is None:
+                bar_ids = count_bars(labels.clamp(min=0), bar_token_id=self.config.bar_token_id)  # as encode does
+            terms["bow_loss"] = self.bag_of_words_nll(latents, labels=labels, bar_ids=bar_ids).mean()
+            terms["loss"] = terms["loss"] + self.config.bag_of_words * terms["bow_loss"]
         return terms
 
     def prepare_inputs_for_generation(
