@@ -188,3 +188,32 @@ def test_segment_only_model_trains_and_evaluates(shards, tmp_path, capsys):
     assert result["kl_bits_bar_codes"] == 0.0 and result["kl_bits_segment_code"] > 0
     assert 0.0 <= result["free_step_accuracy_zero_latent"] <= 1.0
     assert 0.0 <= result["free_step_accuracy_shuffled_latent"] <= 1.0
+
+
+def test_teacher_forced_controls_known_values(shards, tmp_path):
+    """Rolling a one-window batch gives the window its own codes back: the shuffled control equals the
+    plain teacher-forced NLL; the zero control equals a forward pass with zero codes; a plain LM has none."""
+    import contextlib
+
+    from midistruct.model.modeling import shift_right
+    from midistruct.shards.dataset import WindowDataset, collate
+    from midistruct.training import metrics
+
+    Trainer(_cfg(shards, tmp_path / "run", "train.max_steps=2", "train.eval_every=2"), progress=False).run()
+    model, tokenizer, _ = load_checkpoint(tmp_path / "run" / "last")
+    ds = WindowDataset([shards], "train")
+    one = [collate([ds[0]])]
+    plain = metrics.teacher_forced(model, one, device="cpu", autocast=contextlib.nullcontext, tokenizer=tokenizer)
+    controls = metrics.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer)
+    assert controls["recon_nll_per_token_shuffled_latent"] == pytest.approx(plain["recon_nll_per_token"], rel=1e-5)
+    assert controls["token_accuracy_shuffled_latent.Pitch"] == pytest.approx(plain["token_accuracy.Pitch"])
+    batch = one[0]
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
+    with torch.no_grad():
+        logits = model(decoder_input_ids=shift_right(batch["input_ids"], bos_token_id=model.config.bos_token_id),
+                       z_bar=torch.zeros_like(latents.z_bar), z_segment=torch.zeros_like(latents.z_segment)).logits
+    zero_nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+    assert controls["recon_nll_per_token_zero_latent"] == pytest.approx(float(zero_nll), rel=1e-5)
+    assert controls["recon_nll_per_token_zero_latent"] != pytest.approx(plain["recon_nll_per_token"], rel=1e-5)
+    model.config.latent_mode = "none"  # what a plain-LM checkpoint says: its codes mean nothing
+    assert metrics.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer) == {}

@@ -642,8 +642,9 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
 def latent_usage(mu: torch.Tensor, *, threshold: float = 0.01) -> dict[str, float]:
     """Active units (Burda et al. 2016): latent dimensions whose posterior mean varies over the data,
     ``Var_x[mu(x)] > threshold``. ``mu`` is (N, Z), e.g. ``out.mu_segment`` or ``out.mu_bar[out.bar_mask]``;
-    few active units means posterior collapse."""
-    variance = mu.detach().float().reshape(-1, mu.shape[-1]).var(dim=0)  # (Z,)
+    few active units means posterior collapse. One example has no variance: every unit counts as inactive."""
+    flat = mu.detach().float().reshape(-1, mu.shape[-1])  # (N, Z)
+    variance = flat.var(dim=0) if len(flat) > 1 else flat.new_zeros(flat.shape[-1])  # (Z,)
     active = int((variance > threshold).sum())
     return {
         "active_units": active,

@@ -1,5 +1,6 @@
-"""Evaluate a checkpoint on held-out windows: teacher-forced metrics, and free-running
-reconstruction from the posterior mean beside the same decoder given a zero latent.
+"""Evaluate a checkpoint on held-out windows: teacher-forced metrics (also with another window's
+latent and a zero one, per token type), and free-running reconstruction from the posterior mean
+beside the same decoder given a shuffled and a zero latent.
 (``midistruct evaluate``; the full evaluation suite builds on this.)"""
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
            "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
     out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext,
                                       tokenizer=tokenizer))
+    out.update(metrics.teacher_forced_controls(model, batches, device="cpu", tokenizer=tokenizer))
     free = {"": [], "_shuffled_latent": [], "_zero_latent": []}
     latent_of = {"": "true", "_shuffled_latent": "shuffled", "_zero_latent": "zero"}
     for s in range(0, min(free_run, len(order)), batch_size):

@@ -1,7 +1,9 @@
 """Validation metrics used while training.
 
 - teacher-forced: reconstruction NLL per token, token accuracy, KL in bits (per segment,
-  bar codes and segment code apart), active latent units, negative ELBO per token;
+  bar codes and segment code apart), active latent units, negative ELBO per token; and
+  (``teacher_forced_controls``) the same decoder reading another window's latent or a zero one,
+  per token type: what the latent carries (e.g. rhythm but not pitch);
 - free-running: decode windows from the posterior mean with greedy generation and
   compare the notes with the input (note-level onset+pitch F1, mir_eval, and MusicVAE's
   per-16th-step melody accuracy), and the same
@@ -75,6 +77,47 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
         **per_note,
     }
+
+
+@torch.no_grad()
+def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, float]:
+    """Teacher-forced NLL per token and token accuracy per token type when the decoder reads the
+    batch's codes (posterior means) rolled by one window (``*_shuffled_latent``) or zeros
+    (``*_zero_latent``): set beside ``teacher_forced``'s numbers, the drop per token type is what the
+    latent carries. A plain LM (``latent_mode="none"``) ignores its codes: returns ``{}``."""
+    import torch.nn.functional as F
+
+    from midistruct.model.modeling import shift_right
+
+    if model.config.latent_mode == "none":
+        return {}
+    types = token_types(tokenizer)
+    totals = {}  # suffix -> [nll, tokens, {kind: [right, total]}]
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
+        decoder_input_ids = shift_right(batch["input_ids"], bos_token_id=model.config.bos_token_id)
+        labels = batch["labels"]
+        mask = labels != -100
+        kinds = types[labels.clamp(min=0).cpu().numpy()]
+        for suffix, change in (("_shuffled_latent", lambda z: torch.roll(z, 1, dims=0)), ("_zero_latent", torch.zeros_like)):
+            codes = {k: None if v is None else change(v) for k, v in latents.codes().items()}
+            logits = model(decoder_input_ids=decoder_input_ids, **codes).logits.float()
+            nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+            entry = totals.setdefault(suffix, [0.0, 0, {}])
+            entry[0] += float(nll)
+            entry[1] += int(mask.sum())
+            right = (logits.argmax(-1) == labels) & mask
+            for kind in np.unique(kinds[mask.cpu().numpy()]):
+                where = torch.from_numpy(kinds == kind).to(mask.device) & mask
+                counts = entry[2].setdefault(str(kind), [0, 0])
+                counts[0] += int(right[where].sum())
+                counts[1] += int(where.sum())
+    out = {}
+    for suffix, (nll, tokens, by_type) in totals.items():
+        out[f"recon_nll_per_token{suffix}"] = nll / max(tokens, 1)
+        out.update({f"token_accuracy{suffix}.{kind}": r / t for kind, (r, t) in sorted(by_type.items())})
+    return out
 
 
 def token_types(tokenizer) -> np.ndarray:
