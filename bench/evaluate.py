@@ -41,13 +41,15 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also when imported by path
+from timing import abba, best_median, machine, setup, timed, versions  # noqa: E402
 
 QUICK_MODEL = ["model.d_model=64", "model.n_heads=4", "model.encoder_layers=1", "model.decoder_layers=1",
                "model.ffn_dim=256", "model.latent_dim_bar=16", "model.latent_dim_segment=32"]
@@ -166,32 +168,6 @@ def load(args) -> tuple:
 # --------------------------------------------------------------------------- timing (child processes)
 
 
-def setup(args) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-
-def timed(fn, *, repeats: int, budget: float) -> dict:
-    """Wall and process CPU seconds of up to ``repeats`` calls of ``fn``, stopping once ``budget`` seconds
-    have been timed (at least one call); the last call's result under ``"last"``."""
-    seconds, cpu, last = [], [], None
-    while len(seconds) < repeats and (not seconds or sum(seconds) < budget):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        last = fn()
-        seconds.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
-    return {"seconds": seconds, "cpu_seconds": cpu, "last": last}
-
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads()}
-
-
 def instrument(model, *, use_cache: bool) -> list:
     """Wrap ``model.generate`` (on the instance: it shadows the method ``free_running`` calls) to record each
     call's output, prompt length and seconds, and to pass ``use_cache=False`` for the no-cache baseline."""
@@ -276,19 +252,11 @@ def run_child(args, *, variant: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def abba(variants: tuple[str, ...], rounds: int) -> list[str]:
-    return [v for r in range(rounds) for v in (variants if r % 2 == 0 else variants[::-1])]
-
-
 def measure(args) -> dict:
     runs = {v: [] for v in args.variants}
     for variant in abba(tuple(args.variants), args.rounds):
         runs[variant].append(run_child(args, variant=variant))
     return runs
-
-
-def best_median(runs: list[dict], key: str = "seconds") -> float:
-    return min(statistics.median(r[key]) for r in runs)
 
 
 def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
@@ -346,15 +314,6 @@ def report(args, runs: dict, *, load_start: tuple, started: float) -> dict:
                         for v in args.variants},
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def machine(first: dict, *, load_start: tuple) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": first["torch"], "transformers": first["transformers"],
-            "threads": first["threads"], "load_average_start": [round(x, 2) for x in load_start],
-            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 # --------------------------------------------------------------------------- command line

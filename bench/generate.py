@@ -33,13 +33,15 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also when imported by path
+from timing import abba, best_median, machine, setup, timed, versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTTINGHAM = ROOT.parent / "shared" / "datasets" / "nottingham"
@@ -95,32 +97,6 @@ def generate_kwargs(config, *, tokens: int, use_cache: bool, sample: bool) -> di
 
 
 # --------------------------------------------------------------------------- timing
-
-
-def setup(args) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-
-def timed(fn, *, repeats: int, budget: float) -> dict:
-    """Wall and process CPU seconds of up to ``repeats`` calls of ``fn``, stopping once ``budget`` seconds
-    have been timed (at least one call); the last call's result under ``"last"``."""
-    seconds, cpu, last = [], [], None
-    while len(seconds) < repeats and (not seconds or sum(seconds) < budget):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        last = fn()
-        seconds.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
-    return {"seconds": seconds, "cpu_seconds": cpu, "last": last}
-
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------- KV cache (child processes)
@@ -291,10 +267,6 @@ def run_child(mode: str, args, *, variant: str = "", batch: int = 1, check: bool
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def abba(pair: tuple[str, str], rounds: int) -> list[str]:
-    return [v for r in range(rounds) for v in (pair if r % 2 == 0 else pair[::-1])]
-
-
 def measure(args) -> dict:
     """Interpolation ABBA, then cache / no-cache ABBA per batch size; one process each. The first speed
     process also runs the greedy check once its timing is done."""
@@ -309,10 +281,6 @@ def measure(args) -> dict:
             speed[batch][variant].append(run_child("speed", args, variant=variant, batch=batch, check=first))
     check = speed[args.batches[0]]["cache"][0].pop("check")
     return {"interpolation": interp, "check": check, "speed": speed}
-
-
-def best_median(runs: list[dict], key: str = "seconds") -> float:
-    return min(statistics.median(r[key]) for r in runs)
 
 
 def timing(runs: list[dict]) -> dict:
@@ -349,15 +317,6 @@ def interpolation_report(runs: dict, *, steps: int) -> dict:
     out["goal"] = f"8-step interpolation < {GOAL_INTERPOLATION_S} s on one core (the public API: batched)"
     out["goal_met"] = out["batched"]["seconds"] < GOAL_INTERPOLATION_S
     return out
-
-
-def machine(first: dict, *, load_start: tuple) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": first["torch"], "transformers": first["transformers"],
-            "threads": first["threads"], "load_average_start": [round(x, 2) for x in load_start],
-            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def report(args, measured: dict, *, load_start: tuple, started: float) -> dict:
