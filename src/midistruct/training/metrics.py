@@ -47,11 +47,7 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         totals["correct"] += int(right.sum())
         if types is not None:
             kinds = types[batch["labels"].clamp(min=0).cpu().numpy()]
-            for kind in np.unique(kinds[mask.cpu().numpy()]):
-                where = torch.from_numpy(kinds == kind).to(mask.device) & mask
-                counts = by_type.setdefault(str(kind), [0, 0])
-                counts[0] += int(right[where].sum())
-                counts[1] += int(where.sum())
+            _count_by_type(by_type, right=right, mask=mask, kinds=kinds)
             totals["notes"] += int((torch.from_numpy(kinds == "Pitch").to(mask.device) & mask).sum())
         for key in ("kl", "kl_bar", "kl_segment"):
             totals[key] += float(getattr(out, key)) * n_seg
@@ -77,6 +73,16 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
         **per_note,
     }
+
+
+def _count_by_type(by_type: dict, *, right, mask, kinds: np.ndarray) -> None:
+    """Add each token type's [right, total] counts of one batch to ``by_type`` (``right``, ``mask``: (B, T)
+    bool tensors; ``kinds``: (B, T) token type names of the labels)."""
+    for kind in np.unique(kinds[mask.cpu().numpy()]):
+        where = torch.from_numpy(kinds == kind).to(mask.device) & mask
+        counts = by_type.setdefault(str(kind), [0, 0])
+        counts[0] += int(right[where].sum())
+        counts[1] += int(where.sum())
 
 
 @torch.no_grad()
@@ -108,11 +114,7 @@ def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, f
             entry[0] += float(nll)
             entry[1] += int(mask.sum())
             right = (logits.argmax(-1) == labels) & mask
-            for kind in np.unique(kinds[mask.cpu().numpy()]):
-                where = torch.from_numpy(kinds == kind).to(mask.device) & mask
-                counts = entry[2].setdefault(str(kind), [0, 0])
-                counts[0] += int(right[where].sum())
-                counts[1] += int(where.sum())
+            _count_by_type(entry[2], right=right, mask=mask, kinds=kinds)
     out = {}
     for suffix, (nll, tokens, by_type) in totals.items():
         out[f"recon_nll_per_token{suffix}"] = nll / max(tokens, 1)
