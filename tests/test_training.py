@@ -71,6 +71,15 @@ def test_resume_without_checkpoint_fails_clearly(shards, tmp_path):
         Trainer(_cfg(shards, tmp_path / "none"), resume=True, progress=False)
 
 
+def test_resume_with_another_model_config_fails_clearly(shards, tmp_path):
+    """A run started with --set model.bag_of_words=1 and resumed without it: one line naming the key."""
+    Trainer(_cfg(shards, tmp_path / "run", "model.bag_of_words=1.0"), progress=False).run(stop_after=1)
+    with pytest.raises(TrainError, match=r"bag_of_words: 1\.0 in the checkpoint, 0\.0 now"):
+        Trainer(_cfg(shards, tmp_path / "run"), resume=True, progress=False)
+    rest = Trainer(_cfg(shards, tmp_path / "run", "model.bag_of_words=1.0"), resume=True, progress=False).run()
+    assert len(rest) == 5
+
+
 def test_ctrl_c_saves_last(shards, tmp_path, monkeypatch):
     trainer = Trainer(_cfg(shards, tmp_path / "run"), progress=False)
     real = trainer.train_step

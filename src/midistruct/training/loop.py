@@ -100,11 +100,29 @@ class Trainer:
 
         last = self.run_dir / "last"
         state = load_state(last)
+        self._check_same_model(last)
         load_model(self.model, last / "model.safetensors")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = state["position"]
         torch.set_rng_state(state["torch_rng"])
+
+    def _check_same_model(self, last: Path) -> None:
+        """``--resume`` with a config whose model differs from the checkpoint's: one clear line, not a
+        state-dict error (e.g. a ``--set model.X=`` given at the start and forgotten on resume)."""
+        import inspect
+
+        from midistruct.model import MidiStructConfig
+
+        saved = json.loads((last / "config.json").read_text())
+        now = self.model.config.to_dict()
+        keys = list(inspect.get_annotations(MidiStructConfig))  # our fields, not PreTrainedConfig's
+        diff = [f"{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now" for k in keys
+                if k in saved and k in now and saved[k] != now[k]]
+        if diff:
+            raise TrainError(f"cannot resume {last}: the model config differs ({'; '.join(diff)}); "
+                             "resume with the same config and --set overrides as the run started with "
+                             f"(saved in {self.run_dir / 'config.yaml'})")
 
     # ---- data ---------------------------------------------------------------------------
 
