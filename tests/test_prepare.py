@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from scores import make_score, write_corpus
+from scores import TPQ, make_score, write_corpus
 
 from midistruct.cli import main
 from midistruct.config import ConfigError, load_config
@@ -45,6 +46,30 @@ def test_prepare_writes_shards_and_report(corpus, tmp_path):
     assert sum(c["pieces"] for c in summary["splits"].values()) == 8
     assert (out / "miditok.json").is_file() and (out / "config.yaml").is_file()
     assert not list(tmp_path.glob("shards.partial-*"))
+
+
+def test_key_signature_becomes_a_tag(tmp_path):
+    """The file's first key signature is kept as a piece tag (the probes' key_signature target); a
+    source's own tag wins; a file without one gets none."""
+    import symusic
+
+    from midistruct.tokens.encode import key_signature
+
+    src = tmp_path / "midi"
+    paths = write_corpus(src, n=3)
+    for path, sig in zip(paths[:2], [(-3, 0), (2, 1)]):
+        score = symusic.Score(str(path))
+        score.key_signatures.append(symusic.KeySignature(0, *sig))
+        score.key_signatures.append(symusic.KeySignature(TPQ * 8, 5, 0))  # a later change is not the key
+        score.dump_midi(str(path))
+    assert key_signature(symusic.Score(str(paths[0]))) == "3b"
+    assert key_signature(symusic.Score(str(paths[2]))) is None
+    out = tmp_path / "shards"
+    prepare(_cfg(src, out), progress=False)
+    shards = ShardSet(out)
+    tags = {p["id"].rsplit("/", 1)[-1]: p["tags"] for s in ("train", "valid", "test") for p in shards.split(s).pieces()}
+    assert tags["piece0"]["key_signature"] == "3b" and tags["piece1"]["key_signature"] == "2#"
+    assert "key_signature" not in tags["piece2"]
 
 
 def test_windows_match_direct_encoding(corpus, tmp_path):
@@ -269,6 +294,9 @@ def test_prepare_nottingham_full(shared_datasets, tmp_path):
     kept = sum(c["pieces"] for c in summary["splits"].values())
     assert kept + summary["skipped"] == 1034 and kept > 1000
     assert summary["skipped_by_reason"].keys() <= {"duplicate", "too few notes", "shorter than one window"}
+    pieces = [p for s in ("train", "valid", "test") for p in ShardSet(tmp_path / "n").split(s).pieces()]
+    signatures = Counter(p["tags"].get("key_signature") for p in pieces)
+    assert signatures["1#"] > 300 and signatures["2#"] > 300 and signatures[None] == 0  # G and D tunes lead
 
 
 def test_config_extends_merges_in_order(tmp_path):

@@ -79,10 +79,10 @@ def test_labels_from_tags():
     assert probes.parse_key("F# minor") == (6, "minor")
     assert probes.parse_key("B- dorian") == (10, "dorian") and probes.parse_key("Gb:maj") == (6, "major")
     assert probes.parse_key("nonsense") is None and probes.parse_key(None) is None
-    tags = {"key": "A# major", "collection": "oneills1850", "tune_type": "reel", "meter": "6/8"}
+    tags = {"key": "A# major", "collection": "oneills1850", "tune_type": "reel", "meter": "6/8", "key_signature": "2b"}
     got = {name: f(tags, "music21/oneills1850/1", "4/4") for name, f in probes.TARGETS.items()}
-    assert got == {"mode": "major", "key": "Bb major", "tonic": "Bb", "meter": "4/4", "collection": "oneills1850",
-                   "tune_type": "reel", "source": "music21"}
+    assert got == {"mode": "major", "key": "Bb major", "tonic": "Bb", "key_signature": "2b", "meter": "4/4",
+                   "collection": "oneills1850", "tune_type": "reel", "source": "music21"}
     assert probes.TARGETS["meter"](tags, "x/y", None) == "6/8"  # no TimeSig token: the tag
     assert probes.TARGETS["key"]({}, "x/y", None) is None
 

@@ -171,7 +171,10 @@ def _write_side_files(folder: Path, cfg: Config, tokenizer, report: list | None)
 def _add_piece(writer, piece: Piece, enc, split: str, summary: PrepareSummary) -> None:
     rows = np.array([(w.start, w.end, 0, w.bar) for w in enc.windows], dtype=np.int64)
     n_bars = int(enc.bars[-1]) + 1
-    record = {"id": piece.id, "group": piece.group, "path": str(piece.path), "tags": piece.tags,
+    tags = piece.tags
+    if enc.key_signature is not None and "key_signature" not in tags:  # the file's own, unless a source gave one
+        tags = {**tags, "key_signature": enc.key_signature}
+    record = {"id": piece.id, "group": piece.group, "path": str(piece.path), "tags": tags,
               "tokens": len(enc.ids), "bars": n_bars, "notes": enc.n_notes, "windows": len(rows)}
     writer.add(split, ids=enc.ids, bars=enc.bars, windows=rows, record=record)
     summary.bars += n_bars

@@ -80,6 +80,7 @@ TARGETS: dict[str, Callable[[dict, str, str | None], str | None]] = {
     "mode": _mode,  # the key tag's mode word: major, minor, dorian ...
     "key": _key,  # tonic pitch class and mode, enharmonics merged: "F# minor"
     "tonic": _tonic,
+    "key_signature": _tag("key_signature"),  # the MIDI file's accidentals, "2#" (prepare reads it)
     "meter": _meter,
     "collection": _tag("collection"),  # music21: bach, oneills1850 ...; nottingham; pop909
     "tune_type": _tag("tune_type"),  # reel, jig, hornpipe ... (Nottingham, the fiddle books)

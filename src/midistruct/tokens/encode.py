@@ -28,6 +28,7 @@ class Encoded:
     n_notes: int
     content_hash: str
     dropped_windows: dict[str, int] = field(default_factory=dict)
+    key_signature: str | None = None  # the file's first key signature: "0", "2#", "3b" (see key_signature())
 
 
 @dataclass
@@ -76,7 +77,7 @@ class PieceEncoder:
             raise Skip("no usable window (" + ", ".join(f"{k}: {v}" for k, v in dropped.items()) + ")")
         n_notes = int(np.isin(ids, self.pitch_ids).sum())
         digest = hashlib.sha1(ids.astype(np.int32).tobytes()).hexdigest()
-        return Encoded(ids, bar_index(ids, self.bar_id), windows, n_notes, digest, dropped)
+        return Encoded(ids, bar_index(ids, self.bar_id), windows, n_notes, digest, dropped, key_signature(score))
 
     def _keep_windows(self, ids: np.ndarray, starts: np.ndarray) -> tuple[list[Window], dict[str, int]]:
         seg = self.cfg.segments
@@ -115,6 +116,19 @@ def encode_file(task: tuple[str, str | None]) -> Encoded | Skipped:
     assert _WORKER is not None, "init_worker was not called"
     path, time_signature = task
     return _WORKER.encode_file(Path(path), time_signature=time_signature)
+
+
+def key_signature(score) -> str | None:
+    """The score's first key signature as its accidentals: ``"0"``, ``"2#"``, ``"3b"``; None without one.
+
+    Only the accidentals count, not the mode MIDI adds to them: converters such as abc2midi (the
+    Nottingham files) write every tune as "major", modal and minor tunes included.
+    """
+    signatures = sorted(score.key_signatures, key=lambda k: k.time)
+    if not signatures:
+        return None
+    sharps = int(signatures[0].key)
+    return "0" if sharps == 0 else f"{abs(sharps)}{'#' if sharps > 0 else 'b'}"
 
 
 def _with_meter(score, text: str):
