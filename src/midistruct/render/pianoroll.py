@@ -119,7 +119,8 @@ def _bar_lines(score, bars: int | None) -> np.ndarray:
 
 
 def _draw_panel(ax, score, bar_lines: np.ndarray, title: str) -> None:
-    """Notes as rectangles (one colour per program, grey drums), bar lines, pitch ticks at each C."""
+    """Notes as rectangles (one colour per program, grey drums; a white edge keeps repeated notes apart),
+    bar lines, pitch ticks at each C."""
     from matplotlib.collections import PolyCollection
 
     tpq = score.tpq
@@ -129,7 +130,7 @@ def _draw_panel(ax, score, bar_lines: np.ndarray, title: str) -> None:
         y = notes["pitch"].astype(float)
         boxes = np.stack([np.stack([x0, y], 1), np.stack([x1, y], 1),
                           np.stack([x1, y + 0.9], 1), np.stack([x0, y + 0.9], 1)], 1)  # (N, 4 corners, xy)
-        ax.add_collection(PolyCollection(boxes, facecolors=_colour(track), edgecolors="none", gid="notes",
+        ax.add_collection(PolyCollection(boxes, facecolors=_colour(track), edgecolors="white", linewidths=0.5, gid="notes",
                                          label=_label(track)), autolim=False)
     ax.vlines(bar_lines, 0, 1, transform=ax.get_xaxis_transform(), colors="0.75", linewidths=0.6, zorder=0,
               gid="bar_lines")
