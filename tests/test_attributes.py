@@ -10,6 +10,7 @@ import symusic
 import torch
 
 from midistruct.cli import main
+from midistruct.evaluation import features
 from midistruct.evaluation.features import note_density
 from midistruct.generation import attributes
 from midistruct.generation.attributes import AttributeVectors, directions, shift
@@ -51,8 +52,8 @@ def test_shift_adds_the_vector_and_files_round_trip(tmp_path, ms):
 def test_compute_over_the_checkpoint_corpus(ms):
     vectors = ms.attribute_vectors(windows=40)
     assert vectors.names[0] == "note_density" and vectors.windows == 24  # all the train windows there are
-    assert vectors.segment.shape == (5, ms.model.config.latent_dim_segment)
-    assert vectors.bar.shape == (5, ms.model.config.latent_dim_bar)
+    assert vectors.segment.shape == (len(features.ATTRIBUTES), ms.model.config.latent_dim_segment)
+    assert vectors.bar.shape == (len(features.ATTRIBUTES), ms.model.config.latent_dim_bar)
     assert all(lo <= hi for lo, hi in zip(vectors.low, vectors.high))
     assert vectors.low[0] < vectors.high[0]  # synthetic pieces differ in density
 

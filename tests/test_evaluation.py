@@ -79,6 +79,12 @@ def test_attributes_by_hand():
     assert values["mean_pitch"] == pytest.approx((60 + 64 + 67 + 72) / 4)
     assert values["polyphony"] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 4 steps of 3 notes, 2 of 1
     assert values["syncopation"] == 0.5  # onsets at 0 (on the beat) and 1.5 (off it)
+    assert values["scale_consistency"] == 1.0  # C E G C: all in C major (and in F and G major)
+    b_flat_major = notes(*[(i, 1, p) for i, p in enumerate((70, 72, 74, 75, 77, 79, 81))])
+    assert features.scale_consistency(b_flat_major, 7.0) == 1.0  # key-invariant
+    chromatic = notes(*[(i, 1, 60 + i) for i in range(12)])
+    assert features.scale_consistency(chromatic, 12.0) == pytest.approx(7 / 12)
+    assert features.scale_consistency(notes(), 4.0) == 0.0
     with pytest.raises(KeyError, match="valid: note_density"):
         features.attribute("loudness")
 

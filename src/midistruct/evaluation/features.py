@@ -51,12 +51,27 @@ def syncopation(notes: np.ndarray, quarters: float) -> float:
     return float(np.mean(np.abs(onsets - np.round(onsets)) > 1e-6))
 
 
+_DIATONIC = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)  # C major's pitch classes
+
+
+def scale_consistency(notes: np.ndarray, quarters: float) -> float:
+    """Fraction of notes in the best-fitting diatonic scale (the largest over the 12 transpositions
+    of the major scale, which also hold the minor and church modes), as in Mogren 2016 (C-RNN-GAN).
+    Key-invariant: 1 for any diatonic passage, lower for chromatic ones; 0 without notes."""
+    if len(notes) == 0:
+        return 0.0
+    counts = np.bincount(notes[:, 2].astype(np.int64) % 12, minlength=12)
+    in_scale = [counts[np.roll(_DIATONIC, k)].sum() for k in range(12)]
+    return float(max(in_scale) / len(notes))
+
+
 ATTRIBUTES: dict[str, Callable[[np.ndarray, float], float]] = {
     "note_density": note_density,
     "pitch_range": pitch_range,
     "mean_pitch": mean_pitch,
     "polyphony": polyphony,
     "syncopation": syncopation,
+    "scale_consistency": scale_consistency,
 }
 
 
