@@ -13,7 +13,7 @@ from midistruct.model import (
     latent_usage,
     shift_right,
 )
-from midistruct.model.modeling import gaussian_kl
+from midistruct.model.modeling import CACHE_NAME, gaussian_kl
 
 BAR, EOS, PAD, BOS, MASK = 4, 2, 0, 1, 3
 VARIANTS = list(itertools.product(("vae", "ae"), (True, False), sorted(CONDITIONINGS)))
@@ -210,10 +210,10 @@ def test_incremental_decoding_equals_teacher_forcing(conditioning, batch):
     cache, steps = None, []
     for t in range(1, decoder_ids.shape[1] + 1):
         inputs = model.prepare_inputs_for_generation(
-            decoder_ids[:, :t], past_key_values=cache, use_cache=True, **latents.codes()
-        )
+            decoder_ids[:, :t], **{CACHE_NAME: cache}, use_cache=True, **latents.codes()
+        )  # the cache under the name generate uses
         out = model(**inputs)
-        cache = out.past_key_values
+        cache = out.kv_cache
         steps.append(out.logits)
     assert steps[0].shape[1] == 1 and steps[-1].shape[1] == 1
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
@@ -233,6 +233,46 @@ def test_generate_with_and_without_cache_agree(conditioning, batch):
     # and both equal the teacher-forced logits of the generated sequence
     forced = model.decoder_forward(cached.sequences[:, :-1], **latents.codes()).logits[:, 7:]  # (B, 6, V)
     torch.testing.assert_close(torch.stack(cached.logits, dim=1), forced, atol=1e-5, rtol=1e-5)
+
+
+def test_output_carries_the_cache_under_the_name_generate_reads(batch):
+    """transformers 5.24 renamed past_key_values to cache; generate reads the output's field of that name (the
+    one its own CausalLMOutputWithPast has) and hands it back to prepare_inputs_for_generation under it."""
+    from transformers.cache_utils import Cache
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    assert CACHE_NAME in CausalLMOutputWithPast.__dataclass_fields__
+    model = make_model().eval()
+    out = model(**batch, use_cache=True)
+    assert CACHE_NAME in out and isinstance(out[CACHE_NAME], Cache) and out.kv_cache is out[CACHE_NAME]
+    assert model(**batch).kv_cache is None  # use_cache off: no cache
+    # prepare_inputs_for_generation and forward take the cache under either name
+    codes = model.encode(batch["input_ids"]).codes()
+    ids = torch.cat([shift_right(batch["input_ids"], bos_token_id=BOS), batch["input_ids"][:, -1:]], dim=1)
+    for name in ("cache", "past_key_values"):
+        cache = model(**batch, use_cache=True).kv_cache
+        inputs = model.prepare_inputs_for_generation(ids, **{name: cache}, use_cache=True, **codes)
+        assert inputs["decoder_input_ids"].shape[1] == 1  # only the token the cache lacks
+        step = model(**{k: v for k, v in inputs.items() if k != "cache"}, **{name: inputs["cache"]})
+        assert step.kv_cache is cache and cache.get_seq_length() == ids.shape[1]
+    with pytest.raises(ValueError, match="not both"):
+        model(**batch, use_cache=True, cache=out.kv_cache, past_key_values=model(**batch, use_cache=True).kv_cache)
+
+
+def test_generate_feeds_each_token_once_with_the_cache(batch):
+    """With use_cache, generate gets the cache back from each step (under whatever name transformers uses) and
+    the decoder reads only the new token; without it, the whole sequence at every step."""
+    model = make_model().eval()
+    codes = model.encode(batch["input_ids"]).codes()
+    fed = []
+    hook = model.decoder.register_forward_pre_hook(lambda module, args: fed.append(args[0].shape[1]))
+    try:
+        for use_cache in (True, False):
+            fed.clear()
+            model.generate(**codes, max_new_tokens=5, min_new_tokens=5, do_sample=False, use_cache=use_cache)
+            assert fed == ([1] * 5 if use_cache else [1, 2, 3, 4, 5])
+    finally:
+        hook.remove()
 
 
 def test_greedy_generation_is_deterministic_and_starts_from_bos(batch):

@@ -44,7 +44,7 @@ class MidiStructConfig(PreTrainedConfig):
     """
 
     model_type = "midistruct"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache's name from transformers 5.24 / before
     # Standard names that generic transformers code (caches, generation) reads.
     attribute_map = {
         "hidden_size": "d_model",

@@ -26,9 +26,27 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from midistruct.model.configuration import MidiStructConfig
+
+# --------------------------------------------------------------------------- transformers compatibility
+
+# transformers 5.24 renamed the cache that ``generate`` threads through a model from ``past_key_values`` to
+# ``cache``: the ModelOutput field it reads back after each step and the keyword it hands to
+# ``prepare_inputs_for_generation``. CACHE_NAME is the installed version's name: MidiStructOutput carries the cache
+# under it (``output.kv_cache`` reads it whatever the name), and ``forward`` / ``prepare_inputs_for_generation``
+# accept both names.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The decoder cache, passed as ``cache`` (transformers >= 5.24) or as ``past_key_values`` (before)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("pass the decoder cache as cache or as past_key_values, not both")
+    return past_key_values if cache is None else cache
+
 
 # --------------------------------------------------------------------------- token helpers
 
@@ -376,7 +394,9 @@ class MidiStructOutput(ModelOutput):
     kl_loss: the KL after free bits, the term ``beta`` multiplies.
     bow_loss: with ``config.bag_of_words``, the NLL of each token under its bar's bag-of-words prediction from
         the codes alone, summed over a segment (nats per segment).
-    logits: (B, T, V). past_key_values: the decoder's cache when ``use_cache``.
+    logits: (B, T, V).
+    cache (transformers >= 5.24) or past_key_values (before; the field is named ``CACHE_NAME``): the decoder's
+        cache when ``use_cache``; ``kv_cache`` reads it under either name.
     z_*, mu_*, logvar_*, bar_mask: as in ``Latents``; feed ``mu_bar[bar_mask]`` / ``mu_segment`` to ``latent_usage``.
     """
 
@@ -389,7 +409,10 @@ class MidiStructOutput(ModelOutput):
     kl_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":  # the one field transformers reads back in generate, under its own name
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     z_bar: torch.Tensor | None = None
     z_segment: torch.Tensor | None = None
     mu_bar: torch.Tensor | None = None
@@ -397,6 +420,11 @@ class MidiStructOutput(ModelOutput):
     mu_segment: torch.Tensor | None = None
     logvar_segment: torch.Tensor | None = None
     bar_mask: torch.Tensor | None = None
+
+    @property
+    def kv_cache(self) -> Cache | None:
+        """The decoder cache, whichever name (``CACHE_NAME``) the installed transformers gives the field."""
+        return getattr(self, CACHE_NAME)
 
 
 # --------------------------------------------------------------------------- the model
@@ -487,25 +515,25 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         z_bar=None,
         z_segment=None,
         decoder_bar_ids=None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool = False,
     ) -> MidiStructOutput:
-        """Decoder logits (B, T, V) for decoder inputs (B, T) that start with BOS (or continue ``past_key_values``).
+        """Decoder logits (B, T, V) for decoder inputs (B, T) that start with BOS (or continue ``cache``).
 
         ``decoder_bar_ids`` default to counting Bar tokens in ``decoder_input_ids``; with a non-empty cache they
         must be given (the count depends on the tokens already in the cache).
         """
         self._check_codes(z_bar, z_segment)
-        if past_key_values is None and use_cache:
-            past_key_values = DynamicCache()
+        if cache is None and use_cache:
+            cache = DynamicCache()
         if decoder_bar_ids is None:
-            if past_key_values is not None and past_key_values.get_seq_length() > 0:
-                raise ValueError("decoder_bar_ids are required when continuing from past_key_values")
+            if cache is not None and cache.get_seq_length() > 0:
+                raise ValueError("decoder_bar_ids are required when continuing from a cache")
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
         hidden = self.decoder(
-            decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=past_key_values
+            decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=cache
         )  # (B, T, D)
-        return MidiStructOutput(logits=self.lm_head(hidden), past_key_values=past_key_values if use_cache else None)
+        return MidiStructOutput(logits=self.lm_head(hidden), **{CACHE_NAME: cache if use_cache else None})
 
     def _check_codes(self, z_bar, z_segment):
         if z_segment is None:
@@ -551,6 +579,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         z_segment=None,
         beta: float = 1.0,
         sample: bool | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
@@ -561,8 +590,10 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         With ``z_segment`` (and ``z_bar``) given, the encoder is skipped and ``decoder_input_ids`` are decoded
         (the generation path). Otherwise ``input_ids`` are encoded and the decoder reads ``shift_right(input_ids)``
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
-        the KL (the trainer anneals it); ``sample`` as in ``encode``.
+        the KL (the trainer anneals it); ``sample`` as in ``encode``. The decoder cache comes as ``cache`` or as
+        ``past_key_values`` (the names of transformers >= 5.24 and before).
         """
+        cache = either_cache(cache, past_key_values)
         latents = None
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
@@ -571,18 +602,18 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             z_bar, z_segment = latents.z_bar, latents.z_segment
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)
-        if decoder_bar_ids is None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+        if decoder_bar_ids is None and (cache is None or cache.get_seq_length() == 0):
             # counted before word dropout, which may hide Bar tokens
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
         out = self.decoder_forward(
             decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
-            past_key_values=past_key_values, use_cache=bool(use_cache),
+            cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
                                                              bar_ids=bar_ids)
-        return MidiStructOutput(logits=out.logits, past_key_values=out.past_key_values, **terms)
+        return MidiStructOutput(logits=out.logits, **{CACHE_NAME: out.kv_cache}, **terms)
 
     def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the
@@ -620,18 +651,20 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         return terms
 
     def prepare_inputs_for_generation(
-        self, input_ids, *, past_key_values=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
+        self, input_ids, *, cache=None, past_key_values=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
     ):
         """``generate`` hook: the decoder inputs not yet in the cache, and their bar index counted on the
-        whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS)."""
+        whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS).
+        ``generate`` passes the cache as ``cache`` from transformers 5.24 on, as ``past_key_values`` before."""
+        cache = either_cache(cache, past_key_values)
         bar_index = count_bars(input_ids, bar_token_id=self.config.bar_token_id)  # (B, T)
-        done = self.decoder.cached_tokens(past_key_values, z_bar=z_bar, z_segment=z_segment)
+        done = self.decoder.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         return {
             "decoder_input_ids": input_ids[:, done:],
             "decoder_bar_ids": bar_index[:, done:],
             "z_bar": z_bar,
             "z_segment": z_segment,
-            "past_key_values": past_key_values,
+            "cache": cache,
             "use_cache": use_cache,
         }
 
