@@ -204,8 +204,16 @@ def test_positions_only_move_forward_inside_the_bar(merge_tokenizer):
     allowed = allowed_tokens(grammar, merge_tokenizer, "Bar_None TimeSig_3/4 Position_10 Pitch_60 Duration_1.0.8")
     positions = sorted(int(t.split("_")[1]) for t in allowed if t.startswith("Position"))
     assert positions == list(range(11, 24))
-    assert {"Bar_None", "EOS_None", "Pitch_60"} <= allowed
+    assert {"Bar_None", "EOS_None", "Pitch_61"} <= allowed
     assert not any(t.startswith(("Duration", "TimeSig", "PitchDrum")) for t in allowed)
+    # chords low to high (tokenizer.sort_chords): only pitches above 60 may join it at this onset
+    assert {t for t in allowed if t.startswith("Pitch_")} == {f"Pitch_{p}" for p in range(61, 110)}
+    unordered = build_tokenizer(TokenizerSettings(sort_chords=False))
+    again = allowed_tokens(RemiGrammar(unordered), unordered, "Bar_None TimeSig_3/4 Position_10 Pitch_60 Duration_1.0.8")
+    assert "Pitch_60" in again and "Pitch_21" in again
+    after_next_onset = allowed_tokens(grammar, merge_tokenizer,
+                                      "Bar_None TimeSig_3/4 Position_10 Pitch_60 Duration_1.0.8 Position_12")
+    assert {"Pitch_21", "Pitch_60"} <= after_next_onset
     assert allowed_tokens(grammar, merge_tokenizer, "") == {"Bar_None"}  # after BOS
     after_bar = allowed_tokens(grammar, merge_tokenizer, "Bar_None")
     assert after_bar == {t for t in merge_tokenizer.vocab if t.startswith("TimeSig")}
@@ -241,7 +249,7 @@ def test_budget_closes_the_piece_in_time(merge_tokenizer):
     prompt = "Bar_None TimeSig_4/4 Position_0 Pitch_60 Duration_1.0.8"
     assert allowed_tokens(grammar, merge_tokenizer, prompt) == {"Bar_None"}
     roomy = RemiGrammar(merge_tokenizer, n_bars=2, max_new_tokens=12)
-    assert {"Bar_None", "Pitch_60", "Position_8"} <= allowed_tokens(roomy, merge_tokenizer, prompt)
+    assert {"Bar_None", "Pitch_64", "Position_8"} <= allowed_tokens(roomy, merge_tokenizer, prompt)
 
 
 def test_drum_pitches_only_after_the_drum_program():

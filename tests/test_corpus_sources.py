@@ -287,6 +287,9 @@ def test_pop909_real(shared_datasets: Path) -> None:
     song = shared_datasets / "pop909" / "songs" / "001"
     beats = read_beats(song)
     assert len(beats) > 100 and sum(b.downbeat for b in beats) == sum(b.hyper_downbeat for b in beats) * 2
+    first = next(p for p in mains if p.id == "pop909/001")
+    assert float(first.tags["downbeat_seconds"]) == pytest.approx(0.0553, abs=1e-4)  # the first (hyper-)downbeat
+    assert sum("downbeat_seconds" in p.tags for p in mains) > 900
     assert read_chords(song)[-1].end > 100
 
 

@@ -28,3 +28,11 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(["quickstart", *sets]) == 0  # a second run resumes the finished run: no more steps
     assert json.loads((tmp_path / "out" / "quickstart.json").read_text())["trained_steps"] == 4
     assert "resuming" in capsys.readouterr().out
+    # data and run made by an older midistruct, whose tokenizer settings differ: remade, not an error
+    manifest = tmp_path / "data" / "manifest.json"
+    old = json.loads(manifest.read_text()) | {"settings_hash": "0123456789abcdef"}
+    manifest.write_text(json.dumps(old))
+    assert main(["quickstart", *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "other tokenizer settings" in printed and "resuming" not in printed
+    assert json.loads(manifest.read_text())["settings_hash"] != "0123456789abcdef"

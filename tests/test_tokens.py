@@ -185,3 +185,73 @@ def test_time_signature_tag_replaces_file_meters():
     assert note_tuples(decoded) == note_tuples(decode_ids(enc.tokenizer, as_file.ids))
     with pytest.raises(Skip, match="bad time_signature"):
         enc.encode_score(score, time_signature="four")
+
+
+def _token_names(enc, ids) -> list[str]:
+    return [enc.tokenizer[int(i)] for i in ids]
+
+
+def test_chords_in_pitch_order_whatever_the_file_order():
+    """Notes starting together (within the quantization step) come out low to high, duplicates once:
+    the file's order (time in ticks, then duration) does not leak into the tokens."""
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(name="p", program=0)
+    # a C major chord written top down, each note a few ticks later, with a doubled E
+    for k, (pitch, duration) in enumerate([(67, 480), (64, 960), (60, 240), (64, 960)]):
+        track.notes.append(symusic.Note(k * 5, duration, pitch, 90))
+    score.tracks.append(track)
+    for k in range(8):
+        track.notes.append(symusic.Note(480 * (k + 1), 240, 72, 90))  # a line so the piece is long enough
+    enc = _encoder("segments.bars=1")
+    pitches = [t for t in _token_names(enc, enc.encode_score(score).ids) if t.startswith("Pitch_")]
+    assert pitches[:3] == ["Pitch_60", "Pitch_64", "Pitch_67"] and pitches.count("Pitch_64") == 1
+    enc = _encoder("segments.bars=1", "tokenizer.sort_chords=false")
+    unsorted = [t for t in _token_names(enc, enc.encode_score(score).ids) if t.startswith("Pitch_")]
+    assert unsorted[:4] != ["Pitch_60", "Pitch_64", "Pitch_64", "Pitch_67"] and unsorted.count("Pitch_64") == 2
+
+
+def test_sort_chords_off_keeps_the_old_settings_hash():
+    """Shards prepared before the option existed were made with it off: their hash must not change."""
+    import hashlib
+    import json
+
+    from midistruct.tokens.tokenizer import settings_hash
+
+    off = load_config(None, ["tokenizer.sort_chords=false"]).tokenizer
+    old = {k: v for k, v in off.model_dump(mode="json").items() if k != "sort_chords"}
+    assert settings_hash(off) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert settings_hash(load_config(None, []).tokenizer) != settings_hash(off)
+
+
+def test_downbeat_moves_bar_lines_onto_the_beat():
+    """A file whose beats sit 40 ticks after the grid (POP909's first beat is at 0.055 s): given the
+    first bar line in seconds, 8th-note onsets land on positions 0, 4, ... instead of 1, 5, ..."""
+    from midistruct.tokens.encode import _tick_at
+
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.tempos.append(symusic.Tempo(0, 90.0))
+    track = symusic.Track(name="p", program=0)
+    for k in range(16):
+        track.notes.append(symusic.Note(40 + 240 * k, 240, 60 + k % 5, 90))
+    score.tracks.append(track)
+    seconds = 40 / 480 * 60 / 90
+    assert _tick_at(score, seconds) == 40
+    enc = _encoder("segments.bars=1")
+    positions = lambda ids: {int(t.split("_")[1]) for t in _token_names(enc, ids) if t.startswith("Position_")}
+    assert positions(enc.encode_score(score).ids) == set(range(1, 32, 4))
+    aligned = enc.encode_score(score, downbeat=seconds)
+    assert positions(aligned.ids) == set(range(0, 32, 4)) and len(aligned.windows) == 2
+    # a beat already on the grid, and a later bar line whose notes would start before 0: moved later
+    assert enc.encode_score(score, downbeat=0.0).ids.tolist() == enc.encode_score(score).ids.tolist()
+    late = enc.encode_score(score, downbeat=seconds + 4 * 60 / 90)  # the second bar line
+    assert positions(late.ids) == set(range(0, 32, 4))
+
+
+def test_tick_at_follows_a_tempo_change():
+    from midistruct.tokens.encode import _tick_at
+
+    score = symusic.Score(480)
+    score.tempos.extend([symusic.Tempo(0, 120.0), symusic.Tempo(960, 60.0)])  # 2 beats at 120, then 60
+    assert _tick_at(score, 0.5) == 480 and _tick_at(score, 1.0) == 960 and _tick_at(score, 2.0) == 1440

@@ -50,6 +50,11 @@ class TokenizerSettings(_Section):
         2: [1, 2, 3, 4],
     }
     bpe_vocab_size: int = 0  # 0: no BPE; else learn merges on the train split up to this size
+    # Tracks merged: notes that start together (after quantization) in pitch order, repeated pitches
+    # at one onset dropped (miditok's remove_duplicated_notes). Off (and with programs kept), notes
+    # keep the file's order (time, raw duration, pitch): a chord's order then depends on tick-level
+    # timing noise the model has to guess.
+    sort_chords: bool = True
 
 
 class SegmentConfig(_Section):

@@ -74,7 +74,7 @@ def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) 
 
     from midistruct.tokens import encode
 
-    tasks = [(str(p.path), p.tags.get("time_signature")) for p in pieces]  # (path, meter override)
+    tasks = [(str(p.path), *encode.task_of(p.tags)) for p in pieces]  # (path, meter override, first bar line)
     bar = tqdm(total=len(pieces), desc="prepare", unit="file", disable=not progress, file=sys.stderr)
     if workers <= 1:
         encode.init_worker(cfg.model_dump_json())

@@ -26,10 +26,13 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
 
     started = time.monotonic()
     _say(f"[1/3] preparing {cfg.data.output} (the first run converts the music21 pieces once)")
-    data = prepare(cfg, progress=progress).as_dict()
+    stale = _stale(cfg)  # the data folder and run are quickstart's own: remade when the tokenizer changed
+    if stale:
+        _say(f"      {stale}: made with other tokenizer settings (an older midistruct); preparing and training afresh")
+    data = prepare(cfg, overwrite=bool(stale), progress=progress).as_dict()
     _say(f"      {data['files_read']} pieces read, {sum(s['windows'] for s in data['splits'].values())} windows")
     run_dir = Path(cfg.train.run_dir)
-    resume = (run_dir / "last" / "trainer_state.pt").is_file()
+    resume = (run_dir / "last" / "trainer_state.pt").is_file() and not stale
     _say(f"[2/3] training {run_dir} for up to {cfg.train.max_minutes:g} minutes"
          + (" (resuming the run there)" if resume else ""))
     trainer = Trainer(cfg, resume=resume, progress=progress)
@@ -40,6 +43,20 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
                     "minutes": round((time.monotonic() - started) / 60, 1)})
     (Path(out_dir) / "quickstart.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _stale(cfg: Config) -> str:
+    """The quickstart folder (data or run) made with other tokenizer settings, else ''."""
+    from midistruct.tokens.tokenizer import settings_hash
+
+    want = settings_hash(cfg.tokenizer)
+    manifest = Path(cfg.data.output) / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("settings_hash") != want:
+        return str(cfg.data.output)
+    meta = Path(cfg.train.run_dir) / "last" / "midistruct.json"  # its hash as saved (quickstart has no BPE)
+    if meta.is_file() and json.loads(meta.read_text()).get("tokenizer_hash") != want:
+        return str(cfg.train.run_dir)
+    return ""
 
 
 def held_out_pieces(data: Path, *, n: int = 2, bars: int = 4) -> list[dict]:

@@ -186,6 +186,21 @@ def _main_key(song_dir: Path) -> str | None:
     return max(length, key=length.__getitem__)
 
 
+def _first_bar_line(song_dir: Path, meter: str) -> float | None:
+    """Seconds of the song's first bar line as the phrase labels count bars: the first
+    ``hyper_downbeat`` for 2/4 songs (their bars are 4/4 hyper-bars), else the first ``downbeat``.
+
+    The MIDI files' beats do not start at 0 (song 001's first beat is at 0.055 s, 40 ticks): a bar
+    grid from tick 0 puts every onset a fraction of a beat late. None without beat_midi.txt.
+    """
+    try:
+        beats = read_beats(song_dir)
+    except (OSError, ValueError):
+        return None
+    column = "hyper_downbeat" if meter == "2/4" else "downbeat"
+    return next((b.time for b in beats if getattr(b, column)), None)
+
+
 def _song_tags(song_dir: Path, index_row: dict[str, str], phrases: Path | None) -> dict[str, str]:
     """Tags shared by a song and its versions."""
     song = song_dir.name
@@ -202,6 +217,9 @@ def _song_tags(song_dir: Path, index_row: dict[str, str], phrases: Path | None) 
         # The MIDI files' own time signatures are unusable (617 songs say 1/4); bar lines
         # follow the phrase labels' bars instead: 2 beats a measure -> 4/4 hyper-bars.
         tags["time_signature"] = {"2/4": "4/4"}.get(meter, meter)
+        downbeat = _first_bar_line(song_dir, meter)
+        if downbeat is not None:
+            tags["downbeat_seconds"] = f"{downbeat:.6f}"
     for tag, column in (("title", "name"), ("artist", "artist")):
         if index_row.get(column):
             tags[tag] = index_row[column]
@@ -249,7 +267,8 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
 
     All files of a song share ``group = "pop909/NNN"``. Tags: collection, song, version
     ("0" for the main file), key (longest key of ``key_audio.txt``), meter / title / artist
-    (from ``index.xlsx`` when present), phrases, phrases2 (the label strings, whitespace
+    (from ``index.xlsx`` when present), time_signature and downbeat_seconds (the bar meter of
+    the phrase labels and the time of the first bar line: prepare puts bar lines there), phrases, phrases2 (the label strings, whitespace
     removed, not validated: parse them with :func:`parse_phrase_labels`).
     Raises SourceError when a folder is missing or holds no ``NNN/`` song folders, or on a bad
     ``versions`` / ``limit`` value.

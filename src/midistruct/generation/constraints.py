@@ -77,6 +77,7 @@ class GrammarState(NamedTuple):
     position: torch.Tensor  # last Position value in the current bar, -1 before the bar's first
     meter: torch.Tensor  # index in ``RemiGrammar.meters`` of the current bar's TimeSig; 0: none (4/4)
     bar_length: torch.Tensor  # positions in the current bar: the meter's numerator * positions per beat
+    top_pitch: torch.Tensor  # highest pitch already written at the current onset (since its Position), -1: none
 
 
 class RemiGrammar(LogitsProcessor):
@@ -87,6 +88,9 @@ class RemiGrammar(LogitsProcessor):
         n_bars: Bar tokens the whole sequence must hold (prompt included): EOS only once there are
             ``n_bars``, never a Bar after that. ``None``: any number, EOS wherever a bar may end.
         time_signature: ``"4/4"``-style; the only TimeSig written after each Bar. ``None``: any in the vocabulary.
+            With a tokenizer that writes chords low to high without duplicates (``remove_duplicated_notes``,
+            midistruct's ``tokenizer.sort_chords``, tracks merged), each pitch at an onset must be above the
+            previous one, as in the training data (miditok counts a repeated pitch as an error).
         prompt_len: tokens in ``input_ids`` before the first generated one (BOS alone by default); only the
             budget below needs it (the state is read from the prompt too, so a prompt may stop mid-piece).
         max_new_tokens: the ``max_new_tokens`` given to ``generate``. With it, the grammar closes the piece in
@@ -110,6 +114,9 @@ class RemiGrammar(LogitsProcessor):
         self.kinds = sorted(graph)
         self.meters = ["none"] + [t.split("_")[1] for t in tokens if t.startswith("TimeSig_")]
         self._kind = torch.tensor([self.kinds.index(token_kind(t)) for t in tokens])  # (V,)
+        self._pitch = torch.tensor([int(t.split("_")[1]) if t.startswith("Pitch_") else -1 for t in tokens])  # (V,)
+        self._ordered = bool(tokenizer.config.remove_duplicated_notes) and not any(
+            t.startswith("Program_") for t in tokens)  # per-program order is not tracked
         self._set_successors(tokens, graph, time_signature=time_signature)
         self._set_time_tables(tokens, per_beat=tokenizer.config.max_num_pos_per_beat)
         self._set_budget(graph)
@@ -159,7 +166,8 @@ class RemiGrammar(LogitsProcessor):
 
     def _to(self, device: torch.device) -> None:
         if self._kind.device != device:
-            for name in ("_kind", "_meter", "_position", "_meter_length", "_successors", "_ahead", "_budget"):
+            for name in ("_kind", "_meter", "_position", "_pitch", "_meter_length", "_successors", "_ahead",
+                         "_budget"):
                 setattr(self, name, getattr(self, name).to(device))
 
     def state(self, input_ids: torch.Tensor) -> GrammarState:
@@ -172,13 +180,18 @@ class RemiGrammar(LogitsProcessor):
         position = torch.where(in_bar, self._position[input_ids], -1).amax(1)  # positions only increase in a bar
         meter = torch.where(in_bar, self._meter[input_ids], 0).amax(1)  # the bar's one TimeSig
         kind = self._kind[input_ids[:, -1]]
-        return GrammarState(kind, bars, position, meter, self._meter_length[meter])
+        step = torch.arange(input_ids.shape[1], device=input_ids.device)
+        onset = torch.where(is_bar | (self._position[input_ids] >= 0), step, -1).amax(1)  # (B,) last Bar/Position
+        top = torch.where(step > onset[:, None], self._pitch[input_ids], -1).amax(1)
+        return GrammarState(kind, bars, position, meter, self._meter_length[meter], top)
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, V) bool: the tokens each row (B, T) may write next; never none."""
         s = self.state(input_ids)
         phase = 0 if self.n_bars is None else (s.bars >= self.n_bars).long()
         ok = self._successors[phase, s.kind] & self._ahead[s.meter, s.position + 1]  # (B, V)
+        if self._ordered:
+            ok &= ~((self._pitch >= 0) & (self._pitch <= s.top_pitch[:, None]))  # chords low to high
         if self.max_new_tokens is not None:
             left = self.prompt_len + self.max_new_tokens - input_ids.shape[1] - 1  # tokens after this one
             ok = self._within_budget(ok, s, left=left)

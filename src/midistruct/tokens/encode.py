@@ -49,24 +49,27 @@ class PieceEncoder:
         self.pitch_ids = np.array(sorted(i for t, i in vocab.items() if t.startswith("Pitch_")))
         self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
 
-    def tokenize(self, score, *, time_signature: str | None = None) -> np.ndarray:
+    def tokenize(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> np.ndarray:
         """Validate, clean and tokenize a whole score: token ids (T,). Raises :class:`Skip`.
 
-        ``time_signature`` (``"4/4"``) replaces the score's own meters when given.
+        ``time_signature`` (``"4/4"``) replaces the score's own meters when given; ``downbeat`` (seconds)
+        is a bar line: the music is delayed by less than a bar so that a bar starts there.
         """
         cfg = self.cfg
         if time_signature:
             score = _with_meter(score, time_signature)
+        if downbeat is not None:
+            score = _align_downbeat(score, downbeat)
         check_score(score, cfg.validation, meters=self.meters)
         score = clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge")
         seq = self.tokenizer.encode(score)
         seq = seq[0] if isinstance(seq, list) else seq
         return np.asarray(seq.ids, dtype=np.int64)
 
-    def encode_score(self, score, *, time_signature: str | None = None) -> Encoded:
+    def encode_score(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> Encoded:
         """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable."""
         cfg = self.cfg
-        ids = self.tokenize(score, time_signature=time_signature)
+        ids = self.tokenize(score, time_signature=time_signature, downbeat=downbeat)
         starts = bar_starts(ids, self.bar_id)
         if len(starts) > cfg.validation.max_bars:
             raise Skip(f"too many bars ({len(starts)} > {cfg.validation.max_bars})")
@@ -92,10 +95,11 @@ class PieceEncoder:
                 kept.append(w)
         return kept, {k: v for k, v in dropped.items() if v}
 
-    def encode_file(self, path: Path, *, time_signature: str | None = None) -> Encoded | Skipped:
+    def encode_file(self, path: Path, *, time_signature: str | None = None,
+                    downbeat: float | None = None) -> Encoded | Skipped:
         """Load and encode one file; every failure becomes a :class:`Skipped` reason."""
         try:
-            return self.encode_score(load_score(path), time_signature=time_signature)
+            return self.encode_score(load_score(path), time_signature=time_signature, downbeat=downbeat)
         except Skip as skip:
             return Skipped(str(skip))
         except Exception as err:  # a bug or a miditok corner case must not stop a corpus run
@@ -111,11 +115,57 @@ def init_worker(cfg_json: str) -> None:
     _WORKER = PieceEncoder(Config.model_validate_json(cfg_json))
 
 
-def encode_file(task: tuple[str, str | None]) -> Encoded | Skipped:
-    """Pool task: encode one ``(path, time_signature or None)`` with this process's encoder."""
+def encode_file(task: tuple[str, str | None, float | None]) -> Encoded | Skipped:
+    """Pool task: encode one ``(path, time_signature or None, downbeat seconds or None)`` with this
+    process's encoder."""
     assert _WORKER is not None, "init_worker was not called"
-    path, time_signature = task
-    return _WORKER.encode_file(Path(path), time_signature=time_signature)
+    path, time_signature, downbeat = task
+    return _WORKER.encode_file(Path(path), time_signature=time_signature, downbeat=downbeat)
+
+
+def task_of(tags: dict) -> tuple[str | None, float | None]:
+    """The encode options a piece's tags carry: ``time_signature`` and ``downbeat_seconds``."""
+    downbeat = tags.get("downbeat_seconds")
+    try:
+        downbeat = float(downbeat) if downbeat is not None else None
+    except ValueError:
+        raise ValueError(f"bad downbeat_seconds tag: {downbeat!r}") from None
+    return tags.get("time_signature"), downbeat
+
+
+def _tick_at(score, seconds: float) -> int:
+    """The tick at ``seconds`` under the score's tempo map (120 qpm before its first tempo)."""
+    tempos = sorted(((t.time, t.qpm) for t in score.tempos), key=lambda t: t[0])
+    if not tempos or tempos[0][0] > 0:
+        tempos.insert(0, (0, 120.0))
+    tick, elapsed = 0, 0.0
+    for (start, qpm), nxt in zip(tempos, tempos[1:] + [(None, None)]):
+        per_tick = 60.0 / (qpm * score.tpq)
+        span = None if nxt[0] is None else (nxt[0] - start) * per_tick
+        if span is None or elapsed + span > seconds:
+            return int(round(start + (seconds - elapsed) / per_tick))
+        elapsed += span
+        tick = nxt[0]
+    return tick
+
+
+def _align_downbeat(score, seconds: float):
+    """A copy of ``score`` whose tracks are moved by less than a bar so that the bar lines (from its
+    first time signature, at tick 0) fall on the beat at ``seconds``: earlier when no note would
+    start before 0, else later."""
+    if not score.time_signatures:
+        return score
+    ts = score.time_signatures[0]
+    bar = score.tpq * 4 * ts.numerator // ts.denominator
+    late = _tick_at(score, seconds) % bar  # how far the bar lines sit before the beat
+    if late == 0:
+        return score
+    first = min((int(t.notes.numpy()["time"].min()) for t in score.tracks if len(t.notes)), default=0)
+    shift = -late if first >= late else bar - late
+    out = score.copy()
+    for track in out.tracks:
+        track.shift_time(shift, inplace=True)
+    return out
 
 
 def key_signature(score) -> str | None:

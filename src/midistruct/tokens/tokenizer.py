@@ -37,6 +37,8 @@ def miditok_config(settings: TokenizerSettings):
         one_token_stream_for_programs=True,
         special_tokens=["PAD", "BOS", "EOS", "MASK"],
         encode_ids_split="bar",
+        # per track in miditok; with programs kept, a pitch may repeat at an onset under another program
+        remove_duplicated_notes=settings.sort_chords and settings.multitrack == "merge",
     )
 
 
@@ -54,7 +56,10 @@ def settings_hash(settings: TokenizerSettings, tokenizer=None) -> str:
 
     Shards or checkpoints with another hash are refused: their ids mean other tokens.
     """
-    text = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    dump = settings.model_dump(mode="json")
+    if not dump["sort_chords"]:  # added later: off is the old behaviour, so old shards keep their hash
+        del dump["sort_chords"]
+    text = json.dumps(dump, sort_keys=True)
     if tokenizer is not None and tokenizer.is_trained:
         text += tokenizer._model.to_str()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
