@@ -53,7 +53,7 @@ class PieceEncoder:
         """Validate, clean and tokenize a whole score: token ids (T,). Raises :class:`Skip`.
 
         ``time_signature`` (``"4/4"``) replaces the score's own meters when given; ``downbeat`` (seconds)
-        is a bar line: the music is delayed by less than a bar so that a bar starts there.
+        is a bar line: the music is moved by less than a bar so that a bar starts there.
         """
         cfg = self.cfg
         if time_signature:
@@ -135,18 +135,16 @@ def task_of(tags: dict) -> tuple[str | None, float | None]:
 
 def _tick_at(score, seconds: float) -> int:
     """The tick at ``seconds`` under the score's tempo map (120 qpm before its first tempo)."""
-    tempos = sorted(((t.time, t.qpm) for t in score.tempos), key=lambda t: t[0])
+    tempos = sorted((t.time, t.qpm) for t in score.tempos)
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0, 120.0))
-    tick, elapsed = 0, 0.0
-    for (start, qpm), nxt in zip(tempos, tempos[1:] + [(None, None)]):
+    elapsed = 0.0  # seconds at the start of the current tempo
+    for (start, qpm), (end, _) in zip(tempos, tempos[1:] + [(None, None)]):
         per_tick = 60.0 / (qpm * score.tpq)
-        span = None if nxt[0] is None else (nxt[0] - start) * per_tick
-        if span is None or elapsed + span > seconds:
+        if end is None or elapsed + (end - start) * per_tick > seconds:
             return int(round(start + (seconds - elapsed) / per_tick))
-        elapsed += span
-        tick = nxt[0]
-    return tick
+        elapsed += (end - start) * per_tick
+    raise AssertionError("unreachable: the last tempo has no end")
 
 
 def _align_downbeat(score, seconds: float):
