@@ -268,8 +268,9 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
     All files of a song share ``group = "pop909/NNN"``. Tags: collection, song, version
     ("0" for the main file), key (longest key of ``key_audio.txt``), meter / title / artist
     (from ``index.xlsx`` when present), time_signature and downbeat_seconds (the bar meter of
-    the phrase labels and the time of the first bar line: prepare puts bar lines there), phrases, phrases2 (the label strings, whitespace
-    removed, not validated: parse them with :func:`parse_phrase_labels`).
+    the phrase labels and the time of the first bar line: prepare puts bar lines there),
+    phrases, phrases2 (the label strings, whitespace removed, not validated: parse them with
+    :func:`parse_phrase_labels`).
     Raises SourceError when a folder is missing or holds no ``NNN/`` song folders, or on a bad
     ``versions`` / ``limit`` value.
     """
