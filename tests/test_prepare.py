@@ -12,7 +12,7 @@ import torch
 from scores import TPQ, make_score, write_corpus
 
 from midistruct.cli import main
-from midistruct.config import ConfigError, load_config
+from midistruct.config import load_config
 from midistruct.prepare import prepare
 from midistruct.shards.dataset import EOS_ID, PitchShifter, WindowDataset, collate
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
@@ -193,26 +193,6 @@ def test_cli_prepare_and_errors(corpus, tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
-def test_config_overrides_and_errors():
-    cfg = load_config("tiny", ["segments.bars=8", "augment.transpose=[-5, 6]"])
-    assert cfg.segments.bars == 8 and cfg.augment.transpose == (-5, 6)
-    with pytest.raises(ConfigError, match="segments.bars"):
-        load_config("tiny", ["segments.bars=0"])
-    with pytest.raises(ConfigError, match="must look like"):
-        load_config("tiny", ["segments.bars"])
-    with pytest.raises(ConfigError, match="tokenizer.scheme"):
-        load_config("tiny", ["tokenizer.scheme=TSD"])
-
-
-def test_named_configs_are_valid():
-    from midistruct.config import CONFIG_DIR
-
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert {"tiny", "music21", "pop909", "nottingham"} <= set(names)
-    for name in names:
-        load_config(name)
-
-
 @pytest.mark.shared_data
 def test_prepare_real_mixed_folder(shared_datasets, tmp_path):
     """MidiTok's test files (incl. the corrupted one and empty.mid): no crash, every skip has a reason."""
@@ -302,14 +282,3 @@ def test_prepare_nottingham_full(shared_datasets, tmp_path):
     pieces = [p for s in ("train", "valid", "test") for p in ShardSet(tmp_path / "n").split(s).pieces()]
     signatures = Counter(p["tags"].get("key_signature") for p in pieces)
     assert signatures["1#"] > 300 and signatures["2#"] > 300 and signatures[None] == 0  # G and D tunes lead
-
-
-def test_config_extends_merges_in_order(tmp_path):
-    (tmp_path / "a.yaml").write_text("segments: {bars: 2, hop: 1}\ntrain: {lr: 0.1}\n")
-    (tmp_path / "b.yaml").write_text("segments: {bars: 8}\n")
-    (tmp_path / "c.yaml").write_text(f"extends: ['{tmp_path}/a.yaml', '{tmp_path}/b.yaml']\ntrain: {{batch_size: 3}}\n")
-    cfg = load_config(tmp_path / "c.yaml")
-    assert (cfg.segments.bars, cfg.segments.hop, cfg.train.lr, cfg.train.batch_size, cfg.name) == (8, 1, 0.1, 3, "c")
-    (tmp_path / "loop.yaml").write_text(f"extends: '{tmp_path}/loop.yaml'\n")
-    with pytest.raises(ConfigError, match="extends itself"):
-        load_config(tmp_path / "loop.yaml")

@@ -12,8 +12,37 @@ import sys
 from pathlib import Path
 
 
-class UserError(Exception):
-    """An error the user can fix; shown as one line, exit code 2."""
+from midistruct.errors import MidiStructError
+
+
+class UserError(MidiStructError):
+    """A bad command-line argument; shown as one line, exit code 2."""
+
+
+def _int_at_least(low: int):
+    """An argparse type: an int >= ``low`` (argparse turns the ValueError into one line, exit 2)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float, *, low_open: bool = False):
+    """An argparse type: a float in [low, high] ((low, high] with ``low_open``)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value if low_open else low <= value) or value > high or value != value:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low}, {high}], got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT, POSITIVE, STEPS = _int_at_least(0), _int_at_least(1), _int_at_least(2)
+TEMPERATURE, TOP_P = _float_in(0.0, 100.0), _float_in(0.0, 1.0, low_open=True)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -36,10 +65,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the autoencoder on prepared shards; --resume continues run_dir/last exactly."""
     from midistruct.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # before torch is imported: a typo reports at once
     from midistruct.training.loop import Trainer
 
-    cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     trainer.run()
     if trainer.dist.is_main:
         print(f"trained {trainer.state['step']} steps; checkpoints in {trainer.run_dir}/best and {trainer.run_dir}/last")
@@ -147,9 +177,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     ms = _pipeline(args)
     shift = _shift(args)
     mode = "reconstruct" + "".join(f".{s.replace('=', '')}" for s in args.shift or [])
-    scores = {f"{Path(p).stem}.{mode}": ms.reconstruct(p, **shift, **_sampling(args)) for p in args.inputs}
-    _write_outputs(args, scores, {"inputs": args.inputs, **_sampling(args), **_shift_record(args)})
-    return 0
+    scores, failed = {}, []
+    for path in args.inputs:  # every good file is written; each bad one is reported and the exit code says so
+        try:
+            scores[f"{Path(path).stem}.{mode}"] = ms.reconstruct(path, **shift, **_sampling(args))
+        except MidiStructError as err:
+            print(f"midistruct: error: {err}", file=sys.stderr)
+            failed.append(path)
+    if scores:
+        _write_outputs(args, scores, {"inputs": [p for p in args.inputs if p not in failed], "failed": failed,
+                                      **_sampling(args), **_shift_record(args)})
+    if failed and len(args.inputs) > 1:
+        print(f"midistruct: {len(failed)} of {len(args.inputs)} inputs failed", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_attributes(args: argparse.Namespace) -> int:
@@ -251,10 +291,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generation_args(p: argparse.ArgumentParser, *, out_dir: bool = True) -> None:
+def _add_generation_args(p: argparse.ArgumentParser, *, out_dir: bool = True, temperature: float = 0.0) -> None:
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    p.add_argument("--temperature", type=TEMPERATURE, default=temperature,
+                   help=f"0: greedy; > 0: sampling at this temperature (default: {temperature:g})")
+    p.add_argument("--top-p", type=TOP_P, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
     if out_dir:
         p.add_argument("--out-dir", default="out", help="folder for the MIDI files and generation.json")
@@ -291,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the autoencoder on prepared shards")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in train.run_dir (its checkpoints and metrics) with a new one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
     p = sub.add_parser("quickstart", help="the main job: prepare a music21 slice, train ~6 min, interpolate")
@@ -305,17 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", default=None, help="shard folder (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--windows", type=int, default=512, help="windows for the teacher-forced metrics")
-    p.add_argument("--free-run", type=int, default=128, help="windows decoded free-running")
-    p.add_argument("--interpolations", type=int, default=32,
+    p.add_argument("--windows", type=POSITIVE, default=512, help="windows for the teacher-forced metrics")
+    p.add_argument("--free-run", type=COUNT, default=128, help="windows decoded free-running")
+    p.add_argument("--interpolations", type=COUNT, default=32,
                    help="pairs of held-out windows interpolated in 8 steps to measure smoothness (0: none)")
     p.add_argument("--judge", default=None, metavar="CKPT",
                    help="a checkpoint (e.g. the plain-LM peer) whose NLL judges the interpolants")
     p.add_argument("--keep-recurring", action="store_true",
                    help="keep held-out windows that occur in the training split (any transposition)")
-    p.add_argument("--probes", type=int, default=0, metavar="N",
+    p.add_argument("--probes", type=COUNT, default=0, metavar="N",
                    help="linear probes of the latent codes (key, mode, meter, collection ...) on N windows (0: none)")
-    p.add_argument("--samples", type=int, default=0, metavar="N",
+    p.add_argument("--samples", type=COUNT, default=0, metavar="N",
                    help="musical statistics of N prior samples against N held-out windows (0: none)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
@@ -333,37 +376,37 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("-o", "--output", default="attributes.safetensors", help="vectors file (.safetensors)")
     p.add_argument("--data", default=None, help="shard folder (default: the checkpoint's training data)")
     p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    p.add_argument("--windows", type=int, default=2000, help="windows measured (a seeded random subset)")
+    p.add_argument("--windows", type=POSITIVE, default=2000, help="windows measured (a seeded random subset)")
     p.add_argument("--names", default=None, help="comma-separated attributes (default: all)")
-    p.add_argument("--sweep", type=int, default=0, metavar="N",
+    p.add_argument("--sweep", type=COUNT, default=0, metavar="N",
                    help="then shift N test windows along each vector by -2..2 and report what was measured")
     p.set_defaults(handler=cmd_attributes)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
     p.set_defaults(handler=cmd_interpolate)
     p = sub.add_parser("grid", help="a grid between four corner pieces (top-left, top-right, bottom-left, bottom-right)")
     _add_generation_args(p)
     p.add_argument("corners", nargs=4)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=STEPS, default=5, help="pieces per side of the grid (>= 2)")
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
     p.set_defaults(handler=cmd_grid)
     p = sub.add_parser("continue", help="continue a primer, optionally in the style of another piece")
-    _add_generation_args(p)
+    _add_generation_args(p, temperature=1.0)
     p.add_argument("primer")
-    p.add_argument("--bars", type=int, default=4, help="bars to add")
+    p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
     p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
-    p.set_defaults(handler=cmd_continue, temperature=1.0)
+    p.set_defaults(handler=cmd_continue)
     p = sub.add_parser("sample", help="decode codes drawn from the prior")
-    _add_generation_args(p)
-    p.add_argument("-n", type=int, default=4, help="how many samples")
-    p.add_argument("--bars", type=int, default=None, help="bars per sample (default: the model's window)")
+    _add_generation_args(p, temperature=1.0)
+    p.add_argument("-n", type=POSITIVE, default=4, help="how many samples")
+    p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
     p.add_argument("--meter", default="4/4")
     _add_shift_args(p)
-    p.set_defaults(handler=cmd_sample, temperature=1.0)
+    p.set_defaults(handler=cmd_sample)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
     _add_generation_args(p, out_dir=False)
     p.add_argument("input")
@@ -404,16 +447,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(err: Exception) -> bool:
-    from midistruct.config import ConfigError
-    from midistruct.corpus import SourceError
-    from midistruct.generation.pipeline import InputError
-    from midistruct.shards.reader import ShardError
-    from midistruct.training.checkpoint import CheckpointError
-    from midistruct.training.loop import TrainError
-
-    return isinstance(err, (UserError, ConfigError, SourceError, ShardError, CheckpointError, TrainError,
-                            InputError, FileNotFoundError))
-
+    """Errors the user can fix (one line, exit 2); anything else is a bug and keeps its traceback."""
+    return isinstance(err, (MidiStructError, FileNotFoundError))
 
 if __name__ == "__main__":
     sys.exit(main())

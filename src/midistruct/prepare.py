@@ -4,6 +4,9 @@ One path for every corpus, driven by the config: the sources in ``data.sources``
 listed, files are encoded in worker processes (:mod:`midistruct.tokens.encode`) and
 streamed into a shard folder (:mod:`midistruct.shards.writer`). Skipped files are kept
 in ``report.tsv`` with their reason; exact duplicates are skipped as such.
+
+Nothing is lost (issue 20): only a shard folder is ever replaced, never a folder a source reads
+or one holding anything else; one prepare per output at a time (:mod:`midistruct.shards.lock`).
 """
 
 from __future__ import annotations
@@ -54,18 +57,32 @@ class PrepareSummary:
 
 def collect_pieces(cfg: Config) -> tuple[list[Piece], list[tuple[str, str, str]]]:
     """All pieces of all configured sources (ids unique across sources), and the
-    ``(id, path, reason)`` of those a source found but could not convert."""
+    ``(id, path, reason)`` of those a source found but could not convert.
+
+    Raises :class:`SourceError` when there are no sources or one of them finds nothing at all.
+    """
     if not cfg.data.sources:
         raise SourceError("config has no data.sources")
     pieces, seen, failed = [], set(), []
     for source in cfg.data.sources:
-        for piece in iter_pieces(source):
+        found = list(iter_pieces(source))
+        failures = [(pid, "", f"conversion failed: {why}") for pid, why in source_failures(source).items()]
+        if not found and not failures:
+            raise _empty_source(source)
+        for piece in found:
             if piece.id in seen:
                 raise SourceError(f"piece id {piece.id!r} appears twice; give sources distinct names")
             seen.add(piece.id)
-            pieces.append(piece)
-        failed += [(pid, "", f"conversion failed: {why}") for pid, why in source_failures(source).items()]
+        pieces += found
+        failed += failures
     return pieces, failed
+
+
+def _empty_source(source: dict) -> SourceError:
+    kind = source.get("kind")
+    if source.get("path"):
+        return SourceError(f"no usable MIDI files in {source['path']} ({kind} source)")
+    return SourceError(f"the {kind} source found no pieces")
 
 
 def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) -> Iterator:
@@ -95,25 +112,80 @@ def _tick(items: Iterator, bar) -> Iterator:
 
 
 def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> PrepareSummary:
-    """Prepare the shard folder ``cfg.data.output`` from ``cfg.data.sources``."""
-    from midistruct.shards.reader import ShardError, ShardSet
-    from midistruct.tokens.tokenizer import build_tokenizer, settings_hash
+    """Prepare the shard folder ``cfg.data.output`` from ``cfg.data.sources``.
+
+    Raises :class:`ShardError` before any work when the output is, holds or lies inside a source
+    folder, exists and is not a shard folder (``overwrite`` never changes that), holds shards of
+    another tokenizer config (unless ``overwrite``), or is being prepared by another process.
+    Temporaries of killed runs are removed first. Raises :class:`SourceError` when a source finds
+    nothing or every file is skipped; the output is then left as it was.
+    """
+    from midistruct.shards.lock import OutputLock
+    from midistruct.shards.writer import remove_stale_temporaries
 
     out = Path(cfg.data.output)
-    if (out / "manifest.json").exists() and not overwrite:
-        if ShardSet(out).manifest.get("settings_hash") != settings_hash(cfg.tokenizer):
-            raise ShardError(f"{out} holds shards of another tokenizer config; use --overwrite or another data.output")
+    _check_output_path(cfg, out)
+    with OutputLock(out):
+        remove_stale_temporaries(out)
+        _check_output(cfg, out, overwrite=overwrite)
+        return _prepare_locked(cfg, out, progress)
+
+
+def _prepare_locked(cfg: Config, out: Path, progress: bool) -> PrepareSummary:
+    from midistruct.shards.reader import ShardSet
+    from midistruct.tokens.tokenizer import build_tokenizer
+
     pieces, failed = collect_pieces(cfg)
     tokenizer = build_tokenizer(cfg.tokenizer)
     if not cfg.tokenizer.bpe_vocab_size:
         return _encode_corpus(cfg, pieces, failed, tokenizer, out, progress)
     base = out.with_name(f"{out.name}.base-{os.getpid()}")
-    try:
-        summary = _encode_corpus(cfg, pieces, failed, tokenizer, base, progress)
+    summary = _encode_corpus(cfg, pieces, failed, tokenizer, base, progress)
+    try:  # only once it is there: a folder of that name that was not ours made _encode_corpus raise
         summary.splits = _apply_bpe(cfg, tokenizer, ShardSet(base), out)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return summary
+
+
+def _check_output_path(cfg: Config, out: Path) -> None:
+    """Raise :class:`ShardError` when ``out`` names no folder of its own, or is, holds or lies
+    inside a folder a source reads."""
+    from midistruct.shards.reader import ShardError
+
+    if out.name in ("", ".", ".."):
+        raise ShardError(f"data.output {str(out)!r} must name a folder of its own, such as data/mycorpus")
+    target = out.expanduser().resolve()
+    for folder in _source_folders(cfg.data.sources):
+        resolved = folder.expanduser().resolve()
+        if target.is_relative_to(resolved):
+            where = "is" if target == resolved else "is inside"
+            raise ShardError(f"data.output {out} {where} the source folder {folder}; "
+                             "choose a data.output outside every source")
+        if resolved.is_relative_to(target):
+            raise ShardError(f"the source folder {folder} is inside data.output {out}; "
+                             "preparing would replace it: choose another data.output")
+
+
+def _source_folders(sources: list[dict]) -> list[Path]:
+    """The folders the sources read: their ``path`` and ``*_path`` / ``*_dir`` options."""
+    return [Path(value) for source in sources for key, value in source.items()
+            if isinstance(value, str) and value and (key == "path" or key.endswith(("_path", "_dir")))]
+
+
+def _check_output(cfg: Config, out: Path, *, overwrite: bool) -> None:
+    """Raise :class:`ShardError` unless ``out`` may be replaced (absent, empty or a shard folder)
+    by shards of this tokenizer config; ``overwrite`` allows another config, nothing else."""
+    from midistruct.shards.reader import ShardError, ShardSet
+    from midistruct.shards.writer import replace_problem
+    from midistruct.tokens.tokenizer import settings_hash
+
+    problem = replace_problem(out)
+    if problem:
+        raise ShardError(f"{out} {problem}; choose another data.output (--overwrite replaces only shard folders)")
+    if (out / "manifest.json").exists() and not overwrite:
+        if ShardSet(out).manifest.get("settings_hash") != settings_hash(cfg.tokenizer):
+            raise ShardError(f"{out} holds shards of another tokenizer config; use --overwrite or another data.output")
 
 
 def _encode_corpus(cfg: Config, pieces: list[Piece], failed: list, tokenizer, out: Path, progress: bool) -> PrepareSummary:
@@ -138,6 +210,8 @@ def _encode_corpus(cfg: Config, pieces: list[Piece], failed: list, tokenizer, ou
                 continue
             seen[result.content_hash] = piece.id
             _add_piece(writer, piece, result, assign_split(piece.group, cfg.splits), summary)
+        if not seen:
+            raise _nothing_kept(Path(cfg.data.output), summary, report)
         _write_side_files(writer.folder, cfg, tokenizer, report)
         summary.splits = writer.finish(_manifest(cfg, tokenizer, summary))
     return summary
@@ -189,11 +263,34 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0].strip()
 
 
+_REPORT_HEADER = "id\tpath\treason\n"
+
+
 def _write_report(path: Path, rows: list[tuple[str, str, str]]) -> None:
     with open(path, "w") as f:
-        f.write("id\tpath\treason\n")
+        f.write(_REPORT_HEADER)
         for row in rows:
             f.write("\t".join(c.replace("\t", " ") for c in row) + "\n")
+
+
+def _nothing_kept(out: Path, summary: PrepareSummary, report: list) -> SourceError:
+    """The error of a run that skipped every file; its report goes to ``<out>.report.tsv`` (unless a
+    file of that name is not an earlier such report), as the output is left as it was."""
+    path = out.with_name(f"{out.name}.report.tsv")
+    ours = not path.exists() or _first_line(path) == _REPORT_HEADER
+    if ours:
+        _write_report(path, report)
+    reasons = ", ".join(f"{k}: {n}" for k, n in summary.skipped.most_common())
+    where = f"; see {path}" if ours else ""
+    return SourceError(f"all {summary.files} files were skipped ({reasons}){where}; {out} was not written")
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path) as f:
+            return f.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _manifest(cfg: Config, tokenizer, summary: PrepareSummary) -> dict:

@@ -22,6 +22,7 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
     cut to their first ``bars`` bars. Returns a summary (also written as ``quickstart.json``).
     """
     from midistruct.prepare import prepare
+    from midistruct.training.checkpoint import has_state
     from midistruct.training.loop import Trainer
 
     started = time.monotonic()
@@ -32,10 +33,10 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
     data = prepare(cfg, overwrite=bool(stale), progress=progress).as_dict()
     _say(f"      {data['files_read']} pieces read, {sum(s['windows'] for s in data['splits'].values())} windows")
     run_dir = Path(cfg.train.run_dir)
-    resume = (run_dir / "last" / "trainer_state.pt").is_file() and not stale
+    resume = has_state(run_dir / "last") and not stale
     _say(f"[2/3] training {run_dir} for up to {cfg.train.max_minutes:g} minutes"
          + (" (resuming the run there)" if resume else ""))
-    trainer = Trainer(cfg, resume=resume, progress=progress)
+    trainer = Trainer(cfg, resume=resume, overwrite=not resume, progress=progress)  # quickstart's own run folder
     trainer.run()
     _say("[3/3] interpolating between two held-out pieces")
     summary = interpolate_held_out(run_dir / "best", Path(cfg.data.output), Path(out_dir), steps=steps, bars=bars)

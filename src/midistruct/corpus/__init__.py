@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from midistruct.errors import MidiStructError
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -40,7 +42,7 @@ class Piece:
             object.__setattr__(self, "group", self.id)
 
 
-class SourceError(ValueError):
+class SourceError(MidiStructError, ValueError):
     """A source cannot be read as configured (missing folder, wrong layout...)."""
 
 

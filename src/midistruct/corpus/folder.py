@@ -12,8 +12,17 @@ MIDI_SUFFIXES = {".mid", ".midi"}
 
 
 def find_midi_files(root: Path) -> list[Path]:
-    """All MIDI files under ``root``, sorted for a stable order."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    """All MIDI files under ``root``, sorted for a stable order.
+
+    Symbolic links count as what they point to; a broken one (or a loop) with a MIDI suffix is
+    listed too, so that prepare reports it ("broken link") instead of losing it silently. Folders
+    are searched, never listed, whatever their name.
+    """
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and (p.is_file() or _broken_link(p)))
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def iter_folder(options: dict[str, Any]) -> Iterator[Piece]:

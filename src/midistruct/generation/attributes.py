@@ -135,9 +135,11 @@ def shift(latents: PieceLatents, vectors: AttributeVectors, amounts: dict[str, f
 
 def corpus_windows(folder: str | Path, *, split: str = "train", limit: int = 2000, seed: int = 0) -> list[np.ndarray]:
     """Up to ``limit`` token windows of a shard folder's ``split`` (a seeded random subset)."""
-    from midistruct.shards.reader import ShardSet
+    from midistruct.shards.reader import ShardError, ShardSet
 
     arrays = ShardSet(folder).split(split)
+    if arrays.n_windows == 0:
+        raise ShardError(f"{folder}: the {split} split has no windows")
     pick = np.random.default_rng(seed).permutation(arrays.n_windows)[:limit]
     return [arrays.window(int(i))[0] for i in np.sort(pick)]
 

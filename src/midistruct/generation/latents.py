@@ -2,7 +2,9 @@
 
 Shapes: ``z_bar`` (W, NB, Zb) and ``z_segment`` (W, Zs) for W windows of up to NB bars;
 ``bars`` (W,) how many bars each window really has (the last one may be shorter).
-Saved as ``.safetensors`` or ``.npz`` with the musical context (meters, tempo) as metadata.
+Saved as ``.safetensors`` or ``.npz`` with the musical context (meters, tempo) as metadata; read
+back without pickle (``allow_pickle=False``, issue 20), so a damaged or crafted file is a
+:class:`LatentsError` naming it, never code run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from midistruct.errors import MidiStructError
+
+SUFFIXES = (".safetensors", ".npz")
+
+
+class LatentsError(MidiStructError, ValueError):
+    """A latents file that cannot be read (wrong suffix, damaged, pickled, missing arrays)."""
 
 
 @dataclass
@@ -48,22 +58,39 @@ class PieceLatents:
         elif path.suffix == ".npz":
             np.savez(path, z_bar=self.z_bar.numpy(), z_segment=self.z_segment.numpy(), meta=json.dumps(meta))
         else:
-            raise ValueError(f"latents file must end in .safetensors or .npz, got {path.name}")
+            raise LatentsError(f"latents file must end in .safetensors or .npz, got {path.name}")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> PieceLatents:
+        """Read a file written by :meth:`save`; :class:`LatentsError` (naming it) when it is not one."""
         path = Path(path)
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
+        if path.suffix not in SUFFIXES:
+            raise LatentsError(f"latents file must end in .safetensors or .npz, got {path.name}")
+        try:
+            tensors, meta = _read_safetensors(path) if path.suffix == ".safetensors" else _read_npz(path)
+            latents = cls(tensors["z_bar"], tensors["z_segment"], list(meta["bars"]), list(meta["time_signatures"]),
+                          float(meta["tempo"]))
+        except Exception as err:  # noqa: BLE001 -- whatever a damaged file raises (zip, header, JSON, keys)
+            reason = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+            reason = reason or type(err).__name__
+            raise LatentsError(f"{path}: not a midistruct latents file ({reason})") from None
+        if latents.z_bar.ndim != 3 or latents.z_segment.ndim != 2 or not (
+                len(latents.z_bar) == len(latents.z_segment) == len(latents.bars)):
+            raise LatentsError(f"{path}: z_bar {list(latents.z_bar.shape)}, z_segment {list(latents.z_segment.shape)} "
+                               f"and {len(latents.bars)} bar counts do not describe the same windows")
+        return latents
 
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["midistruct"])
-                tensors = {k: f.get_tensor(k) for k in ("z_bar", "z_segment")}
-        elif path.suffix == ".npz":
-            data = np.load(path)
-            meta = json.loads(str(data["meta"]))
-            tensors = {k: torch.from_numpy(data[k]) for k in ("z_bar", "z_segment")}
-        else:
-            raise ValueError(f"latents file must end in .safetensors or .npz, got {path.name}")
-        return cls(tensors["z_bar"], tensors["z_segment"], meta["bars"], meta["time_signatures"], meta["tempo"])
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {})["midistruct"])
+        return {k: f.get_tensor(k) for k in ("z_bar", "z_segment")}, meta
+
+
+def _read_npz(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    with np.load(path, allow_pickle=False) as data:  # a pickled array raises instead of running code
+        meta = json.loads(str(data["meta"]))
+        return {k: torch.from_numpy(data[k]) for k in ("z_bar", "z_segment")}, meta

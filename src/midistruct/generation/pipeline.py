@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midistruct.errors import MidiStructError
 from midistruct.generation.latents import PieceLatents
 from midistruct.tokens.tokenizer import strip_special
 
 
-class InputError(ValueError):
+class InputError(MidiStructError, ValueError):
     """The music given cannot be used (missing, not MIDI, no notes, too short); one-line message."""
 
 
@@ -55,25 +56,29 @@ class MidiStruct:
 
         if not isinstance(midi, (str, Path)):
             return midi
-        if not Path(midi).is_file():
+        if not (Path(midi).exists() or Path(midi).is_symlink()):  # folders and broken links get their own reason
             raise InputError(f"{midi}: no such file")
         try:
             return load_score(Path(midi))
         except Skip as skip:
             raise InputError(f"{midi}: {skip}") from None
 
-    def windows(self, midi, *, time_signature: str | None = None) -> list[np.ndarray]:
-        """Consecutive windows of the model's bar count covering the piece (last may be shorter)."""
+    def windows(self, midi, *, time_signature: str | None = None, name: str | None = None) -> list[np.ndarray]:
+        """Consecutive windows of the model's bar count covering the piece (last may be shorter).
+
+        ``name`` labels a Score in error messages (a path names itself).
+        """
         from midistruct.tokens.segment import bar_starts, cut_windows
         from midistruct.tokens.validate import Skip
 
+        name = name or _name(midi)
         try:
             ids = self.encoder.tokenize(self.load(midi), time_signature=time_signature)
         except Skip as skip:
-            raise InputError(f"{_name(midi)}: {skip}") from None
+            raise InputError(f"{name}: {skip}") from None
         starts = bar_starts(ids, self.encoder.bar_id)
         if len(starts) == 0:
-            raise InputError(f"{_name(midi)}: no bars")
+            raise InputError(f"{name}: no bars")
         full = cut_windows(starts, len(ids), bars=self.bars, step=self.bars)
         out = [ids[w.start : w.end] for w in full]
         covered = len(full) * self.bars
@@ -82,7 +87,7 @@ class MidiStruct:
         longest = self.model.config.max_positions - 1  # EOS takes a position
         for k, window in enumerate(out):
             if len(window) > longest:
-                raise InputError(f"{_name(midi)}: window {k} (bars {k * self.bars + 1}-{(k + 1) * self.bars}) has "
+                raise InputError(f"{name}: window {k} (bars {k * self.bars + 1}-{(k + 1) * self.bars}) has "
                                  f"{len(window)} tokens; this model reads at most {longest} per window")
         return out
 
@@ -93,7 +98,8 @@ class MidiStruct:
         ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require.
         """
         score = self.load(midi)
-        latents = self.encode_windows(self.windows(score, time_signature=time_signature)[:max_windows], sample=sample)
+        windows = self.windows(score, time_signature=time_signature, name=_name(midi))
+        latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
         return latents
 
@@ -237,7 +243,9 @@ class MidiStruct:
     def decode_many(self, latents: list[PieceLatents], **kw) -> list["symusic.Score"]:  # noqa: F821
         """``decode`` of several pieces, their windows generated together in batches (much faster
         than one ``decode`` each: an 8-step interpolation is one ``generate`` call per window shape)."""
-        joined = PieceLatents(torch.cat([z.z_bar for z in latents]), torch.cat([z.z_segment for z in latents]),
+        width = max(z.z_bar.shape[1] for z in latents)  # pieces may hold fewer bars per window
+        z_bar = [torch.nn.functional.pad(z.z_bar, (0, 0, 0, width - z.z_bar.shape[1])) for z in latents]
+        joined = PieceLatents(torch.cat(z_bar), torch.cat([z.z_segment for z in latents]),
                               [b for z in latents for b in z.bars],
                               [t for z in latents for t in (z.time_signatures or ["4/4"] * len(z))])
         tokens = self.generate_tokens(joined, **kw)
@@ -268,14 +276,20 @@ class MidiStruct:
         return [[scores[row, col] for col in range(steps)] for row in range(steps)]
 
     def _aligned(self, pieces: list) -> list[PieceLatents]:
-        """Latents of several pieces cut to a common number of windows and bars per window."""
-        zs = [self.encode(p) for p in pieces]
+        """Latents of several pieces cut to a common number of windows and bars per window
+        (a piece shorter than one window cuts the others to its bars)."""
+        zs, errors = [], []
+        for piece in pieces:  # every bad piece is named, not only the first
+            try:
+                zs.append(self.encode(piece))
+            except InputError as err:
+                errors.append(str(err))
+        if errors:
+            raise InputError("; ".join(errors))
         n = min(len(z) for z in zs)
-        zs = [_take(z, n) for z in zs]
-        bars = [min(col) for col in zip(*(z.bars for z in zs))]
-        for z in zs:
-            z.bars = list(bars)
-        return zs
+        bars = [min(col) for col in zip(*(z.bars[:n] for z in zs))]
+        return [PieceLatents(z.z_bar[:n, : max(bars)], z.z_segment[:n], list(bars), z.time_signatures[:n], z.tempo)
+                for z in zs]
 
     def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
                   latent: PieceLatents | None = None, seed: int | None = None) -> "symusic.Score":  # noqa: F821
@@ -332,6 +346,9 @@ class MidiStruct:
         if seed is not None:
             torch.manual_seed(seed)
         bars = bars or self.bars
+        meters = sorted(f"{num}/{den}" for num, den in self.encoder.meters)
+        if meter not in meters:
+            raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
         z = self.sample_latents(n, bars=bars, meter=meter)
@@ -359,10 +376,6 @@ class MidiStruct:
         folder = data or self.cfg.data.output
         return attributes.compute(self, attributes.corpus_windows(folder, split=split, limit=windows, seed=seed),
                                   names=names)
-
-
-def _take(z: PieceLatents, n: int) -> PieceLatents:
-    return PieceLatents(z.z_bar[:n], z.z_segment[:n], z.bars[:n], z.time_signatures[:n], z.tempo)
 
 
 def _name(midi) -> str:

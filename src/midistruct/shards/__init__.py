@@ -11,6 +11,11 @@ Layout of a shard folder (written by :mod:`.writer`, read by :mod:`.reader`)::
     <split>/windows.bin    (W, 4) int64 rows: start, end, piece, first bar
     <split>/pieces.jsonl   one JSON line per piece: id, group, tags, tokens, bars, windows
 
+Beside it while a prepare runs: ``<folder>.lock`` (one prepare per output) and the temporaries
+``<folder>.partial-PID`` (and ``.base-PID`` with BPE), renamed into place or removed; a killed run's
+are removed by the next one. A run that skipped every file writes ``<folder>.report.tsv`` instead
+and leaves the folder as it was. Only a folder with exactly this layout is ever replaced.
+
 A window is ``tokens[start:end]``; its bar indices are ``bars[start:end] - first bar``.
 Storing pieces once and windows as index rows keeps overlapping windows free.
 """

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct.errors import MidiStructError
 from midistruct.shards import FORMAT_VERSION, MANIFEST, SPLITS
 
 
-class ShardError(ValueError):
+class ShardError(MidiStructError, ValueError):
     """A shard folder is missing, incomplete, of another format or another tokenizer."""
 
 

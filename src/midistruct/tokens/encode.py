@@ -15,7 +15,7 @@ import numpy as np
 
 from midistruct.config import Config
 from midistruct.tokens.segment import Window, bar_index, bar_starts, cut_windows
-from midistruct.tokens.validate import Skip, check_score, clean_score, load_score
+from midistruct.tokens.validate import Skip, load_score, usable_score
 
 
 @dataclass
@@ -52,17 +52,16 @@ class PieceEncoder:
     def tokenize(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> np.ndarray:
         """Validate, clean and tokenize a whole score: token ids (T,). Raises :class:`Skip`.
 
+        The rules are :func:`~midistruct.tokens.validate.usable_score`'s.
+
         ``time_signature`` (``"4/4"``) replaces the score's own meters when given; ``downbeat`` (seconds)
         is a bar line: the music is moved by less than a bar so that a bar starts there.
         """
-        cfg = self.cfg
         if time_signature:
             score = _with_meter(score, time_signature)
         if downbeat is not None:
             score = _align_downbeat(score, downbeat)
-        check_score(score, cfg.validation, meters=self.meters)
-        score = clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge")
-        seq = self.tokenizer.encode(score)
+        seq = self.tokenizer.encode(usable_score(score, self.cfg, meters=self.meters))
         seq = seq[0] if isinstance(seq, list) else seq
         return np.asarray(seq.ids, dtype=np.int64)
 

@@ -1,10 +1,19 @@
-"""Load a MIDI file and decide whether it can be used; every refusal has a one-line reason."""
+"""Load a MIDI file and decide whether it can be used; every refusal has a one-line reason.
+
+One owner for the rules, used by ``prepare`` (through :class:`~midistruct.tokens.encode.PieceEncoder`)
+and by generation alike: :func:`usable_score` checks a loaded score and returns the copy that
+tokenization reads. Notes that cannot sound or cannot be tokenized (zero or negative length,
+pitch outside the tokenizer's range) are dropped, never given a length: tokenization must not
+invent notes. A file left without such notes is refused with its own reason.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from midistruct.config import ValidationConfig
+import numpy as np
+
+from midistruct.config import Config, ValidationConfig
 
 
 class Skip(Exception):
@@ -12,10 +21,18 @@ class Skip(Exception):
 
 
 def load_score(path: Path):
-    """Read a MIDI file with symusic, turning every failure into :class:`Skip`."""
+    """Read a MIDI file with symusic, turning every failure into :class:`Skip`.
+
+    Reasons: ``broken link`` (a symbolic link to nothing), ``not a file`` (a folder),
+    ``cannot read file``, ``empty file``, ``unreadable MIDI`` (bad bytes: text, MusicXML...).
+    """
     import symusic
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise Skip("broken link")
+    if path.is_dir():
+        raise Skip("not a file (a folder)")
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -31,14 +48,36 @@ def load_score(path: Path):
     return score
 
 
-def check_score(score, limits: ValidationConfig, *, meters: set[tuple[int, int]]) -> None:
-    """Raise :class:`Skip` when the score is empty, drums only, too long or has odd tempo/meter."""
+def usable_score(score, cfg: Config, *, meters: set[tuple[int, int]]):
+    """The copy of ``score`` that tokenization reads, after every check prepare applies.
+
+    Args:
+        score: a loaded ``symusic.Score`` (ticks); left unchanged.
+        cfg: the run config: ``cfg.validation`` limits, ``cfg.tokenizer`` pitch range and track mode.
+        meters: the ``(numerator, denominator)`` meters the tokenizer has (``tokenizer.time_signatures``).
+
+    Returns:
+        A cleaned copy (see :func:`clean_score`). Raises :class:`Skip` with the reason when unusable.
+    """
+    check_score(score, cfg.validation, meters=meters, pitch_range=cfg.tokenizer.pitch_range)
+    return clean_score(score, drop_drums=cfg.validation.drop_drums, merge=cfg.tokenizer.multitrack == "merge",
+                       pitch_range=cfg.tokenizer.pitch_range)
+
+
+def check_score(score, limits: ValidationConfig, *, meters: set[tuple[int, int]],
+                pitch_range: tuple[int, int] | None = None) -> None:
+    """Raise :class:`Skip` when the score is empty, drums only, has no usable notes, too few of
+    them, is too long or has an odd tempo/meter.
+
+    Usable notes are those of pitched tracks that last (duration > 0) and lie in ``pitch_range``
+    (inclusive, as miditok reads it; None: any pitch). ``limits.min_notes`` counts usable notes.
+    """
     pitched = [t for t in score.tracks if not t.is_drum]
-    n_pitched = sum(t.note_num() for t in pitched)
-    if n_pitched == 0:
+    if sum(t.note_num() for t in pitched) == 0:
         raise Skip("drums only" if any(t.note_num() for t in score.tracks) else "no notes")
-    if n_pitched < limits.min_notes:
-        raise Skip(f"too few notes ({n_pitched} < {limits.min_notes})")
+    n_usable = _usable_notes(pitched, pitch_range)
+    if n_usable < limits.min_notes:
+        raise Skip(f"too few notes ({n_usable} < {limits.min_notes})")
     seconds = score.to("second").end()
     if seconds > limits.max_seconds:
         raise Skip(f"too long ({seconds:.0f} s > {limits.max_seconds:.0f} s)")
@@ -50,14 +89,36 @@ def check_score(score, limits: ValidationConfig, *, meters: set[tuple[int, int]]
             raise Skip(f"unsupported meter: {ts.numerator}/{ts.denominator}")
 
 
-def clean_score(score, *, drop_drums: bool, merge: bool):
-    """Drop drum tracks and, with ``merge``, fold all pitched tracks into one piano track.
+def _usable_notes(tracks, pitch_range: tuple[int, int] | None) -> int:
+    """How many notes of ``tracks`` (at least one note in all) tokenization keeps; :class:`Skip`
+    with ``zero-length notes`` or ``no notes in the tokenizer's pitch range`` when none."""
+    notes = [t.notes.numpy() for t in tracks]
+    duration = np.concatenate([n["duration"] for n in notes])
+    pitch = np.concatenate([n["pitch"] for n in notes]).astype(np.int64)[duration > 0]
+    if len(pitch) == 0:
+        raise Skip(f"zero-length notes (all {len(duration)} notes last 0 ticks or less)")
+    if pitch_range is None:
+        return len(pitch)
+    low, high = pitch_range
+    inside = int(((pitch >= low) & (pitch <= high)).sum())
+    if inside == 0:
+        raise Skip(f"no notes in the tokenizer's pitch range {low}-{high} "
+                   f"(all {len(pitch)} notes outside it: lowest {pitch.min()}, highest {pitch.max()})")
+    return inside
+
+
+def clean_score(score, *, drop_drums: bool, merge: bool, pitch_range: tuple[int, int] | None = None):
+    """A copy of ``score`` without drum tracks (with ``drop_drums``), without the pitched notes that
+    do not last (duration <= 0) or lie outside ``pitch_range`` (inclusive; None: keep all pitches),
+    and without empty tracks. With ``merge`` all pitched tracks are folded into one piano track.
 
     Merging always drops drums: a single pitched stream has no place for them.
     """
     import symusic
 
-    tracks = [t for t in score.tracks if not ((drop_drums or merge) and t.is_drum) and t.note_num()]
+    tracks = [t if t.is_drum else _sounding(t, pitch_range) for t in score.tracks
+              if not ((drop_drums or merge) and t.is_drum)]
+    tracks = [t for t in tracks if t.note_num()]
     if merge:
         merged = symusic.Track(name="merged", program=0, is_drum=False)
         for track in tracks:
@@ -66,6 +127,21 @@ def clean_score(score, *, drop_drums: bool, merge: bool):
         tracks = [merged]
     out = score.copy()
     out.tracks = tracks
+    return out
+
+
+def _sounding(track, pitch_range: tuple[int, int] | None):
+    """A copy of a pitched track keeping the notes that last and lie in ``pitch_range``."""
+    import symusic
+
+    notes = track.notes.numpy()
+    keep = notes["duration"] > 0
+    if pitch_range is not None:
+        keep &= (notes["pitch"] >= pitch_range[0]) & (notes["pitch"] <= pitch_range[1])
+    if keep.all():
+        return track
+    out = track.copy()
+    out.notes = symusic.Note.from_numpy(**{k: v[keep] for k, v in notes.items()})
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,12 +22,35 @@ import numpy as np
 import torch
 
 from midistruct.config import Config, dump_config
+from midistruct.errors import MidiStructError
 from midistruct.training import distributed
-from midistruct.training.checkpoint import load_state, save_checkpoint
+from midistruct.training.checkpoint import (
+    META_FILE, check_checkpoint, check_weights, load_state, restore_trainer, rng_state, save_checkpoint,
+)
 
 
-class TrainError(ValueError):
+class TrainError(MidiStructError, ValueError):
     """The run cannot start as configured (no shards, empty split, bad model keys...)."""
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A new run must not replace another run's checkpoints or append to its metrics (issue 20)."""
+    held = [name for name in ("last", "best", "metrics.jsonl") if (run_dir / name).exists()]
+    if held:
+        raise TrainError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume, "
+                         "choose another train.run_dir, or replace it with --overwrite")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a previous run's checkpoints and metrics (``--overwrite``); anything not ours is refused."""
+    for name in ("last", "best"):
+        folder = run_dir / name
+        if folder.exists() and not (folder / META_FILE).is_file():
+            raise TrainError(f"{folder} is not a midistruct checkpoint; not replacing it")
+    if run_dir.is_dir():
+        for name in ("last", "best"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def model_config(cfg: Config, tokenizer):
@@ -36,20 +60,20 @@ def model_config(cfg: Config, tokenizer):
     from midistruct.model import MidiStructConfig
 
     valid = {f.name for f in dataclasses.fields(MidiStructConfig)}
-    unknown = sorted(set(cfg.model) - valid)
+    unknown = sorted(set(cfg.model.overrides()) - valid)
     if unknown:
         raise TrainError(f"unknown model keys {unknown}; valid: {', '.join(sorted(valid))}")
     derived = {
         "vocab_size": tokenizer.vocab_size, "bar_token_id": tokenizer.vocab["Bar_None"],
         "max_positions": cfg.segments.max_tokens + 1, "max_bars": cfg.segments.bars,
     }
-    return MidiStructConfig(**{**derived, **cfg.model})
+    return MidiStructConfig(**{**derived, **cfg.model.overrides()})
 
 
 class Trainer:
     """Owns the model, optimizer, data order and run folder of one training run."""
 
-    def __init__(self, cfg: Config, *, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False, progress: bool = True):
         from midistruct.model import MidiStructModel
         from midistruct.shards.dataset import WindowDataset
         from midistruct.shards.reader import ShardSet
@@ -79,6 +103,10 @@ class Trainer:
         self.run_dir = Path(self.t.run_dir)
         if resume:
             self._resume()
+        elif overwrite:
+            clear_run(self.run_dir)
+        else:
+            refuse_existing_run(self.run_dir)
 
     # ---- setup --------------------------------------------------------------------------
 
@@ -96,16 +124,18 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.t.lr, betas=tuple(self.t.betas))
 
     def _resume(self) -> None:
+        """Continue from ``run_dir/last``: weights, optimizer, scheduler, data position and RNG, each
+        checked against this run's model before use (a damaged folder is one CheckpointError line)."""
         from safetensors.torch import load_model
 
         last = self.run_dir / "last"
         state = load_state(last)
+        check_checkpoint(last)
         self._check_same_model(last)
+        check_weights(last, self.model)
         load_model(self.model, last / "model.safetensors")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.state = state["position"]
-        torch.set_rng_state(state["torch_rng"])
+        self.state = restore_trainer(state, optimizer=self.optimizer, scheduler=self.scheduler, position=self.state,
+                                     device=self.device, source=last)
 
     def _check_same_model(self, last: Path) -> None:
         """``--resume`` with a config whose model differs from the checkpoint's: one clear line, not a
@@ -266,7 +296,7 @@ class Trainer:
         from midistruct.tokens.tokenizer import settings_hash
 
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "position": dict(self.state), "torch_rng": torch.get_rng_state()}
+                 "position": dict(self.state), "rng": rng_state(self.device)}
         meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
                 "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars}
         save_checkpoint(self.run_dir / name, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
