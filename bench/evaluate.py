@@ -85,17 +85,11 @@ def synthetic_piece(*, bars: int, seed: int):
     return score
 
 
-def item_of(ids, bar_id: int) -> dict:
+def item_of(ids, vocab) -> dict:
     """A dataset item from a window's tokens (no BOS/EOS), as ``MidiStruct.encode_windows`` makes it."""
-    import numpy as np
-    import torch
+    from midistruct.shards.dataset import window_item
 
-    from midistruct.shards.dataset import EOS_ID
-    from midistruct.tokens.segment import bar_index
-
-    bars = bar_index(ids, bar_id)
-    return {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
-            "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))}
+    return window_item(ids, vocab.bar_index(ids))
 
 
 def synthetic_items(ms, n: int) -> list[dict]:
@@ -103,8 +97,8 @@ def synthetic_items(ms, n: int) -> list[dict]:
     items, seed = [], 0
     while len(items) < n:
         for ids in ms.windows(synthetic_piece(bars=4 * ms.bars, seed=seed)):
-            if len(items) < n and int((ids == ms.encoder.bar_id).sum()) == ms.bars:
-                items.append(item_of(ids, ms.encoder.bar_id))
+            if len(items) < n and ms.vocab.count_bars(ids) == ms.bars:
+                items.append(item_of(ids, ms.vocab))
         seed += 1
     return items
 

@@ -56,7 +56,7 @@ def synthetic_batch(*, batch: int, seq: int, seed: int):
     ids[:, ::BAR_EVERY] = BAR
     ids[:, -1] = EOS
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-            "bar_ids": count_bars(ids, bar_token_id=BAR), "labels": ids.clone()}
+            "bar_ids": count_bars(ids, bar_token_ids=BAR), "labels": ids.clone()}
 
 
 def n_bars(seq: int) -> int:

@@ -77,12 +77,12 @@ def test_cli_attributes_then_shifted_reconstruct_and_sample(ms, checkpoint, tmp_
     make_score((4, 4), bars=4, seed=5).dump_midi(str(midi))
     out = tmp_path / "out"
     assert main(["reconstruct", str(checkpoint), str(midi), "--vectors", str(vec), "--shift", "note_density=1.5",
-                 "--out-dir", str(out)]) == 0
+                 "-o", str(out)]) == 0
     record = json.loads((out / "generation.json").read_text())
     assert record["shift"] == ["note_density=1.5"] and record["outputs"] == ["in.reconstruct.note_density1.5.mid"]
     assert symusic.Score(str(out / record["outputs"][0])).note_num() > 0
     assert main(["sample", str(checkpoint), "-n", "2", "--vectors", str(vec), "--shift", "syncopation=-1",
-                 "--seed", "1", "--out-dir", str(tmp_path / "s")]) == 0
+                 "--seed", "1", "-o", str(tmp_path / "s")]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -99,7 +99,7 @@ def test_cli_shift_errors_are_one_line(checkpoint, tmp_path, capsys, argv, messa
 
     make_score((4, 4), bars=2, seed=1).dump_midi(str(midi))
     argv = [str(vec) if a == "VEC" else a for a in argv]
-    assert main(["reconstruct", str(checkpoint), str(midi), *argv, "--out-dir", str(tmp_path / "o")]) == 2
+    assert main(["reconstruct", str(checkpoint), str(midi), *argv, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
 

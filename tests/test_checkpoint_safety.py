@@ -180,7 +180,7 @@ def test_intact_copy_reconstructs(checkpoint, tmp_path):
     """The control for the damage cases below: the undamaged copy works."""
     folder = Path(shutil.copytree(checkpoint, tmp_path / "intact"))
     midi = checkpoint.parents[1] / "midi" / "piece0.mid"
-    assert main(["reconstruct", str(folder), str(midi), "--out-dir", str(tmp_path / "out")]) == 0
+    assert main(["reconstruct", str(folder), str(midi), "-o", str(tmp_path / "out")]) == 0
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
@@ -188,7 +188,7 @@ def test_damaged_checkpoint_is_one_line(checkpoint, tmp_path, capsys, damage):
     folder = Path(shutil.copytree(checkpoint, tmp_path / "damaged"))
     DAMAGES[damage](folder)
     midi = checkpoint.parents[1] / "midi" / "piece0.mid"
-    assert main(["reconstruct", str(folder), str(midi), "--out-dir", str(tmp_path / "out")]) == 2
+    assert main(["reconstruct", str(folder), str(midi), "-o", str(tmp_path / "out")]) == 2
     _assert_one_line_error(capsys, str(folder))
     with pytest.raises(CheckpointError):
         load_checkpoint(folder)
@@ -198,7 +198,7 @@ def test_damaged_checkpoint_is_one_line(checkpoint, tmp_path, capsys, damage):
 def test_not_a_folder_is_one_line(checkpoint, tmp_path, capsys, which):
     path = tmp_path / "damaged" if which == "no such folder" else checkpoint / "model.safetensors"
     midi = checkpoint.parents[1] / "midi" / "piece0.mid"
-    assert main(["reconstruct", str(path), str(midi), "--out-dir", str(tmp_path / "out")]) == 2
+    assert main(["reconstruct", str(path), str(midi), "-o", str(tmp_path / "out")]) == 2
     _assert_one_line_error(capsys, str(path), "does not exist" if which == "no such folder" else "is a file")
 
 

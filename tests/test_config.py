@@ -8,7 +8,6 @@ import subprocess
 import sys
 import typing
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -243,9 +242,12 @@ def test_model_settings_build_the_model_config():
 
     cfg = load_config("tiny", ["model.layer_norm_eps=1"])
     assert cfg.model.overrides()["layer_norm_eps"] == 1.0 and "vocab_size" not in cfg.model.overrides()
-    tokenizer = SimpleNamespace(vocab_size=77, vocab={"Bar_None": 5})
+    from midistruct.tokens.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(cfg.tokenizer)
     built = model_config(cfg, tokenizer)
-    assert (built.vocab_size, built.bar_token_id, built.max_bars, built.max_positions) == (77, 5, 2, 257)
+    assert (built.vocab_size, built.bar_token_id, built.max_bars, built.max_positions) == (len(tokenizer), 4, 2, 257)
+    assert built.bar_token_ids is None  # no BPE: the Bar id alone opens a bar
     assert (built.d_model, built.ffn_dim, built.free_bits, built.layer_norm_eps) == (32, 64, 1, 1.0)
     assert built.latent_mode == "vae" and built.dropout == 0.1
 

@@ -11,7 +11,7 @@ from transformers import LogitsProcessorList
 from midistruct.config import TokenizerSettings
 from midistruct.generation.constraints import RemiGrammar
 from midistruct.model import MidiStructConfig, MidiStructModel
-from midistruct.shards.bpe import bar_words
+from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import build_tokenizer, decode_ids
 
 SETTINGS = {
@@ -294,7 +294,7 @@ def test_every_state_has_a_way_forward(merge_tokenizer, text):
 def test_bpe_tokenizers_are_refused():
     tokenizer = build_tokenizer(TokenizerSettings())
     ids = ids_of(tokenizer, "Bar_None TimeSig_4/4 Position_0 Pitch_60 Duration_1.0.8")[0, 1:].numpy()
-    tokenizer.train(vocab_size=tokenizer.vocab_size + 3, model="BPE", iterator=[bar_words(tokenizer, np.tile(ids, 8))])
+    tokenizer.train(vocab_size=tokenizer.vocab_size + 3, model="BPE", iterator=[RemiVocab(tokenizer).bar_words(np.tile(ids, 8))])
     assert tokenizer.is_trained
     with pytest.raises(ValueError, match="constrained decoding needs base tokens"):
         RemiGrammar(tokenizer)

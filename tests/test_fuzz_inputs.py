@@ -106,18 +106,20 @@ def _bad_inputs(tmp: Path) -> dict[str, bytes | str]:
 
 
 def _odd_inputs() -> dict[str, bytes]:
-    """Valid files a careful user may have: each must work."""
-    waltz = _midi([_conductor(meter=(3, 2)), _melody(bars=10)])
+    """Valid files a careful user may have (each a different tune, so none is a duplicate): each must work."""
+    def tune(k: int) -> tuple[int, ...]:
+        return tuple(p + k for p in (60, 62, 64, 65, 67, 69, 71, 72))
+
     off_as_velocity0 = []
-    for delta, data in _melody():
+    for delta, data in _melody(tune(3)):
         off_as_velocity0.append((delta, bytes([0x90, data[1], 0]) if data[0] == 0x80 else data))
     tempi = [(0, _meter(4, 2))] + [(1 if i else 0, _tempo(100 + i % 50)) for i in range(10_000)]
     return {
-        "waltz 3-4.mid": waltz,
-        "tune ünï cödé.mid": _midi([_conductor(), _melody()]),
-        "UPPER.MIDI": _midi([_conductor(), _melody()]),
+        "waltz 3-4.mid": _midi([_conductor(meter=(3, 2)), _melody(tune(0), bars=10)]),
+        "tune ünï cödé.mid": _midi([_conductor(), _melody(tune(1))]),
+        "UPPER.MIDI": _midi([_conductor(), _melody(tune(2))]),
         "velocity0_offs.mid": _midi([_conductor(), off_as_velocity0]),
-        "many_tempi.mid": _midi([tempi, _melody()]),
+        "many_tempi.mid": _midi([tempi, _melody(tune(4))]),
     }
 
 
@@ -147,7 +149,7 @@ def inputs(tmp_path_factory):
 @pytest.fixture
 def cached_pipeline(checkpoint, monkeypatch):
     """Load the checkpoint once for the many calls below (loading is tested on its own elsewhere)."""
-    ms = cli._pipeline(type("A", (), {"checkpoint": checkpoint})())
+    ms = cli._pipeline(type("A", (), {"checkpoint": checkpoint, "device": "cpu"})())
     monkeypatch.setattr(cli, "_pipeline", lambda args: ms)
     return ms
 
@@ -166,7 +168,7 @@ def _assert_refused(rc: int, err: str, path: Path) -> None:
 def test_reconstruct_writes_every_good_file_and_names_every_bad_one(checkpoint, inputs, tmp_path, capsys):
     good = inputs["odd"]
     mixed = [p for pair in zip(inputs["bad"], good * 10) for p in pair]
-    rc, err = _run(capsys, ["reconstruct", checkpoint, *mixed, "--out-dir", tmp_path])
+    rc, err = _run(capsys, ["reconstruct", checkpoint, *mixed, "-o", tmp_path])
     assert rc == 2 and "Traceback" not in err
     for path in inputs["bad"]:
         assert path.name in err, f"{path.name} not named"
@@ -178,11 +180,11 @@ def test_reconstruct_writes_every_good_file_and_names_every_bad_one(checkpoint, 
 def test_every_bad_file_is_one_line_exit_2(command, cached_pipeline, checkpoint, inputs, tmp_path, capsys):
     for path in inputs["bad"]:
         argv = {
-            "reconstruct": ["reconstruct", checkpoint, path, "--out-dir", tmp_path],
+            "reconstruct": ["reconstruct", checkpoint, path, "-o", tmp_path],
             "encode": ["encode", checkpoint, path, "-o", tmp_path / "z.safetensors"],
-            "continue": ["continue", checkpoint, path, "--bars", 1, "--out-dir", tmp_path],
-            "interpolate-a": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "--out-dir", tmp_path],
-            "interpolate-b": ["interpolate", checkpoint, inputs["good"], path, "--steps", 2, "--out-dir", tmp_path],
+            "continue": ["continue", checkpoint, path, "--bars", 1, "-o", tmp_path],
+            "interpolate-a": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "-o", tmp_path],
+            "interpolate-b": ["interpolate", checkpoint, inputs["good"], path, "--steps", 2, "-o", tmp_path],
         }[command]
         _assert_refused(*_run(capsys, argv), path)
     assert not list(tmp_path.glob("*.mid")), "nothing is written for a bad input"
@@ -192,10 +194,10 @@ def test_every_bad_file_is_one_line_exit_2(command, cached_pipeline, checkpoint,
 def test_odd_but_valid_files_work(command, cached_pipeline, checkpoint, inputs, tmp_path, capsys):
     for path in inputs["odd"]:
         argv = {
-            "reconstruct": ["reconstruct", checkpoint, path, "--out-dir", tmp_path],
+            "reconstruct": ["reconstruct", checkpoint, path, "-o", tmp_path],
             "encode": ["encode", checkpoint, path, "-o", tmp_path / "z.safetensors"],
-            "continue": ["continue", checkpoint, path, "--bars", 1, "--out-dir", tmp_path],
-            "interpolate": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "--out-dir", tmp_path],
+            "continue": ["continue", checkpoint, path, "--bars", 1, "-o", tmp_path],
+            "interpolate": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "-o", tmp_path],
         }[command]
         rc, err = _run(capsys, argv)
         assert rc == 0, f"{path.name}: {err}"
@@ -207,12 +209,12 @@ def test_pieces_shorter_than_a_window_interpolate(cached_pipeline, checkpoint, t
     make_score(bars=1, seed=3).dump_midi(str(short))
     make_score(bars=9, seed=4).dump_midi(str(long))
     for a, b in ((short, long), (long, short)):
-        rc, err = _run(capsys, ["interpolate", checkpoint, a, b, "--steps", 3, "--out-dir", tmp_path / "out"])
+        rc, err = _run(capsys, ["interpolate", checkpoint, a, b, "--steps", 3, "-o", tmp_path / "out"])
         assert rc == 0, err
     steps = sorted((tmp_path / "out").glob("long_to_short.*.mid"))
     assert len(steps) == 3
     assert all(symusic.Score(str(p)).note_num() > 0 for p in steps)
-    rc, err = _run(capsys, ["grid", checkpoint, short, long, long, short, "--steps", 2, "--out-dir", tmp_path / "g"])
+    rc, err = _run(capsys, ["grid", checkpoint, short, long, long, short, "--steps", 2, "-o", tmp_path / "g"])
     assert rc == 0, err
 
 
@@ -238,7 +240,7 @@ def test_bad_option_values_are_refused_before_any_work(argv, capsys):
 
 
 def test_sample_with_a_meter_outside_the_vocabulary(cached_pipeline, checkpoint, tmp_path, capsys):
-    rc, err = _run(capsys, ["sample", checkpoint, "--meter", "7/3", "--out-dir", tmp_path])
+    rc, err = _run(capsys, ["sample", checkpoint, "--meter", "7/3", "-o", tmp_path])
     assert rc == 2 and "7/3" in err and "4/4" in err  # the valid ones are listed
     assert not list(tmp_path.glob("*.mid"))
 
@@ -263,3 +265,22 @@ def test_a_new_run_never_replaces_another_run(tmp_path, capsys):
     assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() != weights
     again = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(again) == len(metrics) and again != metrics, "the old run's metrics were replaced, not appended to"
+
+
+def test_prepare_reports_every_bad_file_and_keeps_every_good_one(inputs, tmp_path, capsys):
+    """The same bad files beside the odd ones in one source folder: each bad one has a row in report.tsv."""
+    import csv
+
+    folder = tmp_path / "corpus"
+    _write(folder, {**_bad_inputs(tmp_path), **_odd_inputs()})
+    out = tmp_path / "data"
+    rc, err = _run(capsys, ["prepare", "--config", "tiny", "--quiet", "--set",
+                            f"data.sources=[{{kind: folder, path: '{folder}'}}]", "--set", f"data.output={out}",
+                            "--set", "splits.valid=0", "--set", "splits.test=0"])
+    assert rc == 0, err
+    with open(out / "report.tsv") as f:
+        reasons = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(f, delimiter="\t")}
+    bad = set(_bad_inputs(tmp_path)) - {"dir.mid"}  # a folder named x.mid is searched, not read as a file
+    assert bad <= set(reasons), f"not reported: {sorted(bad - set(reasons))}"
+    assert not set(_odd_inputs()) & set(reasons), f"good files skipped: {reasons}"
+    assert all(reason and "Traceback" not in reason for reason in reasons.values())

@@ -33,7 +33,7 @@ def _loads_everywhere(score, tmp_path, name):
 def test_windows_cover_the_piece(ms):
     score = make_score((3, 4), bars=5, seed=3)
     wins = ms.windows(score)
-    assert [int((w == ms.encoder.bar_id).sum()) for w in wins] == [2, 2, 1]
+    assert [int((w == ms.piece_encoder.bar_id).sum()) for w in wins] == [2, 2, 1]
 
 
 def test_encode_shapes_and_latent_files(ms, tmp_path):
@@ -130,20 +130,20 @@ def test_cli_generation_commands(checkpoint, tmp_path, capsys):
     make_score((4, 4), bars=4, seed=1).dump_midi(str(a))
     make_score((4, 4), bars=4, seed=2).dump_midi(str(b))
     out = tmp_path / "out"
-    assert main(["reconstruct", str(checkpoint), str(a), "--out-dir", str(out), "--temperature", "1", "--seed", "3"]) == 0
+    assert main(["reconstruct", str(checkpoint), str(a), "-o", str(out), "--temperature", "1", "--seed", "3"]) == 0
     first = symusic.Score(str(out / "a.reconstruct.mid"))
     record = json.loads((out / "generation.json").read_text())
     assert record["seed"] == 3 and record["outputs"] == ["a.reconstruct.mid"] and record["temperature"] == 1.0
-    assert main(["reconstruct", str(checkpoint), str(a), "--out-dir", str(out), "--temperature", "1", "--seed", "3"]) == 0
+    assert main(["reconstruct", str(checkpoint), str(a), "-o", str(out), "--temperature", "1", "--seed", "3"]) == 0
     assert symusic.Score(str(out / "a.reconstruct.mid")).tracks[0].notes == first.tracks[0].notes  # --seed reproduces
-    assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--out-dir", str(out)]) == 0
+    assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--output", str(out)]) == 0
     assert sorted(p.name for p in out.glob("a_to_b.slerp.*.mid")) == [f"a_to_b.slerp.0{i}.mid" for i in range(3)]
-    assert main(["grid", str(checkpoint), str(a), str(b), str(b), str(a), "--steps", "2", "--out-dir", str(out)]) == 0
+    assert main(["grid", str(checkpoint), str(a), str(b), str(b), str(a), "--steps", "2", "-o", str(out)]) == 0
     assert len(list(out.glob("grid.slerp.r*c*.mid"))) == 4
     assert main(["continue", str(checkpoint), str(a), "--bars", "2", "--style", str(b), "--seed", "1",
-                 "--out-dir", str(out)]) == 0
+                 "-o", str(out)]) == 0
     assert symusic.Score(str(out / "a.continue.b.mid")).note_num() > 0
-    assert main(["sample", str(checkpoint), "-n", "2", "--bars", "2", "--seed", "0", "--out-dir", str(out)]) == 0
+    assert main(["sample", str(checkpoint), "-n", "2", "--bars", "2", "--seed", "0", "-o", str(out)]) == 0
     assert symusic.Score(str(out / "sample.01.mid")).note_num() > 0
     z = tmp_path / "z.safetensors"
     assert main(["encode", str(checkpoint), str(a), "-o", str(z)]) == 0
@@ -182,7 +182,7 @@ def test_continue_keeps_the_primer_and_adds_bars(ms, tmp_path):
     out = ms.continue_(primer, bars=3, temperature=1.0, seed=0)
     tpq = out.tpq
     bar = 4 * tpq
-    quantized = ms.stitch([ms.encoder.tokenize(primer).tolist()])
+    quantized = ms.stitch([ms.piece_encoder.tokenize(primer).tolist()])
     primer_notes = sorted((n.time, n.pitch) for t in quantized.tracks for n in t.notes)
     last_onset = primer_notes[-1][0]
     kept = sorted((n.time, n.pitch) for t in out.tracks for n in t.notes if n.time <= last_onset)
@@ -237,7 +237,7 @@ def test_real_files_through_every_cli_command(checkpoint, shared_datasets, tmp_p
             ["grid", folk, pop, multi, folk, "--steps", "2"]]
     for argv in runs:
         target = out / argv[0]
-        assert main([argv[0], str(checkpoint), *argv[1:], "--seed", "0", "--out-dir", str(target)]) == 0
+        assert main([argv[0], str(checkpoint), *argv[1:], "--seed", "0", "-o", str(target)]) == 0
         written = sorted(target.glob("*.mid"))
         assert written, argv
         for path in written:
@@ -248,7 +248,7 @@ def test_real_files_through_every_cli_command(checkpoint, shared_datasets, tmp_p
 
 @pytest.mark.shared_data
 def test_interpolation_smoothness_measured_on_real_tunes(ms, shared_datasets):
-    from midistruct.evaluation.interpolation import measure_interpolations
+    from midistruct.evaluation.smoothness import measure_interpolations
 
     tunes = [shared_datasets / f"nottingham/midi/melody/{name}.mid" for name in ("reelsa-c5", "reelsa-c7", "hpps3", "hpps5")]
     windows = [ms.windows(str(t))[0] for t in tunes]
@@ -261,11 +261,11 @@ def test_interpolation_smoothness_measured_on_real_tunes(ms, shared_datasets):
 
 def test_judge_nll_of_interpolants(ms):
     """A judge model scores inputs, path ends and inner steps; the judge's NLL of data is its token_nll."""
-    from midistruct.evaluation.interpolation import measure_interpolations, token_nll
+    from midistruct.evaluation.smoothness import measure_interpolations, token_nll
 
     windows = [ms.windows(make_score((4, 4), bars=2, seed=s))[0] for s in (31, 32)]
     found = measure_interpolations(ms, [(windows[0], windows[1])], steps=4, judge=ms.model)
-    assert found["judge_nll_inputs"] == pytest.approx(token_nll(ms.model, windows))
+    assert found["judge_nll_inputs"] == pytest.approx(token_nll(ms.model, windows, vocab=ms.vocab))
     assert found["judge_nll_ends"] > 0 and found["judge_nll_inner"] > 0
 
 

@@ -13,7 +13,7 @@ from midistruct.model import (
     latent_usage,
     shift_right,
 )
-from midistruct.model.modeling import CACHE_NAME, gaussian_kl
+from midistruct.model.modeling import gaussian_kl
 
 BAR, EOS, PAD, BOS, MASK = 4, 2, 0, 1, 3
 VARIANTS = list(itertools.product(("vae", "ae"), (True, False), sorted(CONDITIONINGS)))
@@ -189,11 +189,11 @@ def test_changing_a_latent_changes_the_logits(batch):
 
 def test_decoder_bar_index_is_the_shifted_data_bar_ids(batch):
     decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
-    counted = count_bars(decoder_ids, bar_token_id=BAR)
+    counted = count_bars(decoder_ids, bar_token_ids=BAR)
     expected = shift_right(batch["bar_ids"], bos_token_id=0)
     real = batch["attention_mask"].bool()
     assert torch.equal(counted[real], expected[real])
-    assert torch.equal(count_bars(batch["input_ids"], bar_token_id=BAR)[real], batch["bar_ids"][real])
+    assert torch.equal(count_bars(batch["input_ids"], bar_token_ids=BAR)[real], batch["bar_ids"][real])
 
 
 # --------------------------------------------------------------------------- generation
@@ -210,10 +210,10 @@ def test_incremental_decoding_equals_teacher_forcing(conditioning, batch):
     cache, steps = None, []
     for t in range(1, decoder_ids.shape[1] + 1):
         inputs = model.prepare_inputs_for_generation(
-            decoder_ids[:, :t], **{CACHE_NAME: cache}, use_cache=True, **latents.codes()
+            decoder_ids[:, :t], cache=cache, use_cache=True, **latents.codes()
         )  # the cache under the name generate uses
         out = model(**inputs)
-        cache = out.kv_cache
+        cache = out.cache
         steps.append(out.logits)
     assert steps[0].shape[1] == 1 and steps[-1].shape[1] == 1
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
@@ -236,31 +236,27 @@ def test_generate_with_and_without_cache_agree(conditioning, batch):
 
 
 def test_output_carries_the_cache_under_the_name_generate_reads(batch):
-    """transformers 5.24 renamed past_key_values to cache; generate reads the output's field of that name (the
-    one its own CausalLMOutputWithPast has) and hands it back to prepare_inputs_for_generation under it."""
+    """generate reads the output's field named as in its own CausalLMOutputWithPast (``cache`` since
+    transformers 5.24, the version pyproject pins) and hands it back to prepare_inputs_for_generation under it."""
     from transformers.cache_utils import Cache
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
-    assert CACHE_NAME in CausalLMOutputWithPast.__dataclass_fields__
+    assert "cache" in CausalLMOutputWithPast.__dataclass_fields__
     model = make_model().eval()
     out = model(**batch, use_cache=True)
-    assert CACHE_NAME in out and isinstance(out[CACHE_NAME], Cache) and out.kv_cache is out[CACHE_NAME]
-    assert model(**batch).kv_cache is None  # use_cache off: no cache
-    # prepare_inputs_for_generation and forward take the cache under either name
+    assert "cache" in out and isinstance(out["cache"], Cache) and out.cache is out["cache"]
+    assert model(**batch).cache is None  # use_cache off: no cache
     codes = model.encode(batch["input_ids"]).codes()
     ids = torch.cat([shift_right(batch["input_ids"], bos_token_id=BOS), batch["input_ids"][:, -1:]], dim=1)
-    for name in ("cache", "past_key_values"):
-        cache = model(**batch, use_cache=True).kv_cache
-        inputs = model.prepare_inputs_for_generation(ids, **{name: cache}, use_cache=True, **codes)
-        assert inputs["decoder_input_ids"].shape[1] == 1  # only the token the cache lacks
-        step = model(**{k: v for k, v in inputs.items() if k != "cache"}, **{name: inputs["cache"]})
-        assert step.kv_cache is cache and cache.get_seq_length() == ids.shape[1]
-    with pytest.raises(ValueError, match="not both"):
-        model(**batch, use_cache=True, cache=out.kv_cache, past_key_values=model(**batch, use_cache=True).kv_cache)
+    cache = out.cache
+    inputs = model.prepare_inputs_for_generation(ids, cache=cache, use_cache=True, **codes)
+    assert inputs["decoder_input_ids"].shape[1] == 1  # only the token the cache lacks
+    step = model(**inputs)
+    assert step.cache is cache and cache.get_seq_length() == ids.shape[1]
 
 
 def test_generate_feeds_each_token_once_with_the_cache(batch):
-    """With use_cache, generate gets the cache back from each step (under whatever name transformers uses) and
+    """With use_cache, generate gets the cache back from each step (as ``cache``) and
     the decoder reads only the new token; without it, the whole sequence at every step."""
     model = make_model().eval()
     codes = model.encode(batch["input_ids"]).codes()

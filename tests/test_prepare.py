@@ -14,7 +14,7 @@ from scores import TPQ, make_score, write_corpus
 from midistruct.cli import main
 from midistruct.config import load_config
 from midistruct.prepare import prepare
-from midistruct.shards.dataset import EOS_ID, PitchShifter, WindowDataset, collate
+from midistruct.shards.dataset import EOS_ID, WindowDataset, collate
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
 from midistruct.shards.splits import assign_split
 
@@ -170,12 +170,17 @@ def test_transposition_shifts_pitches_only(corpus, tmp_path):
     assert moved[0]["input_ids"].tolist() == WindowDataset([out], "train", transpose=(-3, 3), seed=1)[0]["input_ids"].tolist()
 
 
-def test_pitch_shifter_clips_to_range():
-    vocab = {"PAD_None": 0, "Pitch_21": 1, "Pitch_22": 2, "Pitch_108": 3, "Bar_None": 4}
-    shifter = PitchShifter(vocab)
-    assert shifter.allowed(np.array([4, 1]), -5, 5) == (0, 5)
-    assert shifter.allowed(np.array([4, 3]), -5, 5) == (-5, 0)
-    assert shifter.shift(np.array([4, 1]), 1).tolist() == [4, 2]
+def test_pitch_shifts_clip_to_range():
+    from midistruct.config import TokenizerSettings
+    from midistruct.tokens.remi import RemiVocab
+    from midistruct.tokens.tokenizer import build_tokenizer
+
+    vocab = RemiVocab(build_tokenizer(TokenizerSettings(pitch_range=(21, 108))))
+    low, second, high, bar = vocab.id("Pitch_21"), vocab.id("Pitch_22"), vocab.id("Pitch_108"), vocab.bar_id
+    assert vocab.allowed_shifts(np.array([bar, low]), -5, 5) == (0, 5)
+    assert vocab.allowed_shifts(np.array([bar, high]), -5, 5) == (-5, 0)
+    assert vocab.allowed_shifts(np.array([bar]), -5, 5) == (0, 0)
+    assert vocab.shift_pitches(np.array([bar, low]), 1).tolist() == [bar, second]
 
 
 def test_cli_prepare_and_errors(corpus, tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_a_folder_named_like_our_temporary_is_not_deleted(src, tmp_path):
     base.mkdir()
     (base / "mine.txt").write_text("mine")
     with pytest.raises(ShardError, match="not a midistruct shard folder"):
-        prepare(_cfg(src, tmp_path / "s", "tokenizer.bpe_vocab_size=300"), progress=False)
+        prepare(_cfg(src, tmp_path / "s", "tokenizer.bpe_vocab_size=400"), progress=False)
     assert (base / "mine.txt").read_text() == "mine" and not (tmp_path / "s").exists()
 
 
@@ -224,7 +224,7 @@ def test_interrupted_bpe_prepare_leaves_nothing(src, tmp_path, monkeypatch):
 
     monkeypatch.setattr(prep, "_apply_bpe", boom)
     with pytest.raises(KeyboardInterrupt):
-        prepare(_cfg(src, tmp_path / "s", "tokenizer.bpe_vocab_size=300"), progress=False)
+        prepare(_cfg(src, tmp_path / "s", "tokenizer.bpe_vocab_size=400"), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["midi"]
 
 

@@ -15,7 +15,7 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     sets = ["--config", "tiny", "--set", f"data.sources=[{{kind: folder, path: '{tmp_path / 'midi'}'}}]",
             "--set", f"data.output={tmp_path / 'data'}", "--set", f"train.run_dir={tmp_path / 'run'}",
             "--set", "train.max_steps=4", "--set", "train.eval_every=2", "--set", "train.save_every=2",
-            "--out-dir", str(tmp_path / "out"), "--quiet"]
+            "-o", str(tmp_path / "out"), "--quiet"]
     assert main(["quickstart", *sets]) == 0
     printed = capsys.readouterr().out
     assert "[3/3]" in printed and "next:" in printed and str(tmp_path / "out") in printed

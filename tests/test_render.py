@@ -215,7 +215,7 @@ def test_cli_plot_and_audio(checkpoint, tmp_path, no_fluidsynth, capsys):
     make_score((3, 4), bars=2, seed=2).dump_midi(str(b))
     out = tmp_path / "out"
     assert main(["interpolate", str(checkpoint), str(a), str(b), "--steps", "3", "--plot", "--audio",
-                 "--out-dir", str(out)]) == 0
+                 "-o", str(out)]) == 0
     assert "plain synthesis" in capsys.readouterr().out
     record = json.loads((out / "generation.json").read_text())
     names = [f"a_to_b.slerp.0{i}" for i in range(3)]
@@ -226,7 +226,7 @@ def test_cli_plot_and_audio(checkpoint, tmp_path, no_fluidsynth, capsys):
         seconds = symusic.Score(str(out / f"{name}.mid")).to("second").end()
         with wave.open(str(out / f"{name}.wav"), "rb") as f:
             assert f.getnchannels() == 1 and f.getnframes() >= seconds * f.getframerate() > 0
-    assert main(["reconstruct", str(checkpoint), str(a), "--plot", "--out-dir", str(out / "one")]) == 0
+    assert main(["reconstruct", str(checkpoint), str(a), "--plot", "-o", str(out / "one")]) == 0
     record = json.loads((out / "one" / "generation.json").read_text())
     assert record["plot"] == "a.reconstruct.png" and "audio" not in record
     assert _png_height(out / "a_to_b.slerp.png") > _png_height(out / "one" / "a.reconstruct.png")  # 3 panels vs 1

@@ -9,7 +9,7 @@ from scores import make_score, note_tuples
 
 from midistruct.config import load_config
 from midistruct.tokens.encode import Encoded, PieceEncoder, Skipped
-from midistruct.tokens.segment import bar_index, bar_start_ticks, bar_starts, cut_windows
+from midistruct.tokens.segment import bar_start_ticks, cut_windows
 from midistruct.tokens.tokenizer import decode_ids
 from midistruct.tokens.validate import Skip, clean_score
 
@@ -70,12 +70,14 @@ def test_merge_folds_tracks_into_one():
 
 
 def test_bar_index_and_windows():
-    ids = np.array([4, 9, 7, 4, 9, 4, 9, 8, 8, 4, 9, 7])  # Bar token = 4
-    assert bar_starts(ids, 4).tolist() == [0, 3, 5, 9]
-    assert bar_index(ids, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
-    windows = cut_windows(bar_starts(ids, 4), len(ids), bars=2, step=1)
+    vocab = _encoder().vocab
+    assert vocab.bar_id == 4  # miditok's REMI: the 4 special tokens, then Bar
+    ids = np.array([4, 9, 7, 4, 9, 4, 9, 8, 8, 4, 9, 7])
+    assert vocab.bar_starts(ids).tolist() == [0, 3, 5, 9]
+    assert vocab.bar_index(ids).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    windows = cut_windows(vocab.bar_starts(ids), len(ids), bars=2, step=1)
     assert [(w.bar, w.start, w.end) for w in windows] == [(0, 0, 5), (1, 3, 9), (2, 5, 12)]
-    assert [w.bar for w in cut_windows(bar_starts(ids, 4), len(ids), bars=3, step=2)] == [0]
+    assert [w.bar for w in cut_windows(vocab.bar_starts(ids), len(ids), bars=3, step=2)] == [0]
 
 
 def test_bar_start_ticks_with_meter_change():

@@ -2,6 +2,8 @@
 
 Heavy libraries are imported inside the handlers so ``midistruct --help`` answers at once.
 Expected failures (bad config, missing data, bad input) print one line and exit 2.
+Every command that writes takes ``-o/--output`` (a folder for several files, else a file; ``--out-dir`` is
+its deprecated spelling), every command that runs the model ``--device {auto,cpu,cuda,mps}``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,40 @@ def _float_in(low: float, high: float, *, low_open: bool = False):
 
 COUNT, POSITIVE, STEPS = _int_at_least(0), _int_at_least(1), _int_at_least(2)
 TEMPERATURE, TOP_P = _float_in(0.0, 100.0), _float_in(0.0, 1.0, low_open=True)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option spelling kept for one release: stores into the new option's ``dest`` and prints
+    one warning line on stderr. Its default is SUPPRESS so the new option's default stands."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS,
+                         help=f"deprecated spelling of {new}, removed in the next release", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"midistruct: warning: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_output_dir(p: argparse.ArgumentParser, *, default: str, what: str) -> None:
+    """``-o/--output DIR`` for a command that writes several files; ``--out-dir`` is its old spelling."""
+    p.add_argument("-o", "--output", default=default, metavar="DIR", help=f"folder for {what} (default: {default})")
+    p.add_argument("--out-dir", dest="output", metavar="DIR", action=_DeprecatedAlias, new="-o/--output")
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs; auto: cuda if available, else mps, else cpu (default: auto)")
+
+
+def _device(args: argparse.Namespace):
+    """The torch device --device names; one that this machine lacks is a one-line error."""
+    from midistruct.training.distributed import choose_device
+
+    return choose_device(args.device, name="--device")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -82,13 +118,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from midistruct.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    s = quickstart.run(cfg, out_dir=args.out_dir, progress=not args.quiet)
+    s = quickstart.run(cfg, out_dir=args.output, progress=not args.quiet)
     ckpt, out = s["checkpoint"], s["out_dir"]
     print(f"\ndone in {s['minutes']} min ({s['trained_steps']} training steps).\n"
           f"  interpolation {s['a']} -> {s['b']}: {len(s['midi'])} MIDI files and {s['plot']} in {out}/\n"
           f"  checkpoint: {ckpt}\nnext:\n"
-          f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio --out-dir out/mine\n"
-          f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot --out-dir out/mine\n"
+          f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio -o out/mine\n"
+          f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot -o out/mine\n"
           f"  midistruct train --config small     # a better model: ~1 hour on CPU (see configs/)")
     return 0
 
@@ -98,7 +134,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from midistruct.training.evaluate import evaluate_checkpoint
 
     data = args.data or None
-    result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, windows=args.windows,
+    device = _device(args)
+    result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, windows=args.windows, device=device,
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
                                  samples=args.samples, judge=args.judge)
@@ -109,16 +146,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace):
     from midistruct.generation.pipeline import MidiStruct
 
-    return MidiStruct.from_pretrained(args.checkpoint)
+    device = _device(args)  # before loading: an unavailable device fails at once
+    return MidiStruct.from_pretrained(args.checkpoint, device=device)
 
 
 def _write_outputs(args: argparse.Namespace, scores: dict[str, object], settings: dict) -> None:
-    """Write ``name -> Score`` as MIDI into --out-dir, with generation.json beside them.
+    """Write ``name -> Score`` as MIDI into the --output folder, with generation.json beside them.
 
     With --plot also one PNG of all outputs stacked (named by their common stem), with --audio a WAV
     beside each MIDI file; both are recorded in generation.json ("plot", "audio").
     """
-    out = Path(args.out_dir)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, score in scores.items():
         score.dump_midi(str(out / f"{name}.mid"))
@@ -291,14 +329,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generation_args(p: argparse.ArgumentParser, *, out_dir: bool = True, temperature: float = 0.0) -> None:
+def _add_generation_args(p: argparse.ArgumentParser, *, writes_folder: bool = True, temperature: float = 0.0) -> None:
+    """The checkpoint, device and sampling options of every generating command; with ``writes_folder``
+    also -o/--output DIR, --plot and --audio (encode and decode add their own -o/--output FILE)."""
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_device_arg(p)
     p.add_argument("--temperature", type=TEMPERATURE, default=temperature,
                    help=f"0: greedy; > 0: sampling at this temperature (default: {temperature:g})")
     p.add_argument("--top-p", type=TOP_P, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
-    if out_dir:
-        p.add_argument("--out-dir", default="out", help="folder for the MIDI files and generation.json")
+    if writes_folder:
+        _add_output_dir(p, default="out", what="the MIDI files and generation.json")
         p.add_argument("--plot", action="store_true", help="also write one piano-roll PNG of all outputs")
         p.add_argument("--audio", action="store_true",
                        help="also write a WAV beside each MIDI file (FluidSynth + a GM soundfont if found, "
@@ -322,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="midistruct", description="Learn the structure of music from MIDI: prepare corpora, train the "
         "bar/segment-latent autoencoder, reconstruct, interpolate, sample.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="run `midistruct COMMAND --help` for its options")
     p = sub.add_parser("prepare", help="turn a MIDI corpus into tokenized, bar-aligned shards")
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace shards made with another tokenizer config")
@@ -340,14 +382,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="quickstart", help="named config or YAML path (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
-    p.add_argument("--out-dir", default="out/quickstart", help="folder for the interpolation MIDI and PNG")
+    _add_output_dir(p, default="out/quickstart", what="the interpolation MIDI, PNG and quickstart.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_quickstart)
     _add_generation_parsers(sub)
+    _add_latent_parsers(sub)
+    _add_evaluate_parser(sub)
+    return parser
+
+
+def _add_generation_parsers(sub) -> None:
+    """reconstruct, interpolate, grid, continue, sample: the commands that write MIDI files into a folder."""
+    p = sub.add_parser("reconstruct", help="encode and decode MIDI files")
+    _add_generation_args(p)
+    p.add_argument("inputs", nargs="+", help="MIDI files")
+    _add_shift_args(p)
+    p.set_defaults(handler=cmd_reconstruct)
+    p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
+    _add_generation_args(p)
+    p.add_argument("a", help="MIDI file at the start of the path")
+    p.add_argument("b", help="MIDI file at the end of the path")
+    p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
+    _add_method_arg(p)
+    p.set_defaults(handler=cmd_interpolate)
+    p = sub.add_parser("grid", help="a grid between four corner pieces (top-left, top-right, bottom-left, bottom-right)")
+    _add_generation_args(p)
+    p.add_argument("corners", nargs=4, metavar="CORNER",
+                   help="four MIDI files: top-left, top-right, bottom-left, bottom-right")
+    p.add_argument("--steps", type=STEPS, default=5, help="pieces per side of the grid (>= 2)")
+    _add_method_arg(p)
+    p.set_defaults(handler=cmd_grid)
+    p = sub.add_parser("continue", help="continue a primer, optionally in the style of another piece")
+    _add_generation_args(p, temperature=1.0)
+    p.add_argument("primer", help="MIDI file to continue")
+    p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
+    p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
+    p.set_defaults(handler=cmd_continue)
+    p = sub.add_parser("sample", help="decode codes drawn from the prior")
+    _add_generation_args(p, temperature=1.0)
+    p.add_argument("-n", type=POSITIVE, default=4, help="how many samples")
+    p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
+    p.add_argument("--meter", default="4/4",
+                   help="time signature of the samples, one in the model's vocabulary (default: 4/4)")
+    _add_shift_args(p)
+    p.set_defaults(handler=cmd_sample)
+
+
+def _add_latent_parsers(sub) -> None:
+    """attributes, encode, decode: the commands that write latents or latent directions to one file."""
+    p = sub.add_parser("attributes", help="measure attributes over a corpus and write their latent directions")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_device_arg(p)
+    p.add_argument("-o", "--output", default="attributes.safetensors", metavar="FILE",
+                   help="vectors file to write (.safetensors; default: attributes.safetensors)")
+    p.add_argument("--data", default=None, help="shard folder (default: the checkpoint's training data)")
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"],
+                   help="which split's windows are measured (default: train)")
+    p.add_argument("--windows", type=POSITIVE, default=2000, help="windows measured (a seeded random subset)")
+    p.add_argument("--names", default=None, help="comma-separated attributes (default: all)")
+    p.add_argument("--sweep", type=COUNT, default=0, metavar="N",
+                   help="then shift N test windows along each vector by -2..2 and report what was measured")
+    p.set_defaults(handler=cmd_attributes)
+    p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
+    _add_generation_args(p, writes_folder=False)
+    p.add_argument("input", help="MIDI file to encode")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="latents file to write (.safetensors or .npz)")
+    p.add_argument("--sample", action="store_true", help="sample the posterior instead of its mean")
+    p.set_defaults(handler=cmd_encode)
+    p = sub.add_parser("decode", help="decode a latents file written by encode")
+    _add_generation_args(p, writes_folder=False)
+    p.add_argument("latents", help="latents file written by `midistruct encode` (.safetensors or .npz)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="MIDI file to write")
+    p.set_defaults(handler=cmd_decode)
+
+
+def _add_evaluate_parser(sub) -> None:
+    """evaluate: metrics of a checkpoint, printed as JSON."""
     p = sub.add_parser("evaluate", help="reconstruction metrics of a checkpoint on held-out windows")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_device_arg(p)
     p.add_argument("--data", default=None, help="shard folder (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="which split's windows are measured (default: test)")
     p.add_argument("--windows", type=POSITIVE, default=512, help="windows for the teacher-forced metrics")
     p.add_argument("--free-run", type=COUNT, default=128, help="windows decoded free-running")
     p.add_argument("--interpolations", type=COUNT, default=32,
@@ -362,62 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="musical statistics of N prior samples against N held-out windows (0: none)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
-    return parser
 
 
-def _add_generation_parsers(sub) -> None:
-    p = sub.add_parser("reconstruct", help="encode and decode MIDI files")
-    _add_generation_args(p)
-    p.add_argument("inputs", nargs="+", help="MIDI files")
-    _add_shift_args(p)
-    p.set_defaults(handler=cmd_reconstruct)
-    p = sub.add_parser("attributes", help="measure attributes over a corpus and write their latent directions")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
-    p.add_argument("-o", "--output", default="attributes.safetensors", help="vectors file (.safetensors)")
-    p.add_argument("--data", default=None, help="shard folder (default: the checkpoint's training data)")
-    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    p.add_argument("--windows", type=POSITIVE, default=2000, help="windows measured (a seeded random subset)")
-    p.add_argument("--names", default=None, help="comma-separated attributes (default: all)")
-    p.add_argument("--sweep", type=COUNT, default=0, metavar="N",
-                   help="then shift N test windows along each vector by -2..2 and report what was measured")
-    p.set_defaults(handler=cmd_attributes)
-    p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
-    _add_generation_args(p)
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
-    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
-    p.set_defaults(handler=cmd_interpolate)
-    p = sub.add_parser("grid", help="a grid between four corner pieces (top-left, top-right, bottom-left, bottom-right)")
-    _add_generation_args(p)
-    p.add_argument("corners", nargs=4)
-    p.add_argument("--steps", type=STEPS, default=5, help="pieces per side of the grid (>= 2)")
-    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
-    p.set_defaults(handler=cmd_grid)
-    p = sub.add_parser("continue", help="continue a primer, optionally in the style of another piece")
-    _add_generation_args(p, temperature=1.0)
-    p.add_argument("primer")
-    p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
-    p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
-    p.set_defaults(handler=cmd_continue)
-    p = sub.add_parser("sample", help="decode codes drawn from the prior")
-    _add_generation_args(p, temperature=1.0)
-    p.add_argument("-n", type=POSITIVE, default=4, help="how many samples")
-    p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
-    p.add_argument("--meter", default="4/4")
-    _add_shift_args(p)
-    p.set_defaults(handler=cmd_sample)
-    p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
-    _add_generation_args(p, out_dir=False)
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True, help="latents file (.safetensors or .npz)")
-    p.add_argument("--sample", action="store_true", help="sample the posterior instead of its mean")
-    p.set_defaults(handler=cmd_encode)
-    p = sub.add_parser("decode", help="decode a latents file written by encode")
-    _add_generation_args(p, out_dir=False)
-    p.add_argument("latents")
-    p.add_argument("-o", "--output", required=True, help="MIDI file to write")
-    p.set_defaults(handler=cmd_decode)
+def _add_method_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp",
+                   help="path between codes: slerp (spherical, MusicVAE's) or lerp (straight line) (default: slerp)")
 
 
 def _add_shift_args(p: argparse.ArgumentParser) -> None:

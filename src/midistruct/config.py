@@ -165,7 +165,7 @@ class ModelSettings(_Section):
     The fields, defaults and types of ``midistruct.model.MidiStructConfig`` (documented there; a
     test keeps the two equal), with ranges. Only the keys a config sets are passed on and saved
     (:meth:`overrides`): the rest are ``MidiStructConfig``'s defaults, or come from the data
-    (vocab_size, bar_token_id, max_positions, max_bars; ``training.loop.model_config``).
+    (vocab_size, bar_token_id, bar_token_ids, max_positions, max_bars; ``training.loop.model_config``).
     """
 
     vocab_size: int = Field(512, gt=0)
@@ -192,6 +192,7 @@ class ModelSettings(_Section):
     eos_token_id: int | list[int] | None = 2
     mask_token_id: int = Field(3, ge=0)
     bar_token_id: int = Field(4, ge=0)
+    bar_token_ids: list[int] | None = None  # with BPE: every id that opens a bar (issue 13)
     tie_word_embeddings: bool = True
     use_cache: bool = True
 

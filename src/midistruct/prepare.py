@@ -132,11 +132,14 @@ def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> P
 
 
 def _prepare_locked(cfg: Config, out: Path, progress: bool) -> PrepareSummary:
+    from midistruct.shards import bpe
     from midistruct.shards.reader import ShardSet
     from midistruct.tokens.tokenizer import build_tokenizer
 
-    pieces, failed = collect_pieces(cfg)
     tokenizer = build_tokenizer(cfg.tokenizer)
+    if cfg.tokenizer.bpe_vocab_size:
+        bpe.check_vocab_size(tokenizer, cfg.tokenizer.bpe_vocab_size)  # before the corpus pass, not after it
+    pieces, failed = collect_pieces(cfg)
     if not cfg.tokenizer.bpe_vocab_size:
         return _encode_corpus(cfg, pieces, failed, tokenizer, out, progress)
     base = out.with_name(f"{out.name}.base-{os.getpid()}")

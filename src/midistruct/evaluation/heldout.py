@@ -13,6 +13,8 @@ import hashlib
 
 import numpy as np
 
+from midistruct.tokens.remi import RemiVocab
+
 
 def transposition_key(ids: np.ndarray, pitch_of: np.ndarray) -> bytes:
     """A digest of ``ids`` (L,) equal for every transposition: pitches relative to the lowest one.
@@ -28,18 +30,9 @@ def transposition_key(ids: np.ndarray, pitch_of: np.ndarray) -> bytes:
     return hashlib.blake2b(key.tobytes(), digest_size=16).digest()
 
 
-def pitch_table(tokenizer) -> np.ndarray:
-    """(V,) MIDI pitch of each ``Pitch_*`` token id, -1 for the others."""
-    table = np.full(len(tokenizer), -1, dtype=np.int64)
-    for token, i in tokenizer.vocab.items():
-        if token.startswith("Pitch_"):
-            table[i] = int(token.split("_")[1])
-    return table
-
-
 def recurring_windows(shards, *, split: str = "test", against: str = "train") -> np.ndarray:
     """(W,) bool over ``split``'s windows: True where the window occurs in ``against``, in any transposition."""
-    pitch_of = pitch_table(shards.tokenizer())
+    pitch_of = RemiVocab(shards.tokenizer()).pitch_of  # BPE merges count as non-pitches: exact copies only
     seen = {transposition_key(w, pitch_of) for w in _windows(shards.split(against))}
     return np.array([transposition_key(w, pitch_of) in seen for w in _windows(shards.split(split))], dtype=bool)
 

@@ -17,19 +17,6 @@ def notes_of(score) -> np.ndarray:
     return notes[np.lexsort((notes[:, 2], notes[:, 0]))]
 
 
-def score_quarters(score) -> float:
-    """Length of a score in quarter notes: up to the end of the bar holding its last note end
-    (one bar when it has no notes)."""
-    from midistruct.tokens.segment import bar_start_ticks
-
-    end = max((n.end for t in score.tracks for n in t.notes), default=0)
-    shortest = min((ts.numerator * score.tpq * 4 // ts.denominator for ts in score.time_signatures),
-                   default=4 * score.tpq)
-    starts = bar_start_ticks(score.time_signatures, score.tpq, end // max(shortest, 1) + 2)
-    i = max(int(np.searchsorted(starts, end, side="left")), 1)
-    return float(starts[i]) / score.tpq
-
-
 def window_quarters(score, n_bars: int) -> float:
     """Length in quarter notes of the first ``n_bars`` bars of ``score`` under its time signatures."""
     from midistruct.tokens.segment import bar_start_ticks

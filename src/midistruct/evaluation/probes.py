@@ -217,7 +217,7 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     owners = [pieces[int(arrays.windows[i][2])] for i in pick]
     groups = [p.get("group") or p["id"] for p in owners]
     test = piece_test_mask(groups, seed=seed)
-    meters = [ms._meter_of(w) for w in ids]
+    meters = [ms.vocab.meter(w) for w in ids]
     labels = {t: [TARGETS[t](p.get("tags", {}), p["id"], m) for p, m in zip(owners, meters)] for t in targets}
     out = {"windows": len(ids), "pieces": len(set(groups)), "test_pieces": len(set(np.array(groups)[test]))}
     if not ids:

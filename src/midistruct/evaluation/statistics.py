@@ -173,13 +173,13 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     windows = []
     for i in np.random.default_rng(seed).permutation(arrays.n_windows):
         ids = arrays.window(int(i))[0]
-        if int((ids == ms.encoder.bar_id).sum()) == ms.bars:
+        if ms.vocab.count_bars(ids) == ms.bars:
             windows.append(ids)
             if len(windows) == n:
                 break
     torch.manual_seed(seed)
     z = ms.sample_latents(len(windows))
-    z.time_signatures = [ms._meter_of(ids) for ids in windows]
+    z.time_signatures = [ms.vocab.meter(ids) for ids in windows]
     tokens = ms.generate_tokens(z, temperature=temperature)
 
     def passage(ids) -> tuple[np.ndarray, float]:

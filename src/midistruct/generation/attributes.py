@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from midistruct.generation.latents import PieceLatents
+from midistruct.tokens.remi import RemiVocab
 
 
 @dataclass
@@ -87,11 +88,11 @@ def measure_windows(tokenizer, windows: list[np.ndarray], names: list[str]) -> n
     from midistruct.evaluation.notes import notes_of, window_quarters
     from midistruct.tokens.tokenizer import decode_ids
 
-    bar_id = tokenizer.vocab["Bar_None"]
+    vocab = RemiVocab(tokenizer)
     rows = []
     for ids in windows:
         score = decode_ids(tokenizer, ids)
-        values = measure(notes_of(score), window_quarters(score, max(int((ids == bar_id).sum()), 1)), names)
+        values = measure(notes_of(score), window_quarters(score, max(vocab.count_bars(ids), 1)), names)
         rows.append([values[name] for name in names])
     return np.array(rows, dtype=np.float64).reshape(len(windows), len(names))
 

@@ -8,6 +8,9 @@ outside the bar's time signature, a note cut in half by EOS, a bar too many or t
     ids = model.generate(**latents.codes(), logits_processor=LogitsProcessorList([grammar]),
                          do_sample=True, max_new_tokens=400)
 
+The grammar itself (which kind may follow which, positions, meters) is the vocabulary's:
+:meth:`midistruct.tokens.remi.RemiVocab.grammar_tables`; this module applies it to a batch of rows.
+
 Each row's state is recomputed from the whole ``input_ids`` at every call with a fixed number of tensor
 operations (no Python loop over rows, steps or the vocabulary), so nothing is carried between calls: beam
 search may reorder rows and one instance may serve several ``generate`` calls.
@@ -23,50 +26,7 @@ from typing import NamedTuple
 import torch
 from transformers import LogitsProcessor
 
-SPECIAL_TYPES = ("PAD", "BOS", "EOS", "MASK")
-DRUM_PROGRAM = "Program_-1"  # a kind of its own: only drum pitches may follow it
-UNREACHABLE = 1 << 20  # "infinitely many" tokens, for kinds from which EOS cannot be reached
-
-
-def token_kind(token: str) -> str:
-    """A token's kind: its miditok type (``"Pitch"`` for ``"Pitch_60"``), except the drum program."""
-    return token if token == DRUM_PROGRAM else token.split("_")[0]
-
-
-def kind_graph(tokenizer) -> dict[str, set[str]]:
-    """The token types that may follow a token of each kind: miditok's ``tokens_types_graph``, tightened.
-
-    - a sequence starts with ``Bar``; after EOS (and PAD, in rows already finished) only EOS;
-    - PAD, BOS and MASK are never written; EOS only where a Bar could come too (the last note is complete);
-    - ``TimeSig`` only right after ``Bar``, so each bar has one and its positions can be counted;
-    - drum pitches only after ``Program_-1``, never an ordinary pitch after it (miditok's graph allows both,
-      and ``multitrack: merge`` has no drums at all).
-    """
-    graph: dict[str, set[str]] = {}
-    for kind, after in tokenizer.tokens_types_graph.items():
-        if kind in SPECIAL_TYPES:
-            continue
-        after = {t for t in after if t.split("_")[0] not in SPECIAL_TYPES} - {"PitchDrum"}
-        if kind != "Bar":
-            after.discard("TimeSig")
-        graph[kind] = after | ({"EOS"} if "Bar" in after else set())
-    if "Program" in graph and DRUM_PROGRAM in tokenizer.vocab:
-        drums = "PitchDrum" in tokenizer.tokens_types_graph["Program"]
-        graph[DRUM_PROGRAM] = {"PitchDrum"} if drums else set(graph["Program"])
-    graph["BOS"] = {"Bar"}
-    graph.update({name: {"EOS"} for name in ("EOS", "PAD", "MASK")})
-    return graph
-
-
-def steps_to_close(graph: dict[str, set[str]]) -> dict[str, int]:
-    """Fewest tokens that must follow a token of each kind before EOS may be written (EOS not counted)."""
-    steps = {kind: 0 for kind, after in graph.items() if "EOS" in after}
-    for _ in range(len(graph)):  # Bellman-Ford relaxation; the graph has a dozen nodes
-        for kind, after in graph.items():
-            reachable = [steps[k] for k in graph if k in steps and k.split("_")[0] in after]
-            if reachable:
-                steps[kind] = min(steps.get(kind, UNREACHABLE), 1 + min(reachable))
-    return steps
+from midistruct.tokens.remi import UNREACHABLE, GrammarTables, RemiVocab
 
 
 class GrammarState(NamedTuple):
@@ -104,57 +64,52 @@ class RemiGrammar(LogitsProcessor):
 
     def __init__(self, tokenizer, *, n_bars: int | None = None, time_signature: str | None = None,
                  prompt_len: int = 1, max_new_tokens: int | None = None):
-        _check_tokenizer(tokenizer)
+        vocab = RemiVocab(tokenizer)
+        tables = vocab.grammar_tables()  # refuses BPE
         if n_bars is not None and n_bars < 1:
             raise ValueError(f"n_bars must be >= 1, got {n_bars}")
         self.n_bars, self.prompt_len, self.max_new_tokens = n_bars, prompt_len, max_new_tokens
-        self.bar_id, self.eos_id = tokenizer.vocab["Bar_None"], tokenizer.vocab["EOS_None"]
-        tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)  # id order
-        graph = kind_graph(tokenizer)
-        self.kinds = sorted(graph)
-        self.meters = ["none"] + [t.split("_")[1] for t in tokens if t.startswith("TimeSig_")]
-        self._kind = torch.tensor([self.kinds.index(token_kind(t)) for t in tokens])  # (V,)
-        self._pitch = torch.tensor([int(t.split("_")[1]) if t.startswith("Pitch_") else -1 for t in tokens])  # (V,)
-        self._ordered = bool(tokenizer.config.remove_duplicated_notes) and not any(
-            t.startswith("Program_") for t in tokens)  # per-program order is not tracked
-        self._set_successors(tokens, graph, time_signature=time_signature)
-        self._set_time_tables(tokens, per_beat=tokenizer.config.max_num_pos_per_beat)
-        self._set_budget(graph)
+        self.bar_id, self.eos_id = vocab.bar_id, vocab.eos_id
+        self.kinds, self.meters = tables.kinds, tables.meters
+        self._kind, self._pitch = torch.as_tensor(tables.kind), torch.as_tensor(tables.pitch)  # (V,)
+        self._ordered = tables.ascending_chords  # per-program order is not tracked
+        self._set_successors(tables, vocab, time_signature=time_signature)
+        self._set_time_tables(tables)
+        self._set_budget(tables)
 
-    def _set_successors(self, tokens: list[str], graph: dict[str, set[str]], *, time_signature: str | None) -> None:
+    def _set_successors(self, tables: GrammarTables, vocab: RemiVocab, *, time_signature: str | None) -> None:
         """``_successors[phase, k]``: (V,) the tokens that may follow kind k. Phase 0: fewer than ``n_bars`` bars,
         so no EOS yet (but finished rows keep theirs); phase 1: ``n_bars`` reached, so no more Bar. Every row of
         it allows something, so sampling never meets a row of -inf only."""
-        successors = torch.tensor([[t.split("_")[0] in graph[k] for t in tokens] for k in self.kinds])  # (K, V)
+        successors = torch.as_tensor(tables.successors)  # (K, V)
         if time_signature is not None:
-            successors[:, _other_time_signatures(tokens, time_signature)] = False
+            others = vocab.ids_of("TimeSig")
+            successors[:, others[others != vocab.time_signature_id(time_signature)]] = False
         self._successors = successors.repeat(2, 1, 1)  # (2, K, V)
         if self.n_bars is not None:
             ongoing = [k for k, kind in enumerate(self.kinds) if kind not in ("EOS", "PAD", "MASK")]
             self._successors[0, ongoing, self.eos_id] = False
             self._successors[1, :, self.bar_id] = False
 
-    def _set_time_tables(self, tokens: list[str], *, per_beat: int) -> None:
+    def _set_time_tables(self, tables: GrammarTables) -> None:
         """Per id its Position value (-1: not a Position) and meter (0: not a TimeSig); per meter the bar length
         in positions; ``_ahead[m, p + 1]``: (V,) every token but the Positions not strictly after p inside a
         bar of meter m."""
-        self._position = torch.tensor([int(t.split("_")[1]) if t.startswith("Position_") else -1 for t in tokens])
-        self._meter = torch.tensor([self.meters.index(t.split("_")[1]) if t.startswith("TimeSig_") else 0
-                                    for t in tokens])  # (V,)
-        self._meter_length = torch.tensor([int(m.split("/")[0]) * per_beat if m != "none" else 4 * per_beat
-                                           for m in self.meters])  # (M,) "none": miditok's default 4/4
+        self._position = torch.as_tensor(tables.position)  # (V,)
+        self._meter = torch.as_tensor(tables.meter)  # (V,)
+        self._meter_length = torch.as_tensor(tables.meter_length)  # (M,)
         after = self._position > torch.arange(-1, int(self._position.max()) + 1)[:, None]  # (P + 2, V), p = -1..P
         inside = self._position < self._meter_length[:, None]  # (M, V)
         self._ahead = (self._position < 0) | (after[None] & inside[:, None])  # (M, P + 2, V)
 
-    def _set_budget(self, graph: dict[str, set[str]]) -> None:
+    def _set_budget(self, tables: GrammarTables) -> None:
         """``_budget[s + 1]``: (V,) the tokens after which ``s`` spare tokens suffice to finish, for s >= -1.
 
-        Finishing after a token of kind k takes ``steps_to_close[k]`` tokens, then EOS, plus
-        ``tokens_per_bar`` for each bar still missing; the spare ``s`` is what is left once the missing
-        bars are paid for (the Bar token itself is one of them).
+        Finishing after a token of kind k takes ``steps[k]`` tokens, then EOS, plus ``tokens_per_bar`` for
+        each bar still missing; the spare ``s`` is what is left once the missing bars are paid for (the Bar
+        token itself is one of them).
         """
-        steps = steps_to_close(graph)
+        steps = tables.steps
         self.tokens_per_bar = 1 + steps["Bar"]  # Bar + TimeSig
         cost = {k: steps.get(k, UNREACHABLE) + 1 for k in self.kinds}
         cost["EOS"] = -1  # always affordable
@@ -214,20 +169,3 @@ class RemiGrammar(LogitsProcessor):
         if extra:  # a model vocabulary padded past the tokenizer's: those ids are never written
             ok = torch.cat([ok, ok.new_zeros(ok.shape[0], extra)], dim=1)
         return torch.where(ok, scores, float("-inf"))
-
-
-def _check_tokenizer(tokenizer) -> None:
-    if getattr(tokenizer, "is_trained", False):
-        raise ValueError("constrained decoding needs base tokens: this tokenizer is BPE-trained "
-                         "(one id stands for several tokens); generate with the base tokenizer")
-    if type(tokenizer).__name__ != "REMI" or "Bar_None" not in tokenizer.vocab:
-        raise ValueError(f"RemiGrammar needs a miditok REMI tokenizer, got {type(tokenizer).__name__}")
-
-
-def _other_time_signatures(tokens: list[str], time_signature: str) -> list[int]:
-    """Ids of every TimeSig token but ``time_signature``'s; an unknown one fails with the valid list."""
-    wanted = f"TimeSig_{time_signature}"
-    if wanted not in tokens:
-        valid = [t.split("_")[1] for t in tokens if t.startswith("TimeSig_")]
-        raise ValueError(f"time signature {time_signature!r} is not in the vocabulary; valid: {', '.join(valid)}")
-    return [i for i, t in enumerate(tokens) if t.startswith("TimeSig_") and t != wanted]

@@ -19,7 +19,16 @@ import torch
 
 from midistruct.errors import MidiStructError
 from midistruct.generation.latents import PieceLatents
+from midistruct.shards.dataset import BOS_ID, window_batch
+from midistruct.tokens.segment import cut_windows
 from midistruct.tokens.tokenizer import strip_special
+
+# Generation budget per bar: the model's average, (max_positions - 1) / max_bars (training windows hold at
+# most segments.max_tokens tokens over segments.bars bars), but at least MIN_TOKENS_PER_BAR so a dense bar
+# in a short window (a continuation, a one-bar sample) of a sparse model is not cut. 160 is 1.25 x the
+# 128 tokens per bar of most shipped configs and was the fixed budget before it was derived; _generate
+# still caps every call at max_positions.
+MIN_TOKENS_PER_BAR = 160
 
 
 class InputError(MidiStructError, ValueError):
@@ -27,7 +36,11 @@ class InputError(MidiStructError, ValueError):
 
 
 class MidiStruct:
-    """Encode, decode, reconstruct and interpolate MIDI with one checkpoint."""
+    """Encode, decode, reconstruct and interpolate MIDI with one checkpoint.
+
+    ``model`` is the neural autoencoder (its own ``model.encoder`` is the transformer encoder);
+    ``piece_encoder`` is the tokenizer side (:class:`~midistruct.tokens.encode.PieceEncoder`: MIDI -> ids).
+    """
 
     def __init__(self, model, tokenizer, meta: dict, *, device: str | torch.device = "cpu"):
         from midistruct.config import Config
@@ -37,12 +50,13 @@ class MidiStruct:
         self.device = torch.device(device)
         self.cfg = Config.model_validate(meta["run_config"])
         self.cfg.validation.min_notes = 1  # a training filter; any piece with a note can be encoded
-        self.encoder = PieceEncoder(self.cfg, tokenizer)
+        self.piece_encoder = PieceEncoder(self.cfg, tokenizer)
+        self.vocab = self.piece_encoder.vocab  # the token vocabulary: bars, meters, BPE
         self.bars = self.cfg.segments.bars
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, device: str = "cpu") -> MidiStruct:
-        """Load a checkpoint folder (``runs/<name>/best``) in one call."""
+    def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
+        """Load a checkpoint folder (``runs/<name>/best``) in one call, the model on ``device``."""
         from midistruct.training.checkpoint import load_checkpoint
 
         model, tokenizer, meta = load_checkpoint(folder, device=device)
@@ -64,19 +78,19 @@ class MidiStruct:
             raise InputError(f"{midi}: {skip}") from None
 
     def windows(self, midi, *, time_signature: str | None = None, name: str | None = None) -> list[np.ndarray]:
-        """Consecutive windows of the model's bar count covering the piece (last may be shorter).
+        """Consecutive windows of the model's bar count covering the piece (last may be shorter), in the
+        model's ids (BPE applied bar by bar, as in the shards).
 
         ``name`` labels a Score in error messages (a path names itself).
         """
-        from midistruct.tokens.segment import bar_starts, cut_windows
         from midistruct.tokens.validate import Skip
 
         name = name or _name(midi)
         try:
-            ids = self.encoder.tokenize(self.load(midi), time_signature=time_signature)
+            ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature)
         except Skip as skip:
             raise InputError(f"{name}: {skip}") from None
-        starts = bar_starts(ids, self.encoder.bar_id)
+        starts = self.vocab.bar_starts(ids)
         if len(starts) == 0:
             raise InputError(f"{name}: no bars")
         full = cut_windows(starts, len(ids), bars=self.bars, step=self.bars)
@@ -84,6 +98,7 @@ class MidiStruct:
         covered = len(full) * self.bars
         if covered < len(starts):  # the tail, shorter than a window
             out.append(ids[starts[covered] :])
+        out = [self.vocab.from_base(window)[0] for window in out]
         longest = self.model.config.max_positions - 1  # EOS takes a position
         for k, window in enumerate(out):
             if len(window) > longest:
@@ -105,49 +120,36 @@ class MidiStruct:
 
     @torch.no_grad()
     def encode_windows(self, windows: list[np.ndarray], *, sample: bool = False, batch_size: int = 64) -> PieceLatents:
-        """Latents of token windows (each starting at a ``Bar`` token, without BOS/EOS), in batches."""
-        from midistruct.shards.dataset import EOS_ID, collate
-        from midistruct.tokens.segment import bar_index
-
+        """Latents of token windows (each starting at a bar, without BOS/EOS), in batches."""
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
-            items = []
-            for ids in windows[start : start + batch_size]:
-                bars = bar_index(ids, self.encoder.bar_id)
-                items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
-                              "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
-            batch = {k: v.to(self.device) for k, v in collate(items).items()}
+            chunk = windows[start : start + batch_size]
+            batch = {k: v.to(self.device) for k, v in window_batch(chunk, self.vocab).items()}
             latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
             codes = latents.z_bar
             if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
-                codes = latents.z_segment.new_zeros(len(items), int(batch["bar_ids"].max()) + 1, 0)
+                codes = latents.z_segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
             z_bar.append(codes.float().cpu())
             z_segment.append(latents.z_segment.float().cpu())
         width = max(z.shape[1] for z in z_bar)  # batches may hold fewer bars
         z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
         return PieceLatents(z_bar=torch.cat(z_bar), z_segment=torch.cat(z_segment),
-                            bars=[int((w == self.encoder.bar_id).sum()) for w in windows],
-                            time_signatures=[self._meter_of(w) for w in windows])
-
-    def _meter_of(self, ids: np.ndarray) -> str:
-        for i in ids[:4]:
-            token = self.tokenizer[int(i)]
-            if token.startswith("TimeSig_"):
-                return token.split("_", 1)[1]
-        return "4/4"
+                            bars=[self.vocab.count_bars(w) for w in windows],
+                            time_signatures=[self.vocab.meter(w) for w in windows])
 
     # ---- latents -> tokens -> MIDI ---------------------------------------------------------
 
     @torch.no_grad()
     def generate_tokens(self, latents: PieceLatents, *, temperature: float = 0.0, top_p: float = 1.0,
-                        seed: int | None = None, max_tokens_per_bar: int = 160,
+                        seed: int | None = None, max_tokens_per_bar: int | None = None,
                         batch_size: int = 64) -> list[list[int]]:
         """Token ids (without BOS/EOS) of every window, decoded from its codes.
 
         Greedy at ``temperature=0``, else nucleus sampling. Windows are generated in batches
         of equal bar count and meter (at most ``batch_size`` at a time), under the REMI grammar
-        (every output decodes).
+        (every output decodes), within ``max_tokens_per_bar`` per bar (default :meth:`tokens_per_bar`).
         """
+        max_tokens_per_bar = max_tokens_per_bar or self.tokens_per_bar()
         if seed is not None:
             torch.manual_seed(seed)
         groups: dict[tuple[int, str], list[int]] = {}
@@ -164,12 +166,20 @@ class MidiStruct:
                 out[row] = ids
         return out
 
+    def tokens_per_bar(self) -> int:
+        """The generation budget per bar (see ``MIN_TOKENS_PER_BAR``)."""
+        cfg = self.model.config
+        return max(MIN_TOKENS_PER_BAR, -(-(cfg.max_positions - 1) // cfg.max_bars))
+
     def _generate(self, z_bar, z_segment, *, bars: int, meter: str | None, temperature: float, top_p: float,
                   max_new: int, prompt: torch.Tensor | None = None) -> list[list[int]]:
         from transformers import LogitsProcessorList
 
         from midistruct.generation.constraints import RemiGrammar
 
+        if self.vocab.is_bpe:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
+            raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
+                             "tokens); encode works, or train without tokenizer.bpe_vocab_size")
         cfg = self.model.config
         sampling = temperature > 0
         prompt_len = 1 if prompt is None else prompt.shape[1]
@@ -199,7 +209,7 @@ class MidiStruct:
         for ids in windows:
             part = decode_ids(self.tokenizer, ids)
             out = out or symusic.Score(part.tpq)
-            n_bars = max(sum(1 for i in ids if i == self.encoder.bar_id), 1)
+            n_bars = max(self.vocab.count_bars(ids), 1)
             for ts in part.time_signatures:
                 out.time_signatures.append(symusic.TimeSignature(ts.time + offset, ts.numerator, ts.denominator))
             for track in part.tracks:
@@ -300,7 +310,6 @@ class MidiStruct:
         (another piece's ``encode``: the Transformer Autoencoder's style conditioning; its first
         window), else from the primer's own last window. The result keeps the primer's tempo.
         """
-        from midistruct.tokens.segment import bar_starts
         from midistruct.tokens.validate import Skip
 
         if bars < 1:
@@ -308,12 +317,12 @@ class MidiStruct:
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            ids = self.encoder.tokenize(self.load(primer))
+            ids = self.vocab.from_base(self.piece_encoder.tokenize(self.load(primer)))[0]
         except Skip as skip:
             raise InputError(f"{_name(primer)}: {skip}") from None
         style = latent if latent is not None else self.encode(primer)
         style = style.window(len(style) - 1) if latent is None else style.window(0)
-        meter = self._meter_of(ids[bar_starts(ids, self.encoder.bar_id)[-1]:])
+        meter = self.vocab.meter(ids[self.vocab.bar_starts(ids)[-1]:])
         remaining = bars
         while remaining > 0:
             ids, written = self._continue_round(ids, style, remaining, meter=meter, temperature=temperature, top_p=top_p)
@@ -324,17 +333,14 @@ class MidiStruct:
     def _continue_round(self, ids: np.ndarray, style: PieceLatents, remaining: int, *, meter: str,
                         temperature: float, top_p: float) -> tuple[np.ndarray, int]:
         """One window: prompt with the last bars of ``ids``, generate up to ``remaining`` more bars."""
-        from midistruct.shards.dataset import BOS_ID
-        from midistruct.tokens.segment import bar_starts
-
-        starts = bar_starts(ids, self.encoder.bar_id)
+        starts = self.vocab.bar_starts(ids)
         context = min(len(starts), max(1, self.bars // 2), self.bars - 1) if self.bars > 1 else 0
         new = min(remaining, self.bars - context)
         prompt_ids = ids[starts[len(starts) - context]:] if context else ids[:0]
         prompt = torch.tensor([[BOS_ID, *prompt_ids.tolist()]], device=self.device)
         z_bar = style.z_bar[:, : context + new]
         rows = self._generate(z_bar, style.z_segment, bars=context + new, meter=meter, temperature=temperature,
-                              top_p=top_p, max_new=new * 160, prompt=prompt)
+                              top_p=top_p, max_new=new * self.tokens_per_bar(), prompt=prompt)
         generated = np.asarray(rows[0][len(prompt_ids):], dtype=np.int64)
         return np.concatenate([ids, generated]), new
 
@@ -346,7 +352,7 @@ class MidiStruct:
         if seed is not None:
             torch.manual_seed(seed)
         bars = bars or self.bars
-        meters = sorted(f"{num}/{den}" for num, den in self.encoder.meters)
+        meters = sorted(f"{num}/{den}" for num, den in self.piece_encoder.meters)
         if meter not in meters:
             raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:

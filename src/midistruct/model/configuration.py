@@ -39,12 +39,14 @@ class MidiStructConfig(PreTrainedConfig):
         dropout: dropout in embeddings, attention and feed-forward layers.
 
     Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):
-        pad_token_id, bos_token_id, eos_token_id, mask_token_id; bar_token_id is ``tokenizer.vocab["Bar_None"]``
-        (4 with miditok's default REMI vocabulary). The decoder counts ``Bar`` tokens to know each token's bar.
+        pad_token_id, bos_token_id, eos_token_id, mask_token_id; bar_token_id is the ``Bar`` id (``RemiVocab.bar_id``,
+        4 with miditok's default REMI vocabulary). bar_token_ids: every id that opens a bar when that is more
+        than ``bar_token_id`` -- with BPE, each merge starting with ``Bar`` (``RemiVocab.bar_opening_ids``);
+        None: ``[bar_token_id]``. The decoder counts these to know each token's bar.
     """
 
     model_type = "midistruct"
-    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache's name from transformers 5.24 / before
+    keys_to_ignore_at_inference = ["cache"]  # the decoder cache, not an output to compare
     # Standard names that generic transformers code (caches, generation) reads.
     attribute_map = {
         "hidden_size": "d_model",
@@ -77,6 +79,7 @@ class MidiStructConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = 2
     mask_token_id: int = 3
     bar_token_id: int = 4
+    bar_token_ids: list[int] | None = None
     tie_word_embeddings: bool = True
     use_cache: bool = True
 
@@ -94,6 +97,9 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:
             raise ValueError(f"bar_token_id {self.bar_token_id} outside the vocabulary ({self.vocab_size})")
+        outside = [i for i in self.bar_token_ids or [] if not 0 <= i < self.vocab_size]
+        if outside:
+            raise ValueError(f"bar_token_ids {outside} outside the vocabulary ({self.vocab_size})")
 
     @classmethod
     def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":

@@ -13,8 +13,9 @@ Shape letters used in the comments:
 Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
 ``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
 The decoder reads ``[BOS] + input_ids[:, :-1]`` and predicts ``input_ids``. It finds each token's bar by
-counting ``Bar`` tokens in its own input (``count_bars``), in training and in generation alike, so the
-bar code a token sees never depends on information the generator lacks.
+counting the tokens that open a bar in its own input (``count_bars`` over ``config.bar_token_ids``: the
+``Bar`` id, and under BPE every merge that starts with ``Bar``), in training and in generation alike, so
+the bar code a token sees never depends on information the generator lacks.
 """
 
 import math
@@ -26,27 +27,9 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from midistruct.model.configuration import MidiStructConfig
-
-# --------------------------------------------------------------------------- transformers compatibility
-
-# transformers 5.24 renamed the cache that ``generate`` threads through a model from ``past_key_values`` to
-# ``cache``: the ModelOutput field it reads back after each step and the keyword it hands to
-# ``prepare_inputs_for_generation``. CACHE_NAME is the installed version's name: MidiStructOutput carries the cache
-# under it (``output.kv_cache`` reads it whatever the name), and ``forward`` / ``prepare_inputs_for_generation``
-# accept both names.
-CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    """The decoder cache, passed as ``cache`` (transformers >= 5.24) or as ``past_key_values`` (before)."""
-    if cache is not None and past_key_values is not None and cache is not past_key_values:
-        raise ValueError("pass the decoder cache as cache or as past_key_values, not both")
-    return past_key_values if cache is None else cache
-
 
 # --------------------------------------------------------------------------- token helpers
 
@@ -57,13 +40,16 @@ def shift_right(input_ids: torch.Tensor, *, bos_token_id: int) -> torch.Tensor:
     return torch.cat([bos, input_ids[:, :-1]], dim=1)
 
 
-def count_bars(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
-    """Bar index of each token (B, T): Bar tokens seen so far, inclusive, minus one; 0 before the first Bar.
+def count_bars(input_ids: torch.Tensor, *, bar_token_ids) -> torch.Tensor:
+    """Bar index of each token (B, T): tokens that open a bar seen so far, inclusive, minus one; 0 before the first.
 
-    On a segment this reproduces the data pipeline's ``bar_ids`` at real tokens; on the shifted decoder
-    input it gives ``[0] + bar_ids[:, :-1]``, which is what the decoder uses.
+    ``bar_token_ids`` (an int or a sequence of ids) are the ids that open a bar: the ``Bar`` id, and with BPE
+    also every merge that starts with ``Bar`` (``RemiVocab.bar_opening_ids``), since there the ``Bar`` id alone
+    hardly ever appears (issue 13). On a segment this reproduces the data pipeline's ``bar_ids`` at real
+    tokens; on the shifted decoder input it gives ``[0] + bar_ids[:, :-1]``, which is what the decoder uses.
     """
-    return ((input_ids == bar_token_id).long().cumsum(dim=1) - 1).clamp(min=0)
+    opens = torch.isin(input_ids, torch.as_tensor(bar_token_ids, device=input_ids.device))
+    return (opens.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def check_length(end: int, max_positions: int) -> None:
@@ -395,8 +381,8 @@ class MidiStructOutput(ModelOutput):
     bow_loss: with ``config.bag_of_words``, the NLL of each token under its bar's bag-of-words prediction from
         the codes alone, summed over a segment (nats per segment).
     logits: (B, T, V).
-    cache (transformers >= 5.24) or past_key_values (before; the field is named ``CACHE_NAME``): the decoder's
-        cache when ``use_cache``; ``kv_cache`` reads it under either name.
+    cache: the decoder's cache when ``use_cache``, under the name ``generate`` reads back after each step
+        (transformers >= 5.24; earlier versions called it ``past_key_values``).
     z_*, mu_*, logvar_*, bar_mask: as in ``Latents``; feed ``mu_bar[bar_mask]`` / ``mu_segment`` to ``latent_usage``.
     """
 
@@ -409,10 +395,7 @@ class MidiStructOutput(ModelOutput):
     kl_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    if CACHE_NAME == "cache":  # the one field transformers reads back in generate, under its own name
-        cache: Cache | None = None
-    else:
-        past_key_values: Cache | None = None
+    cache: Cache | None = None
     z_bar: torch.Tensor | None = None
     z_segment: torch.Tensor | None = None
     mu_bar: torch.Tensor | None = None
@@ -420,11 +403,6 @@ class MidiStructOutput(ModelOutput):
     mu_segment: torch.Tensor | None = None
     logvar_segment: torch.Tensor | None = None
     bar_mask: torch.Tensor | None = None
-
-    @property
-    def kv_cache(self) -> Cache | None:
-        """The decoder cache, whichever name (``CACHE_NAME``) the installed transformers gives the field."""
-        return getattr(self, CACHE_NAME)
 
 
 # --------------------------------------------------------------------------- the model
@@ -476,6 +454,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
         self.post_init()
 
+    @property
+    def bar_token_ids(self) -> list[int]:
+        """The ids that open a bar (see ``count_bars``): ``config.bar_token_ids``, else ``[config.bar_token_id]``."""
+        return self.config.bar_token_ids or [self.config.bar_token_id]
+
     def get_input_embeddings(self):
         return self.decoder.embed_tokens
 
@@ -488,7 +471,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         if bar_ids is None:
-            bar_ids = count_bars(input_ids, bar_token_id=self.config.bar_token_id)
+            bar_ids = count_bars(input_ids, bar_token_ids=self.bar_token_ids)
         if int(bar_ids.max()) >= self.config.max_bars:
             raise ValueError(f"segment has bar index {int(bar_ids.max())}, max_bars is {self.config.max_bars}")
         if self.encoder is None:  # latent_mode "none": zero codes, which the decoder ignores
@@ -529,11 +512,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if decoder_bar_ids is None:
             if cache is not None and cache.get_seq_length() > 0:
                 raise ValueError("decoder_bar_ids are required when continuing from a cache")
-            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         hidden = self.decoder(
             decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=cache
         )  # (B, T, D)
-        return MidiStructOutput(logits=self.lm_head(hidden), **{CACHE_NAME: cache if use_cache else None})
+        return MidiStructOutput(logits=self.lm_head(hidden), cache=cache if use_cache else None)
 
     def _check_codes(self, z_bar, z_segment):
         if z_segment is None:
@@ -580,7 +563,6 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         beta: float = 1.0,
         sample: bool | None = None,
         cache: Cache | None = None,
-        past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -590,10 +572,8 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         With ``z_segment`` (and ``z_bar``) given, the encoder is skipped and ``decoder_input_ids`` are decoded
         (the generation path). Otherwise ``input_ids`` are encoded and the decoder reads ``shift_right(input_ids)``
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
-        the KL (the trainer anneals it); ``sample`` as in ``encode``. The decoder cache comes as ``cache`` or as
-        ``past_key_values`` (the names of transformers >= 5.24 and before).
+        the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
         """
-        cache = either_cache(cache, past_key_values)
         latents = None
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
@@ -604,7 +584,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)
         if decoder_bar_ids is None and (cache is None or cache.get_seq_length() == 0):
             # counted before word dropout, which may hide Bar tokens
-            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+            decoder_bar_ids = count_bars(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
         out = self.decoder_forward(
@@ -613,7 +593,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
                                                              bar_ids=bar_ids)
-        return MidiStructOutput(logits=out.logits, **{CACHE_NAME: out.kv_cache}, **terms)
+        return MidiStructOutput(logits=out.logits, cache=out.cache, **terms)
 
     def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the
@@ -645,19 +625,18 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         terms["loss"] = terms["recon_loss"] + beta * terms["kl_loss"]
         if self.bow_head is not None:
             if bar_ids is None:
-                bar_ids = count_bars(labels.clamp(min=0), bar_token_id=self.config.bar_token_id)  # as encode does
+                bar_ids = count_bars(labels.clamp(min=0), bar_token_ids=self.bar_token_ids)  # as encode does
             terms["bow_loss"] = self.bag_of_words_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.bag_of_words * terms["bow_loss"]
         return terms
 
     def prepare_inputs_for_generation(
-        self, input_ids, *, cache=None, past_key_values=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
+        self, input_ids, *, cache=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
     ):
         """``generate`` hook: the decoder inputs not yet in the cache, and their bar index counted on the
         whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS).
-        ``generate`` passes the cache as ``cache`` from transformers 5.24 on, as ``past_key_values`` before."""
-        cache = either_cache(cache, past_key_values)
-        bar_index = count_bars(input_ids, bar_token_id=self.config.bar_token_id)  # (B, T)
+        ``generate`` passes the decoder cache as ``cache``."""
+        bar_index = count_bars(input_ids, bar_token_ids=self.bar_token_ids)  # (B, T)
         done = self.decoder.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         return {
             "decoder_input_ids": input_ids[:, done:],

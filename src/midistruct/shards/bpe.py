@@ -2,54 +2,53 @@
 
 miditok's own bar splitting of ids is unreliable with BPE, so bars are cut here from
 the base ids (each bar one pre-tokenized "word", as miditok does with
-``encode_ids_split="bar"``); a BPE token never spans two bars and its bar index is the
-word it came from. Windows start at bar lines, so they map onto BPE positions exactly.
+``encode_ids_split="bar"``; :meth:`~midistruct.tokens.remi.RemiVocab.from_base`); a BPE token never
+spans two bars and its bar index is the word it came from. Windows start at bar lines, so they map
+onto BPE positions exactly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from midistruct.shards.reader import ShardSet
+from midistruct.shards.reader import ShardError, ShardSet
 from midistruct.shards.writer import ShardWriter
-from midistruct.tokens.segment import bar_starts
+from midistruct.tokens.remi import RemiVocab
 
 
 class _BarWords:
     """Training iterator for miditok: per piece, the byte string of each bar (has ``__len__``)."""
 
-    def __init__(self, tokenizer, arrays):
-        self.tokenizer, self.arrays = tokenizer, arrays
+    def __init__(self, vocab: RemiVocab, arrays):
+        self.vocab, self.arrays = vocab, arrays
         self.spans = np.cumsum([0] + [p["tokens"] for p in arrays.pieces()])
 
     def __len__(self) -> int:
         return len(self.spans) - 1
 
     def __getitem__(self, i: int) -> list[str]:
-        ids = np.asarray(self.arrays.tokens[self.spans[i] : self.spans[i + 1]], dtype=np.int64)
-        return bar_words(self.tokenizer, ids)
+        return self.vocab.bar_words(self.arrays.tokens[self.spans[i] : self.spans[i + 1]])
 
 
-def bar_words(tokenizer, ids: np.ndarray) -> list[str]:
-    """The base ids of each bar as one byte string (miditok's byte alphabet)."""
-    starts = bar_starts(ids, tokenizer.vocab["Bar_None"])
-    chunks = np.split(ids, starts[1:]) if len(starts) else [ids]
-    return [tokenizer._ids_to_bytes(c.tolist(), as_one_str=True) for c in chunks if len(c)]
+def check_vocab_size(tokenizer, vocab_size: int) -> None:
+    """Raise :class:`ShardError` (one line) unless ``vocab_size`` leaves room for at least one merge
+    beyond the base vocabulary of the untrained ``tokenizer``."""
+    base = len(tokenizer.vocab)
+    if vocab_size <= base:
+        raise ShardError(f"tokenizer.bpe_vocab_size {vocab_size} must be larger than the base vocabulary of "
+                         f"these tokenizer settings ({base} tokens), or 0 for no BPE")
 
 
 def train_bpe(tokenizer, base: ShardSet, vocab_size: int) -> None:
-    """Learn BPE merges in place on the train split of ``base``."""
-    tokenizer.train(vocab_size=vocab_size, model="BPE", iterator=_BarWords(tokenizer, base.split("train")))
-
-
-def encode_piece(tokenizer, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """BPE ids (T',) and the bar index of each (T',) for one piece's base ids."""
-    encoding = tokenizer._model.encode(bar_words(tokenizer, ids), is_pretokenized=True)
-    return np.asarray(encoding.ids, dtype=np.int64), np.asarray(encoding.word_ids, dtype=np.int64)
+    """Learn BPE merges in place on the train split of ``base`` (``vocab_size`` checked first)."""
+    check_vocab_size(tokenizer, vocab_size)
+    words = _BarWords(RemiVocab(tokenizer), base.split("train"))
+    tokenizer.train(vocab_size=vocab_size, model="BPE", iterator=words)
 
 
 def reencode(tokenizer, base: ShardSet, writer: ShardWriter) -> None:
     """Write every piece of ``base`` into ``writer`` as BPE tokens, windows remapped."""
+    vocab = RemiVocab(tokenizer)
     for split in ("train", "valid", "test"):
         arrays = base.split(split)
         offset = 0
@@ -57,7 +56,7 @@ def reencode(tokenizer, base: ShardSet, writer: ShardWriter) -> None:
         rows = np.asarray(arrays.windows)
         for index, record in enumerate(pieces):
             ids = np.asarray(arrays.tokens[offset : offset + record["tokens"]], dtype=np.int64)
-            new_ids, new_bars = encode_piece(tokenizer, ids)
+            new_ids, new_bars = vocab.from_base(ids)
             first_token = np.searchsorted(new_bars, np.arange(record["bars"] + 1))  # (NB+1,) bar -> position
             first_token[-1] = len(new_ids)
             mine = rows[rows[:, 2] == index]

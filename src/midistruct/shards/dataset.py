@@ -1,7 +1,8 @@
-"""A torch Dataset over the windows of one split of one or more shard folders.
+"""Model inputs: a torch Dataset over the windows of shard folders, and the one way a window becomes an input.
 
 Items are dicts of 1-D LongTensors: ``input_ids`` (L,) -- the window's tokens then EOS --
-and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last bar).
+and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last bar); :func:`window_item`
+makes one, for the dataset and for every window that does not come from shards (:func:`window_batch`).
 :func:`collate` pads a list of items into the batch the model reads:
 ``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding.
 """
@@ -14,44 +15,22 @@ import numpy as np
 import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
-
+from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
 
 
-class PitchShifter:
-    """Transposes REMI token ids by whole semitones, staying inside the vocabulary's pitch range."""
+def window_item(ids: np.ndarray, bars: np.ndarray) -> dict[str, torch.Tensor]:
+    """The model input of one window: its token ids (L,) then EOS, and their bar indices (L,) within the
+    window then the last one again for EOS; both (L+1,) LongTensors."""
+    ids, bars = np.asarray(ids, dtype=np.int64), np.asarray(bars, dtype=np.int64)
+    return {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
+            "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))}
 
-    def __init__(self, vocab: dict[str, int]):
-        size = max(vocab.values()) + 1
-        self.pitch_of = np.full(size, -1, dtype=np.int64)  # (V,) pitch of a Pitch token, else -1
-        self.id_of = {}
-        for token, i in vocab.items():
-            if token.startswith("Pitch_"):
-                pitch = int(token.split("_")[1])
-                self.pitch_of[i] = pitch
-                self.id_of[pitch] = i
-        self.lo, self.hi = min(self.id_of), max(self.id_of)
-        self.lut = np.full(128, -1, dtype=np.int64)
-        for pitch, i in self.id_of.items():
-            self.lut[pitch] = i
 
-    def allowed(self, ids: np.ndarray, low: int, high: int) -> tuple[int, int]:
-        """The sub-range of semitone shifts [low, high] that keeps every pitch in range."""
-        pitches = self.pitch_of[ids]
-        pitches = pitches[pitches >= 0]
-        if len(pitches) == 0:
-            return 0, 0
-        return max(low, self.lo - int(pitches.min())), min(high, self.hi - int(pitches.max()))
-
-    def shift(self, ids: np.ndarray, semitones: int) -> np.ndarray:
-        """``ids`` with every Pitch token moved by ``semitones`` (which must be allowed)."""
-        if semitones == 0:
-            return ids
-        pitches = self.pitch_of[ids]
-        is_pitch = pitches >= 0
-        out = ids.copy()
-        out[is_pitch] = self.lut[pitches[is_pitch] + semitones]
-        return out
+def window_batch(windows: list[np.ndarray], vocab: RemiVocab) -> dict[str, torch.Tensor]:
+    """The padded batch (see :func:`collate`) of token windows (each starting at a bar, without BOS/EOS),
+    their bars counted by ``vocab`` (right under BPE too)."""
+    return collate([window_item(ids, vocab.bar_index(ids)) for ids in windows])
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -69,16 +48,16 @@ class WindowDataset(torch.utils.data.Dataset):
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
         self.transpose = tuple(transpose)
         self.seed, self.epoch = seed, 0
-        self.shifter = self._shifter() if self.transpose != (0, 0) else None
+        self.vocab = self._transposing_vocab() if self.transpose != (0, 0) else None
 
     def __len__(self) -> int:
         return int(self.cum[-1])
 
-    def _shifter(self) -> PitchShifter:
-        tokenizer = self.sets[0].tokenizer()
-        if tokenizer.is_trained:
+    def _transposing_vocab(self) -> RemiVocab:
+        vocab = RemiVocab(self.sets[0].tokenizer())
+        if vocab.is_bpe:
             raise ShardError("transposition needs base tokens, but these shards use BPE; set augment.transpose=[0, 0]")
-        return PitchShifter(tokenizer.vocab)
+        return vocab
 
     def lengths(self) -> np.ndarray:
         """(N,) tokens of every item, EOS included (for length-bucketed batching)."""
@@ -94,18 +73,16 @@ class WindowDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         which = int(np.searchsorted(self.cum, index, side="right") - 1)
         ids, bars = self.arrays[which].window(index - int(self.cum[which]))
-        if self.shifter is not None:
+        if self.vocab is not None:
             ids = self._transpose(ids, index)
-        ids = np.append(ids, EOS_ID)
-        bars = np.append(bars, bars[-1])
-        return {"input_ids": torch.from_numpy(ids), "bar_ids": torch.from_numpy(bars)}
+        return window_item(ids, bars)
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
-        low, high = self.shifter.allowed(ids, *self.transpose)
+        low, high = self.vocab.allowed_shifts(ids, *self.transpose)
         if low > high:
             return ids
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        return self.shifter.shift(ids, int(rng.integers(low, high + 1)))
+        return self.vocab.shift_pitches(ids, int(rng.integers(low, high + 1)))
 
 
 def collate(items: list[dict[str, torch.Tensor]], *, pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from midistruct.fsutil import replace_dir
 from midistruct.shards import FORMAT_VERSION, MANIFEST, SPLITS
 from midistruct.shards.lock import pid_alive
 from midistruct.shards.reader import ShardError
@@ -97,11 +98,7 @@ class ShardWriter:
         problem = replace_problem(self.out)  # checked again: the folder may have changed during the run
         if problem:
             raise ShardError(f"{self.out} {problem}; it was left as it was: choose another data.output")
-        old = self.out.with_name(f"{self.out.name}.old-{os.getpid()}")
-        if self.out.exists():
-            self.out.rename(old)
-        self.tmp.rename(self.out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(self.tmp, self.out)
         self._done = True
         return counts
 

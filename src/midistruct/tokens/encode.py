@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from midistruct.config import Config
-from midistruct.tokens.segment import Window, bar_index, bar_starts, cut_windows
+from midistruct.tokens.remi import RemiVocab
+from midistruct.tokens.segment import Window, cut_windows
+from midistruct.tokens.tokenizer import build_tokenizer
 from midistruct.tokens.validate import Skip, load_score, usable_score
 
 
@@ -37,20 +39,18 @@ class Skipped:
 
 
 class PieceEncoder:
-    """Validate, clean, tokenize and segment pieces with one tokenizer."""
+    """Validate, clean, tokenize and segment pieces with one tokenizer (its ids: base ids, never BPE)."""
 
     def __init__(self, cfg: Config, tokenizer=None):
-        from midistruct.tokens.tokenizer import build_tokenizer
-
         self.cfg = cfg
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
-        vocab = self.tokenizer.vocab
-        self.bar_id = vocab["Bar_None"]
-        self.pitch_ids = np.array(sorted(i for t, i in vocab.items() if t.startswith("Pitch_")))
+        self.vocab = RemiVocab(self.tokenizer)
+        self.bar_id = self.vocab.bar_id
         self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
 
     def tokenize(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> np.ndarray:
-        """Validate, clean and tokenize a whole score: token ids (T,). Raises :class:`Skip`.
+        """Validate, clean and tokenize a whole score: base token ids (T,), without BPE even when the
+        tokenizer has merges (:meth:`RemiVocab.from_base` applies them). Raises :class:`Skip`.
 
         The rules are :func:`~midistruct.tokens.validate.usable_score`'s.
 
@@ -61,7 +61,7 @@ class PieceEncoder:
             score = _with_meter(score, time_signature)
         if downbeat is not None:
             score = _align_downbeat(score, downbeat)
-        seq = self.tokenizer.encode(usable_score(score, self.cfg, meters=self.meters))
+        seq = self.tokenizer.encode(usable_score(score, self.cfg, meters=self.meters), encode_ids=False)
         seq = seq[0] if isinstance(seq, list) else seq
         return np.asarray(seq.ids, dtype=np.int64)
 
@@ -69,7 +69,7 @@ class PieceEncoder:
         """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable."""
         cfg = self.cfg
         ids = self.tokenize(score, time_signature=time_signature, downbeat=downbeat)
-        starts = bar_starts(ids, self.bar_id)
+        starts = self.vocab.bar_starts(ids)
         if len(starts) > cfg.validation.max_bars:
             raise Skip(f"too many bars ({len(starts)} > {cfg.validation.max_bars})")
         if len(starts) < cfg.segments.bars:
@@ -77,13 +77,13 @@ class PieceEncoder:
         windows, dropped = self._keep_windows(ids, starts)
         if not windows:
             raise Skip("no usable window (" + ", ".join(f"{k}: {v}" for k, v in dropped.items()) + ")")
-        n_notes = int(np.isin(ids, self.pitch_ids).sum())
         digest = hashlib.sha1(ids.astype(np.int32).tobytes()).hexdigest()
-        return Encoded(ids, bar_index(ids, self.bar_id), windows, n_notes, digest, dropped, key_signature(score))
+        return Encoded(ids, self.vocab.bar_index(ids), windows, self.vocab.count_notes(ids), digest, dropped,
+                       key_signature(score))
 
     def _keep_windows(self, ids: np.ndarray, starts: np.ndarray) -> tuple[list[Window], dict[str, int]]:
         seg = self.cfg.segments
-        notes_before = np.concatenate([[0], np.cumsum(np.isin(ids, self.pitch_ids))]).tolist()
+        notes_before = np.concatenate([[0], np.cumsum(self.vocab.pitches_in[ids])]).tolist()
         kept, dropped = [], {"too many tokens": 0, "too few notes": 0}
         for w in cut_windows(starts, len(ids), bars=seg.bars, step=seg.step):
             if w.end - w.start + 1 > seg.max_tokens:  # +1: the EOS the model appends

@@ -1,9 +1,9 @@
-"""Cut a piece's token stream into bar-aligned windows.
+"""Cut a piece's token stream into bar-aligned windows; bar lines in ticks.
 
 With REMI every bar opens with a ``Bar`` token followed by its ``TimeSig`` token, so
 a window that starts at a ``Bar`` token decodes on its own with the right meter.
-Arrays: ``ids`` (T,) token ids of a whole piece; ``bar_starts`` (NB,) index of each
-``Bar`` token in ``ids``.
+Arrays: ``starts`` (NB,) index of each bar's first token in a piece's ids, as
+:meth:`midistruct.tokens.remi.RemiVocab.bar_starts` finds them.
 """
 
 from __future__ import annotations
@@ -19,16 +19,6 @@ class Window(NamedTuple):
     bar: int
     start: int
     end: int
-
-
-def bar_starts(ids: np.ndarray, bar_token_id: int) -> np.ndarray:
-    """Positions of the ``Bar`` tokens in ``ids``."""
-    return np.flatnonzero(ids == bar_token_id)
-
-
-def bar_index(ids: np.ndarray, bar_token_id: int) -> np.ndarray:
-    """Bar index of every token (0 for the first bar; tokens before the first Bar get 0)."""
-    return np.maximum(np.cumsum(ids == bar_token_id) - 1, 0)
 
 
 def cut_windows(starts: np.ndarray, n_tokens: int, *, bars: int, step: int) -> list[Window]:

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 
 from midistruct.errors import MidiStructError
+from midistruct.fsutil import replace_dir
+from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 
 META_FILE = "midistruct.json"
@@ -74,11 +76,7 @@ def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict[str, Any], sta
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     if state is not None:
         save_state(tmp, state)
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, folder)
 
 
 def save_state(folder: Path, state: dict[str, Any]) -> None:
@@ -214,16 +212,20 @@ def check_weights(folder: Path, model: torch.nn.Module) -> None:
 
 
 def _checked_tokenizer(folder: Path, config):
-    """The folder's tokenizer, checked to be the one the model was trained with (vocabulary, bar id)."""
+    """The folder's tokenizer, checked to be the one the model was trained with (vocabulary, the ids that
+    open a bar)."""
     path = folder / TOKENIZER_FILE
     try:
         tokenizer = load_tokenizer(folder)
+        vocab = RemiVocab(tokenizer)
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # miditok on a damaged file
         raise CheckpointError(f"{path} is not a usable tokenizer ({_one_line(err)})") from None
-    bar = tokenizer.vocab.get("Bar_None")
-    if tokenizer.vocab_size > config.vocab_size or bar != config.bar_token_id:
-        raise CheckpointError(f"{path} does not match {folder}/config.json: vocabulary {tokenizer.vocab_size} "
-                              f"and Bar id {bar}, the model has {config.vocab_size} and {config.bar_token_id}")
+    if vocab.size > config.vocab_size or vocab.bar_id != config.bar_token_id:
+        raise CheckpointError(f"{path} does not match {folder}/config.json: vocabulary {vocab.size} "
+                              f"and Bar id {vocab.bar_id}, the model has {config.vocab_size} and {config.bar_token_id}")
+    if vocab.bar_opening_ids().tolist() != (config.bar_token_ids or [config.bar_token_id]):
+        raise CheckpointError(f"{folder}/config.json does not list the BPE ids that open a bar (bar_token_ids), so "
+                              "its decoder read every token as bar 0 (issue 13); train this model again")
     return tokenizer
 
 

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+from midistruct.errors import MidiStructError
+
+
+class DeviceError(MidiStructError, RuntimeError):
+    """A named device this machine lacks (``cuda`` without a GPU, ``mps`` off Apple silicon)."""
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -20,17 +26,24 @@ class Dist:
         return self.rank == 0
 
 
-def choose_device(preference: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; a named device must exist."""
+def choose_device(preference: str, *, name: str = "train.device") -> torch.device:
+    """``auto`` picks cuda (this process's ``LOCAL_RANK``), then mps, then cpu; a named device must exist,
+    else :class:`DeviceError`, whose message names the setting ``name`` the preference came from."""
     if preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
+        raise DeviceError(f"{name}=cuda but no CUDA device is available; use auto or cpu")
+    if preference == "mps" and not _mps_available():
+        raise DeviceError(f"{name}=mps but no MPS device is available; use auto or cpu")
     return torch.device(preference)
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def cpu_supports_bf16() -> bool:

@@ -17,21 +17,21 @@ from midistruct.training import metrics
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
-                        judge: str | Path | None = None) -> dict:
+                        judge: str | Path | None = None, device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
-    held-out windows (:func:`midistruct.evaluation.interpolation.measure_interpolations`), their
+    held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`), their
     likelihood judged by the ``judge`` checkpoint (e.g. the plain-LM peer) when one is given.
     Windows that recur in the training split (any transposition) are left out unless
     ``exclude_recurring=False`` (:mod:`midistruct.evaluation.heldout`). With ``probes``, linear probes
     of the latent codes on that many windows (``probe.*``, :mod:`midistruct.evaluation.probes`); with
     ``samples``, statistics of that many prior samples against as many windows (``statistics.*``,
-    :mod:`midistruct.evaluation.statistics`)."""
+    :mod:`midistruct.evaluation.statistics`). Every model (the checkpoint's and the judge) runs on ``device``."""
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.shards.reader import ShardSet
     from midistruct.training.checkpoint import load_checkpoint
 
-    model, tokenizer, meta = load_checkpoint(checkpoint)
+    model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
     ds = WindowDataset([folder], split)
@@ -46,25 +46,25 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     batches = [collate([ds[int(i)] for i in pick[s : s + batch_size]]) for s in range(0, len(pick), batch_size)]
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
            "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
-    out.update(metrics.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext,
+    out.update(metrics.teacher_forced(model, batches, device=device, autocast=contextlib.nullcontext,
                                       tokenizer=tokenizer))
-    out.update(metrics.teacher_forced_controls(model, batches, device="cpu", tokenizer=tokenizer))
+    out.update(metrics.teacher_forced_controls(model, batches, device=device, tokenizer=tokenizer))
     free = {"": [], "_shuffled_latent": [], "_zero_latent": []}
     latent_of = {"": "true", "_shuffled_latent": "shuffled", "_zero_latent": "zero"}
     for s in range(0, min(free_run, len(order)), batch_size):
         batch = collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
         for key in free:
-            free[key].append(metrics.free_running(model, tokenizer, batch, device="cpu", latent=latent_of[key]))
+            free[key].append(metrics.free_running(model, tokenizer, batch, device=device, latent=latent_of[key]))
     out["free_run_windows"] = min(free_run, len(order))
     for suffix, results in free.items():
         for metric in ("onset_f1", "onset_offset_f1", "step_accuracy"):
             out[f"free_{metric}{suffix}"] = float(np.mean([r[metric] for r in results])) if results else 0.0
     if interpolations:
-        from midistruct.evaluation.interpolation import held_out_pairs, measure_interpolations
+        from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
         from midistruct.generation.pipeline import MidiStruct
 
-        ms = MidiStruct(model, tokenizer, meta)
-        judge_model = load_checkpoint(judge)[0] if judge else None
+        ms = MidiStruct(model, tokenizer, meta, device=device)
+        judge_model = load_checkpoint(judge, device=device)[0] if judge else None
         found = measure_interpolations(ms, held_out_pairs(ms, folder, n=interpolations, split=split, seed=seed),
                                        judge=judge_model)
         out.update({f"interpolation.{k}": v for k, v in found.items()})
@@ -72,12 +72,14 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
         from midistruct.evaluation.probes import probe_latents
         from midistruct.generation.pipeline import MidiStruct
 
-        found = probe_latents(MidiStruct(model, tokenizer, meta), folder, split=split, windows=probes, seed=seed)
+        found = probe_latents(MidiStruct(model, tokenizer, meta, device=device), folder, split=split,
+                              windows=probes, seed=seed)
         out.update({f"probe.{k}": v for k, v in found.items()})
     if samples:
         from midistruct.evaluation.statistics import sample_statistics
         from midistruct.generation.pipeline import MidiStruct
 
-        found = sample_statistics(MidiStruct(model, tokenizer, meta), folder, n=samples, seed=seed, split=split)
+        found = sample_statistics(MidiStruct(model, tokenizer, meta, device=device), folder, n=samples,
+                                  seed=seed, split=split)
         out.update({f"statistics.{k}": v for k, v in found.items()})
     return out

@@ -23,6 +23,7 @@ import torch
 
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
+from midistruct.tokens.remi import RemiVocab
 from midistruct.training import distributed
 from midistruct.training.checkpoint import (
     META_FILE, check_checkpoint, check_weights, load_state, restore_trainer, rng_state, save_checkpoint,
@@ -63,10 +64,13 @@ def model_config(cfg: Config, tokenizer):
     unknown = sorted(set(cfg.model.overrides()) - valid)
     if unknown:
         raise TrainError(f"unknown model keys {unknown}; valid: {', '.join(sorted(valid))}")
+    vocab = RemiVocab(tokenizer)
     derived = {
-        "vocab_size": tokenizer.vocab_size, "bar_token_id": tokenizer.vocab["Bar_None"],
+        "vocab_size": vocab.size, "bar_token_id": vocab.bar_id,
         "max_positions": cfg.segments.max_tokens + 1, "max_bars": cfg.segments.bars,
     }
+    if vocab.is_bpe:  # the merges that open a bar, which the decoder must count (issue 13)
+        derived["bar_token_ids"] = vocab.bar_opening_ids().tolist()
     return MidiStructConfig(**{**derived, **cfg.model.overrides()})
 
 

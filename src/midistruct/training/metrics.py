@@ -19,6 +19,7 @@ import torch
 
 from midistruct.evaluation.notes import notes_of, onset_f1, transcription_f1, window_quarters
 from midistruct.evaluation.steps import n_steps_of, step_accuracy
+from midistruct.tokens.remi import RemiVocab
 
 LN2 = math.log(2.0)
 
@@ -26,13 +27,13 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[str, float]:
     """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
-    also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...) and the NLL and
-    negative ELBO per note (``*_per_note``: a note is a Pitch token)."""
+    also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...; ``.Merged`` for
+    BPE merges) and the NLL and negative ELBO per note (``*_per_note``: a note is a Pitch token)."""
     from midistruct.model import latent_usage
 
     totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
               "notes": 0}
-    types = token_types(tokenizer) if tokenizer is not None else None
+    vocab = RemiVocab(tokenizer) if tokenizer is not None else None
     by_type = {}  # type name -> [correct, total]
     mus = []
     for batch in batches:
@@ -45,10 +46,10 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         totals["tokens"] += int(mask.sum())
         right = (out.logits.argmax(-1) == batch["labels"]) & mask
         totals["correct"] += int(right.sum())
-        if types is not None:
-            kinds = types[batch["labels"].clamp(min=0).cpu().numpy()]
-            _count_by_type(by_type, right=right, mask=mask, kinds=kinds)
-            totals["notes"] += int((torch.from_numpy(kinds == "Pitch").to(mask.device) & mask).sum())
+        if vocab is not None:
+            labels = batch["labels"].clamp(min=0).cpu().numpy()
+            _count_by_type(by_type, right=right, mask=mask, kinds=vocab.kinds[labels])
+            totals["notes"] += int((torch.from_numpy(vocab.pitches_in[labels]).to(mask.device) * mask).sum())
         for key in ("kl", "kl_bar", "kl_segment"):
             totals[key] += float(getattr(out, key)) * n_seg
         totals["segments"] += n_seg
@@ -97,7 +98,7 @@ def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, f
 
     if model.config.latent_mode == "none":
         return {}
-    types = token_types(tokenizer)
+    types = RemiVocab(tokenizer).kinds
     totals = {}  # suffix -> [nll, tokens, {kind: [right, total]}]
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -122,12 +123,6 @@ def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, f
     return out
 
 
-def token_types(tokenizer) -> np.ndarray:
-    """(V,) the type of each token id: ``Pitch_60`` -> ``Pitch``; special tokens by name (``EOS``)."""
-    names = [tokenizer[i] for i in range(len(tokenizer))]
-    return np.array([name.split("_")[0] for name in names], dtype=object)
-
-
 @torch.no_grad()
 def free_running(model, tokenizer, batch, *, device, latent: str = "true") -> dict[str, float]:
     """Greedy free-running reconstruction of a batch from its posterior mean (``latent="true"``), from
@@ -149,7 +144,7 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true") -> di
         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
         suppress_tokens=[cfg.pad_token_id, cfg.bos_token_id, cfg.mask_token_id])
     scores, with_offsets, steps, exact = [], [], [], 0
-    bar_id = tokenizer.vocab["Bar_None"]
+    vocab = RemiVocab(tokenizer)
     for row in range(len(generated)):
         ref_ids = strip_special(batch["input_ids"][row])
         est_ids = strip_special(generated[row])
@@ -158,7 +153,7 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true") -> di
         ref_notes, est_notes = notes_of(ref), _safe_notes(tokenizer, est_ids)
         scores.append(onset_f1(ref_notes, est_notes))
         with_offsets.append(transcription_f1(ref_notes, est_notes, offsets=True))
-        quarters = window_quarters(ref, max(ref_ids.count(bar_id), 1))
+        quarters = window_quarters(ref, max(vocab.count_bars(ref_ids), 1))
         steps.append(step_accuracy(ref_notes, est_notes, n_steps=n_steps_of(quarters=quarters)))
     return {"onset_f1": float(np.mean(scores)), "onset_offset_f1": float(np.mean(with_offsets)),
             "step_accuracy": float(np.mean(steps)),

@@ -109,7 +109,7 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     for k, (wa, wb) in enumerate(pairs):
         a_score = decode_ids(ms.tokenizer, wa)
         a, b = notes_of(a_score), notes_of(decode_ids(ms.tokenizer, wb))
-        n = n_steps_of(quarters=window_quarters(a_score, int((wa == ms.encoder.bar_id).sum())))
+        n = n_steps_of(quarters=window_quarters(a_score, ms.vocab.count_bars(wa)))
         path = decoded[k * steps : (k + 1) * steps]
         valid += sum(len(x) > 0 for x in path)
         for name in DISTANCES:
@@ -124,29 +124,23 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     if judge is not None:
         inner = [ids for i, ids in enumerate(tokens) if 0 < i % steps < steps - 1]
         ends = [ids for i, ids in enumerate(tokens) if i % steps in (0, steps - 1)]
-        out.update({"judge_nll_inputs": token_nll(judge, [w for pair in pairs for w in pair]),
-                    "judge_nll_ends": token_nll(judge, ends), "judge_nll_inner": token_nll(judge, inner)})
+        windows = {"inputs": [w for pair in pairs for w in pair], "ends": ends, "inner": inner}
+        out.update({f"judge_nll_{k}": token_nll(judge, v, vocab=ms.vocab) for k, v in windows.items()})
     return out
 
 
-def token_nll(model, windows: list, *, batch_size: int = 64) -> float:
-    """Mean NLL per token (nats, EOS included) of token ``windows`` under ``model`` (its own latents)."""
+def token_nll(model, windows: list, *, vocab, batch_size: int = 64) -> float:
+    """Mean NLL per token (nats, EOS included) of token ``windows`` under ``model`` (its own latents);
+    ``vocab`` is the :class:`~midistruct.tokens.remi.RemiVocab` of the windows' (and the model's) tokenizer."""
     import torch
 
-    from midistruct.shards.dataset import EOS_ID, collate
-    from midistruct.tokens.segment import bar_index
+    from midistruct.shards.dataset import window_batch
 
-    bar_id = model.config.bar_token_id
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
-            items = []
-            for ids in windows[start : start + batch_size]:
-                ids = np.asarray(ids, dtype=np.int64)
-                bars = bar_index(ids, bar_id)
-                items.append({"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
-                              "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))})
-            batch = collate(items)
+            batch = window_batch(windows[start : start + batch_size], vocab)
+            batch = {k: v.to(model.device) for k, v in batch.items()}  # the model's device (evaluate --device)
             out = model.eval()(**batch, beta=1.0)
             tokens = int((batch["labels"] != -100).sum())
             total += float(out.token_nll) * tokens
@@ -163,8 +157,8 @@ def held_out_pairs(ms, folder, *, n: int = 32, split: str = "test", seed: int = 
     by_meter: dict[str, list[tuple[int, np.ndarray]]] = {}
     for i in rng.permutation(arrays.n_windows)[: 40 * n]:
         ids = arrays.window(int(i))[0]
-        if int((ids == ms.encoder.bar_id).sum()) == ms.bars:
-            by_meter.setdefault(ms._meter_of(ids), []).append((int(arrays.windows[i][2]), ids))
+        if ms.vocab.count_bars(ids) == ms.bars:
+            by_meter.setdefault(ms.vocab.meter(ids), []).append((int(arrays.windows[i][2]), ids))
     pairs = []
     for windows in by_meter.values():
         for (piece_a, a), (piece_b, b) in zip(windows[0::2], windows[1::2]):
