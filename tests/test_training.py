@@ -228,3 +228,17 @@ def test_teacher_forced_controls_known_values(shards, tmp_path):
     assert controls["recon_nll_per_token_zero_latent"] != pytest.approx(plain["recon_nll_per_token"], rel=1e-5)
     model.config.latent_mode = "none"  # what a plain-LM checkpoint says: its codes mean nothing
     assert metrics.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer) == {}
+
+
+def test_a_time_limit_before_the_first_evaluation_still_leaves_best(shards, tmp_path):
+    """quickstart on a slow machine: the time limit came before step eval_every, and best/ was missing."""
+    cfg = _cfg(shards, tmp_path / "run", "train.eval_every=1000", "train.save_every=1000", "train.max_steps=1000",
+               "train.max_minutes=0.0001")
+    trainer = Trainer(cfg, progress=False)
+    trainer.run()
+    assert 0 < trainer.state["step"] < 1000
+    check_checkpoint(tmp_path / "run" / "best")
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["split"] == "valid"] == [trainer.state["step"]]
+    last = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())["state"]["position"]
+    assert last["best"] == trainer.state["best"] < float("inf")  # last knows the best it saved

@@ -249,30 +249,46 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['nll_per_token']:.3f}", kl=f"{record['kl_bits']:.1f}b")
                 self._periodic(logger, record)
                 if self.t.max_minutes and time.monotonic() - start > 60 * self.t.max_minutes:
+                    self._stop_between_evaluations(logger)
                     break
+            else:
+                self.save("last")
         except KeyboardInterrupt:
             self.save("last")
             raise
         finally:
             bar.close()
             logger.close()
-        self.save("last")
         distributed.teardown(self.dist)
         return logs
+
+    def _stop_between_evaluations(self, logger: _Logger) -> None:
+        """The time limit: validate unless this step just was, so that ``best/`` exists even when the
+        limit came before the first evaluation (a slow machine in quickstart), then save ``last``."""
+        if self.state["step"] % self.t.eval_every and self.state["step"] != self.t.max_steps:
+            self._validate(logger)
+        self.save("last")
 
     def _periodic(self, logger: _Logger, record: dict) -> None:
         step = self.state["step"]
         if step % self.t.log_every == 0:
             logger.log(step, "train", record)
         if step % self.t.eval_every == 0 or step == self.t.max_steps:
-            metrics = self.evaluate() if self.dist.is_main else {}
-            logger.log(step, "valid", metrics)
-            if metrics and metrics["neg_elbo_per_token"] < self.state["best"]:
-                self.state["best"] = metrics["neg_elbo_per_token"]
-                self.save("best")
-            distributed.barrier(self.dist)
+            self._validate(logger)
         if step % self.t.save_every == 0:
             self.save("last")
+
+    def _validate(self, logger: _Logger) -> None:
+        """Validation metrics logged; ``best/`` saved when the negative ELBO improved. Evaluation leaves
+        the training RNG streams as they were, so when and whether it runs never changes training."""
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            metrics = self.evaluate() if self.dist.is_main else {}
+        logger.log(self.state["step"], "valid", metrics)
+        if metrics and metrics["neg_elbo_per_token"] < self.state["best"]:
+            self.state["best"] = metrics["neg_elbo_per_token"]
+            self.save("best")
+        distributed.barrier(self.dist)
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (teacher-forced and free-running); warns on posterior collapse."""
