@@ -10,11 +10,11 @@ import symusic
 import torch
 
 from midistruct.cli import main
-from midistruct.evaluation import features
-from midistruct.evaluation.features import note_density
 from midistruct.generation import attributes
 from midistruct.generation.attributes import AttributeVectors, directions, shift
 from midistruct.generation.pipeline import MidiStruct
+from midistruct.metrics import features
+from midistruct.metrics.features import note_density
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from midistruct.cli import main
 from midistruct.config import load_config
-from midistruct.training.checkpoint import (
+from midistruct.model.checkpoint import (
     LEGACY_STATE_FILE, STATE_JSON, STATE_TENSORS, CheckpointError, load_checkpoint, load_state,
 )
 from midistruct.training.loop import Trainer

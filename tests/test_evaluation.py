@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import symusic
 
-from midistruct.evaluation import features
 from midistruct.evaluation.smoothness import path_smoothness, pianoroll_distance
-from midistruct.evaluation.notes import notes_of, transcription_f1, window_quarters
-from midistruct.evaluation.steps import NO_EVENT, NOTE_OFF, melody_events, step_accuracy, step_distance
+from midistruct.metrics import features
+from midistruct.metrics.notes import notes_of, transcription_f1, window_quarters
+from midistruct.metrics.steps import NO_EVENT, NOTE_OFF, melody_events, step_accuracy, step_distance
 
 
 def notes(*rows):

@@ -199,7 +199,7 @@ G_MAJOR = [7, 9, 11, 0, 2, 4, 6]
 def test_nottingham_tunes_in_g_major_have_g_major_histograms(shared_datasets):
     import symusic
 
-    from midistruct.evaluation.notes import notes_of
+    from midistruct.metrics.notes import notes_of
 
     rows = []
     for path in sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid")):

@@ -15,8 +15,8 @@ from scores import write_corpus
 
 from midistruct.cli import main
 from midistruct.config import load_config
+from midistruct.model.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 from midistruct.prepare import prepare
-from midistruct.training.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 from midistruct.training.loop import Trainer, TrainError
 
 REPO = Path(__file__).resolve().parents[1]

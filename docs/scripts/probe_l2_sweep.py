@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from midistruct.evaluation import probes
-from midistruct.evaluation.notes import notes_of
 from midistruct.generation.pipeline import MidiStruct
+from midistruct.metrics.notes import notes_of
 from midistruct.shards.reader import ShardSet
 from midistruct.tokens.tokenizer import decode_ids
 

@@ -2,8 +2,10 @@
 
 Data flow, one sub-package per stage:
 ``corpus`` (sources of MIDI pieces) -> ``tokens`` (validation, miditok tokenization,
-bar-aligned segmentation) -> ``shards`` (memory-mapped token arrays on disk) ->
-``model`` -> ``training`` -> ``generation``; ``cli`` wires them to commands.
+bar-aligned segmentation) -> ``shards`` (memory-mapped token arrays on disk) -> ``metrics``
+(scores over notes and tokens) -> ``model`` (and its checkpoint folder) -> ``generation`` ->
+``training`` -> ``evaluation``; ``cli`` wires them to commands. Imports go one way, down
+this list (``tests/test_architecture.py``).
 
 Importing the package is cheap: nothing heavy (torch, miditok) is imported here.
 """

@@ -131,7 +131,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Reconstruction metrics of a checkpoint on a split of prepared shards."""
-    from midistruct.training.evaluate import evaluate_checkpoint
+    from midistruct.evaluation.evaluate import evaluate_checkpoint
 
     data = args.data or None
     device = _device(args)
@@ -232,7 +232,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_attributes(args: argparse.Namespace) -> int:
     """Measure attributes over a corpus's windows and write their latent directions."""
-    from midistruct.evaluation.features import ATTRIBUTES
+    from midistruct.metrics.features import ATTRIBUTES
 
     names = args.names.split(",") if args.names else None
     for name in names or []:

@@ -21,8 +21,8 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
     The two pieces are the first two of the test split (by id) that span ``bars`` bars; both are
     cut to their first ``bars`` bars. Returns a summary (also written as ``quickstart.json``).
     """
+    from midistruct.model.checkpoint import has_state
     from midistruct.prepare import prepare
-    from midistruct.training.checkpoint import has_state
     from midistruct.training.loop import Trainer
 
     started = time.monotonic()

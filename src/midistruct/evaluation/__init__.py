@@ -1,6 +1,5 @@
-"""Measuring music and models: note-level and MusicVAE-style step metrics, musical attributes,
-interpolation smoothness. Pure functions over note arrays; no model code here.
-
-Notes are (N, 3) float arrays of onset and duration in quarter notes and MIDI pitch
-(:func:`midistruct.evaluation.notes.notes_of` makes them from a symusic Score).
+"""Evaluating a trained checkpoint: held-out reconstruction (``evaluate``, ``midistruct evaluate``),
+recurring test windows (``heldout``), interpolation smoothness (``smoothness``), sample statistics
+against the data (``statistics``) and latent probes (``probes``). The top floor below the CLI: it
+may use generation, training and the model; the scores themselves live in :mod:`midistruct.metrics`.
 """

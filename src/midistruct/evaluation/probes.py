@@ -202,7 +202,7 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     ``targets`` (default: all of :data:`TARGETS`); pieces are split 75/25 by a hash of their group
     and ``seed``. Also returns ``windows``, ``pieces`` and ``test_pieces``.
     """
-    from midistruct.evaluation.notes import notes_of
+    from midistruct.metrics.notes import notes_of
     from midistruct.shards.reader import ShardSet
     from midistruct.tokens.tokenizer import decode_ids
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from midistruct.evaluation.steps import STEPS_PER_QUARTER, n_steps_of, step_distance
+from midistruct.metrics.steps import STEPS_PER_QUARTER, n_steps_of, step_distance
 
 
 def pianoroll_distance(a: np.ndarray, b: np.ndarray, *, n_steps: int | None = None) -> float:
@@ -84,9 +84,9 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     token of the inputs, of the path ends and of the inner steps (``judge_nll_*``): interpolants
     that stay on the data manifold score about as the ends do.
     """
-    from midistruct.evaluation.notes import notes_of, window_quarters
-    from midistruct.evaluation.steps import step_accuracy
     from midistruct.generation.interpolation import path as latent_path
+    from midistruct.metrics.notes import notes_of, window_quarters
+    from midistruct.metrics.steps import step_accuracy
     from midistruct.tokens.tokenizer import decode_ids
 
     z = ms.encode_windows([w for pair in pairs for w in pair])

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from midistruct.evaluation import features
+from midistruct.metrics import features
 
 # Duration classes: the nearest power-of-two note value in log scale (class boundaries at sqrt(2)
 # times a value), the shortest and longest open-ended. A dotted note goes to the longer class.
@@ -165,7 +165,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     """
     import torch
 
-    from midistruct.evaluation.notes import notes_of, window_quarters
+    from midistruct.metrics.notes import notes_of, window_quarters
     from midistruct.shards.reader import ShardSet
     from midistruct.tokens.tokenizer import decode_ids
 

@@ -3,7 +3,7 @@
 MusicVAE (Roberts et al. 2018, section 5.3) subtracts the mean latent of passages with little of an
 attribute from the mean latent of passages with much of it; adding the difference to a code moves
 the decoded music along the attribute. Here the attribute is measured from each training window's
-notes (:mod:`midistruct.evaluation.features`), the groups are the lowest and highest quarter of the
+notes (:mod:`midistruct.metrics.features`), the groups are the lowest and highest quarter of the
 windows by that measure, and a direction is kept for the segment code and for the bar codes (the
 mean over a window's bars, added to every bar).
 
@@ -84,8 +84,8 @@ def directions(z_segment: torch.Tensor, z_bar_mean: torch.Tensor, values: np.nda
 
 def measure_windows(tokenizer, windows: list[np.ndarray], names: list[str]) -> np.ndarray:
     """(W, A) attribute values of token windows, measured on their decoded notes."""
-    from midistruct.evaluation.features import measure
-    from midistruct.evaluation.notes import notes_of, window_quarters
+    from midistruct.metrics.features import measure
+    from midistruct.metrics.notes import notes_of, window_quarters
     from midistruct.tokens.tokenizer import decode_ids
 
     vocab = RemiVocab(tokenizer)
@@ -100,7 +100,7 @@ def measure_windows(tokenizer, windows: list[np.ndarray], names: list[str]) -> n
 def compute(ms, windows: list[np.ndarray], *, names: list[str] | None = None,
             quantile: float = 0.25) -> AttributeVectors:
     """Attribute vectors of ``names`` (all by default) over token ``windows``, encoded by ``ms``."""
-    from midistruct.evaluation.features import ATTRIBUTES, attribute
+    from midistruct.metrics.features import ATTRIBUTES, attribute
 
     names = list(names or ATTRIBUTES)
     for name in names:
@@ -154,8 +154,8 @@ def sweep(ms, latents: list[PieceLatents], vectors: AttributeVectors, name: str,
     """
     from scipy.stats import spearmanr
 
-    from midistruct.evaluation.features import attribute
-    from midistruct.evaluation.notes import notes_of, window_quarters
+    from midistruct.metrics.features import attribute
+    from midistruct.metrics.notes import notes_of, window_quarters
 
     measure = attribute(name)
     shifted = [shift(z, vectors, {name: amount}) for amount in amounts for z in latents]

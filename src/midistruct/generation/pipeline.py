@@ -57,7 +57,7 @@ class MidiStruct:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
         """Load a checkpoint folder (``runs/<name>/best``) in one call, the model on ``device``."""
-        from midistruct.training.checkpoint import load_checkpoint
+        from midistruct.model.checkpoint import load_checkpoint
 
         model, tokenizer, meta = load_checkpoint(folder, device=device)
         return cls(model, tokenizer, meta, device=device)

@@ -1,2 +1,3 @@
-"""Training: the loop (``loop``), validation metrics (``metrics``), checkpoints (``checkpoint``),
-multi-process setup (``distributed``). Entry point: ``midistruct train``."""
+"""Training: the loop (``loop``), validation metrics (``metrics``), multi-process setup
+(``distributed``). Checkpoint folders are written and read by :mod:`midistruct.model.checkpoint`.
+Entry point: ``midistruct train``."""

@@ -23,11 +23,11 @@ import torch
 
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
-from midistruct.tokens.remi import RemiVocab
-from midistruct.training import distributed
-from midistruct.training.checkpoint import (
+from midistruct.model.checkpoint import (
     META_FILE, check_checkpoint, check_weights, load_state, restore_trainer, rng_state, save_checkpoint,
 )
+from midistruct.tokens.remi import RemiVocab
+from midistruct.training import distributed
 
 
 class TrainError(MidiStructError, ValueError):

@@ -17,8 +17,8 @@ import math
 import numpy as np
 import torch
 
-from midistruct.evaluation.notes import notes_of, onset_f1, transcription_f1, window_quarters
-from midistruct.evaluation.steps import n_steps_of, step_accuracy
+from midistruct.metrics.notes import notes_of, onset_f1, transcription_f1, window_quarters
+from midistruct.metrics.steps import n_steps_of, step_accuracy
 from midistruct.tokens.remi import RemiVocab
 
 LN2 = math.log(2.0)

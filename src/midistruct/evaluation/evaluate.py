@@ -27,9 +27,9 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     of the latent codes on that many windows (``probe.*``, :mod:`midistruct.evaluation.probes`); with
     ``samples``, statistics of that many prior samples against as many windows (``statistics.*``,
     :mod:`midistruct.evaluation.statistics`). Every model (the checkpoint's and the judge) runs on ``device``."""
+    from midistruct.model.checkpoint import load_checkpoint
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.shards.reader import ShardSet
-    from midistruct.training.checkpoint import load_checkpoint
 
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]

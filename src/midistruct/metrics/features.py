@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from midistruct.evaluation.steps import STEPS_PER_QUARTER
+from midistruct.metrics.steps import STEPS_PER_QUARTER
 
 
 def note_density(notes: np.ndarray, quarters: float) -> float:
