@@ -176,7 +176,7 @@ def test_reconstruct_writes_every_good_file_and_names_every_bad_one(checkpoint, 
     assert written == {f"{p.stem}.reconstruct.mid" for p in good}
 
 
-@pytest.mark.parametrize("command", ["reconstruct", "encode", "continue", "interpolate-a", "interpolate-b"])
+@pytest.mark.parametrize("command", ["reconstruct", "encode", "continue", "interpolate-a", "interpolate-b", "grid"])
 def test_every_bad_file_is_one_line_exit_2(command, cached_pipeline, checkpoint, inputs, tmp_path, capsys):
     for path in inputs["bad"]:
         argv = {
@@ -185,6 +185,8 @@ def test_every_bad_file_is_one_line_exit_2(command, cached_pipeline, checkpoint,
             "continue": ["continue", checkpoint, path, "--bars", 1, "-o", tmp_path],
             "interpolate-a": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "-o", tmp_path],
             "interpolate-b": ["interpolate", checkpoint, inputs["good"], path, "--steps", 2, "-o", tmp_path],
+            "grid": ["grid", checkpoint, inputs["good"], path, inputs["good"], inputs["good"], "--steps", 2,
+                     "-o", tmp_path],
         }[command]
         _assert_refused(*_run(capsys, argv), path)
     assert not list(tmp_path.glob("*.mid")), "nothing is written for a bad input"
