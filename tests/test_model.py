@@ -367,3 +367,66 @@ def test_bag_of_words_trains_the_encoder_and_is_off_by_default(batch, tmp_path):
     assert torch.equal(again.bow_head.weight, model.bow_head.weight)
     with pytest.raises(Exception, match="bag_of_words must be >= 0"):  # huggingface_hub's strict validation error
         make_model(bag_of_words=-1.0)
+
+
+# --------------------------------------------------------------------------- sequence head (issue 14)
+
+
+def test_slot_targets_put_each_bar_in_order(batch):
+    from midistruct.model.modeling import slot_targets
+
+    targets = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=64)
+    assert targets.shape == (2, 2, 7)  # the longest bar: row 1's only bar, Bar + 5 tokens + EOS
+    assert targets[0, 0].tolist() == [BAR, 10, 11, 12, 13, 14, -100]
+    assert targets[0, 1].tolist() == [BAR, 15, 16, 17, 18, EOS, -100]
+    assert targets[1, 0].tolist() == [BAR, 20, 21, 22, 23, 24, EOS]
+    assert targets[1, 1].tolist() == [-100] * 7  # row 1 has no second bar
+    short = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=3)
+    assert short[0, 1].tolist() == [BAR, 15, 16]  # tokens past the slot table go unscored
+
+
+@pytest.mark.parametrize("bars", [True, False], ids=["bar+segment", "segment-only"])
+def test_sequence_loss_is_the_nll_of_each_bar_in_order(bars, batch):
+    model = make_model(bar_latents=bars, sequence_head=0.5).eval()
+    out = model(**batch, beta=0.5)
+    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss + 0.5 * out.seq_loss)
+    # by hand: token t of bar n is slot t - (first token of bar n), scored from [bar code ; segment code]
+    expected = []
+    for row in range(2):
+        bar_of = batch["bar_ids"][row].tolist() if bars else [0] * 12
+        codes = out.z_segment[row][None, None]  # (1, 1, Zs)
+        if bars:
+            codes = torch.cat([out.z_bar[row], out.z_segment[row].expand(2, -1)], -1)[None]  # (1, 2, Zb+Zs)
+        logp = torch.log_softmax(model.sequence_head(codes, n_slots=12), -1)[0]  # (NB, 12, V)
+        total = 0.0
+        for t in range(12):
+            label = int(batch["labels"][row, t])
+            if label != -100:
+                total -= logp[bar_of[t], t - bar_of.index(bar_of[t]), label]
+        expected.append(total)
+    assert torch.allclose(out.seq_loss, torch.stack(expected).mean(), atol=1e-4)
+
+
+def test_sequence_head_trains_the_encoder_and_adds_nothing_when_off(batch, tmp_path):
+    off = make_model()
+    assert off.sequence_head is None and off(**batch).seq_loss is None
+    assert not any("sequence_head" in name for name in off.state_dict())
+    assert sum(p.numel() for p in off.parameters()) == sum(p.numel() for p in make_model(bag_of_words=0).parameters())
+    model = make_model(sequence_head=1.0, sequence_head_layers=2).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = model(**batch).seq_loss
+    first.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())  # it never trains the decoder
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    torch.manual_seed(0)
+    assert float(model(**batch).seq_loss) < float(first)  # it learns
+    model.save_pretrained(tmp_path)
+    again = MidiStructModel.from_pretrained(tmp_path).eval()
+    assert again.config.sequence_head == 1.0 and len(again.sequence_head.blocks) == 2
+    assert torch.equal(again.sequence_head.slots.weight, model.sequence_head.slots.weight)
+    with pytest.raises(Exception, match="sequence_head must be >= 0"):
+        make_model(sequence_head=-1.0)

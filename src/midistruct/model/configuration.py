@@ -36,6 +36,14 @@ class MidiStructConfig(PreTrainedConfig):
             multiset of each bar's tokens from that bar's code and the segment code alone (the segment's tokens
             from the segment code without bar latents), so that the codes must hold the bar's pitches, not
             only what the decoder cannot guess from the previous tokens. 0 disables it (no extra weights).
+        sequence_head: weight of an auxiliary loss that asks the codes for each bar's tokens *in order*, not as a
+            set (issue 14): a non-autoregressive head reads only [bar code ; segment code] plus a learned query
+            per slot (slot k = the bar's k-th token) and predicts every slot's token at once (cross-entropy over
+            the bar's real tokens, nats per segment; without bar latents the segment is one "bar"). It trains the
+            encoder, never the decoder, and is not used when decoding. 0 disables it (no extra weights).
+        sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
+            slot alone).
+        sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored.
         dropout: dropout in embeddings, attention and feed-forward layers.
 
     Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):
@@ -70,6 +78,9 @@ class MidiStructConfig(PreTrainedConfig):
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
+    sequence_head: float | int = 0.0
+    sequence_head_layers: int = 1
+    sequence_slots: int = 64
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
@@ -90,6 +101,10 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.bag_of_words < 0:
             raise ValueError(f"bag_of_words must be >= 0, got {self.bag_of_words}")
+        if self.sequence_head < 0:
+            raise ValueError(f"sequence_head must be >= 0, got {self.sequence_head}")
+        if self.sequence_head_layers < 0 or self.sequence_slots < 1:
+            raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:

@@ -1,7 +1,8 @@
 """The transformer autoencoder: encoder -> bar and segment latents -> latent-conditioned causal decoder.
 
 Read bottom-up, in build order: token helpers, attention, block, encoder, latent bottleneck, KL,
-decoder conditionings (a registry), decoder, outputs, the model.
+decoder conditionings (a registry), decoder, the sequence head (an auxiliary loss on the codes), outputs,
+the model.
 
 Shape letters used in the comments:
     B  batch                 T  tokens in this call        S  keys seen by attention (cached + new)
@@ -9,6 +10,7 @@ Shape letters used in the comments:
     Dff ffn_dim              V  vocabulary size
     NB bars in the segment   Zb bar latent size            Zs segment latent size
     P  prefix vectors ahead of the tokens (0 for "add" conditioning, NB + 1 for "prefix")
+    K  slots per bar in the sequence head (slot k: the bar's k-th token)
 
 Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
 ``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
@@ -380,6 +382,53 @@ class Decoder(nn.Module):
         return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
 
 
+# --------------------------------------------------------------------------- sequence head (auxiliary)
+
+
+def slot_targets(labels, bar_ids, *, n_bars: int, max_slots: int) -> torch.Tensor:
+    """Each bar's labelled tokens in order, (B, NB, K): ``[b, n, k]`` is the k-th token of bar n of row b,
+    -100 past the bar's end. K = the longest bar's token count, at most ``max_slots`` (later tokens dropped)."""
+    B, T = labels.shape
+    steps = torch.arange(T, device=labels.device).expand(B, T)  # (B, T)
+    first = torch.ones_like(labels, dtype=torch.bool)
+    first[:, 1:] = bar_ids[:, 1:] != bar_ids[:, :-1]  # (B, T): a bar's first token
+    slot = steps - torch.cummax(torch.where(first, steps, 0), dim=1).values  # (B, T): index within its bar
+    real = labels != -100
+    n_slots = min(int(slot[real].max()) + 1 if real.any() else 1, max_slots)
+    keep = real & (slot < n_slots)
+    spare = n_bars * n_slots  # one scratch cell for the tokens left out
+    where = torch.where(keep, bar_ids.clamp(max=n_bars - 1) * n_slots + slot, spare)  # (B, T)
+    targets = labels.new_full((B, spare + 1), -100).scatter_(1, where, labels.masked_fill(~keep, -100))
+    return targets[:, :spare].view(B, n_bars, n_slots)
+
+
+class SequenceHead(nn.Module):
+    """Non-autoregressive: every token of a bar, slot by slot, from [bar code ; segment code] alone (issue 14).
+
+    Slot k's input is the projected code plus a learned query for k; ``sequence_head_layers`` blocks let the
+    slots agree (causally over the queries, so slot k's prediction does not depend on how many slots the batch
+    needs; no token is fed back), a linear layer names each slot's token. Unlike the bag of words it scores
+    order: the codes must say which pitch comes first, not only which pitches occur."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        self.code_proj = nn.Linear(in_dim, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.sequence_head_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.out = nn.Linear(config.d_model, config.vocab_size)
+
+    def forward(self, codes, *, n_slots: int):
+        """Logits (B, NB, K, V) for codes (B, NB, Zb + Zs) and K = ``n_slots``."""
+        B, NB, _ = codes.shape
+        x = self.code_proj(codes.to(self.code_proj.weight.dtype))[:, :, None, :] + self.slots.weight[:n_slots]
+        x = x.flatten(0, 1)  # (B * NB, K, D)
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return self.out(self.norm(x)).view(B, NB, n_slots, -1)  # (B, NB, K, V)
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -387,13 +436,16 @@ class Decoder(nn.Module):
 class MidiStructOutput(ModelOutput):
     """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
 
-    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss`` (when ``labels`` are given).
+    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss + config.sequence_head * seq_loss``
+        (when ``labels`` are given).
     recon_loss: token negative log-likelihood summed over a segment (nats per segment).
     token_nll: the same per real token (nats per token), for perplexity-style logging.
     kl, kl_bar, kl_segment: raw KL to the prior in nats per segment (all bars summed; 0 in "ae" mode).
     kl_loss: the KL after free bits, the term ``beta`` multiplies.
     bow_loss: with ``config.bag_of_words``, the NLL of each token under its bar's bag-of-words prediction from
         the codes alone, summed over a segment (nats per segment).
+    seq_loss: with ``config.sequence_head``, the sequence head's NLL of each bar's tokens in order from the codes
+        alone, summed over a segment (nats per segment).
     logits: (B, T, V).
     cache (transformers >= 5.24) or past_key_values (before; the field is named ``CACHE_NAME``): the decoder's
         cache when ``use_cache``; ``kv_cache`` reads it under either name.
@@ -408,6 +460,7 @@ class MidiStructOutput(ModelOutput):
     kl_segment: torch.Tensor | None = None
     kl_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
+    seq_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     if CACHE_NAME == "cache":  # the one field transformers reads back in generate, under its own name
         cache: Cache | None = None
@@ -474,6 +527,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if config.bag_of_words > 0 and not plain_lm:
             in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
+        self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -615,24 +669,37 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
                                                              bar_ids=bar_ids)
         return MidiStructOutput(logits=out.logits, **{CACHE_NAME: out.kv_cache}, **terms)
 
+    @staticmethod
+    def bar_codes(latents: Latents, bar_ids):
+        """[bar code ; segment code] per bar (B, NB, Zb + Zs) and ``bar_ids`` (B, T) clamped to them; without bar
+        latents the segment code alone, as one bar (B, 1, Zs), and every token in bar 0."""
+        z_segment = latents.z_segment  # (B, Zs)
+        if latents.z_bar is None:
+            return z_segment[:, None, :], torch.zeros_like(bar_ids)
+        n_bars = latents.z_bar.shape[1]
+        codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
+        return codes, bar_ids.clamp(max=n_bars - 1)
+
     def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the
         codes of its bar alone: the bar's tokens as a multiset, order ignored (``config.bag_of_words``)."""
-        z_segment = latents.z_segment  # (B, Zs)
-        if latents.z_bar is not None:
-            n_bars = latents.z_bar.shape[1]
-            codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
-            bar_ids = bar_ids.clamp(max=n_bars - 1)
-        else:
-            codes, bar_ids = z_segment[:, None, :], torch.zeros_like(bar_ids)  # one bag for the segment
+        codes, bar_ids = self.bar_codes(latents, bar_ids)  # (B, NB, Zb+Zs), (B, T)
         logp = F.log_softmax(self.bow_head(codes.to(self.bow_head.weight.dtype)).float(), dim=-1)  # (B, NB, V)
         real = labels != -100
         per_token = logp[torch.arange(labels.shape[0], device=labels.device)[:, None], bar_ids, labels.clamp(min=0)]
         return -(per_token * real).sum(-1)  # (B,)
 
+    def sequence_nll(self, latents: Latents, *, labels, bar_ids):
+        """Summed NLL (B,) of each bar's tokens, slot by slot, under the sequence head (``config.sequence_head``)."""
+        codes, bar_ids = self.bar_codes(latents, bar_ids)  # (B, NB, Zb+Zs), (B, T)
+        targets = slot_targets(labels, bar_ids, n_bars=codes.shape[1], max_slots=self.config.sequence_slots)
+        logits = self.sequence_head(codes, n_slots=targets.shape[-1]).float()  # (B, NB, K, V)
+        nll = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=-100, reduction="none")
+        return nll.view(targets.shape).sum((1, 2))  # (B,)
+
     def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None) -> dict[str, torch.Tensor]:
         """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
-        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words loss)."""
+        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses)."""
         kl_bar, kl_segment, penalty = self.kl_terms(latents)
         terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
         terms["kl"] = (kl_bar + kl_segment).mean()
@@ -643,11 +710,14 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         terms["recon_loss"] = nll / labels.shape[0]
         terms["token_nll"] = nll / (labels != -100).sum().clamp(min=1)
         terms["loss"] = terms["recon_loss"] + beta * terms["kl_loss"]
+        if bar_ids is None:
+            bar_ids = count_bars(labels.clamp(min=0), bar_token_id=self.config.bar_token_id)  # as encode does
         if self.bow_head is not None:
-            if bar_ids is None:
-                bar_ids = count_bars(labels.clamp(min=0), bar_token_id=self.config.bar_token_id)  # as encode does
             terms["bow_loss"] = self.bag_of_words_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.bag_of_words * terms["bow_loss"]
+        if self.sequence_head is not None:
+            terms["seq_loss"] = self.sequence_nll(latents, labels=labels, bar_ids=bar_ids).mean()
+            terms["loss"] = terms["loss"] + self.config.sequence_head * terms["seq_loss"]
         return terms
 
     def prepare_inputs_for_generation(
