@@ -251,6 +251,8 @@ class Trainer:
         free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
         zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, latent="zero")
         out.update({"free_onset_f1": free["onset_f1"], "free_step_accuracy": free["step_accuracy"],
+                    "free_onset_pitch_accuracy": free["onset_pitch_accuracy"],
+                    "free_monotone_onset_pitch_accuracy": free["monotone_onset_pitch_accuracy"],
                     "free_exact": free["exact_match"], "free_onset_f1_zero_latent": zero["onset_f1"],
                     "free_step_accuracy_zero_latent": zero["step_accuracy"]})
         collapsed = self.state["step"] >= self.t.beta_warmup_steps and out["kl_bits_per_segment"] < 1.0
