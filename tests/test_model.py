@@ -430,3 +430,17 @@ def test_sequence_head_trains_the_encoder_and_adds_nothing_when_off(batch, tmp_p
     assert torch.equal(again.sequence_head.slots.weight, model.sequence_head.slots.weight)
     with pytest.raises(Exception, match="sequence_head must be >= 0"):
         make_model(sequence_head=-1.0)
+
+
+def test_validation_reports_the_heads_nll_per_token(batch):
+    import contextlib
+
+    from midistruct.training.metrics import teacher_forced
+
+    model = make_model(sequence_head=1.0, bag_of_words=1.0).eval()
+    found = teacher_forced(model, [batch], device="cpu", autocast=contextlib.nullcontext)
+    out, tokens = model(**batch), int((batch["labels"] != -100).sum())
+    assert found["seq_nll_per_token"] == pytest.approx(float(out.seq_loss) * 2 / tokens, rel=1e-5)
+    assert found["bow_nll_per_token"] == pytest.approx(float(out.bow_loss) * 2 / tokens, rel=1e-5)
+    assert "seq_nll_per_token" not in teacher_forced(make_model().eval(), [batch], device="cpu",
+                                                      autocast=contextlib.nullcontext)

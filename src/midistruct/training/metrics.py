@@ -35,7 +35,8 @@ LN2 = math.log(2.0)
 def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[str, float]:
     """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
     also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...) and the NLL and
-    negative ELBO per note (``*_per_note``: a note is a Pitch token)."""
+    negative ELBO per note (``*_per_note``: a note is a Pitch token). With the auxiliary heads, their NLL per
+    token from the codes alone (``bow_nll_per_token``, ``seq_nll_per_token``)."""
     from midistruct.model import latent_usage
 
     totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
@@ -59,6 +60,9 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
             totals["notes"] += int((torch.from_numpy(kinds == "Pitch").to(mask.device) & mask).sum())
         for key in ("kl", "kl_bar", "kl_segment"):
             totals[key] += float(getattr(out, key)) * n_seg
+        for key in ("bow_loss", "seq_loss"):  # the auxiliary heads' NLL from the codes alone, when the model has them
+            if getattr(out, key, None) is not None:
+                totals[key] = totals.get(key, 0.0) + float(getattr(out, key)) * n_seg
         totals["segments"] += n_seg
         mus.append(out.mu_segment.float().cpu())
     segs = max(totals["segments"], 1)
@@ -80,6 +84,8 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         "neg_elbo_per_token": (totals["nll"] + totals["kl"]) / max(totals["tokens"], 1),
         **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
         **per_note,
+        **{f"{key[:3]}_nll_per_token": totals[key] / max(totals["tokens"], 1)
+           for key in ("bow_loss", "seq_loss") if key in totals},
     }
 
 
