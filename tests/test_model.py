@@ -13,7 +13,7 @@ from midistruct.model import (
     latent_usage,
     shift_right,
 )
-from midistruct.model.modeling import CACHE_NAME, gaussian_kl
+from midistruct.model.modeling import CACHE_NAME, count_slots, gaussian_kl
 
 BAR, EOS, PAD, BOS, MASK = 4, 2, 0, 1, 3
 VARIANTS = list(itertools.product(("vae", "ae"), (True, False), sorted(CONDITIONINGS)))
@@ -423,7 +423,8 @@ def test_sequence_head_trains_the_encoder_and_adds_nothing_when_off(batch, tmp_p
         model(**batch).loss.backward()
         optimizer.step()
     torch.manual_seed(0)
-    assert float(model(**batch).seq_loss) < float(first.detach())  # it learns
+    with torch.no_grad():
+        assert float(model(**batch).seq_loss) < float(first.detach())  # it learns
     model.save_pretrained(tmp_path)
     again = MidiStructModel.from_pretrained(tmp_path).eval()
     assert again.config.sequence_head == 1.0 and len(again.sequence_head.blocks) == 2
@@ -444,3 +445,34 @@ def test_validation_reports_the_heads_nll_per_token(batch):
     assert found["bow_nll_per_token"] == pytest.approx(float(out.bow_loss) * 2 / tokens, rel=1e-5)
     assert "seq_nll_per_token" not in teacher_forced(make_model().eval(), [batch], device="cpu",
                                                       autocast=contextlib.nullcontext)
+
+
+def test_count_slots_names_the_slot_of_the_token_each_input_predicts(batch):
+    from midistruct.model.modeling import slot_targets
+
+    decoder_ids = torch.tensor([[BOS, BAR, 10, 11, BAR, 12], [BOS, BAR, 10, 11, 12, 13]])
+    assert count_slots(decoder_ids, bar_token_id=BAR).tolist() == [[0, 1, 2, 3, 1, 2], [0, 1, 2, 3, 4, 5]]
+    # on the data: input t predicts label t, which sits in slot count_slots[t] of its bar (the sequence head's
+    # slots), except a bar's first token, which the previous bar's last input predicts
+    slots = count_slots(shift_right(batch["input_ids"], bos_token_id=BOS), bar_token_id=BAR)
+    targets = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=64)
+    for row, t in itertools.product(range(2), range(12)):
+        label, bar = int(batch["labels"][row, t]), int(batch["bar_ids"][row, t])
+        if label not in (-100, BAR):
+            assert int(targets[row, bar, slots[row, t]]) == label
+
+
+def test_slot_conditioning_reads_the_codes_at_each_slot(batch):
+    """The slot read-out adds weights only under "slot", and what it adds depends on the slot."""
+    add, slot = make_model(conditioning="add"), make_model(conditioning="slot")
+    extra = {n for n, _ in slot.named_parameters()} - {n for n, _ in add.named_parameters()}
+    assert extra and all(n.startswith("decoder.conditioning.") for n in extra)
+    conditioning = slot.decoder.conditioning.eval()
+    x = torch.zeros(1, 3, 32)
+    codes = dict(bar_index=torch.zeros(1, 3, dtype=torch.long), z_bar=torch.randn(1, 1, 8), z_segment=torch.randn(1, 16))
+    torch.nn.init.normal_(conditioning.ffn.down.weight)  # as if trained: the read-out is no longer ~0
+    same = conditioning(x, slot_index=torch.tensor([[1, 1, 1]]), with_prefix=True, **codes)
+    moved = conditioning(x, slot_index=torch.tensor([[1, 2, 3]]), with_prefix=True, **codes)
+    assert torch.allclose(same[0, 0], same[0, 2]) and not torch.allclose(moved[0, 0], moved[0, 2])
+    with pytest.raises(ValueError, match="slot"):
+        conditioning(x, with_prefix=True, **codes)

@@ -25,7 +25,9 @@ class MidiStructConfig(PreTrainedConfig):
         bar_latents: ``False`` keeps only the segment latent (ablation).
         conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
             (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;
-            ``"prefix"``: latents as prefix vectors the decoder attends to). Checked when the model is built.
+            ``"prefix"``: latents as prefix vectors the decoder attends to; ``"slot"``: "add" plus the codes read
+            out at the within-bar slot of the token to predict, ``FFN(LN(Linear(codes) + query[slot]))``, issue 14,
+            slots counted up to ``sequence_slots``). Checked when the model is built.
 
     Regularisation:
         free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
@@ -43,7 +45,8 @@ class MidiStructConfig(PreTrainedConfig):
             encoder, never the decoder, and is not used when decoding. 0 disables it (no extra weights).
         sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
             slot alone).
-        sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored.
+        sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored. Also
+            the slot table of the "slot" conditioning (later tokens share its last slot).
         dropout: dropout in embeddings, attention and feed-forward layers.
 
     Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):

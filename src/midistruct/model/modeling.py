@@ -68,6 +68,16 @@ def count_bars(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
     return ((input_ids == bar_token_id).long().cumsum(dim=1) - 1).clamp(min=0)
 
 
+def count_slots(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
+    """Slot of the token each decoder input predicts (B, T): its index within its bar (the Bar token is slot 0),
+    i.e. tokens since the last Bar, inclusive; 0 before the first Bar (BOS predicts the first Bar). A bar's last
+    input gets one past its bar's slots (the next Bar belongs to the next bar)."""
+    B, T = input_ids.shape
+    steps = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+    last_bar = torch.cummax(torch.where(input_ids == bar_token_id, steps, -1), dim=1).values  # (B, T)
+    return torch.where(last_bar >= 0, steps - last_bar + 1, 0)
+
+
 def check_length(end: int, max_positions: int) -> None:
     """A clear error instead of an embedding IndexError when a sequence outgrows the position table."""
     if end > max_positions:
@@ -282,12 +292,40 @@ class AddConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 0
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    @staticmethod
+    def token_codes(x, *, bar_index, z_bar, z_segment):
+        """[code of each token's bar ; segment code] (B, T, Zb + Zs), or the segment code alone (B, T, Zs)."""
         B, T, _ = x.shape
         codes = z_segment[:, None, :].expand(B, T, -1)  # (B, T, Zs)
         if z_bar is not None:
             codes = torch.cat([gather_bar_codes(z_bar, bar_index), codes], dim=-1)  # (B, T, Zb + Zs)
+        return codes
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
+        codes = self.token_codes(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment)
         return x + self.proj(codes.to(self.proj.weight.dtype))  # (B, T, D)
+
+
+class SlotConditioning(AddConditioning):
+    """"add", plus the codes read out at the slot of the token to predict (issue 14): each decoder input also
+    gets ``FFN(LN(Linear([bar code ; segment code]) + query[slot]))``, slot = ``count_slots``, so the decoder is
+    handed "the bar's k-th token" from the code instead of having to find it there itself."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__(config)
+        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        self.slot_proj = nn.Linear(in_dim, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)  # its output layer starts small (_init_weights): "add" at first
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
+        if slot_index is None:
+            raise ValueError("slot conditioning needs the slot of each decoder input (count_slots)")
+        codes = self.token_codes(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment).to(self.proj.weight.dtype)
+        slots = self.slots(slot_index.clamp(max=self.slots.num_embeddings - 1))  # (B, T, D)
+        readout = self.ffn(self.norm(self.slot_proj(codes) + slots))  # (B, T, D)
+        return x + self.proj(codes) + readout  # (B, T, D)
 
 
 class PrefixConditioning(nn.Module):
@@ -303,7 +341,7 @@ class PrefixConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 1 + (z_bar.shape[1] if z_bar is not None else 0)
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
         if not with_prefix:
             return x
         dtype = self.segment_proj.weight.dtype
@@ -323,11 +361,12 @@ class NoConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 0
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
         return x
 
 
-CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning}
+CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning,
+                                             "slot": SlotConditioning}
 
 
 def build_conditioning(config: MidiStructConfig) -> nn.Module:
@@ -368,12 +407,13 @@ class Decoder(nn.Module):
         bars = self.embed_bars(bar_index.clamp(max=self.max_bars - 1))
         return self.embed_tokens(input_ids) + self.embed_positions(positions) + bars  # (B, T, D)
 
-    def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None):
+    def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None, slot_index=None):
         T = input_ids.shape[1]
         seen = cache.get_seq_length() if cache is not None else 0
         start = self.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         x = self.embed(input_ids, bar_index=bar_index, start=start)
-        x = self.conditioning(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment, with_prefix=seen == 0)
+        x = self.conditioning(x, bar_index=bar_index, slot_index=slot_index, z_bar=z_bar, z_segment=z_segment,
+                              with_prefix=seen == 0)
         x = self.drop(x)  # (B, P + T, D) on the first step, else (B, T, D)
         # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
@@ -569,23 +609,27 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         z_bar=None,
         z_segment=None,
         decoder_bar_ids=None,
+        decoder_slot_ids=None,
         cache: Cache | None = None,
         use_cache: bool = False,
     ) -> MidiStructOutput:
         """Decoder logits (B, T, V) for decoder inputs (B, T) that start with BOS (or continue ``cache``).
 
-        ``decoder_bar_ids`` default to counting Bar tokens in ``decoder_input_ids``; with a non-empty cache they
-        must be given (the count depends on the tokens already in the cache).
+        ``decoder_bar_ids`` (and ``decoder_slot_ids``) default to counting Bar tokens in ``decoder_input_ids``
+        (``count_bars``, ``count_slots``); with a non-empty cache they must be given (the count depends on the
+        tokens already in the cache).
         """
         self._check_codes(z_bar, z_segment)
         if cache is None and use_cache:
             cache = DynamicCache()
-        if decoder_bar_ids is None:
+        if decoder_bar_ids is None or decoder_slot_ids is None:
             if cache is not None and cache.get_seq_length() > 0:
-                raise ValueError("decoder_bar_ids are required when continuing from a cache")
+                raise ValueError("decoder_bar_ids and decoder_slot_ids are required when continuing from a cache")
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+            decoder_slot_ids = count_slots(decoder_input_ids, bar_token_id=self.config.bar_token_id)
         hidden = self.decoder(
-            decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=cache
+            decoder_input_ids, bar_index=decoder_bar_ids, slot_index=decoder_slot_ids, z_bar=z_bar,
+            z_segment=z_segment, cache=cache,
         )  # (B, T, D)
         return MidiStructOutput(logits=self.lm_head(hidden), **{CACHE_NAME: cache if use_cache else None})
 
@@ -629,6 +673,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         *,
         decoder_input_ids=None,
         decoder_bar_ids=None,
+        decoder_slot_ids=None,
         z_bar=None,
         z_segment=None,
         beta: float = 1.0,
@@ -659,11 +704,13 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if decoder_bar_ids is None and (cache is None or cache.get_seq_length() == 0):
             # counted before word dropout, which may hide Bar tokens
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_id=self.config.bar_token_id)
+        if decoder_slot_ids is None and (cache is None or cache.get_seq_length() == 0):
+            decoder_slot_ids = count_slots(decoder_input_ids, bar_token_id=self.config.bar_token_id)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
         out = self.decoder_forward(
             decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
-            cache=cache, use_cache=bool(use_cache),
+            decoder_slot_ids=decoder_slot_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
                                                              bar_ids=bar_ids)
@@ -728,10 +775,12 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         ``generate`` passes the cache as ``cache`` from transformers 5.24 on, as ``past_key_values`` before."""
         cache = either_cache(cache, past_key_values)
         bar_index = count_bars(input_ids, bar_token_id=self.config.bar_token_id)  # (B, T)
+        slot_index = count_slots(input_ids, bar_token_id=self.config.bar_token_id)  # (B, T)
         done = self.decoder.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         return {
             "decoder_input_ids": input_ids[:, done:],
             "decoder_bar_ids": bar_index[:, done:],
+            "decoder_slot_ids": slot_index[:, done:],
             "z_bar": z_bar,
             "z_segment": z_segment,
             "cache": cache,
