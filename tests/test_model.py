@@ -476,3 +476,33 @@ def test_slot_conditioning_reads_the_codes_at_each_slot(batch):
     assert torch.allclose(same[0, 0], same[0, 2]) and not torch.allclose(moved[0, 0], moved[0, 2])
     with pytest.raises(ValueError, match="slot"):
         conditioning(x, with_prefix=True, **codes)
+
+
+def test_slot_pooling_is_a_per_bar_read_out_that_sees_order(batch):
+    from midistruct.model.modeling import SlotPooling, bar_slots, pool_bars
+
+    assert bar_slots(batch["bar_ids"]).tolist()[0] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]
+    mean, slots = make_model(), make_model(bar_pooling="slots", pool_queries=3)
+    extra = {n for n, _ in slots.named_parameters()} - {n for n, _ in mean.named_parameters()}
+    assert extra and all(n.startswith("bottleneck.bar_pool.") for n in extra) and mean.bottleneck.bar_pool is None
+    out = slots.eval()(**batch)
+    assert out.mu_bar.shape == (2, 2, 8) and out.bar_mask.tolist() == [[True, True], [True, False]]
+    assert torch.isfinite(out.loss)
+    # on given states: a bar's read-out sees only its own tokens, and their order (a mean does not)
+    torch.manual_seed(1)
+    pool = SlotPooling(MidiStructConfig.tiny(pool_queries=3)).eval()
+    torch.nn.init.normal_(pool.slots.weight)
+    torch.nn.init.normal_(pool.queries.weight)
+    states = torch.randn(2, 12, 32)
+    kw = dict(attention_mask=batch["attention_mask"], bar_ids=batch["bar_ids"], n_bars=2)
+    pooled, bar_mask = pool(states, **kw)
+    assert bar_mask.tolist() == [[True, True], [True, False]]
+    other_bar = states.clone()
+    other_bar[0, 6:] = torch.randn(6, 32)  # bar 1 of row 0
+    torch.testing.assert_close(pool(other_bar, **kw)[0][0, 0], pooled[0, 0])
+    swapped = states.clone()
+    swapped[0, [1, 2]] = states[0, [2, 1]]  # two tokens of bar 0 trade places
+    assert not torch.allclose(pool(swapped, **kw)[0][0, 0], pooled[0, 0], atol=1e-4)
+    torch.testing.assert_close(pool_bars(swapped, **kw)[0], pool_bars(states, **kw)[0])
+    with pytest.raises(Exception, match="valid: mean, slots"):
+        make_model(bar_pooling="max")

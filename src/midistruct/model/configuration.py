@@ -4,6 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LATENT_MODES = ("vae", "ae", "none")
+BAR_POOLINGS = ("mean", "slots")
 
 
 @strict
@@ -23,6 +24,10 @@ class MidiStructConfig(PreTrainedConfig):
             or ``"none"``: no encoder and no latent, the decoder alone is a plain causal LM (the likelihood
             peer; it still accepts, and ignores, the codes, which ``encode`` returns as zeros).
         bar_latents: ``False`` keeps only the segment latent (ablation).
+        bar_pooling: how a bar's encoder states become its code: ``"mean"`` (the default) or ``"slots"``
+            (``modeling.SlotPooling``: ``pool_queries`` learned queries attend to the bar's states, keyed also by
+            each token's slot in the bar, so the code can keep the order of the notes; issue 14).
+        pool_queries: queries of the ``"slots"`` pooling.
         conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
             (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;
             ``"prefix"``: latents as prefix vectors the decoder attends to; ``"slot"``: "add" plus the codes read
@@ -77,6 +82,8 @@ class MidiStructConfig(PreTrainedConfig):
     latent_dim_segment: int = 128
     latent_mode: str = "vae"
     bar_latents: bool = True
+    bar_pooling: str = "mean"
+    pool_queries: int = 8
     conditioning: str = "add"
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
@@ -100,6 +107,8 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if self.latent_mode not in LATENT_MODES:
             raise ValueError(f"unknown latent_mode {self.latent_mode!r}; valid: {', '.join(LATENT_MODES)}")
+        if self.bar_pooling not in BAR_POOLINGS:
+            raise ValueError(f"unknown bar_pooling {self.bar_pooling!r}; valid: {', '.join(BAR_POOLINGS)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.bag_of_words < 0:

@@ -11,6 +11,7 @@ Shape letters used in the comments:
     NB bars in the segment   Zb bar latent size            Zs segment latent size
     P  prefix vectors ahead of the tokens (0 for "add" conditioning, NB + 1 for "prefix")
     K  slots per bar in the sequence head (slot k: the bar's k-th token)
+    M  learned queries of the "slots" bar pooling
 
 Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
 ``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
@@ -66,6 +67,15 @@ def count_bars(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
     input it gives ``[0] + bar_ids[:, :-1]``, which is what the decoder uses.
     """
     return ((input_ids == bar_token_id).long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def bar_slots(bar_ids: torch.Tensor) -> torch.Tensor:
+    """Index of each token within its bar (B, T), the bar's first token 0, for ``bar_ids`` (B, T) of a segment."""
+    B, T = bar_ids.shape
+    steps = torch.arange(T, device=bar_ids.device).expand(B, T)  # (B, T)
+    first = torch.ones_like(bar_ids, dtype=torch.bool)
+    first[:, 1:] = bar_ids[:, 1:] != bar_ids[:, :-1]  # (B, T): a bar's first token
+    return steps - torch.cummax(torch.where(first, steps, 0), dim=1).values
 
 
 def count_slots(input_ids: torch.Tensor, *, bar_token_id: int) -> torch.Tensor:
@@ -193,6 +203,33 @@ def pool_segment(states, *, attention_mask):
     return (states.float() * weight).sum(1) / weight.sum(1).clamp(min=1.0)
 
 
+class SlotPooling(nn.Module):
+    """Order-aware bar pooling (``bar_pooling="slots"``, issue 14): M learned queries attend to a bar's token
+    states, whose keys also carry each token's slot within the bar (``bar_slots``); the M read-outs, concatenated,
+    are projected back to D. A query can learn to read "the bar's k-th pitch", so the bar code can keep the order
+    of the notes, which a mean of the states blurs. It starts close to a mean (near-uniform attention)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.queries = nn.Embedding(config.pool_queries, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.key = nn.Linear(config.d_model, config.d_model)
+        self.value = nn.Linear(config.d_model, config.d_model)
+        self.out = nn.Linear(config.pool_queries * config.d_model, config.d_model)
+
+    def forward(self, states, *, attention_mask, bar_ids, n_bars: int):
+        """Returns (pooled (B, NB, D) float32, bar_mask (B, NB) bool), as ``pool_bars``."""
+        D = states.shape[-1]
+        slot = bar_slots(bar_ids).clamp(max=self.slots.num_embeddings - 1)  # (B, T)
+        keys = self.key(states) + self.slots(slot)  # (B, T, D)
+        scores = torch.einsum("md,btd->bmt", self.queries.weight, keys) / math.sqrt(D)  # (B, M, T)
+        bars = torch.arange(n_bars, device=bar_ids.device)
+        in_bar = (bar_ids[:, None, :] == bars[None, :, None]) & attention_mask.bool()[:, None, :]  # (B, NB, T)
+        scores = scores[:, None].masked_fill(~in_bar[:, :, None, :], torch.finfo(scores.dtype).min)  # (B, NB, M, T)
+        read = scores.softmax(-1) @ self.value(states)[:, None]  # (B, NB, M, T) @ (B, 1, T, D) -> (B, NB, M, D)
+        return self.out(read.flatten(-2)).float(), in_bar.any(-1)  # (B, NB, D), (B, NB)
+
+
 class LatentHead(nn.Module):
     """Pooled state -> (mu, logvar) for a Gaussian posterior, or (z, None) when deterministic."""
 
@@ -244,15 +281,17 @@ class Latents(ModelOutput):
 
 
 class Bottleneck(nn.Module):
-    """Encoder states -> bar latents (mean-pooled per bar) and a segment latent (mean-pooled over the segment)."""
+    """Encoder states -> bar latents (pooled per bar: a mean, or ``SlotPooling``) and a segment latent
+    (mean-pooled over the segment)."""
 
     def __init__(self, config: MidiStructConfig):
         super().__init__()
         variational = config.latent_mode == "vae"
         self.segment = LatentHead(config.d_model, config.latent_dim_segment, variational=variational)
-        self.bar = None
+        self.bar = self.bar_pool = None
         if config.bar_latents:
             self.bar = LatentHead(config.d_model, config.latent_dim_bar, variational=variational)
+            self.bar_pool = SlotPooling(config) if config.bar_pooling == "slots" else None  # None: the mean
 
     def forward(self, states, *, attention_mask, bar_ids, sample: bool) -> Latents:
         mu_s, logvar_s = self.segment(pool_segment(states, attention_mask=attention_mask))  # (B, Zs)
@@ -261,7 +300,8 @@ class Bottleneck(nn.Module):
         if self.bar is None:
             return latents
         n_bars = int((bar_ids * attention_mask).max()) + 1
-        pooled, bar_mask = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids, n_bars=n_bars)
+        pool = pool_bars if self.bar_pool is None else self.bar_pool
+        pooled, bar_mask = pool(states, attention_mask=attention_mask, bar_ids=bar_ids, n_bars=n_bars)
         # pooled: (B, NB, D)
         mu_b, logvar_b = self.bar(pooled)  # (B, NB, Zb)
         latents.z_bar = reparameterize(mu_b, logvar_b, sample=sample)
@@ -428,11 +468,8 @@ class Decoder(nn.Module):
 def slot_targets(labels, bar_ids, *, n_bars: int, max_slots: int) -> torch.Tensor:
     """Each bar's labelled tokens in order, (B, NB, K): ``[b, n, k]`` is the k-th token of bar n of row b,
     -100 past the bar's end. K = the longest bar's token count, at most ``max_slots`` (later tokens dropped)."""
-    B, T = labels.shape
-    steps = torch.arange(T, device=labels.device).expand(B, T)  # (B, T)
-    first = torch.ones_like(labels, dtype=torch.bool)
-    first[:, 1:] = bar_ids[:, 1:] != bar_ids[:, :-1]  # (B, T): a bar's first token
-    slot = steps - torch.cummax(torch.where(first, steps, 0), dim=1).values  # (B, T): index within its bar
+    B = labels.shape[0]
+    slot = bar_slots(bar_ids)  # (B, T): index within its bar
     real = labels != -100
     n_slots = min(int(slot[real].max()) + 1 if real.any() else 1, max_slots)
     keep = real & (slot < n_slots)
