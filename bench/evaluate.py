@@ -13,10 +13,10 @@ windows, each batch made by ``midistruct.shards.dataset.collate`` as ``midistruc
 Each is timed over the whole evaluation (encoding, generation and scoring: ``generate_share`` is the part spent in
 ``generate``) and reports windows/s, tokens generated/s (the non-padding new tokens, EOS included: rows that
 finish early in a batch are padded until the longest ends, and that padding is not counted) and the speed-ups
-of ``batched`` over the others. Generation is bounded: ``free_running`` caps it at the longest window of the
-batch + 8 tokens, so a random-init model (which seldom writes EOS) decodes to that cap; a one-window batch's cap
-is its own length + 8, so ``sequential`` may stop a row sooner than ``batched`` does (``agreement_with_batched``
-compares the tokens over their common length).
+of ``batched`` over the others. Generation is bounded: ``free_running`` decodes under the REMI grammar, one
+``generate`` call per bar count and meter in the batch, capped at twice the longest window of that group + 16
+tokens (the grammar closes the bars in time); a one-window batch's cap is its own, so ``sequential`` may stop a
+row sooner than ``batched`` does (``agreement_with_batched`` compares the tokens over their common length).
 
 The model is a random-init ``small`` config (``configs/small.yaml``; tiny sizes with ``--quick``) or
 ``--checkpoint``; the windows are a seeded random subset of ``--split`` of the shards in ``--data`` (as

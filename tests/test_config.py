@@ -123,7 +123,7 @@ def test_config_overrides():
     ("model.free_bits=-1", "model.free_bits: must be >= 0"),
     ("model.bag_of_words=-1", "model.bag_of_words: must be >= 0"),
     ("model.latent_mode=vq", "model.latent_mode: Input should be 'vae', 'ae' or 'none' (got 'vq')"),
-    ("model.conditioning=cross", "model.conditioning: Input should be 'add' or 'prefix'"),
+    ("model.conditioning=cross", "model.conditioning: Input should be 'add', 'prefix' or 'slot'"),
     ("model.d_model=64.5", "model.d_model: Input should be a valid integer"),
 ])
 def test_out_of_range_values_fail_naming_the_key(override, expected):
@@ -222,13 +222,14 @@ def test_unknown_config_name_lists_the_named_ones():
 def test_model_settings_equal_midistruct_config():
     """Same fields, defaults and types as ``MidiStructConfig``'s own keyword arguments: they cannot drift."""
     from midistruct.model import CONDITIONINGS, LATENT_MODES, MidiStructConfig
+    from midistruct.model.configuration import BAR_POOLINGS
 
     ours = inspect.signature(MidiStructConfig.__init__).parameters.values()
     ours = {p.name: p for p in ours if p.kind is inspect.Parameter.KEYWORD_ONLY}
     fields = ModelSettings.model_fields
     assert list(fields) == list(ours)
     assert {k: f.default for k, f in fields.items()} == {k: p.default for k, p in ours.items()}
-    narrowed = {"latent_mode": LATENT_MODES, "conditioning": tuple(CONDITIONINGS)}  # str there, the names here
+    narrowed = {"latent_mode": LATENT_MODES, "conditioning": tuple(CONDITIONINGS), "bar_pooling": BAR_POOLINGS}  # str there, the names here
     for name, param in ours.items():
         if name in narrowed:
             assert param.annotation is str and typing.get_args(fields[name].annotation) == narrowed[name]

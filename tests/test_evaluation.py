@@ -9,7 +9,16 @@ import symusic
 from midistruct.evaluation.smoothness import path_smoothness, pianoroll_distance
 from midistruct.metrics import features
 from midistruct.metrics.notes import notes_of, transcription_f1, window_quarters
-from midistruct.metrics.steps import NO_EVENT, NOTE_OFF, melody_events, step_accuracy, step_distance
+from midistruct.metrics.steps import (
+    NO_EVENT,
+    NOTE_OFF,
+    melody_events,
+    monotone_hits,
+    onset_agreement,
+    onset_pitch_hits,
+    step_accuracy,
+    step_distance,
+)
 
 
 def notes(*rows):
@@ -159,3 +168,69 @@ def test_recurring_windows_found_across_splits():
             return self.splits[name]
 
     assert recurring_windows(Shards(), split="test").tolist() == [True, False, True]
+
+
+def test_onset_pitch_hits_count_only_the_true_onsets():
+    melody = notes((0, 1, 74), (1, 0.5, 72), (1.5, 0.5, 71), (2, 1, 72), (3, 1, 74))  # 5 onsets, 16 steps
+    truth = melody_events(melody, 16)
+    assert onset_pitch_hits(truth, truth) == (5, 5)
+    monotone = melody.copy()
+    monotone[:, 2] = 74  # right rhythm, one pitch: 2 of 5 notes right, yet most steps match
+    assert onset_pitch_hits(truth, melody_events(monotone, 16)) == (2, 5)
+    assert step_accuracy(melody, monotone, n_steps=16) == pytest.approx(13 / 16)
+    late = melody.copy()
+    late[:, 0] += 0.25  # right pitches a 16th late: no onset matches
+    assert onset_pitch_hits(truth, melody_events(late, 16)) == (0, 5)
+    assert onset_pitch_hits(truth, melody_events(notes(), 16)) == (0, 5)
+
+
+def test_monotone_baseline_is_the_most_common_pitch_share():
+    melody = notes((0, 1, 74), (1, 0.5, 72), (1.5, 0.5, 71), (2, 1, 72), (3, 1, 74))
+    assert monotone_hits(melody_events(melody, 16)) == (2, 5)  # 74 and 72 twice each
+    monotone = melody.copy()
+    monotone[:, 2] = 72
+    assert monotone_hits(melody_events(melody, 16)) == onset_pitch_hits(melody_events(melody, 16),
+                                                                        melody_events(monotone, 16))
+    assert monotone_hits(melody_events(notes(), 16)) == (0, 0)
+
+
+def test_onset_agreement_is_the_rhythm_alone():
+    melody = notes((0, 1, 60), (1, 1, 62), (2, 1, 64), (3, 1, 65))
+    other_pitches = melody.copy()
+    other_pitches[:, 2] += 5
+    assert onset_agreement(melody_events(melody, 16), melody_events(other_pitches, 16)) == 1.0
+    halves = notes((0, 2, 60), (2, 2, 64))  # 2 of the 4 onsets: 2 steps of 16 disagree
+    assert onset_agreement(melody_events(melody, 16), melody_events(halves, 16)) == pytest.approx(14 / 16)
+
+
+def _melody_ids(tokenizer, rows) -> list[int]:
+    """REMI ids of a one-track 4/4 melody from (onset, duration, pitch) rows in quarter notes."""
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(program=0)
+    for onset, duration, pitch in rows:
+        track.notes.append(symusic.Note(int(onset * 480), int(duration * 480), pitch, 90))
+    score.tracks.append(track)
+    return list(tokenizer.encode(score)[0].ids)
+
+
+def test_free_running_scores_a_monotone_by_its_onset_pitches():
+    """A reconstruction with the right rhythm and one pitch: step accuracy high, onset pitch accuracy at the
+    monotone baseline; the exact copy scores 1 on everything (issue 14's jig opening, two bars)."""
+    from midistruct.config import TokenizerSettings
+    from midistruct.tokens.tokenizer import build_tokenizer
+    from midistruct.training.metrics import _score_reconstructions, merge_free_runs
+
+    tokenizer = build_tokenizer(TokenizerSettings())
+    tune = [(0, 1, 74), (1, 0.5, 72), (1.5, 0.5, 71), (2, 1, 72), (3, 1, 74), (4, 2, 76), (6, 2, 74)]
+    reference = _melody_ids(tokenizer, tune)
+    monotone = _melody_ids(tokenizer, [(on, d, 74) for on, d, _ in tune])
+    same = _score_reconstructions(tokenizer, [reference], [reference])
+    assert same["onset_pitch_accuracy"] == same["step_accuracy"] == same["onset_accuracy"] == 1.0
+    assert same["monotone_onset_pitch_accuracy"] == pytest.approx(3 / 7) and same["onsets"] == 7
+    flat = _score_reconstructions(tokenizer, [reference], [monotone])
+    assert flat["onset_pitch_accuracy"] == pytest.approx(3 / 7) == flat["monotone_onset_pitch_accuracy"]
+    assert flat["onset_accuracy"] == 1.0 and flat["step_accuracy"] == pytest.approx(28 / 32)
+    both = merge_free_runs([same, flat])  # pooled over the 14 onsets: (7 + 3) / 14
+    assert both["onset_pitch_accuracy"] == pytest.approx(10 / 14) and both["windows"] == 2
+    assert both["step_accuracy"] == pytest.approx((1 + 28 / 32) / 2)

@@ -13,7 +13,7 @@ from midistruct.model import (
     latent_usage,
     shift_right,
 )
-from midistruct.model.modeling import gaussian_kl
+from midistruct.model.modeling import count_slots, gaussian_kl
 
 BAR, EOS, PAD, BOS, MASK = 4, 2, 0, 1, 3
 VARIANTS = list(itertools.product(("vae", "ae"), (True, False), sorted(CONDITIONINGS)))
@@ -363,3 +363,142 @@ def test_bag_of_words_trains_the_encoder_and_is_off_by_default(batch, tmp_path):
     assert torch.equal(again.bow_head.weight, model.bow_head.weight)
     with pytest.raises(Exception, match="bag_of_words must be >= 0"):  # huggingface_hub's strict validation error
         make_model(bag_of_words=-1.0)
+
+
+# --------------------------------------------------------------------------- sequence head (issue 14)
+
+
+def test_slot_targets_put_each_bar_in_order(batch):
+    from midistruct.model.modeling import slot_targets
+
+    targets = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=64)
+    assert targets.shape == (2, 2, 7)  # the longest bar: row 1's only bar, Bar + 5 tokens + EOS
+    assert targets[0, 0].tolist() == [BAR, 10, 11, 12, 13, 14, -100]
+    assert targets[0, 1].tolist() == [BAR, 15, 16, 17, 18, EOS, -100]
+    assert targets[1, 0].tolist() == [BAR, 20, 21, 22, 23, 24, EOS]
+    assert targets[1, 1].tolist() == [-100] * 7  # row 1 has no second bar
+    short = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=3)
+    assert short[0, 1].tolist() == [BAR, 15, 16]  # tokens past the slot table go unscored
+
+
+@pytest.mark.parametrize("bars", [True, False], ids=["bar+segment", "segment-only"])
+def test_sequence_loss_is_the_nll_of_each_bar_in_order(bars, batch):
+    model = make_model(bar_latents=bars, sequence_head=0.5).eval()
+    out = model(**batch, beta=0.5)
+    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss + 0.5 * out.seq_loss)
+    # by hand: token t of bar n is slot t - (first token of bar n), scored from [bar code ; segment code]
+    expected = []
+    for row in range(2):
+        bar_of = batch["bar_ids"][row].tolist() if bars else [0] * 12
+        codes = out.z_segment[row][None, None]  # (1, 1, Zs)
+        if bars:
+            codes = torch.cat([out.z_bar[row], out.z_segment[row].expand(2, -1)], -1)[None]  # (1, 2, Zb+Zs)
+        logp = torch.log_softmax(model.sequence_head(codes, n_slots=12), -1)[0]  # (NB, 12, V)
+        total = 0.0
+        for t in range(12):
+            label = int(batch["labels"][row, t])
+            if label != -100:
+                total -= logp[bar_of[t], t - bar_of.index(bar_of[t]), label]
+        expected.append(total)
+    assert torch.allclose(out.seq_loss, torch.stack(expected).mean(), atol=1e-4)
+
+
+def test_sequence_head_trains_the_encoder_and_adds_nothing_when_off(batch, tmp_path):
+    off = make_model()
+    assert off.sequence_head is None and off(**batch).seq_loss is None
+    assert not any("sequence_head" in name for name in off.state_dict())
+    assert sum(p.numel() for p in off.parameters()) == sum(p.numel() for p in make_model(bag_of_words=0).parameters())
+    model = make_model(sequence_head=1.0, sequence_head_layers=2).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = model(**batch).seq_loss
+    first.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())  # it never trains the decoder
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert float(model(**batch).seq_loss) < float(first.detach())  # it learns
+    model.save_pretrained(tmp_path)
+    again = MidiStructModel.from_pretrained(tmp_path).eval()
+    assert again.config.sequence_head == 1.0 and len(again.sequence_head.blocks) == 2
+    assert torch.equal(again.sequence_head.slots.weight, model.sequence_head.slots.weight)
+    with pytest.raises(Exception, match="sequence_head must be >= 0"):
+        make_model(sequence_head=-1.0)
+
+
+def test_validation_reports_the_heads_nll_per_token(batch):
+    import contextlib
+
+    from midistruct.training.metrics import teacher_forced
+
+    model = make_model(sequence_head=1.0, bag_of_words=1.0).eval()
+    found = teacher_forced(model, [batch], device="cpu", autocast=contextlib.nullcontext)
+    out, tokens = model(**batch), int((batch["labels"] != -100).sum())
+    assert found["seq_nll_per_token"] == pytest.approx(float(out.seq_loss.detach()) * 2 / tokens, rel=1e-5)
+    assert found["bow_nll_per_token"] == pytest.approx(float(out.bow_loss) * 2 / tokens, rel=1e-5)
+    assert "seq_nll_per_token" not in teacher_forced(make_model().eval(), [batch], device="cpu",
+                                                      autocast=contextlib.nullcontext)
+
+
+def test_count_slots_names_the_slot_of_the_token_each_input_predicts(batch):
+    from midistruct.model.modeling import slot_targets
+
+    decoder_ids = torch.tensor([[BOS, BAR, 10, 11, BAR, 12], [BOS, BAR, 10, 11, 12, 13]])
+    assert count_slots(decoder_ids, bar_token_ids=BAR).tolist() == [[0, 1, 2, 3, 1, 2], [0, 1, 2, 3, 4, 5]]
+    # on the data: input t predicts label t, which sits in slot count_slots[t] of its bar (the sequence head's
+    # slots), except a bar's first token, which the previous bar's last input predicts
+    slots = count_slots(shift_right(batch["input_ids"], bos_token_id=BOS), bar_token_ids=BAR)
+    targets = slot_targets(batch["labels"], batch["bar_ids"], n_bars=2, max_slots=64)
+    for row, t in itertools.product(range(2), range(12)):
+        label, bar = int(batch["labels"][row, t]), int(batch["bar_ids"][row, t])
+        if label not in (-100, BAR):
+            assert int(targets[row, bar, slots[row, t]]) == label
+
+
+def test_slot_conditioning_reads_the_codes_at_each_slot(batch):
+    """The slot read-out adds weights only under "slot", and what it adds depends on the slot."""
+    add, slot = make_model(conditioning="add"), make_model(conditioning="slot")
+    extra = {n for n, _ in slot.named_parameters()} - {n for n, _ in add.named_parameters()}
+    assert extra and all(n.startswith("decoder.conditioning.") for n in extra)
+    conditioning = slot.decoder.conditioning.eval()
+    x = torch.zeros(1, 3, 32)
+    codes = dict(bar_index=torch.zeros(1, 3, dtype=torch.long), z_bar=torch.randn(1, 1, 8), z_segment=torch.randn(1, 16))
+    torch.nn.init.normal_(conditioning.ffn.down.weight)  # as if trained: the read-out is no longer ~0
+    same = conditioning(x, slot_index=torch.tensor([[1, 1, 1]]), with_prefix=True, **codes)
+    moved = conditioning(x, slot_index=torch.tensor([[1, 2, 3]]), with_prefix=True, **codes)
+    assert torch.allclose(same[0, 0], same[0, 2]) and not torch.allclose(moved[0, 0], moved[0, 2])
+    with pytest.raises(ValueError, match="slot"):
+        conditioning(x, with_prefix=True, **codes)
+
+
+def test_slot_pooling_is_a_per_bar_read_out_that_sees_order(batch):
+    from midistruct.model.modeling import SlotPooling, bar_slots, pool_bars
+
+    assert bar_slots(batch["bar_ids"]).tolist()[0] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]
+    mean, slots = make_model(), make_model(bar_pooling="slots", pool_queries=3)
+    extra = {n for n, _ in slots.named_parameters()} - {n for n, _ in mean.named_parameters()}
+    assert extra and all(n.startswith("bottleneck.bar_pool.") for n in extra) and mean.bottleneck.bar_pool is None
+    out = slots.eval()(**batch)
+    assert out.mu_bar.shape == (2, 2, 8) and out.bar_mask.tolist() == [[True, True], [True, False]]
+    assert torch.isfinite(out.loss)
+    # on given states: a bar's read-out sees only its own tokens, and their order (a mean does not)
+    torch.manual_seed(1)
+    pool = SlotPooling(MidiStructConfig.tiny(pool_queries=3)).eval()
+    torch.nn.init.normal_(pool.slots.weight)
+    torch.nn.init.normal_(pool.queries.weight)
+    states = torch.randn(2, 12, 32)
+    kw = dict(attention_mask=batch["attention_mask"], bar_ids=batch["bar_ids"], n_bars=2)
+    pooled, bar_mask = pool(states, **kw)
+    assert bar_mask.tolist() == [[True, True], [True, False]]
+    other_bar = states.clone()
+    other_bar[0, 6:] = torch.randn(6, 32)  # bar 1 of row 0
+    torch.testing.assert_close(pool(other_bar, **kw)[0][0, 0], pooled[0, 0])
+    swapped = states.clone()
+    swapped[0, [1, 2]] = states[0, [2, 1]]  # two tokens of bar 0 trade places
+    assert not torch.allclose(pool(swapped, **kw)[0][0, 0], pooled[0, 0], atol=1e-4)
+    torch.testing.assert_close(pool_bars(swapped, **kw)[0], pool_bars(states, **kw)[0])
+    with pytest.raises(Exception, match="valid: mean, slots"):
+        make_model(bar_pooling="max")

@@ -177,6 +177,11 @@ def test_cli_evaluate(shards, tmp_path, capsys):
     assert 0.0 <= result["free_step_accuracy"] <= 1.0 and 0.0 <= result["free_step_accuracy_zero_latent"] <= 1.0
     assert 0.0 <= result["free_onset_offset_f1"] <= result["free_onset_f1"] <= 1.0  # offsets only remove matches
     assert 0.0 <= result["free_step_accuracy_shuffled_latent"] <= 1.0
+    # issue 14's headline beside its floor, greedy and sampled (the monotone does not depend on the model)
+    assert 0.0 <= result["free_onset_pitch_accuracy"] <= 1.0 and result["free_onsets"] > 0
+    assert 0.0 < result["free_monotone_onset_pitch_accuracy"] <= 1.0
+    assert 0.0 <= result["free_sampled_onset_pitch_accuracy"] <= 1.0 and result["free_sample_temperature"] == 0.5
+    assert 0.0 <= result["free_onset_accuracy"] <= 1.0
     assert result["kl_bits_per_segment"] > 0
     assert result["interpolation.pairs"] >= 1 and result["interpolation.valid"] == 1.0
     assert -1.0 <= result["interpolation.steps.spearman_a"] <= 1.0

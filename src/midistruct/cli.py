@@ -138,7 +138,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, data=data, split=args.split, windows=args.windows, device=device,
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
-                                 samples=args.samples, judge=args.judge)
+                                 samples=args.samples, judge=args.judge,
+                                 sample_temperature=args.sample_temperature)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -477,6 +478,8 @@ def _add_evaluate_parser(sub) -> None:
                    help="linear probes of the latent codes (key, mode, meter, collection ...) on N windows (0: none)")
     p.add_argument("--samples", type=COUNT, default=0, metavar="N",
                    help="musical statistics of N prior samples against N held-out windows (0: none)")
+    p.add_argument("--sample-temperature", type=TEMPERATURE, default=0.5, metavar="T",
+                   help="also decode free-running by sampling at temperature T (free_sampled_*; 0: greedy only)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
 

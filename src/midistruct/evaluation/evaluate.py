@@ -17,7 +17,8 @@ from midistruct.training import metrics
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
-                        judge: str | Path | None = None, device: str | torch.device = "cpu") -> dict:
+                        judge: str | Path | None = None, sample_temperature: float = 0.5,
+                        device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
     held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`), their
@@ -26,7 +27,9 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     ``exclude_recurring=False`` (:mod:`midistruct.evaluation.heldout`). With ``probes``, linear probes
     of the latent codes on that many windows (``probe.*``, :mod:`midistruct.evaluation.probes`); with
     ``samples``, statistics of that many prior samples against as many windows (``statistics.*``,
-    :mod:`midistruct.evaluation.statistics`). Every model (the checkpoint's and the judge) runs on ``device``."""
+    :mod:`midistruct.evaluation.statistics`). Free-running metrics: :func:`free_running_metrics` on the
+    first ``free_run`` held-out windows (greedy, and sampled at ``sample_temperature`` unless 0). Every model
+    (the checkpoint's and the judge) runs on ``device``."""
     from midistruct.model.checkpoint import load_checkpoint
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.shards.reader import ShardSet
@@ -49,16 +52,10 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     out.update(metrics.teacher_forced(model, batches, device=device, autocast=contextlib.nullcontext,
                                       tokenizer=tokenizer))
     out.update(metrics.teacher_forced_controls(model, batches, device=device, tokenizer=tokenizer))
-    free = {"": [], "_shuffled_latent": [], "_zero_latent": []}
-    latent_of = {"": "true", "_shuffled_latent": "shuffled", "_zero_latent": "zero"}
-    for s in range(0, min(free_run, len(order)), batch_size):
-        batch = collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
-        for key in free:
-            free[key].append(metrics.free_running(model, tokenizer, batch, device=device, latent=latent_of[key]))
-    out["free_run_windows"] = min(free_run, len(order))
-    for suffix, results in free.items():
-        for metric in ("onset_f1", "onset_offset_f1", "step_accuracy"):
-            out[f"free_{metric}{suffix}"] = float(np.mean([r[metric] for r in results])) if results else 0.0
+    free_batches = [collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
+                    for s in range(0, min(free_run, len(order)), batch_size)]
+    out.update(free_running_metrics(model, tokenizer, free_batches, sample_temperature=sample_temperature, seed=seed,
+                                    device=device))
     if interpolations:
         from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
         from midistruct.generation.pipeline import MidiStruct
@@ -82,4 +79,31 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
         found = sample_statistics(MidiStruct(model, tokenizer, meta, device=device), folder, n=samples,
                                   seed=seed, split=split)
         out.update({f"statistics.{k}": v for k, v in found.items()})
+    return out
+
+
+FREE_METRICS = ("onset_f1", "onset_offset_f1", "step_accuracy", "onset_accuracy", "onset_pitch_accuracy")
+
+
+def free_running_metrics(model, tokenizer, batches, *, sample_temperature: float = 0.5, seed: int = 0,
+                         device: str | torch.device = "cpu") -> dict:
+    """``free_*`` metrics over ``batches``: greedy from the true, a shuffled and a zero latent
+    (``free_X``, ``free_X_shuffled_latent``, ``free_X_zero_latent``), the monotone baseline on the same windows
+    (``free_monotone_onset_pitch_accuracy``) and, with ``sample_temperature`` > 0, sampled from the true latent
+    (``free_sampled_X``, seeded by ``seed``)."""
+    runs = {"": ("true", 0.0), "_shuffled_latent": ("shuffled", 0.0), "_zero_latent": ("zero", 0.0)}
+    if sample_temperature > 0:
+        runs["sampled"] = ("true", sample_temperature)
+        torch.manual_seed(seed)
+    out = {"free_run_windows": sum(len(b["input_ids"]) for b in batches)}
+    for name, (latent, temperature) in runs.items():
+        found = metrics.merge_free_runs([metrics.free_running(model, tokenizer, b, device=device, latent=latent,
+                                                              temperature=temperature) for b in batches])
+        key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
+        out.update({key(m): found.get(m, 0.0) for m in FREE_METRICS})
+        if name == "":
+            out["free_monotone_onset_pitch_accuracy"] = found.get("monotone_onset_pitch_accuracy", 0.0)
+            out["free_onsets"] = found.get("onsets", 0)
+    if sample_temperature > 0:
+        out["free_sample_temperature"] = sample_temperature
     return out

@@ -173,26 +173,11 @@ class MidiStruct:
 
     def _generate(self, z_bar, z_segment, *, bars: int, meter: str | None, temperature: float, top_p: float,
                   max_new: int, prompt: torch.Tensor | None = None) -> list[list[int]]:
-        from transformers import LogitsProcessorList
-
-        from midistruct.generation.constraints import RemiGrammar
-
         if self.vocab.is_bpe:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
             raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
                              "tokens); encode works, or train without tokenizer.bpe_vocab_size")
-        cfg = self.model.config
-        sampling = temperature > 0
-        prompt_len = 1 if prompt is None else prompt.shape[1]
-        max_new = min(max_new, cfg.max_positions - prompt_len)
-        grammar = RemiGrammar(self.tokenizer, n_bars=bars, time_signature=meter, prompt_len=prompt_len,
-                              max_new_tokens=max_new)
-        out = self.model.generate(
-            input_ids=prompt, z_bar=z_bar.to(self.device) if z_bar.shape[-1] else None, z_segment=z_segment.to(self.device),
-            max_new_tokens=max_new,
-            do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
-            top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-            logits_processor=LogitsProcessorList([grammar]))
-        return [strip_special(row) for row in out]
+        return generate_windows(self.model, self.tokenizer, z_bar=z_bar, z_segment=z_segment, bars=bars,
+                                meter=meter, temperature=temperature, top_p=top_p, max_new=max_new, prompt=prompt)
 
     def decode(self, latents: PieceLatents, **kw) -> "symusic.Score":  # noqa: F821
         """A symusic Score from latents: every window decoded and stitched (see ``generate_tokens``)."""
@@ -382,6 +367,34 @@ class MidiStruct:
         folder = data or self.cfg.data.output
         return attributes.compute(self, attributes.corpus_windows(folder, split=split, limit=windows, seed=seed),
                                   names=names)
+
+
+@torch.no_grad()
+def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: str | None, max_new: int,
+                     temperature: float = 0.0, top_p: float = 1.0,
+                     prompt: torch.Tensor | None = None) -> list[list[int]]:
+    """The grammar-constrained decoder (one for the pipeline and the evaluation alike): token ids, without
+    specials, of each row of codes ``z_bar`` (B, NB, Zb; None or Zb = 0 without bar latents) and ``z_segment``
+    (B, Zs), every row with ``bars`` bars in ``meter`` (None: any). Greedy at ``temperature=0``, else nucleus
+    sampling; ``prompt`` (B, T) ids to continue, BOS alone by default."""
+    from transformers import LogitsProcessorList
+
+    from midistruct.generation.constraints import RemiGrammar
+
+    cfg, device = model.config, model.device
+    sampling = temperature > 0
+    prompt_len = 1 if prompt is None else prompt.shape[1]
+    max_new = min(max_new, cfg.max_positions - prompt_len)
+    grammar = RemiGrammar(tokenizer, n_bars=bars, time_signature=meter, prompt_len=prompt_len,
+                          max_new_tokens=max_new)
+    has_bars = z_bar is not None and z_bar.shape[-1] > 0
+    out = model.generate(
+        input_ids=prompt, z_bar=z_bar.to(device) if has_bars else None, z_segment=z_segment.to(device),
+        max_new_tokens=max_new,
+        do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
+        top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
+        logits_processor=LogitsProcessorList([grammar]))
+    return [strip_special(row) for row in out]
 
 
 def _name(midi) -> str:

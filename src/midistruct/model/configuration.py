@@ -4,6 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LATENT_MODES = ("vae", "ae", "none")
+BAR_POOLINGS = ("mean", "slots")
 
 
 @strict
@@ -23,9 +24,15 @@ class MidiStructConfig(PreTrainedConfig):
             or ``"none"``: no encoder and no latent, the decoder alone is a plain causal LM (the likelihood
             peer; it still accepts, and ignores, the codes, which ``encode`` returns as zeros).
         bar_latents: ``False`` keeps only the segment latent (ablation).
+        bar_pooling: how a bar's encoder states become its code: ``"mean"`` (the default) or ``"slots"``
+            (``modeling.SlotPooling``: ``pool_queries`` learned queries attend to the bar's states, keyed also by
+            each token's slot in the bar, so the code can keep the order of the notes; issue 14).
+        pool_queries: queries of the ``"slots"`` pooling.
         conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
             (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;
-            ``"prefix"``: latents as prefix vectors the decoder attends to). Checked when the model is built.
+            ``"prefix"``: latents as prefix vectors the decoder attends to; ``"slot"``: "add" plus the codes read
+            out at the within-bar slot of the token to predict, ``FFN(LN(Linear(codes) + query[slot]))``, issue 14,
+            slots counted up to ``sequence_slots``). Checked when the model is built.
 
     Regularisation:
         free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
@@ -36,6 +43,15 @@ class MidiStructConfig(PreTrainedConfig):
             multiset of each bar's tokens from that bar's code and the segment code alone (the segment's tokens
             from the segment code without bar latents), so that the codes must hold the bar's pitches, not
             only what the decoder cannot guess from the previous tokens. 0 disables it (no extra weights).
+        sequence_head: weight of an auxiliary loss that asks the codes for each bar's tokens *in order*, not as a
+            set (issue 14): a non-autoregressive head reads only [bar code ; segment code] plus a learned query
+            per slot (slot k = the bar's k-th token) and predicts every slot's token at once (cross-entropy over
+            the bar's real tokens, nats per segment; without bar latents the segment is one "bar"). It trains the
+            encoder, never the decoder, and is not used when decoding. 0 disables it (no extra weights).
+        sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
+            slot alone).
+        sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored. Also
+            the slot table of the "slot" conditioning (later tokens share its last slot).
         dropout: dropout in embeddings, attention and feed-forward layers.
 
     Special ids (miditok REMI with special tokens PAD, BOS, EOS, MASK):
@@ -68,10 +84,15 @@ class MidiStructConfig(PreTrainedConfig):
     latent_dim_segment: int = 128
     latent_mode: str = "vae"
     bar_latents: bool = True
+    bar_pooling: str = "mean"
+    pool_queries: int = 8
     conditioning: str = "add"
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
+    sequence_head: float | int = 0.0
+    sequence_head_layers: int = 1
+    sequence_slots: int = 64
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
@@ -89,10 +110,16 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if self.latent_mode not in LATENT_MODES:
             raise ValueError(f"unknown latent_mode {self.latent_mode!r}; valid: {', '.join(LATENT_MODES)}")
+        if self.bar_pooling not in BAR_POOLINGS:
+            raise ValueError(f"unknown bar_pooling {self.bar_pooling!r}; valid: {', '.join(BAR_POOLINGS)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.bag_of_words < 0:
             raise ValueError(f"bag_of_words must be >= 0, got {self.bag_of_words}")
+        if self.sequence_head < 0:
+            raise ValueError(f"sequence_head must be >= 0, got {self.sequence_head}")
+        if self.sequence_head_layers < 0 or self.sequence_slots < 1:
+            raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:

@@ -1,7 +1,8 @@
 """The transformer autoencoder: encoder -> bar and segment latents -> latent-conditioned causal decoder.
 
 Read bottom-up, in build order: token helpers, attention, block, encoder, latent bottleneck, KL,
-decoder conditionings (a registry), decoder, outputs, the model.
+decoder conditionings (a registry), decoder, the sequence head (an auxiliary loss on the codes), outputs,
+the model.
 
 Shape letters used in the comments:
     B  batch                 T  tokens in this call        S  keys seen by attention (cached + new)
@@ -9,6 +10,8 @@ Shape letters used in the comments:
     Dff ffn_dim              V  vocabulary size
     NB bars in the segment   Zb bar latent size            Zs segment latent size
     P  prefix vectors ahead of the tokens (0 for "add" conditioning, NB + 1 for "prefix")
+    K  slots per bar in the sequence head (slot k: the bar's k-th token)
+    M  learned queries of the "slots" bar pooling
 
 Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
 ``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
@@ -50,6 +53,26 @@ def count_bars(input_ids: torch.Tensor, *, bar_token_ids) -> torch.Tensor:
     """
     opens = torch.isin(input_ids, torch.as_tensor(bar_token_ids, device=input_ids.device))
     return (opens.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def bar_slots(bar_ids: torch.Tensor) -> torch.Tensor:
+    """Index of each token within its bar (B, T), the bar's first token 0, for ``bar_ids`` (B, T) of a segment."""
+    B, T = bar_ids.shape
+    steps = torch.arange(T, device=bar_ids.device).expand(B, T)  # (B, T)
+    first = torch.ones_like(bar_ids, dtype=torch.bool)
+    first[:, 1:] = bar_ids[:, 1:] != bar_ids[:, :-1]  # (B, T): a bar's first token
+    return steps - torch.cummax(torch.where(first, steps, 0), dim=1).values
+
+
+def count_slots(input_ids: torch.Tensor, *, bar_token_ids) -> torch.Tensor:
+    """Slot of the token each decoder input predicts (B, T): its index within its bar (the Bar token is slot 0),
+    i.e. tokens since the last Bar, inclusive; 0 before the first Bar (BOS predicts the first Bar). A bar's last
+    input gets one past its bar's slots (the next Bar belongs to the next bar)."""
+    B, T = input_ids.shape
+    steps = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+    opens = torch.isin(input_ids, torch.as_tensor(bar_token_ids, device=input_ids.device))  # (B, T), see count_bars
+    last_bar = torch.cummax(torch.where(opens, steps, -1), dim=1).values  # (B, T)
+    return torch.where(last_bar >= 0, steps - last_bar + 1, 0)
 
 
 def check_length(end: int, max_positions: int) -> None:
@@ -167,6 +190,33 @@ def pool_segment(states, *, attention_mask):
     return (states.float() * weight).sum(1) / weight.sum(1).clamp(min=1.0)
 
 
+class SlotPooling(nn.Module):
+    """Order-aware bar pooling (``bar_pooling="slots"``, issue 14): M learned queries attend to a bar's token
+    states, whose keys also carry each token's slot within the bar (``bar_slots``); the M read-outs, concatenated,
+    are projected back to D. A query can learn to read "the bar's k-th pitch", so the bar code can keep the order
+    of the notes, which a mean of the states blurs. It starts close to a mean (near-uniform attention)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.queries = nn.Embedding(config.pool_queries, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.key = nn.Linear(config.d_model, config.d_model)
+        self.value = nn.Linear(config.d_model, config.d_model)
+        self.out = nn.Linear(config.pool_queries * config.d_model, config.d_model)
+
+    def forward(self, states, *, attention_mask, bar_ids, n_bars: int):
+        """Returns (pooled (B, NB, D) float32, bar_mask (B, NB) bool), as ``pool_bars``."""
+        D = states.shape[-1]
+        slot = bar_slots(bar_ids).clamp(max=self.slots.num_embeddings - 1)  # (B, T)
+        keys = self.key(states) + self.slots(slot)  # (B, T, D)
+        scores = torch.einsum("md,btd->bmt", self.queries.weight, keys) / math.sqrt(D)  # (B, M, T)
+        bars = torch.arange(n_bars, device=bar_ids.device)
+        in_bar = (bar_ids[:, None, :] == bars[None, :, None]) & attention_mask.bool()[:, None, :]  # (B, NB, T)
+        scores = scores[:, None].masked_fill(~in_bar[:, :, None, :], torch.finfo(scores.dtype).min)  # (B, NB, M, T)
+        read = scores.softmax(-1) @ self.value(states)[:, None]  # (B, NB, M, T) @ (B, 1, T, D) -> (B, NB, M, D)
+        return self.out(read.flatten(-2)).float(), in_bar.any(-1)  # (B, NB, D), (B, NB)
+
+
 class LatentHead(nn.Module):
     """Pooled state -> (mu, logvar) for a Gaussian posterior, or (z, None) when deterministic."""
 
@@ -218,15 +268,17 @@ class Latents(ModelOutput):
 
 
 class Bottleneck(nn.Module):
-    """Encoder states -> bar latents (mean-pooled per bar) and a segment latent (mean-pooled over the segment)."""
+    """Encoder states -> bar latents (pooled per bar: a mean, or ``SlotPooling``) and a segment latent
+    (mean-pooled over the segment)."""
 
     def __init__(self, config: MidiStructConfig):
         super().__init__()
         variational = config.latent_mode == "vae"
         self.segment = LatentHead(config.d_model, config.latent_dim_segment, variational=variational)
-        self.bar = None
+        self.bar = self.bar_pool = None
         if config.bar_latents:
             self.bar = LatentHead(config.d_model, config.latent_dim_bar, variational=variational)
+            self.bar_pool = SlotPooling(config) if config.bar_pooling == "slots" else None  # None: the mean
 
     def forward(self, states, *, attention_mask, bar_ids, sample: bool) -> Latents:
         mu_s, logvar_s = self.segment(pool_segment(states, attention_mask=attention_mask))  # (B, Zs)
@@ -235,7 +287,8 @@ class Bottleneck(nn.Module):
         if self.bar is None:
             return latents
         n_bars = int((bar_ids * attention_mask).max()) + 1
-        pooled, bar_mask = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids, n_bars=n_bars)
+        pool = pool_bars if self.bar_pool is None else self.bar_pool
+        pooled, bar_mask = pool(states, attention_mask=attention_mask, bar_ids=bar_ids, n_bars=n_bars)
         # pooled: (B, NB, D)
         mu_b, logvar_b = self.bar(pooled)  # (B, NB, Zb)
         latents.z_bar = reparameterize(mu_b, logvar_b, sample=sample)
@@ -266,12 +319,40 @@ class AddConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 0
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    @staticmethod
+    def token_codes(x, *, bar_index, z_bar, z_segment):
+        """[code of each token's bar ; segment code] (B, T, Zb + Zs), or the segment code alone (B, T, Zs)."""
         B, T, _ = x.shape
         codes = z_segment[:, None, :].expand(B, T, -1)  # (B, T, Zs)
         if z_bar is not None:
             codes = torch.cat([gather_bar_codes(z_bar, bar_index), codes], dim=-1)  # (B, T, Zb + Zs)
+        return codes
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
+        codes = self.token_codes(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment)
         return x + self.proj(codes.to(self.proj.weight.dtype))  # (B, T, D)
+
+
+class SlotConditioning(AddConditioning):
+    """"add", plus the codes read out at the slot of the token to predict (issue 14): each decoder input also
+    gets ``FFN(LN(Linear([bar code ; segment code]) + query[slot]))``, slot = ``count_slots``, so the decoder is
+    handed "the bar's k-th token" from the code instead of having to find it there itself."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__(config)
+        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        self.slot_proj = nn.Linear(in_dim, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)  # its output layer starts small (_init_weights): "add" at first
+
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
+        if slot_index is None:
+            raise ValueError("slot conditioning needs the slot of each decoder input (count_slots)")
+        codes = self.token_codes(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment).to(self.proj.weight.dtype)
+        slots = self.slots(slot_index.clamp(max=self.slots.num_embeddings - 1))  # (B, T, D)
+        readout = self.ffn(self.norm(self.slot_proj(codes) + slots))  # (B, T, D)
+        return x + self.proj(codes) + readout  # (B, T, D)
 
 
 class PrefixConditioning(nn.Module):
@@ -287,7 +368,7 @@ class PrefixConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 1 + (z_bar.shape[1] if z_bar is not None else 0)
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
         if not with_prefix:
             return x
         dtype = self.segment_proj.weight.dtype
@@ -307,11 +388,12 @@ class NoConditioning(nn.Module):
     def n_prefix(self, *, z_bar, z_segment) -> int:
         return 0
 
-    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool):
+    def forward(self, x, *, bar_index, z_bar, z_segment, with_prefix: bool, slot_index=None):
         return x
 
 
-CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning}
+CONDITIONINGS: dict[str, type[nn.Module]] = {"add": AddConditioning, "prefix": PrefixConditioning,
+                                             "slot": SlotConditioning}
 
 
 def build_conditioning(config: MidiStructConfig) -> nn.Module:
@@ -352,18 +434,63 @@ class Decoder(nn.Module):
         bars = self.embed_bars(bar_index.clamp(max=self.max_bars - 1))
         return self.embed_tokens(input_ids) + self.embed_positions(positions) + bars  # (B, T, D)
 
-    def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None):
+    def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None, slot_index=None):
         T = input_ids.shape[1]
         seen = cache.get_seq_length() if cache is not None else 0
         start = self.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         x = self.embed(input_ids, bar_index=bar_index, start=start)
-        x = self.conditioning(x, bar_index=bar_index, z_bar=z_bar, z_segment=z_segment, with_prefix=seen == 0)
+        x = self.conditioning(x, bar_index=bar_index, slot_index=slot_index, z_bar=z_bar, z_segment=z_segment,
+                              with_prefix=seen == 0)
         x = self.drop(x)  # (B, P + T, D) on the first step, else (B, T, D)
         # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
         for block in self.blocks:
             x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
         return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
+
+
+# --------------------------------------------------------------------------- sequence head (auxiliary)
+
+
+def slot_targets(labels, bar_ids, *, n_bars: int, max_slots: int) -> torch.Tensor:
+    """Each bar's labelled tokens in order, (B, NB, K): ``[b, n, k]`` is the k-th token of bar n of row b,
+    -100 past the bar's end. K = the longest bar's token count, at most ``max_slots`` (later tokens dropped)."""
+    B = labels.shape[0]
+    slot = bar_slots(bar_ids)  # (B, T): index within its bar
+    real = labels != -100
+    n_slots = min(int(slot[real].max()) + 1 if real.any() else 1, max_slots)
+    keep = real & (slot < n_slots)
+    spare = n_bars * n_slots  # one scratch cell for the tokens left out
+    where = torch.where(keep, bar_ids.clamp(max=n_bars - 1) * n_slots + slot, spare)  # (B, T)
+    targets = labels.new_full((B, spare + 1), -100).scatter_(1, where, labels.masked_fill(~keep, -100))
+    return targets[:, :spare].view(B, n_bars, n_slots)
+
+
+class SequenceHead(nn.Module):
+    """Non-autoregressive: every token of a bar, slot by slot, from [bar code ; segment code] alone (issue 14).
+
+    Slot k's input is the projected code plus a learned query for k; ``sequence_head_layers`` blocks let the
+    slots agree (causally over the queries, so slot k's prediction does not depend on how many slots the batch
+    needs; no token is fed back), a linear layer names each slot's token. Unlike the bag of words it scores
+    order: the codes must say which pitch comes first, not only which pitches occur."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        self.code_proj = nn.Linear(in_dim, config.d_model)
+        self.slots = nn.Embedding(config.sequence_slots, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.sequence_head_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.out = nn.Linear(config.d_model, config.vocab_size)
+
+    def forward(self, codes, *, n_slots: int):
+        """Logits (B, NB, K, V) for codes (B, NB, Zb + Zs) and K = ``n_slots``."""
+        B, NB, _ = codes.shape
+        x = self.code_proj(codes.to(self.code_proj.weight.dtype))[:, :, None, :] + self.slots.weight[:n_slots]
+        x = x.flatten(0, 1)  # (B * NB, K, D)
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return self.out(self.norm(x)).view(B, NB, n_slots, -1)  # (B, NB, K, V)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -373,13 +500,16 @@ class Decoder(nn.Module):
 class MidiStructOutput(ModelOutput):
     """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
 
-    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss`` (when ``labels`` are given).
+    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss + config.sequence_head * seq_loss``
+        (when ``labels`` are given).
     recon_loss: token negative log-likelihood summed over a segment (nats per segment).
     token_nll: the same per real token (nats per token), for perplexity-style logging.
     kl, kl_bar, kl_segment: raw KL to the prior in nats per segment (all bars summed; 0 in "ae" mode).
     kl_loss: the KL after free bits, the term ``beta`` multiplies.
     bow_loss: with ``config.bag_of_words``, the NLL of each token under its bar's bag-of-words prediction from
         the codes alone, summed over a segment (nats per segment).
+    seq_loss: with ``config.sequence_head``, the sequence head's NLL of each bar's tokens in order from the codes
+        alone, summed over a segment (nats per segment).
     logits: (B, T, V).
     cache: the decoder's cache when ``use_cache``, under the name ``generate`` reads back after each step
         (transformers >= 5.24; earlier versions called it ``past_key_values``).
@@ -394,6 +524,7 @@ class MidiStructOutput(ModelOutput):
     kl_segment: torch.Tensor | None = None
     kl_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
+    seq_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Cache | None = None
     z_bar: torch.Tensor | None = None
@@ -452,6 +583,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if config.bag_of_words > 0 and not plain_lm:
             in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
+        self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
         self.post_init()
 
     @property
@@ -498,23 +630,27 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         z_bar=None,
         z_segment=None,
         decoder_bar_ids=None,
+        decoder_slot_ids=None,
         cache: Cache | None = None,
         use_cache: bool = False,
     ) -> MidiStructOutput:
         """Decoder logits (B, T, V) for decoder inputs (B, T) that start with BOS (or continue ``cache``).
 
-        ``decoder_bar_ids`` default to counting Bar tokens in ``decoder_input_ids``; with a non-empty cache they
-        must be given (the count depends on the tokens already in the cache).
+        ``decoder_bar_ids`` (and ``decoder_slot_ids``) default to counting Bar tokens in ``decoder_input_ids``
+        (``count_bars``, ``count_slots``); with a non-empty cache they must be given (the count depends on the
+        tokens already in the cache).
         """
         self._check_codes(z_bar, z_segment)
         if cache is None and use_cache:
             cache = DynamicCache()
-        if decoder_bar_ids is None:
+        if decoder_bar_ids is None or decoder_slot_ids is None:
             if cache is not None and cache.get_seq_length() > 0:
-                raise ValueError("decoder_bar_ids are required when continuing from a cache")
+                raise ValueError("decoder_bar_ids and decoder_slot_ids are required when continuing from a cache")
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_ids=self.bar_token_ids)
+            decoder_slot_ids = count_slots(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         hidden = self.decoder(
-            decoder_input_ids, bar_index=decoder_bar_ids, z_bar=z_bar, z_segment=z_segment, cache=cache
+            decoder_input_ids, bar_index=decoder_bar_ids, slot_index=decoder_slot_ids, z_bar=z_bar,
+            z_segment=z_segment, cache=cache,
         )  # (B, T, D)
         return MidiStructOutput(logits=self.lm_head(hidden), cache=cache if use_cache else None)
 
@@ -558,6 +694,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         *,
         decoder_input_ids=None,
         decoder_bar_ids=None,
+        decoder_slot_ids=None,
         z_bar=None,
         z_segment=None,
         beta: float = 1.0,
@@ -585,34 +722,49 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if decoder_bar_ids is None and (cache is None or cache.get_seq_length() == 0):
             # counted before word dropout, which may hide Bar tokens
             decoder_bar_ids = count_bars(decoder_input_ids, bar_token_ids=self.bar_token_ids)
+        if decoder_slot_ids is None and (cache is None or cache.get_seq_length() == 0):
+            decoder_slot_ids = count_slots(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
         out = self.decoder_forward(
             decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
-            cache=cache, use_cache=bool(use_cache),
+            decoder_slot_ids=decoder_slot_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
                                                              bar_ids=bar_ids)
         return MidiStructOutput(logits=out.logits, cache=out.cache, **terms)
 
+    @staticmethod
+    def bar_codes(latents: Latents, bar_ids):
+        """[bar code ; segment code] per bar (B, NB, Zb + Zs) and ``bar_ids`` (B, T) clamped to them; without bar
+        latents the segment code alone, as one bar (B, 1, Zs), and every token in bar 0."""
+        z_segment = latents.z_segment  # (B, Zs)
+        if latents.z_bar is None:
+            return z_segment[:, None, :], torch.zeros_like(bar_ids)
+        n_bars = latents.z_bar.shape[1]
+        codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
+        return codes, bar_ids.clamp(max=n_bars - 1)
+
     def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the
         codes of its bar alone: the bar's tokens as a multiset, order ignored (``config.bag_of_words``)."""
-        z_segment = latents.z_segment  # (B, Zs)
-        if latents.z_bar is not None:
-            n_bars = latents.z_bar.shape[1]
-            codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
-            bar_ids = bar_ids.clamp(max=n_bars - 1)
-        else:
-            codes, bar_ids = z_segment[:, None, :], torch.zeros_like(bar_ids)  # one bag for the segment
+        codes, bar_ids = self.bar_codes(latents, bar_ids)  # (B, NB, Zb+Zs), (B, T)
         logp = F.log_softmax(self.bow_head(codes.to(self.bow_head.weight.dtype)).float(), dim=-1)  # (B, NB, V)
         real = labels != -100
         per_token = logp[torch.arange(labels.shape[0], device=labels.device)[:, None], bar_ids, labels.clamp(min=0)]
         return -(per_token * real).sum(-1)  # (B,)
 
+    def sequence_nll(self, latents: Latents, *, labels, bar_ids):
+        """Summed NLL (B,) of each bar's tokens, slot by slot, under the sequence head (``config.sequence_head``)."""
+        codes, bar_ids = self.bar_codes(latents, bar_ids)  # (B, NB, Zb+Zs), (B, T)
+        targets = slot_targets(labels, bar_ids, n_bars=codes.shape[1], max_slots=self.config.sequence_slots)
+        logits = self.sequence_head(codes, n_slots=targets.shape[-1]).float()  # (B, NB, K, V)
+        nll = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=-100, reduction="none")
+        return nll.view(targets.shape).sum((1, 2))  # (B,)
+
     def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None) -> dict[str, torch.Tensor]:
         """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
-        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words loss)."""
+        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses)."""
         kl_bar, kl_segment, penalty = self.kl_terms(latents)
         terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
         terms["kl"] = (kl_bar + kl_segment).mean()
@@ -623,11 +775,14 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         terms["recon_loss"] = nll / labels.shape[0]
         terms["token_nll"] = nll / (labels != -100).sum().clamp(min=1)
         terms["loss"] = terms["recon_loss"] + beta * terms["kl_loss"]
+        if bar_ids is None:
+            bar_ids = count_bars(labels.clamp(min=0), bar_token_ids=self.bar_token_ids)  # as encode does
         if self.bow_head is not None:
-            if bar_ids is None:
-                bar_ids = count_bars(labels.clamp(min=0), bar_token_ids=self.bar_token_ids)  # as encode does
             terms["bow_loss"] = self.bag_of_words_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.bag_of_words * terms["bow_loss"]
+        if self.sequence_head is not None:
+            terms["seq_loss"] = self.sequence_nll(latents, labels=labels, bar_ids=bar_ids).mean()
+            terms["loss"] = terms["loss"] + self.config.sequence_head * terms["seq_loss"]
         return terms
 
     def prepare_inputs_for_generation(
@@ -637,10 +792,12 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS).
         ``generate`` passes the decoder cache as ``cache``."""
         bar_index = count_bars(input_ids, bar_token_ids=self.bar_token_ids)  # (B, T)
+        slot_index = count_slots(input_ids, bar_token_ids=self.bar_token_ids)  # (B, T)
         done = self.decoder.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
         return {
             "decoder_input_ids": input_ids[:, done:],
             "decoder_bar_ids": bar_index[:, done:],
+            "decoder_slot_ids": slot_index[:, done:],
             "z_bar": z_bar,
             "z_segment": z_segment,
             "cache": cache,

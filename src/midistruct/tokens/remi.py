@@ -184,7 +184,7 @@ class RemiVocab:
         """How many notes (``Pitch`` tokens) the ids (T,) hold."""
         return int(self.pitches_in[np.asarray(ids, dtype=np.int64)].sum())
 
-    def meter(self, ids, *, default: str = "4/4") -> str:
+    def meter(self, ids, *, default: str | None = "4/4") -> str | None:
         """The time signature (``"3/4"``) of a window (T,) starting at a ``Bar``: its first ``TimeSig`` among
         the first four base tokens (REMI writes it right after the ``Bar``); ``default`` when there is none."""
         for i in self.to_base(np.asarray(ids, dtype=np.int64)[:4])[:4].tolist():

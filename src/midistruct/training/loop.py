@@ -223,9 +223,10 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        aux = {k: float(getattr(out, k).detach()) for k in ("bow_loss", "seq_loss") if getattr(out, k) is not None}
         out = {k: float(getattr(out, k).detach()) for k in ("loss", "token_nll", "kl")}
         return {"loss": out["loss"], "nll_per_token": out["token_nll"], "kl_bits": out["kl"] / math.log(2),
-                "beta": beta, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+                "beta": beta, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0], **aux}
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -301,6 +302,8 @@ class Trainer:
         free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
         zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, latent="zero")
         out.update({"free_onset_f1": free["onset_f1"], "free_step_accuracy": free["step_accuracy"],
+                    "free_onset_pitch_accuracy": free["onset_pitch_accuracy"],
+                    "free_monotone_onset_pitch_accuracy": free["monotone_onset_pitch_accuracy"],
                     "free_exact": free["exact_match"], "free_onset_f1_zero_latent": zero["onset_f1"],
                     "free_step_accuracy_zero_latent": zero["step_accuracy"]})
         collapsed = self.state["step"] >= self.t.beta_warmup_steps and out["kl_bits_per_segment"] < 1.0
