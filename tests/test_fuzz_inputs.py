@@ -176,32 +176,32 @@ def test_reconstruct_writes_every_good_file_and_names_every_bad_one(checkpoint, 
     assert written == {f"{p.stem}.reconstruct.mid" for p in good}
 
 
-@pytest.mark.parametrize("command", ["reconstruct", "encode", "continue", "interpolate-a", "interpolate-b", "grid"])
+def _argv(command: str, checkpoint: Path, path: Path, good: Path, out: Path) -> list:
+    """The command line that gives ``path`` to ``command`` (``good`` fills the other inputs)."""
+    return {
+        "reconstruct": ["reconstruct", checkpoint, path, "-o", out],
+        "encode": ["encode", checkpoint, path, "-o", out / "z.safetensors"],
+        "continue": ["continue", checkpoint, path, "--bars", 1, "-o", out],
+        "interpolate-a": ["interpolate", checkpoint, path, good, "--steps", 2, "-o", out],
+        "interpolate-b": ["interpolate", checkpoint, good, path, "--steps", 2, "-o", out],
+        "grid": ["grid", checkpoint, good, path, good, good, "--steps", 2, "-o", out],
+    }[command]
+
+
+COMMANDS = ["reconstruct", "encode", "continue", "interpolate-a", "interpolate-b", "grid"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_bad_file_is_one_line_exit_2(command, cached_pipeline, checkpoint, inputs, tmp_path, capsys):
     for path in inputs["bad"]:
-        argv = {
-            "reconstruct": ["reconstruct", checkpoint, path, "-o", tmp_path],
-            "encode": ["encode", checkpoint, path, "-o", tmp_path / "z.safetensors"],
-            "continue": ["continue", checkpoint, path, "--bars", 1, "-o", tmp_path],
-            "interpolate-a": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "-o", tmp_path],
-            "interpolate-b": ["interpolate", checkpoint, inputs["good"], path, "--steps", 2, "-o", tmp_path],
-            "grid": ["grid", checkpoint, inputs["good"], path, inputs["good"], inputs["good"], "--steps", 2,
-                     "-o", tmp_path],
-        }[command]
-        _assert_refused(*_run(capsys, argv), path)
+        _assert_refused(*_run(capsys, _argv(command, checkpoint, path, inputs["good"], tmp_path)), path)
     assert not list(tmp_path.glob("*.mid")), "nothing is written for a bad input"
 
 
-@pytest.mark.parametrize("command", ["reconstruct", "encode", "continue", "interpolate"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_odd_but_valid_files_work(command, cached_pipeline, checkpoint, inputs, tmp_path, capsys):
     for path in inputs["odd"]:
-        argv = {
-            "reconstruct": ["reconstruct", checkpoint, path, "-o", tmp_path],
-            "encode": ["encode", checkpoint, path, "-o", tmp_path / "z.safetensors"],
-            "continue": ["continue", checkpoint, path, "--bars", 1, "-o", tmp_path],
-            "interpolate": ["interpolate", checkpoint, path, inputs["good"], "--steps", 2, "-o", tmp_path],
-        }[command]
-        rc, err = _run(capsys, argv)
+        rc, err = _run(capsys, _argv(command, checkpoint, path, inputs["good"], tmp_path))
         assert rc == 0, f"{path.name}: {err}"
 
 
