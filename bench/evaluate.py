@@ -1,7 +1,7 @@
 """Benchmark free-running evaluation: batched with the KV cache (``midistruct evaluate``) against one window at a time.
 
 Prints JSON comparing, on the same windows in the same run, three ways of running
-``midistruct.training.metrics.free_running(model, tokenizer, batch, device="cpu", latent="true")`` (greedy
+``midistruct.training.validation.free_running(model, tokenizer, batch, device="cpu", latent="true")`` (greedy
 reconstruction from the posterior mean, then note F1 and step accuracy against the input) over ``--windows``
 windows, each batch made by ``midistruct.shards.dataset.collate`` as ``midistruct evaluate`` makes it:
 
@@ -185,7 +185,7 @@ def evaluate_child(args) -> dict:
     import torch
 
     from midistruct.shards.dataset import collate
-    from midistruct.training.metrics import free_running
+    from midistruct.training.validation import free_running
 
     setup(args)
     ms, items, model_name, source = load(args)

@@ -219,7 +219,7 @@ def test_free_running_scores_a_monotone_by_its_onset_pitches():
     monotone baseline; the exact copy scores 1 on everything (issue 14's jig opening, two bars)."""
     from midistruct.config import TokenizerSettings
     from midistruct.tokens.tokenizer import build_tokenizer
-    from midistruct.training.metrics import _score_reconstructions, merge_free_runs
+    from midistruct.training.validation import _score_reconstructions, merge_free_runs
 
     tokenizer = build_tokenizer(TokenizerSettings())
     tune = [(0, 1, 74), (1, 0.5, 72), (1.5, 0.5, 71), (2, 1, 72), (3, 1, 74), (4, 2, 76), (6, 2, 74)]

@@ -432,7 +432,7 @@ def test_sequence_head_trains_the_encoder_and_adds_nothing_when_off(batch, tmp_p
 def test_validation_reports_the_heads_nll_per_token(batch):
     import contextlib
 
-    from midistruct.training.metrics import teacher_forced
+    from midistruct.training.validation import teacher_forced
 
     model = make_model(sequence_head=1.0, bag_of_words=1.0).eval()
     found = teacher_forced(model, [batch], device="cpu", autocast=contextlib.nullcontext)

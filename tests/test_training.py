@@ -152,7 +152,7 @@ def test_epoch_batches_are_bucketed_and_deterministic(shards, tmp_path):
 
 
 def test_onset_f1_known_values():
-    from midistruct.training.metrics import onset_f1
+    from midistruct.training.validation import onset_f1
 
     ref = np.array([[0.0, 0.5, 60], [0.5, 0.5, 62], [1.0, 1.0, 64], [2.0, 1.0, 65]])
     assert onset_f1(ref, ref) == 1.0
@@ -213,14 +213,14 @@ def test_teacher_forced_controls_known_values(shards, tmp_path):
 
     from midistruct.model.modeling import shift_right
     from midistruct.shards.dataset import WindowDataset, collate
-    from midistruct.training import metrics
+    from midistruct.training import validation
 
     Trainer(_cfg(shards, tmp_path / "run", "train.max_steps=2", "train.eval_every=2"), progress=False).run()
     model, tokenizer, _ = load_checkpoint(tmp_path / "run" / "last")
     ds = WindowDataset([shards], "train")
     one = [collate([ds[0]])]
-    plain = metrics.teacher_forced(model, one, device="cpu", autocast=contextlib.nullcontext, tokenizer=tokenizer)
-    controls = metrics.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer)
+    plain = validation.teacher_forced(model, one, device="cpu", autocast=contextlib.nullcontext, tokenizer=tokenizer)
+    controls = validation.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer)
     assert controls["recon_nll_per_token_shuffled_latent"] == pytest.approx(plain["recon_nll_per_token"], rel=1e-5)
     assert controls["token_accuracy_shuffled_latent.Pitch"] == pytest.approx(plain["token_accuracy.Pitch"])
     batch = one[0]
@@ -232,7 +232,7 @@ def test_teacher_forced_controls_known_values(shards, tmp_path):
     assert controls["recon_nll_per_token_zero_latent"] == pytest.approx(float(zero_nll), rel=1e-5)
     assert controls["recon_nll_per_token_zero_latent"] != pytest.approx(plain["recon_nll_per_token"], rel=1e-5)
     model.config.latent_mode = "none"  # what a plain-LM checkpoint says: its codes mean nothing
-    assert metrics.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer) == {}
+    assert validation.teacher_forced_controls(model, one, device="cpu", tokenizer=tokenizer) == {}
 
 
 def test_a_time_limit_before_the_first_evaluation_still_leaves_best(shards, tmp_path):

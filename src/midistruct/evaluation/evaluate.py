@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midistruct.training import metrics
+from midistruct.training import validation
 
 
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
@@ -49,9 +49,9 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     batches = [collate([ds[int(i)] for i in pick[s : s + batch_size]]) for s in range(0, len(pick), batch_size)]
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
            "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
-    out.update(metrics.teacher_forced(model, batches, device=device, autocast=contextlib.nullcontext,
+    out.update(validation.teacher_forced(model, batches, device=device, autocast=contextlib.nullcontext,
                                       tokenizer=tokenizer))
-    out.update(metrics.teacher_forced_controls(model, batches, device=device, tokenizer=tokenizer))
+    out.update(validation.teacher_forced_controls(model, batches, device=device, tokenizer=tokenizer))
     free_batches = [collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
                     for s in range(0, min(free_run, len(order)), batch_size)]
     out.update(free_running_metrics(model, tokenizer, free_batches, sample_temperature=sample_temperature, seed=seed,
@@ -97,7 +97,7 @@ def free_running_metrics(model, tokenizer, batches, *, sample_temperature: float
         torch.manual_seed(seed)
     out = {"free_run_windows": sum(len(b["input_ids"]) for b in batches)}
     for name, (latent, temperature) in runs.items():
-        found = metrics.merge_free_runs([metrics.free_running(model, tokenizer, b, device=device, latent=latent,
+        found = validation.merge_free_runs([validation.free_running(model, tokenizer, b, device=device, latent=latent,
                                                               temperature=temperature) for b in batches])
         key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
         out.update({key(m): found.get(m, 0.0) for m in FREE_METRICS})

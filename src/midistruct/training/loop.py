@@ -294,13 +294,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (teacher-forced and free-running); warns on posterior collapse."""
         from midistruct.shards.dataset import collate
-        from midistruct.training import metrics
+        from midistruct.training import validation
 
         self.model.eval()
-        out = metrics.teacher_forced(self.model, self._eval_batches(), device=self.device, autocast=self.autocast)
+        out = validation.teacher_forced(self.model, self._eval_batches(), device=self.device, autocast=self.autocast)
         sample = collate([self.valid_ds[i] for i in range(min(self.t.free_run_samples, len(self.valid_ds)))])
-        free = metrics.free_running(self.model, self.tokenizer, sample, device=self.device)
-        zero = metrics.free_running(self.model, self.tokenizer, sample, device=self.device, latent="zero")
+        free = validation.free_running(self.model, self.tokenizer, sample, device=self.device)
+        zero = validation.free_running(self.model, self.tokenizer, sample, device=self.device, latent="zero")
         out.update({"free_onset_f1": free["onset_f1"], "free_step_accuracy": free["step_accuracy"],
                     "free_onset_pitch_accuracy": free["onset_pitch_accuracy"],
                     "free_monotone_onset_pitch_accuracy": free["monotone_onset_pitch_accuracy"],
