@@ -107,10 +107,11 @@ class Trainer:
         self.run_dir = Path(self.t.run_dir)
         if resume:
             self._resume()
-        elif overwrite:
+        elif overwrite and self.dist.is_main:
             clear_run(self.run_dir)
-        else:
+        elif not overwrite:
             refuse_existing_run(self.run_dir)
+        distributed.barrier(self.dist)  # every rank checked the run folder before any rank writes to it
 
     # ---- setup --------------------------------------------------------------------------
 
