@@ -297,6 +297,12 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] = (
         raw = _read_yaml(resolve_config_path(name_or_path), seen=())
     for assignment in overrides:
         apply_override(raw, assignment)
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any]) -> Config:
+    """A :class:`Config` from a raw dict (a file's, or a checkpoint's ``run_config``); :class:`ConfigError`
+    with one line naming every bad key otherwise."""
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

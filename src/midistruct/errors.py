@@ -11,3 +11,9 @@ from __future__ import annotations
 
 class MidiStructError(Exception):
     """A failure the user can fix; ``str(err)`` is one line naming what and why."""
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """``str(err)`` on one line, at most ``limit`` characters (library messages can span many)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

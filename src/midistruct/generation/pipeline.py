@@ -173,9 +173,6 @@ class MidiStruct:
 
     def _generate(self, z_bar, z_segment, *, bars: int, meter: str | None, temperature: float, top_p: float,
                   max_new: int, prompt: torch.Tensor | None = None) -> list[list[int]]:
-        if self.vocab.is_bpe:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
-            raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
-                             "tokens); encode works, or train without tokenizer.bpe_vocab_size")
         return generate_windows(self.model, self.tokenizer, z_bar=z_bar, z_segment=z_segment, bars=bars,
                                 meter=meter, temperature=temperature, top_p=top_p, max_new=max_new, prompt=prompt)
 
@@ -377,6 +374,9 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
     specials, of each row of codes ``z_bar`` (B, NB, Zb; None or Zb = 0 without bar latents) and ``z_segment``
     (B, Zs), every row with ``bars`` bars in ``meter`` (None: any). Greedy at ``temperature=0``, else nucleus
     sampling; ``prompt`` (B, T) ids to continue, BOS alone by default."""
+    if tokenizer.is_trained:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
+        raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
+                         "tokens); encode works, or train without tokenizer.bpe_vocab_size")
     from transformers import LogitsProcessorList
 
     from midistruct.generation.constraints import RemiGrammar

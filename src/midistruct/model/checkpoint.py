@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from midistruct.errors import MidiStructError
+from midistruct.errors import MidiStructError, one_line
 from midistruct.fsutil import replace_dir
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer
@@ -157,7 +157,7 @@ def load_checkpoint(folder: Path, *, device: str | torch.device = "cpu"):
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             skeleton = MidiStructModel(config)
     except ValueError as err:  # e.g. an unknown conditioning, checked when the model is built
-        raise CheckpointError(f"{folder / 'config.json'}: {_one_line(err)}") from None
+        raise CheckpointError(f"{folder / 'config.json'}: {one_line(err)}") from None
     check_weights(folder, skeleton)
     tokenizer = _checked_tokenizer(folder, config)
     hf_logging.disable_progress_bar()
@@ -181,7 +181,7 @@ def checkpoint_config(folder: Path):
     try:
         return MidiStructConfig.from_dict(raw)
     except (StrictDataclassError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: {_one_line(err)}") from None
+        raise CheckpointError(f"{path}: {one_line(err)}") from None
 
 
 def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -192,7 +192,7 @@ def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path} is damaged ({_one_line(err)})") from None
+        raise CheckpointError(f"{path} is damaged ({one_line(err)})") from None
 
 
 def check_weights(folder: Path, model: torch.nn.Module) -> None:
@@ -219,7 +219,7 @@ def _checked_tokenizer(folder: Path, config):
         tokenizer = load_tokenizer(folder)
         vocab = RemiVocab(tokenizer)
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # miditok on a damaged file
-        raise CheckpointError(f"{path} is not a usable tokenizer ({_one_line(err)})") from None
+        raise CheckpointError(f"{path} is not a usable tokenizer ({one_line(err)})") from None
     if vocab.size > config.vocab_size or vocab.bar_id != config.bar_token_id:
         raise CheckpointError(f"{path} does not match {folder}/config.json: vocabulary {vocab.size} "
                               f"and Bar id {vocab.bar_id}, the model has {config.vocab_size} and {config.bar_token_id}")
@@ -231,17 +231,14 @@ def _checked_tokenizer(folder: Path, config):
 
 def _check_run_config(meta: dict[str, Any], path: Path) -> None:
     """``meta["run_config"]`` must validate as a :class:`~midistruct.config.Config` (generation reads it)."""
-    from pydantic import ValidationError
-
-    from midistruct.config import Config
+    from midistruct.config import ConfigError, validate_config
 
     if not isinstance(meta.get("run_config"), dict):
         raise CheckpointError(f"{path} has no run_config")
     try:
-        Config.model_validate(meta["run_config"])
-    except ValidationError as err:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:3])
-        raise CheckpointError(f"{path}: invalid run_config ({where})") from None
+        validate_config(meta["run_config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: invalid run_config ({str(err).removeprefix('invalid config: ')})") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -249,16 +246,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{path} is not valid JSON ({_one_line(err)})") from None
+        raise CheckpointError(f"{path} is not valid JSON ({one_line(err)})") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} is not a JSON object")
     return value
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """``str(err)`` on one line, at most ``limit`` characters (library messages can span many)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- the trainer state (--resume) ---------------------------------------------------------------
@@ -294,7 +285,7 @@ def load_state(folder: Path) -> dict[str, Any]:
     try:
         tensors = load_file(str(folder / STATE_TENSORS))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder / STATE_TENSORS} is damaged ({_one_line(err)})") from None
+        raise CheckpointError(f"{folder / STATE_TENSORS} is damaged ({one_line(err)})") from None
     return _checked_state(_decode(doc.get("state"), tensors, folder / STATE_TENSORS), folder / STATE_JSON)
 
 

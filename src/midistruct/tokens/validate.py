@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from midistruct.config import Config, ValidationConfig
+from midistruct.errors import one_line
 
 
 class Skip(Exception):
@@ -42,7 +43,7 @@ def load_score(path: Path):
     try:
         score = symusic.Score(str(path))
     except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError on bad bytes
-        raise Skip(f"unreadable MIDI: {_one_line(err)}") from None
+        raise Skip(f"unreadable MIDI: {one_line(err, 160)}") from None
     if score.tpq <= 0:
         raise Skip(f"unreadable MIDI: ticks per quarter {score.tpq}")
     return score
@@ -143,8 +144,3 @@ def _sounding(track, pitch_range: tuple[int, int] | None):
     out = track.copy()
     out.notes = symusic.Note.from_numpy(**{k: v[keep] for k, v in notes.items()})
     return out
-
-
-def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:160]
