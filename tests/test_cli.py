@@ -30,6 +30,8 @@ MINIMAL = {
     "decode": ["CK", "z.safetensors", "-o", "x.mid"],
     "attributes": ["CK"],
     "evaluate": ["CK"],
+    "models": [],
+    "export": ["CK", "-o", "src/midistruct/pretrained/NAME", "--card", "card.yaml"],
 }
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
                                                                         "continue", "sample")}}
@@ -60,7 +62,7 @@ def test_every_option_and_positional_has_help():
 @pytest.mark.parametrize("command", sorted(MINIMAL))
 def test_every_writing_command_takes_dash_o_output(command):
     parser = _subparsers()[command]
-    if command in ("prepare", "train", "evaluate"):  # they write where the config says, or to stdout
+    if command in ("prepare", "train", "evaluate", "models"):  # they write where the config says, or to stdout
         assert _option(parser, "--output") is None and _option(parser, "--out-dir") is None
         return
     assert _option(parser, "-o") is _option(parser, "--output") is not None

@@ -1,4 +1,4 @@
-"""The main job end to end on a tiny config: prepare, train, interpolate, write MIDI + PNG."""
+"""The main job end to end on a tiny config: prepare, train, interpolate, write MIDI, PNG, WAVs and the page."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert symusic.Score(str(tmp_path / "out" / name)).note_num() > 0
     png = (tmp_path / "out" / summary["plot"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # a WAV per piece and one page with every piece's piano roll and player, its path printed
+    assert summary["audio"]["files"] == [name.removesuffix(".mid") + ".wav" for name in summary["midi"]]
+    assert all((tmp_path / "out" / wav).stat().st_size > 1000 for wav in summary["audio"]["files"])
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert summary["page"] == str(tmp_path / "out" / "index.html") and summary["page"] in printed
+    assert page.count("data:audio/wav;base64,") == page.count("data:image/png;base64,") == 10
     assert main(["quickstart", *sets]) == 0  # a second run resumes the finished run: no more steps
     assert json.loads((tmp_path / "out" / "quickstart.json").read_text())["trained_steps"] == 4
     assert "resuming" in capsys.readouterr().out

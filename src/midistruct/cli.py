@@ -69,6 +69,12 @@ def _add_output_dir(p: argparse.ArgumentParser, *, default: str, what: str) -> N
     p.add_argument("--out-dir", dest="output", metavar="DIR", action=_DeprecatedAlias, new="-o/--output")
 
 
+def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    """The positional checkpoint; a name is resolved by ``load_checkpoint`` (midistruct.model.pretrained)."""
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint folder (e.g. runs/small/best) or a shipped model name (midistruct models)")
+
+
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where the model runs; auto: cuda if available, else mps, else cpu (default: auto)")
@@ -122,7 +128,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     ckpt, out = s["checkpoint"], s["out_dir"]
     print(f"\ndone in {s['minutes']} min ({s['trained_steps']} training steps).\n"
           f"  interpolation {s['a']} -> {s['b']}: {len(s['midi'])} MIDI files and {s['plot']} in {out}/\n"
-          f"  checkpoint: {ckpt}\nnext:\n"
+          f"  checkpoint: {ckpt}\n"
+          + (f"  listen: {s['page']}\n" if s.get("page") else "")
+          + "next:\n"
           f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio -o out/mine\n"
           f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot -o out/mine\n"
           f"  midistruct train --config small     # a better model: ~1 hour on CPU (see configs/)")
@@ -266,13 +274,25 @@ def _print_sweeps(ms, vectors, *, windows: int) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    """Interpolate from A to B in latent space."""
+    """Interpolate from A to B in latent space; unless --no-audio also a WAV per step and index.html, one
+    page with every step's piano roll and player (audio embedded, so it plays offline)."""
     ms = _pipeline(args)
     steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_sampling(args))
-    stem = f"{Path(args.a).stem}_to_{Path(args.b).stem}.{args.method}"
-    scores = {f"{stem}.{i:02d}": s for i, s in enumerate(steps)}
+    a, b = Path(args.a).stem, Path(args.b).stem
+    scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
+    page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
-                                  **_sampling(args)})
+                                  **_sampling(args), **page})
+    if args.audio:
+        from midistruct.render import write_outputs_page
+
+        titles = [f"step {i}" + (f" (A: {a})" if i == 0 else f" (B: {b})" if i == len(steps) - 1 else "")
+                  for i in range(len(steps))]
+        backend = json.loads((Path(args.output) / "generation.json").read_text())["audio"]["backend"]
+        notes = [f"checkpoint: {args.checkpoint}", f"audio: {backend}"]
+        path = write_outputs_page(list(scores), args.output, title=f"{a} to {b}: {args.method}, {len(steps)} steps",
+                                  titles=titles, notes=notes)
+        print(f"page with every step's piano roll and audio: {path}")
     return 0
 
 
@@ -330,10 +350,40 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint as a shipped model folder: bf16/fp16 weights, no trainer state, a model card."""
+    from midistruct.model import pretrained
+
+    card = pretrained.export(args.checkpoint, args.output, card=pretrained.read_card(args.card), dtype=args.dtype)
+    size = pretrained.folder_bytes(Path(args.output)) / 1e6
+    print(f"exported {args.checkpoint} to {args.output} ({size:.1f} MB, {card['dtype']}, "
+          f"{card['parameters']:,} parameters, {card['bars']} bars); model card in {Path(args.output) / 'README.md'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the shipped models (name, what it models, bars, parameters, headline metric)."""
+    from midistruct.model import pretrained
+
+    cards = [pretrained.describe(name) for name in pretrained.names()]
+    if args.json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    if not cards:
+        print(f"no models are shipped yet (looked in {pretrained.root()}).\n"
+              "export one: midistruct export RUN/best -o src/midistruct/pretrained/NAME --card card.yaml "
+              "(see src/midistruct/pretrained/README.md)")
+    for c in cards:
+        m = c["metric"]
+        print(f"{c['name']:20s} {c['models']}, {c['bars']} bars, {c['parameters'] / 1e6:.1f}M parameters, "
+              f"{m['name']} {m['value']:g}")
+    return 0
+
+
 def _add_generation_args(p: argparse.ArgumentParser, *, writes_folder: bool = True, temperature: float = 0.0) -> None:
     """The checkpoint, device and sampling options of every generating command; with ``writes_folder``
     also -o/--output DIR, --plot and --audio (encode and decode add their own -o/--output FILE)."""
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_checkpoint_arg(p)
     _add_device_arg(p)
     p.add_argument("--temperature", type=TEMPERATURE, default=temperature,
                    help=f"0: greedy; > 0: sampling at this temperature (default: {temperature:g})")
@@ -343,8 +393,8 @@ def _add_generation_args(p: argparse.ArgumentParser, *, writes_folder: bool = Tr
         _add_output_dir(p, default="out", what="the MIDI files and generation.json")
         p.add_argument("--plot", action="store_true", help="also write one piano-roll PNG of all outputs")
         p.add_argument("--audio", action="store_true",
-                       help="also write a WAV beside each MIDI file (FluidSynth + a GM soundfont if found, "
-                            "e.g. $MIDISTRUCT_SOUNDFONT; else plain synthesis)")
+                       help="also write a WAV beside each MIDI file (a General MIDI soundfont: $MIDISTRUCT_SOUNDFONT or "
+                            "pretty_midi's TimGM6mb.sf2; the output says which synthesis was used)")
 
 
 def _format_summary(s: dict) -> str:
@@ -389,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_parsers(sub)
     _add_latent_parsers(sub)
     _add_evaluate_parser(sub)
+    _add_pretrained_parsers(sub)
     return parser
 
 
@@ -405,7 +456,10 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("b", help="MIDI file at the end of the path")
     p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
     _add_method_arg(p)
-    p.set_defaults(handler=cmd_interpolate)
+    p.add_argument("--no-audio", dest="audio", action="store_false",
+                   help="skip the WAV files and index.html (written by default: one page with every step's "
+                        "piano roll and player)")
+    p.set_defaults(handler=cmd_interpolate, audio=True)  # --audio is the default here
     p = sub.add_parser("grid", help="a grid between four corner pieces (top-left, top-right, bottom-left, bottom-right)")
     _add_generation_args(p)
     p.add_argument("corners", nargs=4, metavar="CORNER",
@@ -432,7 +486,7 @@ def _add_generation_parsers(sub) -> None:
 def _add_latent_parsers(sub) -> None:
     """attributes, encode, decode: the commands that write latents or latent directions to one file."""
     p = sub.add_parser("attributes", help="measure attributes over a corpus and write their latent directions")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_checkpoint_arg(p)
     _add_device_arg(p)
     p.add_argument("-o", "--output", default="attributes.safetensors", metavar="FILE",
                    help="vectors file to write (.safetensors; default: attributes.safetensors)")
@@ -461,7 +515,7 @@ def _add_latent_parsers(sub) -> None:
 def _add_evaluate_parser(sub) -> None:
     """evaluate: metrics of a checkpoint, printed as JSON."""
     p = sub.add_parser("evaluate", help="reconstruction metrics of a checkpoint on held-out windows")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/small/best")
+    _add_checkpoint_arg(p)
     _add_device_arg(p)
     p.add_argument("--data", default=None, help="shard folder (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"],
@@ -471,7 +525,8 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--interpolations", type=COUNT, default=32,
                    help="pairs of held-out windows interpolated in 8 steps to measure smoothness (0: none)")
     p.add_argument("--judge", default=None, metavar="CKPT",
-                   help="a checkpoint (e.g. the plain-LM peer) whose NLL judges the interpolants")
+                   help="a checkpoint folder or shipped model name (e.g. the plain-LM peer) whose NLL judges "
+                        "the interpolants")
     p.add_argument("--keep-recurring", action="store_true",
                    help="keep held-out windows that occur in the training split (any transposition)")
     p.add_argument("--probes", type=COUNT, default=0, metavar="N",
@@ -482,6 +537,24 @@ def _add_evaluate_parser(sub) -> None:
                    help="also decode free-running by sampling at temperature T (free_sampled_*; 0: greedy only)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
+
+
+def _add_pretrained_parsers(sub) -> None:
+    """models, export: the shipped models (midistruct.model.pretrained)."""
+    p = sub.add_parser("models", help="list the shipped models, usable by name wherever a checkpoint is asked for")
+    p.add_argument("--json", action="store_true", help="print every model card (card.json) as JSON")
+    p.set_defaults(handler=cmd_models)
+    p = sub.add_parser("export", help="write a checkpoint as a shipped model: bf16 weights, no trainer state, "
+                                      "a model card")
+    _add_checkpoint_arg(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder to write, named as the model (e.g. src/midistruct/pretrained/NAME)")
+    p.add_argument("--card", required=True, metavar="FILE",
+                   help="YAML or JSON: description, models, data, licence, metric {name, value, command}, "
+                        "optional notes (src/midistruct/pretrained/README.md)")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16",
+                   help="how the weights are stored; loading gives float32 (default: bf16)")
+    p.set_defaults(handler=cmd_export)
 
 
 def _add_method_arg(p: argparse.ArgumentParser) -> None:

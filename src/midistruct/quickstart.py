@@ -1,7 +1,8 @@
 """The main job, end to end: prepare a corpus slice, train briefly, interpolate two held-out pieces.
 
 ``midistruct quickstart`` (``make demo``) runs :func:`run` with the ``quickstart`` config: the data
-flow of the whole package in one call, writing MIDI files and a piano-roll PNG to ``out_dir``.
+flow of the whole package in one call, writing MIDI files, a piano-roll PNG, WAVs and ``index.html``
+(one page to look at and listen to every step) to ``out_dir``.
 A second run reuses the shards and resumes the run folder (a finished run trains no further).
 """
 
@@ -40,6 +41,8 @@ def run(cfg: Config, *, out_dir: str | Path = "out/quickstart", steps: int = 8, 
     trainer.run()
     _say("[3/3] interpolating between two held-out pieces")
     summary = interpolate_held_out(run_dir / "best", Path(cfg.data.output), Path(out_dir), steps=steps, bars=bars)
+    _say(f"      {len(summary['midi'])} WAV files ({summary['audio']['backend']}); "
+         f"listen to every step on one page: {summary['page']}")
     summary.update({"data": data["output"], "checkpoint": str(run_dir / "best"), "trained_steps": trainer.state["step"],
                     "minutes": round((time.monotonic() - started) / 60, 1)})
     (Path(out_dir) / "quickstart.json").write_text(json.dumps(summary, indent=2))
@@ -72,9 +75,10 @@ def held_out_pieces(data: Path, *, n: int = 2, bars: int = 4) -> list[dict]:
 
 
 def interpolate_held_out(checkpoint: Path, data: Path, out_dir: Path, *, steps: int = 8, bars: int = 4) -> dict:
-    """Interpolate between the first ``bars`` bars of two held-out pieces; write MIDI, PNG and inputs."""
+    """Interpolate between the first ``bars`` bars of two held-out pieces; write MIDI, PNG, a WAV per piece and
+    index.html (every piece's piano roll and player on one page), inputs included."""
     from midistruct.generation.pipeline import MidiStruct
-    from midistruct.render import plot_pianorolls
+    from midistruct.render import plot_pianorolls, render_outputs, write_outputs_page
     from midistruct.tokens.segment import crop_bars
 
     ms = MidiStruct.from_pretrained(checkpoint)
@@ -82,13 +86,18 @@ def interpolate_held_out(checkpoint: Path, data: Path, out_dir: Path, *, steps: 
     names = [_slug(p["id"]) for p in held_out_pieces(data, bars=bars)]
     path = ms.interpolate(a, b, steps=steps, method="slerp")
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, score in [(f"A.{names[0]}", a), *((f"step{i:02d}", s) for i, s in enumerate(path)), (f"B.{names[1]}", b)]:
+    scores = {f"A.{names[0]}": a, **{f"step{i:02d}": s for i, s in enumerate(path)}, f"B.{names[1]}": b}
+    for name, score in scores.items():
         score.dump_midi(str(out_dir / f"{name}.mid"))
-        files.append(f"{name}.mid")
     titles = [f"A: {names[0]}", *(f"step {i}" for i in range(steps)), f"B: {names[1]}"]
-    png = plot_pianorolls([a, *path, b], out_dir / "interpolation.png", titles=titles)
-    return {"a": names[0], "b": names[1], "out_dir": str(out_dir), "midi": files, "plot": str(png.name)}
+    png = plot_pianorolls(list(scores.values()), out_dir / "interpolation.png", titles=titles)
+    audio = render_outputs(scores, out_dir, audio=True)["audio"]
+    notes = [f"A and B: the held-out originals, cut to {bars} bars; steps 0 to {steps - 1}: decoded by {checkpoint}",
+             f"audio: {audio['backend']}"]
+    page = write_outputs_page(list(scores), out_dir, titles=titles, notes=notes,
+                              title=f"{names[0]} to {names[1]}: slerp in {steps} steps")
+    return {"a": names[0], "b": names[1], "out_dir": str(out_dir), "midi": [f"{n}.mid" for n in scores],
+            "plot": str(png.name), "audio": audio, "page": str(page)}
 
 
 def _slug(piece_id: str) -> str:

@@ -56,7 +56,8 @@ class MidiStruct:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
-        """Load a checkpoint folder (``runs/<name>/best``) in one call, the model on ``device``."""
+        """Load a checkpoint folder (``runs/<name>/best``) or a shipped model by name (``midistruct models``)
+        in one call, the model in float32 on ``device``."""
         from midistruct.model.checkpoint import load_checkpoint
 
         model, tokenizer, meta = load_checkpoint(folder, device=device)

@@ -3,7 +3,8 @@
 Importing this package imports torch and transformers, and registers the model with
 ``AutoConfig`` / ``AutoModel`` so a checkpoint folder loads with ``AutoModel.from_pretrained(path)``.
 :mod:`midistruct.model.checkpoint` owns the whole checkpoint folder (weights, tokenizer, run config,
-trainer state) and its one loader, ``load_checkpoint``.
+trainer state) and its one loader, ``load_checkpoint``; :mod:`midistruct.model.pretrained` finds the
+shipped models by name and exports them.
 """
 
 from transformers import AutoConfig, AutoModel

@@ -17,7 +17,8 @@ with ``torch.load(weights_only=True)`` (tensors and containers only, torch >= 2.
 
 Folders are written under a temporary name and renamed into place, so a crash mid-save
 never leaves a folder that looks complete. :func:`load_checkpoint` is the one loader and needs no
-flags; it and :func:`check_checkpoint` validate a folder before use, so a damaged one fails with
+flags (it also takes a shipped model's name, :mod:`midistruct.model.pretrained`); it and
+:func:`check_checkpoint` validate a folder before use, so a damaged one fails with
 one :class:`CheckpointError` line naming the folder and the file.
 """
 
@@ -139,8 +140,10 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(folder: Path, *, device: str | torch.device = "cpu"):
-    """``(model, tokenizer, meta)`` from a checkpoint folder, model in eval mode.
+def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu"):
+    """``(model, tokenizer, meta)`` from a checkpoint folder or a shipped model's name (``midistruct models``;
+    :func:`midistruct.model.pretrained.resolve`: an existing folder wins), model in float32 and eval mode
+    whatever dtype the weights were stored in (shipped models are bf16 or fp16).
 
     Checks the folder (:func:`check_checkpoint`), config.json against the model class, the weights'
     names and shapes against the model config.json builds, and the tokenizer against the model's
@@ -149,8 +152,9 @@ def load_checkpoint(folder: Path, *, device: str | torch.device = "cpu"):
     from transformers.utils import logging as hf_logging
 
     from midistruct.model import MidiStructModel
+    from midistruct.model.pretrained import resolve  # it imports this module
 
-    folder = Path(folder)
+    folder = resolve(folder)
     meta = check_checkpoint(folder)
     config = checkpoint_config(folder)
     try:
@@ -161,7 +165,8 @@ def load_checkpoint(folder: Path, *, device: str | torch.device = "cpu"):
     check_weights(folder, skeleton)
     tokenizer = _checked_tokenizer(folder, config)
     hf_logging.disable_progress_bar()
-    model = MidiStructModel.from_pretrained(folder, config=config).to(device).eval()
+    # transformers 5 loads in the stored dtype by default ("auto"); generation and training expect float32
+    model = MidiStructModel.from_pretrained(folder, config=config, dtype=torch.float32).to(device).eval()
     return model, tokenizer, meta
 
 

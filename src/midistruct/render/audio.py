@@ -1,8 +1,11 @@
-"""Audio of symusic Scores: FluidSynth with a General MIDI soundfont when there is one, else plain synthesis.
+"""Audio of symusic Scores: a General MIDI soundfont played by the sampler, else FluidSynth, else plain synthesis.
 
-Audio arrays are float32 mono in [-1, 1] at ``sample_rate``. The fallback is additive synthesis in
-numpy (a few harmonics under an attack/decay envelope; drums as short noise bursts) timed by the
-score's tempo map, so every machine can listen to what the model made.
+Audio arrays are float32 mono in [-1, 1] at ``sample_rate``, peak-normalised to :data:`PEAK`. In order of
+preference: :mod:`midistruct.render.soundfont` (a numpy SF2 sampler) with the soundfont that
+:func:`find_soundfont` names (by default TimGM6mb.sf2, the General MIDI soundfont in pretty_midi's wheel,
+so every install has one); the ``fluidsynth`` executable with that soundfont when the sampler cannot read
+it (SF3, say); additive synthesis in numpy (a few harmonics under an attack/decay envelope; drums as
+short noise bursts) when there is no soundfont or both fail. Each is timed by the score's tempo map.
 """
 
 from __future__ import annotations
@@ -12,42 +15,61 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 SOUNDFONT_ENV = "MIDISTRUCT_SOUNDFONT"
+BUNDLED_SOUNDFONT = ("pretty_midi", "TimGM6mb.sf2")  # (package, file): a 6 MB GM soundfont in its wheel
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
                    "/usr/share/soundfonts/FluidR3_GM.sf2", "/usr/share/soundfonts/default.sf2")
 HARMONICS = (1.0, 0.5, 0.25, 0.125)  # amplitude of partials 1..4
 ATTACK_S, DECAY_S, RELEASE_S = 0.005, 0.8, 0.04  # envelope: linear rise, exponential decay, linear fade
 DRUM_S = 0.06  # length of a drum hit's noise burst
-TAIL_S = 0.25  # silence kept after the last note-off
-PEAK = 0.9  # plain synthesis is normalised to this peak
+TAIL_S = 0.25  # silence kept after the last sound
+PEAK = 0.9  # every backend's audio is normalised to this peak
 
 
 def synthesize(score, *, sample_rate: int = 22050, soundfont: str | Path | None = None) -> tuple[np.ndarray, str]:
-    """Render ``score`` to audio.
+    """Render ``score`` to audio with the first backend that works (see the module docstring).
 
-    Uses the ``fluidsynth`` executable when it is on PATH and a soundfont is found (``soundfont``,
-    then ``$MIDISTRUCT_SOUNDFONT``, then :data:`SOUNDFONT_PATHS`); otherwise, or when FluidSynth
-    fails, plain additive synthesis.
+    The soundfont is ``soundfont``, else ``$MIDISTRUCT_SOUNDFONT``, else pretty_midi's TimGM6mb.sf2, else
+    one of :data:`SOUNDFONT_PATHS` (:func:`find_soundfont`).
 
     Returns:
-        ``(audio, backend)``: float32 mono samples in [-1, 1], and a line naming what made them,
-        e.g. ``"fluidsynth (FluidR3_GM.sf2)"`` or ``"plain synthesis (no fluidsynth/soundfont found)"``.
+        ``(audio, backend)``: float32 mono samples in [-1, 1], and a line naming what made them and why,
+        e.g. ``"soundfont sampler (TimGM6mb.sf2)"``, ``"fluidsynth (GM.sf3; the sampler could not read it:
+        ...)"`` or ``"plain synthesis (no soundfont found)"``.
     Raises:
         FileNotFoundError: ``soundfont`` or ``$MIDISTRUCT_SOUNDFONT`` names a missing file.
     """
-    sf2, exe = find_soundfont(soundfont), shutil.which("fluidsynth")
-    if sf2 is None or exe is None:
-        missing = "/".join(name for name, found in (("fluidsynth", exe), ("soundfont", sf2)) if found is None)
-        return plain_synthesis(score, sample_rate=sample_rate), f"plain synthesis (no {missing} found)"
+    from midistruct.errors import one_line
+    from midistruct.render.soundfont import SoundFontError, load_soundfont
+
+    sf2 = find_soundfont(soundfont)
+    if sf2 is None:
+        return _plain(score, sample_rate), "plain synthesis (no soundfont found)"
     try:
-        return fluidsynth(score, sf2, sample_rate=sample_rate, executable=exe), f"fluidsynth ({sf2.name})"
-    except (OSError, RuntimeError, subprocess.SubprocessError, wave.Error) as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        return plain_synthesis(score, sample_rate=sample_rate), f"plain synthesis (fluidsynth failed: {reason})"
+        audio = load_soundfont(str(sf2)).render(score, sample_rate=sample_rate)
+        return _finish(audio, sample_rate), f"soundfont sampler ({sf2.name})"
+    except SoundFontError as err:
+        why = [f"the sampler could not read it: {one_line(err)}"]
+    exe = shutil.which("fluidsynth")
+    if exe is not None:
+        try:
+            audio = fluidsynth(score, sf2, sample_rate=sample_rate, executable=exe)  # its own release tail
+            return _finish(audio, sample_rate, tail=False), f"fluidsynth ({sf2.name}; {why[0]})"
+        except (OSError, RuntimeError, subprocess.SubprocessError, wave.Error) as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            why.append(f"fluidsynth failed: {reason}")
+    else:
+        why.append("no fluidsynth")
+    return _plain(score, sample_rate), f"plain synthesis ({sf2.name}: {'; '.join(why)})"
+
+
+def _plain(score, sample_rate: int) -> np.ndarray:
+    return _finish(plain_synthesis(score, sample_rate=sample_rate), sample_rate)
 
 
 def write_wav(score, path: str | Path, *, sample_rate: int = 22050, soundfont: str | Path | None = None) -> str:
@@ -63,7 +85,8 @@ def write_wav(score, path: str | Path, *, sample_rate: int = 22050, soundfont: s
 
 
 def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
-    """The soundfont to use: the argument, then ``$MIDISTRUCT_SOUNDFONT``, then the first of :data:`SOUNDFONT_PATHS`.
+    """The soundfont to use: the argument, then ``$MIDISTRUCT_SOUNDFONT``, then :func:`bundled_soundfont`,
+    then the first of :data:`SOUNDFONT_PATHS` that exists.
 
     A file named explicitly (argument or variable) must exist; ``None`` when nothing is found.
     """
@@ -72,7 +95,25 @@ def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
             if not Path(explicit).is_file():
                 raise FileNotFoundError(f"soundfont {explicit}: no such file")
             return Path(explicit)
-    return next((Path(p) for p in SOUNDFONT_PATHS if Path(p).is_file()), None)
+    found = [bundled_soundfont(), *(Path(p) for p in SOUNDFONT_PATHS)]
+    return next((p for p in found if p is not None and p.is_file()), None)
+
+
+def bundled_soundfont() -> Path | None:
+    """pretty_midi's General MIDI soundfont (TimGM6mb.sf2), located without importing pretty_midi."""
+    package, name = BUNDLED_SOUNDFONT
+    spec = find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    return next((Path(f) / name for f in folders if (Path(f) / name).is_file()), None)
+
+
+def _finish(audio: np.ndarray, sample_rate: int, *, tail: bool = True) -> np.ndarray:
+    """``audio`` peak-normalised to :data:`PEAK` (silence stays silent), with :data:`TAIL_S` of silence
+    after it unless ``tail`` is False."""
+    pad = int(TAIL_S * sample_rate) if tail else 0
+    out = np.concatenate([audio.astype(np.float32), np.zeros(pad, dtype=np.float32)])
+    peak = float(np.max(np.abs(out), initial=0.0))
+    return out * np.float32(PEAK / peak) if peak > 0 else out
 
 
 def fluidsynth(score, soundfont: Path, *, sample_rate: int, executable: str = "fluidsynth") -> np.ndarray:
@@ -120,14 +161,14 @@ def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def plain_synthesis(score, *, sample_rate: int = 22050) -> np.ndarray:
-    """Additive synthesis of every note, timed in seconds by the tempo map; peak-normalised to :data:`PEAK`.
+    """Additive synthesis of every note, timed in seconds by the tempo map; not normalised.
 
-    Length: the last note-off (plus its short release) plus :data:`TAIL_S`, in samples.
+    Length: the last note-off plus its short release, in samples.
     """
     seconds = score.to("second")
     tracks = [(t.is_drum, t.notes.numpy()) for t in seconds.tracks if len(t.notes)]
     ends = [float(np.max(n["time"] + n["duration"])) for _, n in tracks]
-    out = np.zeros(int(np.ceil((max(ends, default=0.0) + RELEASE_S + TAIL_S) * sample_rate)), dtype=np.float64)
+    out = np.zeros(int(np.ceil((max(ends, default=0.0) + RELEASE_S) * sample_rate)), dtype=np.float64)
     rng = np.random.default_rng(0)  # drum noise: the same audio every time
     for is_drum, notes in tracks:
         for onset, duration, pitch, velocity in zip(notes["time"], notes["duration"], notes["pitch"],
@@ -136,8 +177,7 @@ def plain_synthesis(score, *, sample_rate: int = 22050) -> np.ndarray:
             start = int(round(float(onset) * sample_rate))
             sound = sound[: len(out) - start] * (int(velocity) / 127.0)
             out[start:start + len(sound)] += sound
-    peak = float(np.max(np.abs(out), initial=0.0))
-    return (out * (PEAK / peak) if peak > 0 else out).astype(np.float32)
+    return out.astype(np.float32)
 
 
 def _tone(pitch: int, duration: float, sample_rate: int) -> np.ndarray:

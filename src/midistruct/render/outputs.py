@@ -1,4 +1,4 @@
-"""Renders beside a generation command's MIDI files: one PNG of all outputs, one WAV per output."""
+"""Renders beside a generation command's MIDI files: one PNG of all outputs, one WAV per output, one HTML page."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ def render_outputs(scores: dict, out_dir: str | Path, *, plot: bool = False, aud
                     for name, score in scores.items()]
         record["audio"] = {"backend": "; ".join(dict.fromkeys(backends)), "files": [f"{n}.wav" for n in names]}
     return record
+
+
+def write_outputs_page(names: list[str], out_dir: str | Path, *, title: str, titles=None, audio: bool = True,
+                       notes=()) -> Path:
+    """``index.html`` in ``out_dir`` for the outputs ``<name>.mid`` already written there, in order: each
+    one's piano roll (all on one pitch scale) and, with ``audio``, its ``<name>.wav`` in a player.
+
+    ``titles`` head the pieces (default: the names); ``notes`` are lines under the page's ``title``.
+    Returns the page's path (see :func:`midistruct.render.page.write_page`).
+    """
+    from midistruct.render.page import PAGE_NAME, write_page
+
+    out_dir = Path(out_dir)
+    titles = list(titles) if titles is not None else list(names)
+    items = [(t, out_dir / f"{n}.mid", None, out_dir / f"{n}.wav" if audio else None) for n, t in zip(names, titles)]
+    return write_page(items, out_dir / PAGE_NAME, title=title, notes=notes)

@@ -16,13 +16,15 @@ PITCH_PAD = 2  # semitones of space above the highest and below the lowest note
 DRUM_COLOUR = "0.35"
 
 
-def pianoroll_figure(scores, *, titles=None, bars: int | None = None):
+def pianoroll_figure(scores, *, titles=None, bars: int | None = None, pitch_range: tuple[int, int] | None = None):
     """A matplotlib ``Figure`` with one piano-roll panel per score, top to bottom.
 
     Args:
         scores: symusic Scores (any time unit; converted to ticks). At least one.
         titles: one small title per panel (default ``score 0``, ``score 1``, ...).
         bars: bars shown (and bar lines drawn) per panel; default: enough to cover each score.
+        pitch_range: lowest and highest pitch to show (before padding); default: those of all notes
+            drawn (give the range of a larger set to draw its pieces one figure each on one scale).
     Returns:
         A ``matplotlib.figure.Figure`` with ``len(scores)`` axes sharing x (quarter notes) and a
         common pitch range. Notes are one ``PolyCollection`` per track (gid ``"notes"``), bar lines
@@ -38,7 +40,7 @@ def pianoroll_figure(scores, *, titles=None, bars: int | None = None):
         raise ValueError(f"{len(titles)} titles for {len(scores)} scores")
     fig = Figure(figsize=(10, 0.6 + PANEL_HEIGHT * len(scores)), layout="constrained")
     axes = fig.subplots(len(scores), 1, sharex=True, squeeze=False)[:, 0]
-    _draw_panels(list(axes), scores, titles, bars)
+    _draw_panels(list(axes), scores, titles, bars, pitch_range)
     axes[-1].set_xlabel("time (quarter notes)")
     return fig
 
@@ -76,9 +78,10 @@ def pianoroll_grid(rows, *, titles=None, bars: int | None = None):
     return fig
 
 
-def _draw_panels(axes: list, scores: list, titles: list[str], bars: int | None) -> None:
+def _draw_panels(axes: list, scores: list, titles: list[str], bars: int | None,
+                 pitch_range: tuple[int, int] | None = None) -> None:
     """One score per axis, on a common pitch range and (shared) time axis up to the last bar line."""
-    low, high = _pitch_range(scores)
+    low, high = pitch_range or pitch_span(scores)
     x_end = 0.0
     for ax, score, title in zip(axes, scores, titles):
         lines = _bar_lines(score, bars)
@@ -99,7 +102,7 @@ def plot_pianorolls(scores, path, *, titles=None) -> Path:
     return path
 
 
-def _pitch_range(scores) -> tuple[int, int]:
+def pitch_span(scores) -> tuple[int, int]:
     """Lowest and highest pitch over all notes of all scores (C4..C5 when there are none)."""
     pitches = [int(p) for s in scores for t in s.tracks for p in t.notes.numpy()["pitch"]]
     return (min(pitches), max(pitches)) if pitches else (60, 72)
