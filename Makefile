@@ -1,9 +1,10 @@
 # Two entry points a new user needs (see README): `make demo` and `make test`.
+# `make demo-train` is the demo that trains its own model even when a shipped one is installed.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-train test bench clean
 
 $(BIN)/midistruct: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +19,9 @@ install: $(BIN)/midistruct
 
 demo: install
 	$(BIN)/midistruct quickstart
+
+demo-train: install
+	$(BIN)/midistruct quickstart --train
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,27 @@ def checkpoint(tmp_path_factory) -> Path:
     prepare(cfg, progress=False)
     Trainer(cfg, progress=False).run()
     return root / "run" / "last"
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch) -> Path:
+    """An empty registry that names are looked up in (``$MIDISTRUCT_PRETRAINED_DIR``)."""
+    from midistruct.model import pretrained
+
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    monkeypatch.setenv(pretrained.ENV_VAR, str(folder))
+    return folder
+
+
+@pytest.fixture
+def shippable(checkpoint, tmp_path) -> Path:
+    """A copy of the session checkpoint whose run config says it was trained on music that may ship
+    (the licence check reads only the run config; the weights are the tiny model's)."""
+    from midistruct.model.checkpoint import META_FILE
+
+    folder = Path(shutil.copytree(checkpoint, tmp_path / "shippable"))
+    meta = json.loads((folder / META_FILE).read_text())
+    meta["run_config"]["data"]["sources"] = [{"kind": "music21", "collections": ["bach", "oneills1850"]}]
+    (folder / META_FILE).write_text(json.dumps(meta))
+    return folder

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from scores import make_score
 
 from midistruct import cli
+from midistruct.config import load_config
 from midistruct.generation.pipeline import MidiStruct
 from midistruct.model import pretrained
 from midistruct.model.checkpoint import META_FILE, STATE_JSON, STATE_TENSORS, check_checkpoint, load_checkpoint
@@ -22,26 +23,6 @@ from midistruct.model.pretrained import PretrainedError
 
 CARD = {"description": "A tiny test model.", "models": "2-bar synthetic melodies", "data": "10 random pieces",
         "licence": "MIT", "metric": {"name": "onset F1", "value": 0.25, "command": "midistruct evaluate tiny"}}
-
-
-@pytest.fixture
-def registry(tmp_path, monkeypatch) -> Path:
-    """An empty registry that names are looked up in (``$MIDISTRUCT_PRETRAINED_DIR``)."""
-    folder = tmp_path / "registry"
-    folder.mkdir()
-    monkeypatch.setenv(pretrained.ENV_VAR, str(folder))
-    return folder
-
-
-@pytest.fixture
-def shippable(checkpoint, tmp_path) -> Path:
-    """A copy of the session checkpoint whose run config says it was trained on music that may ship
-    (the licence check reads only the run config; the weights are the tiny model's)."""
-    folder = Path(shutil.copytree(checkpoint, tmp_path / "shippable"))
-    meta = json.loads((folder / META_FILE).read_text())
-    meta["run_config"]["data"]["sources"] = [{"kind": "music21", "collections": ["bach", "oneills1850"]}]
-    (folder / META_FILE).write_text(json.dumps(meta))
-    return folder
 
 
 @pytest.fixture
@@ -120,6 +101,56 @@ def test_export_refuses_a_folder_over_the_size_limit(checkpoint, tmp_path, monke
     with pytest.raises(PretrainedError, match=r"big would take 0\.\d MB, over the 0\.05 MB a shipped model may take"):
         pretrained.export(checkpoint, out, card=CARD)
     assert list(out.parent.iterdir()) == []  # neither the folder nor its staging copy
+
+
+def _examples(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    for seed, name in enumerate(names):
+        make_score((4, 4), bars=4, seed=20 + seed).dump_midi(str(folder / name))
+    return [folder / name for name in names]
+
+
+def test_export_copies_and_lists_the_examples(checkpoint, tmp_path, capsys, monkeypatch, registry):
+    a, b = _examples(tmp_path / "test-split", "reel.mid", "jig.midi")
+    card_file = tmp_path / "card.json"
+    card_file.write_text(json.dumps(CARD))
+    out = tmp_path / "tiny-folk"
+    assert cli.main(["export", str(checkpoint), "-o", str(out), "--card", str(card_file),
+                     "--examples", str(a), str(b)]) == 0
+    assert "2 bars, 2 examples); model card in" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert card["examples"] == ["examples/reel.mid", "examples/jig.mid"]  # in order; every example is <stem>.mid
+    assert (out / "examples" / "reel.mid").read_bytes() == a.read_bytes()
+    assert (out / "examples" / "jig.mid").read_bytes() == b.read_bytes()
+    readme = (out / "README.md").read_text()
+    assert "## Examples\n" in readme and "- [reel.mid](examples/reel.mid)\n- [jig.mid](examples/jig.mid)\n" in readme
+    shutil.copytree(out, registry / "tiny-folk")  # found by name, in card order
+    shipped = registry / "tiny-folk" / "examples"
+    assert pretrained.example_paths("tiny-folk") == [shipped / "reel.mid", shipped / "jig.mid"]
+    # the size limit counts the examples: a limit the model alone fits under refuses it with them
+    bare = pretrained.export(checkpoint, tmp_path / "bare", card=CARD)
+    assert bare["examples"] == [] and not (tmp_path / "bare" / "examples").exists()
+    monkeypatch.setattr(pretrained, "MAX_MODEL_BYTES", pretrained.folder_bytes(tmp_path / "bare") + 100)
+    with pytest.raises(PretrainedError, match="over the"):
+        pretrained.export(checkpoint, tmp_path / "heavy", card=CARD, examples=[a, b])
+    assert not (tmp_path / "heavy").exists()
+
+
+def test_bad_examples_are_one_line(checkpoint, tmp_path, capsys):
+    (good,) = _examples(tmp_path / "in", "reel.mid")
+    (tmp_path / "in" / "notes.mid").write_text("not MIDI at all")
+    _examples(tmp_path / "other", "reel.mid")
+    card_file = tmp_path / "card.json"
+    card_file.write_text(json.dumps(CARD))
+    out = tmp_path / "tiny-folk"
+    for examples, message in [([good, tmp_path / "gone.mid"], f"example {tmp_path / 'gone.mid'} does not exist"),
+                              ([tmp_path / "in" / "notes.mid"], "notes.mid: unreadable MIDI"),
+                              ([good, tmp_path / "other" / "reel.mid"], "two examples would be examples/reel.mid")]:
+        argv = ["export", str(checkpoint), "-o", str(out), "--card", str(card_file), "--examples", *map(str, examples)]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("midistruct: error: ") and message in err
+        assert not out.exists()
 
 
 def test_export_refuses_a_registry_over_its_limit(shippable, registry, monkeypatch):
@@ -247,7 +278,8 @@ def test_models_with_one_shipped(shippable, registry, capsys):
 
 
 def test_the_package_registry_holds_only_valid_models(monkeypatch):
-    """Whatever ships in src/midistruct/pretrained/ (nothing yet) loads, has its card, and fits the limits."""
+    """Whatever ships in src/midistruct/pretrained/ (nothing yet) loads, has its card and readable examples, and
+    fits the limits; the model `make demo` names, once shipped, has the two examples it interpolates."""
     monkeypatch.delenv(pretrained.ENV_VAR, raising=False)
     assert pretrained.root() == pretrained.PACKAGE_DIR and (pretrained.PACKAGE_DIR / "README.md").is_file()
     folders = sorted(p.name for p in pretrained.PACKAGE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__")
@@ -258,6 +290,10 @@ def test_the_package_registry_holds_only_valid_models(monkeypatch):
         assert card["name"] == name and set(pretrained.Card.model_fields) - {"name", "notes"} <= set(card)
         assert pretrained.folder_bytes(folder) <= pretrained.MAX_MODEL_BYTES
         assert pretrained.licence_problems(check_checkpoint(folder)["run_config"]) == []
+        assert all(symusic.Score(str(p)).note_num() > 0 for p in pretrained.example_paths(name))
+    demo = load_config("quickstart").quickstart.pretrained
+    if demo in folders:  # `make demo` interpolates between its first two examples
+        assert len(pretrained.example_paths(demo)) >= 2
 
 
 def test_every_checkpoint_argument_takes_a_name():

@@ -119,22 +119,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Prepare a corpus slice, train briefly, interpolate two held-out pieces (the README's main job)."""
+    """The README's main job: interpolate two pieces with the shipped model the config names, or (without one,
+    or with --train) prepare a corpus slice, train briefly and interpolate two held-out pieces."""
     from midistruct import quickstart
     from midistruct.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    s = quickstart.run(cfg, out_dir=args.output, progress=not args.quiet)
-    ckpt, out = s["checkpoint"], s["out_dir"]
-    print(f"\ndone in {s['minutes']} min ({s['trained_steps']} training steps).\n"
-          f"  interpolation {s['a']} -> {s['b']}: {len(s['midi'])} MIDI files and {s['plot']} in {out}/\n"
-          f"  checkpoint: {ckpt}\n"
-          + (f"  listen: {s['page']}\n" if s.get("page") else "")
-          + "next:\n"
-          f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio -o out/mine\n"
-          f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot -o out/mine\n"
-          f"  midistruct train --config small     # a better model: ~1 hour on CPU (see configs/)")
+    s = quickstart.run(cfg, out_dir=args.output, train=args.train, progress=not args.quiet)
+    print(_quickstart_report(s))
     return 0
+
+
+def _quickstart_report(s: dict) -> str:
+    """What quickstart did, where its outputs are, and what to run next."""
+    ckpt, out = s["checkpoint"], s["out_dir"]
+    took = f"{s['seconds']:.0f} s" if s["seconds"] < 120 else f"{s['minutes']} min"
+    how = (f"with the shipped model {s['pretrained']}, trained {s['trained_steps']} steps; nothing trained here"
+           if s.get("pretrained") else f"{s['trained_steps']} training steps")
+    better = ("midistruct quickstart --train     # train a model here instead (see configs/quickstart.yaml)"
+              if s.get("pretrained") else
+              "midistruct train --config small     # a better model: ~1 hour on CPU (see configs/)")
+    return (f"\ndone in {took} ({how}).\n"
+            f"  interpolation {s['a']} -> {s['b']}: {len(s['midi'])} MIDI files and {s['plot']} in {out}/\n"
+            f"  checkpoint: {ckpt}\n"
+            + (f"  listen: {s['page']}\n" if s.get("page") else "")
+            + "next:\n"
+            f"  midistruct reconstruct {ckpt} YOUR.mid --plot --audio -o out/mine\n"
+            f"  midistruct interpolate {ckpt} A.mid B.mid --steps 8 --plot -o out/mine\n"
+            f"  {better}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -354,10 +366,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint as a shipped model folder: bf16/fp16 weights, no trainer state, a model card."""
     from midistruct.model import pretrained
 
-    card = pretrained.export(args.checkpoint, args.output, card=pretrained.read_card(args.card), dtype=args.dtype)
+    card = pretrained.export(args.checkpoint, args.output, card=pretrained.read_card(args.card), dtype=args.dtype,
+                             examples=args.examples)
     size = pretrained.folder_bytes(Path(args.output)) / 1e6
     print(f"exported {args.checkpoint} to {args.output} ({size:.1f} MB, {card['dtype']}, "
-          f"{card['parameters']:,} parameters, {card['bars']} bars); model card in {Path(args.output) / 'README.md'}")
+          f"{card['parameters']:,} parameters, {card['bars']} bars, {len(card['examples'])} examples); "
+          f"model card in {Path(args.output) / 'README.md'}")
     return 0
 
 
@@ -429,10 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the run already in train.run_dir (its checkpoints and metrics) with a new one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
-    p = sub.add_parser("quickstart", help="the main job: prepare a music21 slice, train ~6 min, interpolate")
+    p = sub.add_parser("quickstart", help="the main job: interpolate two tunes with the shipped model, or without "
+                                          "one prepare a music21 slice, train ~6 min and interpolate")
     p.add_argument("--config", default="quickstart", help="named config or YAML path (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
+    p.add_argument("--train", action="store_true",
+                   help="prepare and train even when the shipped model that quickstart.pretrained names is installed")
     _add_output_dir(p, default="out/quickstart", what="the interpolation MIDI, PNG and quickstart.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_quickstart)
@@ -554,6 +571,9 @@ def _add_pretrained_parsers(sub) -> None:
                         "optional notes (src/midistruct/pretrained/README.md)")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16",
                    help="how the weights are stored; loading gives float32 (default: bf16)")
+    p.add_argument("--examples", nargs="+", default=[], metavar="MIDI",
+                   help="held-out (test-split) public-domain MIDI files to copy into DIR/examples/ and list in the "
+                        "card; `midistruct quickstart` interpolates between the first two")
     p.set_defaults(handler=cmd_export)
 
 

@@ -1,8 +1,9 @@
 """Run configuration: named YAML files in ``configs/`` validated by pydantic models.
 
 A config has one section per pipeline stage (``data``, ``tokenizer``, ``segments``,
-``validation``, ``splits``, ``augment``, ``model``, ``train``); every section owns its
-defaults, types and ranges, and ``--set section.key=value`` overrides any field (the
+``validation``, ``splits``, ``augment``, ``model``, ``train``) and one for the main job
+(``quickstart``); every section owns its defaults, types and ranges, and
+``--set section.key=value`` overrides any field (the
 value is parsed as YAML, so ``--set segments.bars=4`` gives an int). Anything wrong --
 YAML syntax, an unknown key (with the closest valid one), a value out of range --
 fails at load as one :class:`ConfigError` line naming the file and line or the key.
@@ -245,6 +246,16 @@ class TrainConfig(_Section):
     tensorboard: bool = True
 
 
+class QuickstartConfig(_Section):
+    """``midistruct quickstart``: the shipped model it uses, if any, and the interpolation it writes."""
+
+    # A shipped model's name (`midistruct models`): when it is in this install, quickstart interpolates its two
+    # examples and trains nothing (issue 15); when not (or with --train), it prepares the data and trains.
+    pretrained: str | None = None
+    bars: int = Field(4, ge=1)  # each piece is cut to its first `bars` bars
+    steps: int = Field(8, ge=2)  # pieces on the slerp path, both ends included
+
+
 class Config(_Section):
     """A whole run configuration."""
 
@@ -257,6 +268,7 @@ class Config(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    quickstart: QuickstartConfig = Field(default_factory=QuickstartConfig)
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

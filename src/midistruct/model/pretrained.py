@@ -1,11 +1,13 @@
 """Shipped models (issue 15): checkpoint folders inside the package, found by name.
 
 A shipped model is an ordinary checkpoint folder (:mod:`midistruct.model.checkpoint`, weights in
-bf16 or fp16, no trainer state) at ``<root>/<name>/``, with two more files::
+bf16 or fp16, no trainer state) at ``<root>/<name>/``, with two more files and a folder::
 
     card.json    name, description, what it models, bars, parameters, data, licence, the headline
-                 metric (name, value, the command that measured it), config, steps, dtype
+                 metric (name, value, the command that measured it), config, steps, dtype, examples
     README.md    its model card, written from card.json
+    examples/    a few held-out pieces to try it on (``midistruct quickstart`` interpolates the first two);
+                 card.json lists them as ``examples/<file>``
 
 ``<root>`` is ``src/midistruct/pretrained/`` (installed as package data), or ``$MIDISTRUCT_PRETRAINED_DIR``
 when that is set (the tests' temporary registries; a private collection of models). :func:`resolve` turns
@@ -22,7 +24,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -35,6 +37,7 @@ ENV_VAR = "MIDISTRUCT_PRETRAINED_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 CARD_FILE = "card.json"
 README_FILE = "README.md"
+EXAMPLES_DIR = "examples"
 MAX_MODEL_BYTES = 16_000_000  # one shipped model; the small config (6.8M parameters) is ~14 MB in bf16
 MAX_REGISTRY_BYTES = 48_000_000  # all of them: they are inside every installed wheel
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -75,6 +78,17 @@ def describe(name: str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as err:
         raise PretrainedError(f"{folder / CARD_FILE} is not valid JSON ({one_line(err)})") from None
     return {**card, "path": str(folder)}
+
+
+def example_paths(name: str) -> list[Path]:
+    """The example MIDI files a shipped model carries (card.json's ``examples``), in order; [] for none.
+    :class:`PretrainedError` for an unknown name or a listed file that is missing."""
+    card = describe(name)
+    paths = [Path(card["path"]) / rel for rel in card.get("examples", [])]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise PretrainedError(f"shipped model {name!r}: example {missing[0]} is listed in {CARD_FILE} but missing")
+    return paths
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -161,18 +175,21 @@ def _checked_card(raw: dict[str, Any], name: str) -> Card:
 
 # ---- export --------------------------------------------------------------------------------------
 
-def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], dtype: str = "bf16") -> dict[str, Any]:
+def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], dtype: str = "bf16",
+           examples: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Write ``checkpoint`` (a folder or shipped name) as a shipped model folder at ``output``.
 
     The weights are stored in ``dtype`` (``"bf16"`` or ``"fp16"``; :func:`~midistruct.model.checkpoint.load_checkpoint`
     gives float32 back), the trainer state is left out, absolute paths in the run config become relative
     ones (:func:`portable_paths`), and ``card.json`` + ``README.md`` are written from ``card`` (see
-    :class:`Card`) and the checkpoint's facts. The folder appears complete or not at all; an earlier export
-    there is replaced. Returns the card written.
+    :class:`Card`) and the checkpoint's facts. ``examples`` (MIDI files: held-out, public-domain pieces of a
+    few KB) are copied into ``examples/`` and listed in card.json, in order. The folder appears complete or
+    not at all; an earlier export there is replaced. Returns the card written.
 
-    Raises :class:`PretrainedError` for a bad name or card, an output that holds something else, a folder
-    over :data:`MAX_MODEL_BYTES`, and, when ``output`` is in a registry (:data:`PACKAGE_DIR` or :func:`root`),
-    a registry over :data:`MAX_REGISTRY_BYTES` or training music that may not ship.
+    Raises :class:`PretrainedError` for a bad name or card, a missing or unreadable example, an output that
+    holds something else, a folder (examples included) over :data:`MAX_MODEL_BYTES`, and, when ``output`` is
+    in a registry (:data:`PACKAGE_DIR` or :func:`root`), a registry over :data:`MAX_REGISTRY_BYTES` or
+    training music that may not ship.
     """
     output = Path(output)
     if not NAME.fullmatch(output.name):
@@ -181,6 +198,7 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
     if dtype not in DTYPES:
         raise PretrainedError(f"dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     checked = _checked_card(card, output.name)
+    examples = _checked_examples(examples)
     _check_replaceable(output)
     model, tokenizer, meta = load_checkpoint(checkpoint)
     registry = _registry_of(output)
@@ -190,9 +208,12 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
     facts = _facts(model, meta, dtype)
     staging = output.with_name(f".{output.name}.export-{os.getpid()}")
     try:
+        listed = [f"{EXAMPLES_DIR}/{_example_name(p)}" for p in examples]
         _write(staging, model=model, tokenizer=tokenizer, meta=meta, dtype=dtype,
-               card={"name": output.name, **checked.model_dump(exclude={"name", "notes"}), **facts},
+               card={"name": output.name, **checked.model_dump(exclude={"name", "notes"}), **facts,
+                     "examples": listed},
                notes=checked.notes)
+        _copy_examples(examples, staging / EXAMPLES_DIR)
         _check_size(staging, output, registry)
         replace_dir(staging, output)
     finally:
@@ -210,6 +231,37 @@ def _write(folder: Path, *, model, tokenizer, meta: dict, dtype: str, card: dict
                     state=None)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     (folder / README_FILE).write_text(model_card(card, notes=notes))
+
+
+def _checked_examples(examples: Sequence[str | Path]) -> list[Path]:
+    """``examples`` as paths, each an existing, readable MIDI file with its own file name."""
+    from midistruct.tokens.validate import Skip, load_score
+
+    paths = [Path(p) for p in examples]
+    for path in paths:
+        if not path.exists():
+            raise PretrainedError(f"example {path} does not exist")
+        try:
+            load_score(path)
+        except Skip as reason:
+            raise PretrainedError(f"example {path}: {reason}") from None
+    seen = [_example_name(p) for p in paths]
+    if len(set(seen)) < len(seen):
+        twice = next(n for n in seen if seen.count(n) > 1)
+        raise PretrainedError(f"two examples would be {EXAMPLES_DIR}/{twice}; each is copied there by its file name")
+    return paths
+
+
+def _example_name(path: Path) -> str:
+    """The name an example gets in ``examples/``: its stem + ``.mid`` (the package data pyproject.toml ships)."""
+    return f"{path.stem}.mid"
+
+
+def _copy_examples(examples: list[Path], folder: Path) -> None:
+    if examples:
+        folder.mkdir()
+    for path in examples:
+        shutil.copyfile(path, folder / _example_name(path))
 
 
 def _facts(model, meta: dict, dtype: str) -> dict[str, Any]:
@@ -241,7 +293,17 @@ def model_card(card: dict[str, Any], *, notes: str = "") -> str:
             f"midistruct interpolate {name} a.mid b.mid --steps 8 -o out/\n```\n\n"
             f"```python\nfrom midistruct.generation.pipeline import MidiStruct\n"
             f"ms = MidiStruct.from_pretrained({name!r})\n```\n"
+            + _examples_section(card.get("examples", []))
             + (f"\n## Notes\n\n{notes.strip()}\n" if notes.strip() else ""))
+
+
+def _examples_section(examples: list[str]) -> str:
+    """The model card's list of the example pieces (relative links, so they work beside the card)."""
+    if not examples:
+        return ""
+    items = "\n".join(f"- [{Path(e).name}]({e})" for e in examples)
+    return (f"\n## Examples\n\nPieces to try it on, in `{EXAMPLES_DIR}/`: held out from its training (test split), "
+            f"and `midistruct quickstart` interpolates between the first two.\n\n{items}\n")
 
 
 def portable_paths(value: Any) -> Any:
