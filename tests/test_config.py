@@ -123,7 +123,7 @@ def test_config_overrides():
     ("model.free_bits=-1", "model.free_bits: must be >= 0"),
     ("model.bag_of_words=-1", "model.bag_of_words: must be >= 0"),
     ("model.latent_mode=vq", "model.latent_mode: Input should be 'vae', 'ae' or 'none' (got 'vq')"),
-    ("model.conditioning=cross", "model.conditioning: Input should be 'add', 'prefix' or 'slot'"),
+    ("model.conditioning=cross", "model.conditioning: Input should be 'add', 'prefix', 'slot' or 'plan'"),
     ("model.d_model=64.5", "model.d_model: Input should be a valid integer"),
 ])
 def test_out_of_range_values_fail_naming_the_key(override, expected):

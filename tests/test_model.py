@@ -26,6 +26,8 @@ def variant_id(variant) -> str:
 
 def make_model(*, latent_mode="vae", bar_latents=True, conditioning="add", seed=0, **overrides) -> MidiStructModel:
     torch.manual_seed(seed)
+    if conditioning == "plan":  # it reads the sequence head (by attention: the issue-14 recipe)
+        overrides = {"sequence_head": 1.0, "sequence_head_memory": 4, **overrides}
     config = MidiStructConfig.tiny(
         vocab_size=50, latent_mode=latent_mode, bar_latents=bar_latents, conditioning=conditioning, **overrides
     )
@@ -65,7 +67,8 @@ def test_forward_shapes_and_finite_loss(variant, batch):
     assert out.logits.shape == (2, 12, 50)
     assert out.z_segment.shape == out.mu_segment.shape == (2, 16)
     assert torch.isfinite(out.loss) and out.loss.dim() == 0
-    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss)
+    heads = out.seq_loss if conditioning == "plan" else 0.0  # plan comes with the sequence head
+    assert torch.allclose(out.loss, out.recon_loss + 0.5 * out.kl_loss + heads)
     if bars:
         assert out.z_bar.shape == out.mu_bar.shape == (2, 2, 8)
         assert out.bar_mask.tolist() == [[True, True], [True, False]]
@@ -311,7 +314,7 @@ def test_save_and_load_give_identical_logits(tmp_path, batch):
 
 
 def test_unknown_conditioning_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown conditioning 'cross'; valid: add, prefix"):
+    with pytest.raises(ValueError, match="unknown conditioning 'cross'; valid: add, plan, prefix, slot"):
         make_model(conditioning="cross")
 
 
@@ -502,3 +505,96 @@ def test_slot_pooling_is_a_per_bar_read_out_that_sees_order(batch):
     torch.testing.assert_close(pool_bars(swapped, **kw)[0], pool_bars(states, **kw)[0])
     with pytest.raises(Exception, match="valid: mean, slots"):
         make_model(bar_pooling="max")
+
+
+def test_flat_pooling_gives_each_slot_its_own_weights(batch):
+    from midistruct.model.modeling import FlatPooling, pool_bars
+
+    mean, flat = make_model(), make_model(bar_pooling="flat", pool_slots=4, pool_width=3)
+    extra = {n for n, _ in flat.named_parameters()} - {n for n, _ in mean.named_parameters()}
+    assert extra == {"bottleneck.bar_pool.down.weight", "bottleneck.bar_pool.down.bias",
+                     "bottleneck.bar_pool.out.weight", "bottleneck.bar_pool.out.bias"}
+    out = flat.eval()(**batch)
+    assert out.mu_bar.shape == (2, 2, 8) and out.bar_mask.tolist() == [[True, True], [True, False]]
+    torch.manual_seed(1)
+    pool = FlatPooling(MidiStructConfig.tiny(pool_slots=4, pool_width=3)).eval()
+    states = torch.randn(2, 12, 32)
+    kw = dict(attention_mask=batch["attention_mask"], bar_ids=batch["bar_ids"], n_bars=2)
+    pooled, bar_mask = pool(states, **kw)
+    assert bar_mask.tolist() == [[True, True], [True, False]]
+    # by hand: bar 1 of row 0 is tokens 6..11, slots 0..3 pooled, 4 and 5 past pool_slots
+    by_hand = pool.out(pool.down(states[0, 6:10]).flatten())
+    torch.testing.assert_close(pooled[0, 1], by_hand)
+    past = states.clone()
+    past[0, 10:12] = torch.randn(2, 32)  # slots 4, 5 of bar 1: not pooled
+    torch.testing.assert_close(pool(past, **kw)[0], pooled)
+    swapped = states.clone()
+    swapped[0, [1, 2]] = states[0, [2, 1]]  # two tokens of bar 0 trade places: the code sees the order
+    assert not torch.allclose(pool(swapped, **kw)[0][0, 0], pooled[0, 0], atol=1e-4)
+    torch.testing.assert_close(pool(swapped, **kw)[0][0, 1], pooled[0, 1])  # the other bar keeps its code
+    torch.testing.assert_close(pool_bars(swapped, **kw)[0], pool_bars(states, **kw)[0])  # a mean does not see it
+    padded = states.clone()
+    padded[1, 7:] = torch.randn(5, 32)  # row 1's padding
+    torch.testing.assert_close(pool(padded, **kw)[0], pooled)
+
+
+def test_sequence_head_with_memory_reads_the_code_by_attention(batch):
+    from midistruct.model.modeling import CodeReader
+
+    plain, memory = make_model(sequence_head=1.0), make_model(sequence_head=1.0, sequence_head_memory=4)
+    names = {n for n, _ in memory.named_parameters() if n.startswith("sequence_head.")}
+    assert {"sequence_head.reader.memory.weight", "sequence_head.read_ffn.up.weight"} <= names
+    assert not any(n.startswith("sequence_head.code_proj") for n in names)
+    assert any(n.startswith("sequence_head.code_proj") for n, _ in plain.named_parameters())
+    out = memory(**batch)
+    assert torch.isfinite(out.seq_loss) and float(out.seq_loss) > 0
+    out.loss.backward()
+    assert memory.encoder.embed_tokens.weight.grad.abs().sum() > 0  # the head's loss reaches the encoder
+    # the reader: each query picks among M memory vectors, so different slots read different parts of one code
+    torch.manual_seed(2)
+    reader = CodeReader(MidiStructConfig.tiny(sequence_head_memory=4), in_dim=24).eval()
+    codes, queries = torch.randn(3, 24), torch.randn(3, 5, 32)
+    read = reader(codes, queries)
+    assert read.shape == (3, 5, 32) and not torch.allclose(read[:, 0], read[:, 1])
+    other = codes.clone()
+    other[1] = torch.randn(24)
+    moved = reader(other, queries)
+    torch.testing.assert_close(moved[[0, 2]], read[[0, 2]])  # rows do not mix
+    assert not torch.allclose(moved[1], read[1])
+
+
+def test_plan_conditioning_hands_each_input_the_heads_reading_of_its_slot(batch):
+    model = make_model(conditioning="plan").eval()
+    assert model.sequence_head is not None and model.sequence_head.reader is not None
+    with pytest.raises(Exception, match="sequence_head > 0"):
+        MidiStructConfig.tiny(conditioning="plan")
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
+    bar_ids = count_bars(decoder_ids, bar_token_ids=[BAR])
+    slot_ids = count_slots(decoder_ids, bar_token_ids=[BAR])
+    plan = model.plan(latents.z_bar, latents.z_segment, slot_ids=slot_ids)  # (B, NB, K, D)
+    assert plan.shape == (2, 2, int(slot_ids.max()) + 1, 32)
+    kw = dict(bar_index=bar_ids, slot_index=slot_ids, z_bar=latents.z_bar, z_segment=latents.z_segment)
+    base = model.decoder(decoder_ids, plan=plan, **kw)
+    # change the plan of bar 1, slot 2 only: row 0's input predicting it (position 8) and later ones move
+    changed = plan.clone()
+    changed[0, 1, 2] += 5.0
+    moved = model.decoder(decoder_ids, plan=changed, **kw)
+    assert bar_ids[0, 8] == 1 and slot_ids[0, 8] == 2
+    torch.testing.assert_close(moved[0, :8], base[0, :8])
+    assert not torch.allclose(moved[0, 8], base[0, 8])
+    torch.testing.assert_close(moved[1], base[1])
+    with pytest.raises(ValueError, match="plan"):
+        model.decoder(decoder_ids, **kw)
+
+
+def test_place_parts_start_at_default_scales_and_survive_a_save(tmp_path, batch):
+    """Issue 14: FlatPooling and the reading sequence head start at PyTorch's default init (slot queries N(0, 1)),
+    the rest at initializer_range; a saved plan model loads to the same logits."""
+    model = make_model(conditioning="plan", bar_pooling="flat")
+    assert float(model.sequence_head.slots.weight.std()) > 0.5
+    assert float(model.encoder.embed_tokens.weight.std()) < 0.05
+    assert float(make_model(sequence_head=1.0).sequence_head.slots.weight.std()) < 0.05  # the added-code head
+    model.save_pretrained(tmp_path)
+    loaded = MidiStructModel.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded(**batch).logits, model.eval()(**batch).logits)

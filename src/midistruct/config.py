@@ -182,14 +182,17 @@ class ModelSettings(_Section):
     latent_dim_segment: int = Field(128, gt=0)
     latent_mode: Literal["vae", "ae", "none"] = "vae"  # model.configuration.LATENT_MODES
     bar_latents: bool = True
-    bar_pooling: Literal["mean", "slots"] = "mean"  # model.configuration.BAR_POOLINGS
+    bar_pooling: Literal["mean", "slots", "flat"] = "mean"  # model.configuration.BAR_POOLINGS
     pool_queries: int = Field(8, gt=0)
-    conditioning: Literal["add", "prefix", "slot"] = "add"  # model.modeling.CONDITIONINGS
+    pool_slots: int = Field(32, gt=0)
+    pool_width: int = Field(32, gt=0)
+    conditioning: Literal["add", "prefix", "slot", "plan"] = "add"  # model.modeling.CONDITIONINGS
     free_bits: float | int = Field(0.0, ge=0)
     word_dropout: float | int = Field(0.0, ge=0, lt=1)
     bag_of_words: float | int = Field(0.0, ge=0)
     sequence_head: float | int = Field(0.0, ge=0)
     sequence_head_layers: int = Field(1, ge=0)
+    sequence_head_memory: int = Field(0, ge=0)
     sequence_slots: int = Field(64, ge=1)
     layer_norm_eps: float = Field(1e-5, gt=0)
     initializer_range: float = Field(0.02, gt=0)

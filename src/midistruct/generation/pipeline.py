@@ -331,7 +331,12 @@ class MidiStruct:
                top_p: float = 1.0, seed: int | None = None, vectors=None,
                shift: dict[str, float] | None = None) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the prior N(0, I), optionally
-        moved along attribute ``vectors`` by ``shift`` ({name: amount})."""
+        moved along attribute ``vectors`` by ``shift`` ({name: amount}). Only a VAE has that prior: a model with
+        deterministic codes (``latent_mode: ae``) refuses, as N(0, I) says nothing about where its codes lie."""
+        if self.model.config.latent_mode != "vae":
+            raise InputError(f"this model's codes are deterministic (latent_mode {self.model.config.latent_mode!r}): "
+                             "there is no prior to sample from; reconstruct, interpolate, continue and attribute "
+                             "shifts work from the codes of real pieces")
         if seed is not None:
             torch.manual_seed(seed)
         bars = bars or self.bars

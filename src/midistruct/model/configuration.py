@@ -4,7 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LATENT_MODES = ("vae", "ae", "none")
-BAR_POOLINGS = ("mean", "slots")
+BAR_POOLINGS = ("mean", "slots", "flat")
 
 
 @strict
@@ -28,11 +28,15 @@ class MidiStructConfig(PreTrainedConfig):
             (``modeling.SlotPooling``: ``pool_queries`` learned queries attend to the bar's states, keyed also by
             each token's slot in the bar, so the code can keep the order of the notes; issue 14).
         pool_queries: queries of the ``"slots"`` pooling.
+        pool_slots, pool_width: the ``"flat"`` pooling (``modeling.FlatPooling``, issue 14): a bar's first
+            ``pool_slots`` token states, each projected to ``pool_width``, concatenated in order and projected to
+            the code, so each note's place in the bar has its own weights (later tokens are not pooled).
         conditioning: how the decoder reads the latents; a name from ``modeling.CONDITIONINGS``
             (``"add"``: projected [bar code ; segment code] added to each decoder input embedding;
             ``"prefix"``: latents as prefix vectors the decoder attends to; ``"slot"``: "add" plus the codes read
             out at the within-bar slot of the token to predict, ``FFN(LN(Linear(codes) + query[slot]))``, issue 14,
-            slots counted up to ``sequence_slots``). Checked when the model is built.
+            slots counted up to ``sequence_slots``; ``"plan"``: "add" plus the sequence head's reading of the codes at
+            the bar and slot of the token to predict, needs ``sequence_head > 0``). Checked when the model is built.
 
     Regularisation:
         free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
@@ -50,6 +54,10 @@ class MidiStructConfig(PreTrainedConfig):
             encoder, never the decoder, and is not used when decoding. 0 disables it (no extra weights).
         sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
             slot alone).
+        sequence_head_memory: 0: the head reads the code as one vector added to each slot's query; M > 0: the
+            code becomes M memory vectors that each slot's query attends to (``modeling.CodeReader``), so slot k
+            can pick its part of the code (multiplicative, where an added code needs the layers to untangle it;
+            issue 14: with "flat" pooling this took the held-out pitch slots from 0.42 to 0.92).
         sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored. Also
             the slot table of the "slot" conditioning (later tokens share its last slot).
         dropout: dropout in embeddings, attention and feed-forward layers.
@@ -86,12 +94,15 @@ class MidiStructConfig(PreTrainedConfig):
     bar_latents: bool = True
     bar_pooling: str = "mean"
     pool_queries: int = 8
+    pool_slots: int = 32
+    pool_width: int = 32
     conditioning: str = "add"
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
     sequence_head: float | int = 0.0
     sequence_head_layers: int = 1
+    sequence_head_memory: int = 0
     sequence_slots: int = 64
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -120,6 +131,10 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"sequence_head must be >= 0, got {self.sequence_head}")
         if self.sequence_head_layers < 0 or self.sequence_slots < 1:
             raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
+        if self.pool_slots < 1 or self.pool_width < 1 or self.sequence_head_memory < 0:
+            raise ValueError("pool_slots and pool_width must be >= 1, sequence_head_memory >= 0")
+        if self.conditioning == "plan" and self.sequence_head <= 0:
+            raise ValueError("conditioning 'plan' reads the sequence head: set sequence_head > 0")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:
