@@ -232,10 +232,10 @@ class FlatPooling(nn.Module):
     def forward(self, states, *, attention_mask, bar_ids, n_bars: int):
         """Returns (pooled (B, NB, D) float32, bar_mask (B, NB) bool), as ``pool_bars``."""
         B, T, _ = states.shape
-        K, real = self.n_slots, attention_mask.bool()
-        keep = real & (bar_slots(bar_ids) < K)  # (B, T)
+        K, real, slot = self.n_slots, attention_mask.bool(), bar_slots(bar_ids)  # slot: (B, T)
+        keep = real & (slot < K)  # (B, T)
         small = self.down(states) * keep[..., None]  # (B, T, R)
-        cell = torch.where(keep, bar_ids.clamp(max=n_bars - 1) * K + bar_slots(bar_ids), n_bars * K)  # (B, T)
+        cell = torch.where(keep, bar_ids.clamp(max=n_bars - 1) * K + slot, n_bars * K)  # (B, T)
         grid = small.new_zeros(B, n_bars * K + 1, small.shape[-1])  # one spare cell for the tokens left out
         grid = grid.scatter_add(1, cell[..., None].expand_as(small), small)[:, :-1]  # (B, NB * K, R)
         bar_mask = torch.zeros(B, n_bars + 1, dtype=torch.bool, device=bar_ids.device)
@@ -765,7 +765,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         slots in ``slot_ids`` (B, T); None for every other conditioning."""
         if self.config.conditioning != "plan" or self.sequence_head is None:
             return None
-        codes, _ = self.bar_codes(Latents(z_bar=z_bar, z_segment=z_segment), slot_ids)  # (B, NB, Zb + Zs)
+        codes, _ = self.bar_codes(Latents(z_bar=z_bar, z_segment=z_segment), torch.zeros_like(slot_ids))  # (B, NB, Zb+Zs)
         n_slots = min(int(slot_ids.max()) + 1, self.config.sequence_slots)
         return self.sequence_head.hidden(codes, n_slots=n_slots)
 
