@@ -1,4 +1,5 @@
-"""The notebooks in notebooks/: stored without outputs, and each runs headless against the tiny checkpoint.
+"""The notebooks in notebooks/: stored without outputs, and each runs headless on the shipped model ``folk-2bar``
+(its example tunes and, for two of them, a few tunes of its music21 collections converted into a temporary cache).
 
 Execution uses nbclient with the ``python3`` kernelspec that ipykernel installs under ``sys.prefix``
 (jupyter_client starts it with ``sys.executable``), so the kernel runs this environment's midistruct.
@@ -54,15 +55,25 @@ def test_notebook_is_stored_without_outputs(path):
     assert nb.cells[0].cell_type == "markdown", f"{path.name} should open with a markdown explanation"
 
 
+@pytest.fixture(scope="module")
+def music21_cache(tmp_path_factory) -> Path:
+    """One music21 cache for the notebooks that read the model's collections (the first converts a few tunes)."""
+    return tmp_path_factory.mktemp("music21-cache")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_the_tiny_checkpoint(path, checkpoint, tmp_path, monkeypatch):
+def test_notebook_runs_on_the_shipped_model(path, music21_cache, tmp_path, monkeypatch):
     from nbclient import NotebookClient
+
+    from midistruct.model import pretrained
 
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL PREFIX', sys.prefix)"))
     out = tmp_path / "out"
     # the kernel inherits this process's environment when it starts; monkeypatch restores it after
-    monkeypatch.setenv("MIDISTRUCT_CHECKPOINT", str(checkpoint))
+    monkeypatch.delenv("MIDISTRUCT_CHECKPOINT", raising=False)  # the notebooks' default: folk-2bar
+    monkeypatch.delenv(pretrained.ENV_VAR, raising=False)  # looked up among the package's shipped models
+    monkeypatch.setenv("MIDISTRUCT_CACHE", str(music21_cache))
     monkeypatch.setenv("MIDISTRUCT_OUT", str(out))
     monkeypatch.setenv("MIDISTRUCT_NOTEBOOK_QUICK", "1")
     client = NotebookClient(nb, timeout=BUDGET_S, startup_timeout=BUDGET_S, kernel_name="python3",
@@ -73,6 +84,7 @@ def test_notebook_runs_on_the_tiny_checkpoint(path, checkpoint, tmp_path, monkey
     assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s in quick mode"
     text = "".join(_outputs(nb, "text"))
     assert f"KERNEL PREFIX {sys.prefix}\n" in text  # the kernel ran this environment's Python
+    assert any(line.startswith("folk-2bar: ") for line in text.splitlines())  # the model the setup cell loaded
     assert _outputs(nb, "image/png"), f"{path.name} showed no figure"
     if path.stem in PLAYS_AUDIO:
         assert any("<audio" in html for html in _outputs(nb, "text/html")), f"{path.name} has no audio player"
