@@ -29,13 +29,16 @@ MINIMAL = {
     "encode": ["CK", "a.mid", "-o", "z.safetensors"],
     "decode": ["CK", "z.safetensors", "-o", "x.mid"],
     "attributes": ["CK"],
+    "prior": ["CK"],
     "evaluate": ["CK"],
     "models": [],
+    "form": ["CK", "a.mid"],
     "export": ["CK", "-o", "src/midistruct/pretrained/NAME", "--card", "card.yaml"],
 }
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
-                                                                        "continue", "sample")}}
-RUNS_MODEL = ["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate"]
+                                                                        "continue", "sample", "form")}}
+RUNS_MODEL = ["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
+             "form", "prior"]
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

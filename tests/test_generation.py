@@ -303,12 +303,3 @@ def test_segment_only_model_through_the_whole_api(checkpoint, tmp_path_factory, 
     _loads_everywhere(flat.reconstruct(a, vectors=vectors, shift={"note_density": 1.0}), tmp_path, "shifted")
     probed = probe_latents(flat, data, split="train", windows=40)
     assert not any("bar_latent" in key for key in probed)
-
-
-def test_sampling_a_deterministic_model_is_refused_in_one_line(ms, monkeypatch):
-    from midistruct.generation.pipeline import InputError
-
-    monkeypatch.setattr(ms.model.config, "latent_mode", "ae")
-    with pytest.raises(InputError, match="deterministic .*no prior to sample from") as err:
-        ms.sample(2, seed=0)
-    assert "\n" not in str(err.value)

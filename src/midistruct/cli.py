@@ -46,6 +46,10 @@ def _float_in(low: float, high: float, *, low_open: bool = False):
 COUNT, POSITIVE, STEPS = _int_at_least(0), _int_at_least(1), _int_at_least(2)
 TEMPERATURE, TOP_P = _float_in(0.0, 100.0), _float_in(0.0, 1.0, low_open=True)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+FINE_TUNE_EXAMPLE = """fine-tune the shipped model folk-2bar on your MIDI (README: "Your own MIDI, and fine-tuning"):
+  midistruct prepare --config folk-2bar --init folk-2bar --set data.sources='[{kind: folder, path: my_midi/}]' \\
+      --set data.output=data/mine
+  midistruct train --config folk-2bar --init folk-2bar --set data.output=data/mine --set train.run_dir=runs/mine"""
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -94,27 +98,38 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Validate, tokenize and segment the configured corpus into shards."""
+    """Validate, tokenize and segment the configured corpus into shards (with --init, with a checkpoint's
+    tokenizer and window, so that ``train --init`` can start from it)."""
     from midistruct.config import load_config
     from midistruct.prepare import prepare
 
     cfg = load_config(args.config, args.overrides)
+    if args.init:
+        from midistruct.training import finetune
+
+        cfg, changed = finetune.prepare_config(cfg, finetune.open_init(args.init))
+        if changed:
+            print(f"midistruct: note: the tokenizer and window are those of {args.init}; not used from the config: "
+                  f"{', '.join(changed)}", file=sys.stderr)
     summary = prepare(cfg, overwrite=args.overwrite, progress=not args.quiet).as_dict()
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else _format_summary(summary))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train the autoencoder on prepared shards; --resume continues run_dir/last exactly."""
+    """Train the autoencoder on prepared shards; --resume continues run_dir/last exactly, --init starts from
+    another checkpoint's weights (fine-tuning)."""
     from midistruct.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before torch is imported: a typo reports at once
     from midistruct.training.loop import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    trainer = Trainer(cfg, resume=args.resume, init=args.init, overwrite=args.overwrite, progress=not args.quiet)
     trainer.run()
     if trainer.dist.is_main:
-        print(f"trained {trainer.state['step']} steps; checkpoints in {trainer.run_dir}/best and {trainer.run_dir}/last")
+        start = f" from {trainer.init['checkpoint']}" if trainer.init else ""
+        print(f"trained {trainer.state['step']} steps{start}; checkpoints in {trainer.run_dir}/best and "
+              f"{trainer.run_dir}/last")
     return 0
 
 
@@ -271,6 +286,26 @@ def cmd_attributes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prior(args: argparse.Namespace) -> int:
+    """Fit a Gaussian to the codes of a corpus's windows and write it beside the weights, so `sample` can
+    draw codes where the model puts them (needed for deterministic codes, optional for a VAE)."""
+    from midistruct.model.pretrained import resolve
+    from midistruct.model.prior import PRIOR_FILE
+
+    ms = _pipeline(args)
+    output = Path(args.output) if args.output else resolve(args.checkpoint) / PRIOR_FILE
+    if output.suffix != ".safetensors":
+        raise UserError(f"{output}: a code prior is written as .safetensors")
+    prior = ms.fit_prior(args.data, split=args.split, windows=args.windows, rank=args.rank, progress=True)
+    path = prior.save(output)
+    k = prior.factor.shape[1]
+    print(f"fitted a Gaussian over {prior.dim} code dimensions (rank {k} + diagonal) to {prior.windows} {args.split} "
+          f"windows; wrote {path}")
+    if args.output and output.parent.resolve() != resolve(args.checkpoint).resolve():
+        print(f"  `sample` uses it once it is in the checkpoint folder as {PRIOR_FILE}")
+    return 0
+
+
 def _print_sweeps(ms, vectors, *, windows: int) -> None:
     """Shift ``windows`` held-out windows along each attribute by -2..2; print the measured means and Spearman."""
     from midistruct.generation import attributes
@@ -331,9 +366,12 @@ def cmd_continue(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
-    samples = ms.sample(args.n, bars=args.bars, meter=args.meter, **_shift(args), **_sampling(args))
+    samples = ms.sample(args.n, bars=args.bars, meter=args.meter, prior_scale=args.prior_scale, **_shift(args),
+                        **_sampling(args))
     _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
-                   {"n": args.n, "bars": args.bars, "meter": args.meter, **_sampling(args), **_shift_record(args)})
+                   {"n": args.n, "bars": args.bars, "meter": args.meter, "prior_scale": args.prior_scale,
+                    "prior": "fitted" if ms.prior is not None else "normal", **_sampling(args),
+                    **_shift_record(args)})
     return 0
 
 
@@ -430,15 +468,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="run `midistruct COMMAND --help` for its options")
-    p = sub.add_parser("prepare", help="turn a MIDI corpus into tokenized, bar-aligned shards")
+    p = sub.add_parser("prepare", help="turn a MIDI corpus into tokenized, bar-aligned shards",
+                       epilog=FINE_TUNE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace shards made with another tokenizer config")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="prepare for fine-tuning this checkpoint folder or shipped model (midistruct models): use its "
+                        "tokenizer and window (segments.bars, segments.max_tokens) instead of the config's")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_prepare)
-    p = sub.add_parser("train", help="train the autoencoder on prepared shards")
+    p = sub.add_parser("train", help="train the autoencoder on prepared shards (or fine-tune one with --init)",
+                       epilog=FINE_TUNE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue train.run_dir/last exactly where it stopped")
+    start.add_argument("--init", default=None, metavar="CHECKPOINT",
+                       help="fine-tune: start from the weights of this checkpoint folder or shipped model (midistruct "
+                            "models), with its model settings (the config's model section is not used) on data "
+                            "prepared with its tokenizer (midistruct prepare --init CHECKPOINT); a fresh optimizer "
+                            "from step 0")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in train.run_dir (its checkpoints and metrics) with a new one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -457,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_latent_parsers(sub)
     _add_evaluate_parser(sub)
     _add_pretrained_parsers(sub)
+    _add_form_parser(sub)
     return parser
 
 
@@ -464,7 +514,7 @@ def _add_generation_parsers(sub) -> None:
     """reconstruct, interpolate, grid, continue, sample: the commands that write MIDI files into a folder."""
     p = sub.add_parser("reconstruct", help="encode and decode MIDI files")
     _add_generation_args(p)
-    p.add_argument("inputs", nargs="+", help="MIDI files")
+    p.add_argument("inputs", nargs="+", help="MIDI files (read by content, whatever the name; *.abc: ABC tunes)")
     _add_shift_args(p)
     p.set_defaults(handler=cmd_reconstruct)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
@@ -490,12 +540,16 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
     p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
     p.set_defaults(handler=cmd_continue)
-    p = sub.add_parser("sample", help="decode codes drawn from the prior")
+    p = sub.add_parser("sample", help="decode codes drawn from the model's prior (a VAE's N(0, I), or the code "
+                       "prior `midistruct prior` fitted)")
     _add_generation_args(p, temperature=1.0)
     p.add_argument("-n", type=POSITIVE, default=4, help="how many samples")
     p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
     p.add_argument("--meter", default="4/4",
                    help="time signature of the samples, one in the model's vocabulary (default: 4/4)")
+    p.add_argument("--prior-scale", type=TEMPERATURE, default=1.0, metavar="S",
+                   help="draw codes nearer the prior's mean: every deviation from it times S (the truncation "
+                        "trick; default: 1, the prior as it is)")
     _add_shift_args(p)
     p.set_defaults(handler=cmd_sample)
 
@@ -515,6 +569,22 @@ def _add_latent_parsers(sub) -> None:
     p.add_argument("--sweep", type=COUNT, default=0, metavar="N",
                    help="then shift N test windows along each vector by -2..2 and report what was measured")
     p.set_defaults(handler=cmd_attributes)
+    p = sub.add_parser("prior", help="fit a Gaussian to a corpus's codes so `sample` can draw from it "
+                       "(needed by models with deterministic codes)")
+    _add_checkpoint_arg(p)
+    _add_device_arg(p)
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="prior file to write (.safetensors; default: CHECKPOINT/code_prior.safetensors, "
+                        "where `sample` and `evaluate --samples` find it)")
+    p.add_argument("--data", default=None, help="shard folder (default: the checkpoint's training data)")
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"],
+                   help="whose windows' codes are fitted (default: train)")
+    p.add_argument("--windows", type=POSITIVE, default=20000,
+                   help="windows drawn (a seeded random subset; those shorter than the model's window are left "
+                        "out; default: 20000)")
+    p.add_argument("--rank", type=POSITIVE, default=128,
+                   help="principal directions kept in the covariance, the rest is diagonal (default: 128)")
+    p.set_defaults(handler=cmd_prior)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
     _add_generation_args(p, writes_folder=False)
     p.add_argument("input", help="MIDI file to encode")
@@ -575,6 +645,71 @@ def _add_pretrained_parsers(sub) -> None:
                    help="held-out (test-split) public-domain MIDI files to copy into DIR/examples/ and list in the "
                         "card; `midistruct quickstart` interpolates between the first two")
     p.set_defaults(handler=cmd_export)
+
+
+def cmd_form(args: argparse.Namespace) -> int:
+    """Sections of a whole song and which of them repeat (issue 16): form.json, the song with a marker at each
+    section start and, with --plot, the self-similarity matrix with the sections drawn (midistruct.form)."""
+    from midistruct.form import output
+    from midistruct.form.analysis import Settings, analyse, load
+
+    if len(args.paths) > 2:
+        raise UserError(f"form takes [CHECKPOINT] MIDI, got {len(args.paths)} paths")
+    checkpoint, midi = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    features = args.features or ("codes" if checkpoint else "notes")
+    if features == "codes" and checkpoint is None:
+        raise UserError("--features codes needs a model: midistruct form CHECKPOINT song.mid")
+    settings = Settings(features=features, hop=args.hop, time_signature=args.time_signature)
+    score = load(midi)  # a bad file fails before the model loads
+    model = None
+    if features == "codes":
+        args.checkpoint = checkpoint
+        model = _pipeline(args)
+    elif checkpoint:
+        print(f"midistruct: note: --features notes does not use {checkpoint}", file=sys.stderr)
+    form = analyse(score, settings=settings, model=model, name=midi)
+    if form.extra.get("windows_too_long"):
+        print(f"midistruct: note: {form.extra['windows_too_long']} windows hold more tokens than the model reads; "
+              f"their bars were encoded from the other windows or alone ({form.extra['bars_cut']} cut short)",
+              file=sys.stderr)
+    form.extra |= {"checkpoint": str(checkpoint)} if model is not None else {}
+    files = output.write(form, score, args.output, stem=Path(midi).stem, plot=args.plot)
+    if args.json:
+        print(json.dumps({**form.as_dict(), "outputs": files}, indent=2))
+    else:
+        print(_form_report(form, files))
+    return 0
+
+
+def _form_report(form, files: dict[str, str]) -> str:
+    """The sections as a table (bars numbered from 1 here; form.json counts from 0) and the files written."""
+    lines = [f"{form.source}: {len(form.novelty)} bars, {len(form.sections)} sections "
+             f"({''.join(s.label for s in form.sections)}), {form.settings.features} features",
+             "  label  bars (from 1)   quarter notes"]
+    lines += [f"  {s.label:5s}  {s.start_bar + 1:>4d}-{s.end_bar:<8d}  {s.start_qn:g}-{s.end_qn:g}" for s in form.sections]
+    lines.append("wrote " + ", ".join(files.values()))
+    return "\n".join(lines)
+
+
+def _add_form_parser(sub) -> None:
+    """form: a song's sections and repetitions from its bars' codes or notes."""
+    p = sub.add_parser("form", help="find a song's sections and which repeat (A B A C ...), from a model's bar codes "
+                       "or from the notes", usage="midistruct form [options] [CHECKPOINT] MIDI")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] MIDI",
+                   help="a checkpoint folder or shipped model name (midistruct models), then the song; the song "
+                        "alone analyses its notes")
+    _add_device_arg(p)
+    p.add_argument("--features", choices=["codes", "notes"], default=None,
+                   help="codes: the model's bar codes (windows every --hop bars, each bar's codes averaged); notes: "
+                        "per-bar pitch-class and onset histograms, no model (default: codes with a CHECKPOINT)")
+    p.add_argument("--hop", type=POSITIVE, default=1, help="codes: bars between window starts (default: 1)")
+    p.add_argument("--time-signature", default=None, metavar="N/D",
+                   help="count bars in this meter instead of the file's (e.g. 4/4 for POP909 files that say 1/4)")
+    _add_output_dir(p, default="out", what="form.json, SONG.form.mid (markers at section starts) and form.png")
+    p.add_argument("--plot", action="store_true", help="also write form.png: the self-similarity matrix with the "
+                   "sections drawn, and the novelty curve")
+    p.add_argument("--json", action="store_true", help="print form.json instead of the table")
+    p.set_defaults(handler=cmd_form)
 
 
 def _add_method_arg(p: argparse.ArgumentParser) -> None:

@@ -76,8 +76,13 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
         from midistruct.evaluation.statistics import sample_statistics
         from midistruct.generation.pipeline import MidiStruct
 
-        found = sample_statistics(MidiStruct(model, tokenizer, meta, device=device), folder, n=samples,
-                                  seed=seed, split=split)
+        from midistruct.model.pretrained import resolve
+        from midistruct.model.prior import load_prior
+
+        prior = load_prior(resolve(checkpoint))  # a fitted code prior when the checkpoint has one, else N(0, I)
+        found = sample_statistics(MidiStruct(model, tokenizer, meta, device=device, prior=prior), folder,
+                                  n=samples, seed=seed, split=split)
+        found["prior"] = "fitted" if prior is not None else "normal"
         out.update({f"statistics.{k}": v for k, v in found.items()})
     return out
 

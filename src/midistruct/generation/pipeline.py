@@ -12,6 +12,7 @@ decoded windows are stitched back with their meters and the source's tempo.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ class MidiStruct:
     ``piece_encoder`` is the tokenizer side (:class:`~midistruct.tokens.encode.PieceEncoder`: MIDI -> ids).
     """
 
-    def __init__(self, model, tokenizer, meta: dict, *, device: str | torch.device = "cpu"):
+    def __init__(self, model, tokenizer, meta: dict, *, device: str | torch.device = "cpu", prior=None):
         from midistruct.config import Config
         from midistruct.tokens.encode import PieceEncoder
 
@@ -53,15 +54,25 @@ class MidiStruct:
         self.piece_encoder = PieceEncoder(self.cfg, tokenizer)
         self.vocab = self.piece_encoder.vocab  # the token vocabulary: bars, meters, BPE
         self.bars = self.cfg.segments.bars
+        self.prior = None  # a fitted CodePrior for sampling (midistruct.model.prior), when the checkpoint has one
+        if prior is not None:
+            self.set_prior(prior)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
         """Load a checkpoint folder (``runs/<name>/best``) or a shipped model by name (``midistruct models``)
         in one call, the model in float32 on ``device``."""
         from midistruct.model.checkpoint import load_checkpoint
+        from midistruct.model.pretrained import resolve
+        from midistruct.model.prior import PriorError, load_prior
 
+        folder = resolve(folder)
         model, tokenizer, meta = load_checkpoint(folder, device=device)
-        return cls(model, tokenizer, meta, device=device)
+        try:
+            prior = load_prior(folder)
+        except PriorError as err:
+            raise InputError(str(err)) from None
+        return cls(model, tokenizer, meta, device=device, prior=prior)
 
     # ---- MIDI -> windows -> latents -------------------------------------------------------
 
@@ -104,7 +115,8 @@ class MidiStruct:
         for k, window in enumerate(out):
             if len(window) > longest:
                 raise InputError(f"{name}: window {k} (bars {k * self.bars + 1}-{(k + 1) * self.bars}) has "
-                                 f"{len(window)} tokens; this model reads at most {longest} per window")
+                                 f"{len(window)} tokens; this model reads at most {longest} per window (the music "
+                                 "is too dense for it)")
         return out
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
@@ -329,14 +341,9 @@ class MidiStruct:
 
     def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str = "4/4",
                top_p: float = 1.0, seed: int | None = None, vectors=None,
-               shift: dict[str, float] | None = None) -> list["symusic.Score"]:  # noqa: F821
-        """``n`` pieces of one window each, from codes drawn from the prior N(0, I), optionally
-        moved along attribute ``vectors`` by ``shift`` ({name: amount}). Only a VAE has that prior: a model with
-        deterministic codes (``latent_mode: ae``) refuses, as N(0, I) says nothing about where its codes lie."""
-        if self.model.config.latent_mode != "vae":
-            raise InputError(f"this model's codes are deterministic (latent_mode {self.model.config.latent_mode!r}): "
-                             "there is no prior to sample from; reconstruct, interpolate, continue and attribute "
-                             "shifts work from the codes of real pieces")
+               shift: dict[str, float] | None = None, prior_scale: float = 1.0) -> list["symusic.Score"]:  # noqa: F821
+        """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
+        ``prior_scale``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount})."""
         if seed is not None:
             torch.manual_seed(seed)
         bars = bars or self.bars
@@ -345,7 +352,7 @@ class MidiStruct:
             raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
-        z = self.sample_latents(n, bars=bars, meter=meter)
+        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
 
@@ -353,13 +360,69 @@ class MidiStruct:
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
         return [self.stitch([ids]) for ids in tokens]
 
-    def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4") -> PieceLatents:
-        """``n`` one-window codes drawn from the prior N(0, I) (uses torch's global generator)."""
+    def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
+                       scale: float = 1.0) -> PieceLatents:
+        """``n`` one-window codes (uses torch's global generator): from the fitted code prior when the model has
+        one (:attr:`prior`, ``code_prior.safetensors`` in its folder, written by :meth:`fit_prior`), else from a
+        VAE's N(0, I). A model with deterministic codes (``latent_mode: ae``) and no fitted prior refuses, as
+        N(0, I) says nothing about where its codes lie. Fewer ``bars`` than a window keep the first bars' codes.
+        ``scale`` < 1 draws nearer the prior's mean (the truncation trick; 1: the prior as it is)."""
         bars = bars or self.bars
         cfg = self.model.config
-        bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
-        return PieceLatents(torch.randn(n, bars, bar_dim), torch.randn(n, cfg.latent_dim_segment),
-                            [bars] * n, [meter] * n)
+        if not scale >= 0:
+            raise InputError(f"the prior scale must be >= 0, got {scale}")
+        if self.prior is not None:
+            z_bar, z_segment = self.prior.sample(n, scale=scale)
+            z_bar = z_bar[:, :bars]
+        elif cfg.latent_mode == "vae":
+            bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
+            z_bar, z_segment = scale * torch.randn(n, bars, bar_dim), scale * torch.randn(n, cfg.latent_dim_segment)
+        else:
+            raise InputError(f"this model's codes are deterministic (latent_mode {cfg.latent_mode!r}) and it has "
+                             "no fitted code prior to sample from: write one with `midistruct prior CHECKPOINT` "
+                             "(reconstruct, interpolate, continue and attribute shifts work without it)")
+        return PieceLatents(z_bar, z_segment, [bars] * n, [meter] * n)
+
+    def set_prior(self, prior) -> None:
+        """Use ``prior`` (a :class:`~midistruct.model.prior.CodePrior`) for sampling; :class:`InputError` when it
+        describes codes of another shape than this model's window."""
+        from midistruct.model.prior import PriorError
+
+        cfg = self.model.config
+        try:
+            prior.check(bars=self.bars, bar_dim=cfg.latent_dim_bar if cfg.bar_latents else 0,
+                        segment_dim=cfg.latent_dim_segment)
+        except PriorError as err:
+            raise InputError(str(err)) from None
+        self.prior = prior
+
+    def fit_prior(self, data: str | Path | None = None, *, split: str = "train", windows: int = 20000,
+                  rank: int = 128, seed: int = 0, progress: bool = False):
+        """Fit a :class:`~midistruct.model.prior.CodePrior` to the codes (posterior means) of up to ``windows``
+        full-length windows of a shard folder's ``split`` (default: the checkpoint's training data), use it for
+        sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint)."""
+        from midistruct.generation.attributes import corpus_windows
+        from midistruct.model.prior import CodePrior, PriorError
+
+        folder = data or self.cfg.data.output
+        full = [ids for ids in corpus_windows(folder, split=split, limit=max(windows, 0), seed=seed)
+                if self.vocab.count_bars(ids) == self.bars]
+        if len(full) < 2:
+            raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
+        from tqdm import tqdm
+
+        z_bar, z_segment = [], []
+        chunk = 512
+        for start in tqdm(range(0, len(full), chunk), desc="encode", unit="chunk", disable=not progress,
+                          file=sys.stderr):
+            z = self.encode_windows(full[start : start + chunk])
+            z_bar.append(z.z_bar), z_segment.append(z.z_segment)
+        try:
+            prior = CodePrior.fit(torch.cat(z_bar), torch.cat(z_segment), rank=rank)
+        except PriorError as err:
+            raise InputError(str(err)) from None
+        self.set_prior(prior)
+        return prior
 
     def attribute_vectors(self, data: str | Path | None = None, *, split: str = "train", windows: int = 2000,
                           names: list[str] | None = None, seed: int = 0) -> "AttributeVectors":  # noqa: F821

@@ -216,6 +216,15 @@ def check_weights(folder: Path, model: torch.nn.Module) -> None:
         raise CheckpointError(f"{path} does not match {folder}/config.json: {'; '.join(problems[:3])}{more}")
 
 
+def load_weights(folder: Path, model: torch.nn.Module) -> None:
+    """Copy ``folder/model.safetensors`` into ``model`` (in its dtype) after :func:`check_weights`: a training
+    run's ``--resume`` and ``--init`` start from it."""
+    from safetensors.torch import load_model
+
+    check_weights(folder, model)
+    load_model(model, Path(folder) / WEIGHTS_FILE)
+
+
 def _checked_tokenizer(folder: Path, config):
     """The folder's tokenizer, checked to be the one the model was trained with (vocabulary, the ids that
     open a bar)."""

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from midistruct.errors import one_line
 from midistruct.fsutil import replace_dir
 from midistruct.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from midistruct.model.prior import PRIOR_FILE, load_prior
 
 ENV_VAR = "MIDISTRUCT_PRETRAINED_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -202,10 +203,14 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
     _check_replaceable(output)
     model, tokenizer, meta = load_checkpoint(checkpoint)
     registry = _registry_of(output)
-    if registry is not None and (problems := licence_problems(meta["run_config"])):
+    if registry is not None and (problems := licence_problems(_trained_on(meta))):
         raise PretrainedError(f"{output} is in the shipped models' folder {registry}, and its training music may "
                               f"not ship: {'; '.join(problems)} (src/midistruct/pretrained/README.md)")
     facts = _facts(model, meta, dtype)
+    prior = load_prior(resolve(checkpoint))  # sampling's code prior travels with the weights (float32, small)
+    if prior is not None:
+        facts["code_prior"] = f"Gaussian over {prior.dim} code dimensions (rank {prior.factor.shape[1]} + " \
+                              f"diagonal), fitted to {prior.windows} training windows"
     staging = output.with_name(f".{output.name}.export-{os.getpid()}")
     try:
         listed = [f"{EXAMPLES_DIR}/{_example_name(p)}" for p in examples]
@@ -214,6 +219,8 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
                      "examples": listed},
                notes=checked.notes)
         _copy_examples(examples, staging / EXAMPLES_DIR)
+        if prior is not None:
+            prior.save(staging / PRIOR_FILE)
         _check_size(staging, output, registry)
         replace_dir(staging, output)
     finally:
@@ -226,6 +233,8 @@ def _write(folder: Path, *, model, tokenizer, meta: dict, dtype: str, card: dict
     folder.parent.mkdir(parents=True, exist_ok=True)
     shipped = {k: v for k, v in meta.items() if k not in ("format", "midistruct_version")}
     shipped["run_config"] = portable_paths(meta["run_config"])
+    if "init" in meta:
+        shipped["init"] = portable_paths(meta["init"])
     shipped["export"] = {"dtype": DTYPES[dtype], "trained_with": meta.get("midistruct_version")}
     save_checkpoint(folder, model=model.to(getattr(torch, DTYPES[dtype])), tokenizer=tokenizer, meta=shipped,
                     state=None)
@@ -275,7 +284,16 @@ def _facts(model, meta: dict, dtype: str) -> dict[str, Any]:
             "architecture": f"{c.latent_mode}, d_model {c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, "
                             f"bar code {c.latent_dim_bar if c.bar_latents else 0}, segment code {c.latent_dim_segment}, "
                             f"{c.conditioning} conditioning",
-            "midistruct_version": __version__}
+            "midistruct_version": __version__,
+            **({"fine_tuned_from": _init_text(meta["init"])} if meta.get("init") else {})}
+
+
+def _init_text(init: dict[str, Any]) -> str:
+    """``"folk-2bar (shipped model, step 2758)"``: the checkpoint a run started from (``midistruct train --init``)."""
+    where = portable_paths(init.get("checkpoint", "?"))
+    what = ["shipped model"] if init.get("shipped") else []
+    what += [f"step {init['step']}"] if init.get("step") is not None else []
+    return f"{where} ({', '.join(what)})" if what else where
 
 
 def model_card(card: dict[str, Any], *, notes: str = "") -> str:
@@ -283,14 +301,20 @@ def model_card(card: dict[str, Any], *, notes: str = "") -> str:
     m = card["metric"]
     rows = [("what it models", card["models"]), ("bars per window", card["bars"]),
             ("parameters", f"{card['parameters']:,}"), ("architecture", card["architecture"]),
-            ("config", f"`{card['config']}`"), ("training steps", card["steps"]), ("data", card["data"]),
+            ("config", f"`{card['config']}`"), ("training steps", card["steps"]),
+            *([("fine-tuned from", card["fine_tuned_from"])] if card.get("fine_tuned_from") else []),
+            ("data", card["data"]),
             ("licence", card["licence"]), ("weights", f"{card['dtype']} safetensors, loaded as float32"),
+            *([("sampling", f"from a fitted code prior: {card['code_prior']}")] if card.get("code_prior") else []),
             (m["name"], f"{m['value']:g}, measured by `{m['command']}`")]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     name = card["name"]
     return (f"# {name}\n\n{card['description']}\n\n| | |\n| --- | --- |\n{table}\n\n"
             f"## Use\n\n```bash\nmidistruct reconstruct {name} tune.mid -o out/\n"
-            f"midistruct interpolate {name} a.mid b.mid --steps 8 -o out/\n```\n\n"
+            f"midistruct interpolate {name} a.mid b.mid --steps 8 -o out/\n"
+            + (f"midistruct sample {name} -n 4 -o out/\n" if card.get("code_prior")
+               or "vae" in str(card.get("architecture", "")).split(",")[0] else "")
+            + "```\n\n"
             f"```python\nfrom midistruct.generation.pipeline import MidiStruct\n"
             f"ms = MidiStruct.from_pretrained({name!r})\n```\n"
             + _examples_section(card.get("examples", []))
@@ -342,6 +366,14 @@ def licence_problems(run_config: dict[str, Any]) -> list[str]:
             if bad:
                 problems.append(f"music21 collections {', '.join(bad)} (shippable: {', '.join(SHIPPABLE_MUSIC21)})")
     return problems
+
+
+def _trained_on(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta``'s run config with the data sources of the checkpoint it started from (``init``) added: weights
+    fine-tuned from a model carry that model's training music too."""
+    run = meta["run_config"]
+    earlier = (meta.get("init") or {}).get("sources", [])
+    return {**run, "data": {**run.get("data", {}), "sources": run.get("data", {}).get("sources", []) + earlier}}
 
 
 def _registry_of(output: Path) -> Path | None:

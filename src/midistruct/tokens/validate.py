@@ -22,10 +22,11 @@ class Skip(Exception):
 
 
 def load_score(path: Path):
-    """Read a MIDI file with symusic, turning every failure into :class:`Skip`.
+    """Read a MIDI file (or, named ``*.abc``, an ABC tune) with symusic, turning every failure into :class:`Skip`.
 
-    Reasons: ``broken link`` (a symbolic link to nothing), ``not a file`` (a folder),
-    ``cannot read file``, ``empty file``, ``unreadable MIDI`` (bad bytes: text, MusicXML...).
+    A file is read as MIDI by its content, whatever its name (``tune.MID``, ``song.kar``, a download without
+    a suffix). Reasons: ``broken link`` (a symbolic link to nothing), ``not a file`` (a folder),
+    ``cannot read file``, ``empty file``, ``unreadable MIDI`` (bad bytes: text, MusicXML, no MThd header...).
     """
     import symusic
 
@@ -36,12 +37,17 @@ def load_score(path: Path):
         raise Skip("not a file (a folder)")
     try:
         size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
     except OSError as err:
         raise Skip(f"cannot read file: {err.strerror}") from None
     if size == 0:
         raise Skip("empty file")
+    fmt = "abc" if path.suffix.lower() == ".abc" else "midi"
+    if fmt == "midi" and head != b"MThd":
+        raise Skip("unreadable MIDI: not a MIDI file (it does not start with the MThd header)")
     try:
-        score = symusic.Score(str(path))
+        score = symusic.Score.from_file(str(path), fmt=fmt)
     except Exception as err:  # symusic raises RuntimeError/ValueError/IndexError on bad bytes
         raise Skip(f"unreadable MIDI: {one_line(err, 160)}") from None
     if score.tpq <= 0:
@@ -87,7 +93,8 @@ def check_score(score, limits: ValidationConfig, *, meters: set[tuple[int, int]]
             raise Skip(f"absurd tempo: {tempo.qpm:.1f} qpm")
     for ts in score.time_signatures:
         if (ts.numerator, ts.denominator) not in meters:
-            raise Skip(f"unsupported meter: {ts.numerator}/{ts.denominator}")
+            known = ", ".join(f"{n}/{d}" for n, d in sorted(meters, key=lambda m: (m[1], m[0])))
+            raise Skip(f"unsupported meter: {ts.numerator}/{ts.denominator} (the tokenizer reads {known})")
 
 
 def _usable_notes(tracks, pitch_range: tuple[int, int] | None) -> int:

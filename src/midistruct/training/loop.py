@@ -24,10 +24,10 @@ import torch
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
 from midistruct.model.checkpoint import (
-    META_FILE, check_checkpoint, check_weights, load_state, restore_trainer, rng_state, save_checkpoint,
+    META_FILE, check_checkpoint, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
 )
 from midistruct.tokens.remi import RemiVocab
-from midistruct.training import distributed
+from midistruct.training import distributed, finetune
 
 
 class TrainError(MidiStructError, ValueError):
@@ -75,13 +75,20 @@ def model_config(cfg: Config, tokenizer):
 
 
 class Trainer:
-    """Owns the model, optimizer, data order and run folder of one training run."""
+    """Owns the model, optimizer, data order and run folder of one training run.
 
-    def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False, progress: bool = True):
+    ``init`` (a checkpoint folder or shipped model name) starts a new run from its weights, model settings and
+    tokenizer (:mod:`midistruct.training.finetune`), with a fresh optimizer at step 0; ``resume`` continues
+    ``run_dir/last`` exactly. The two exclude each other.
+    """
+
+    def __init__(self, cfg: Config, *, resume: bool = False, init: str | Path | None = None, overwrite: bool = False,
+                 progress: bool = True):
         from midistruct.model import MidiStructModel
         from midistruct.shards.dataset import WindowDataset
         from midistruct.shards.reader import ShardSet
 
+        cfg, start, ignored = finetune.starting_point(cfg, init=init, resume=resume)
         self.cfg, self.t, self.progress = cfg, cfg.train, progress
         self.device = distributed.choose_device(self.t.device)
         self.dist = distributed.setup(self.device)
@@ -90,6 +97,8 @@ class Trainer:
         self.bf16 = distributed.use_bf16(self.t.dtype, self.device)
         torch.manual_seed(self.t.seed)
         shards = ShardSet(cfg.data.output)
+        if init is not None:
+            finetune.check_data(shards, start)
         self.tokenizer = shards.tokenizer()
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed)
         self.valid_ds = WindowDataset([cfg.data.output], "valid")
@@ -98,6 +107,13 @@ class Trainer:
                              "windows are both needed; prepare more data or raise splits.valid")
         self._lengths = self.train_ds.lengths()
         self.model = MidiStructModel(model_config(cfg, self.tokenizer)).to(self.device)
+        if init is not None:
+            load_weights(start.folder, self.model)
+        # where the run started, for midistruct.json: the --init checkpoint, or the resumed run's record of it
+        self.init = finetune.record(start) if init is not None else start.meta["init"] if start else None
+        if ignored and self.dist.is_main:
+            print(f"midistruct: note: the model settings and tokenizer are those of {start.given}; not used from "
+                  f"the config: {', '.join(ignored)}", file=sys.stderr)
         self.net = self._wrap(self.model)
         self.optimizer = self._optimizer()
         from transformers import get_cosine_schedule_with_warmup
@@ -131,14 +147,11 @@ class Trainer:
     def _resume(self) -> None:
         """Continue from ``run_dir/last``: weights, optimizer, scheduler, data position and RNG, each
         checked against this run's model before use (a damaged folder is one CheckpointError line)."""
-        from safetensors.torch import load_model
-
         last = self.run_dir / "last"
         state = load_state(last)
         check_checkpoint(last)
         self._check_same_model(last)
-        check_weights(last, self.model)
-        load_model(self.model, last / "model.safetensors")
+        load_weights(last, self.model)
         self.state = restore_trainer(state, optimizer=self.optimizer, scheduler=self.scheduler, position=self.state,
                                      device=self.device, source=last)
 
@@ -322,7 +335,8 @@ class Trainer:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "position": dict(self.state), "rng": rng_state(self.device)}
         meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
-                "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars}
+                "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars,
+                **({"init": self.init} if self.init else {})}
         save_checkpoint(self.run_dir / name, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
 
     def _start_run_dir(self) -> None:

@@ -1,0 +1,191 @@
+"""Song form against POP909's human phrase labels (issue 16): boundary F at the exact bar and within one bar,
+and pairwise label F, for a boundary every 4 bars, the note features, a model's bar codes, and the two
+annotators against each other. Prints one JSON table.
+
+    python docs/scripts/form_eval.py                                  # notes, grid, annotators: eval songs
+    python docs/scripts/form_eval.py --model runs/pop909-4bar/best    # + the model's codes
+    python docs/scripts/form_eval.py --songs dev --set threshold=0.2  # the songs settings are chosen on
+
+Songs: ``eval`` are the POP909 songs of the test and valid splits (the project's deterministic song split,
+seed 0, 5 % + 5 %, or the model's own split settings with --model), none of which a model trained on; ``dev``
+are the first 40 train-split songs, on which the settings were chosen. Both keep only the songs whose labels
+align to the MIDI (midistruct.form.evaluate). Scores are each annotator's and their mean, averaged over songs.
+
+The boundary method was chosen on the dev songs (mean of the annotators, F exact / within one bar / pairwise;
+the alternatives need ``pip install ruptures librosa``, which midistruct does not depend on):
+
+    python docs/scripts/form_eval.py --songs dev --methods notes,notes-agglo
+        notes (Foote novelty)            0.224 / 0.562 / 0.505   (4-bar grid 0.335 / 0.569)
+        notes-agglo (librosa)            0.208 / 0.381 / 0.521
+    python docs/scripts/form_eval.py --songs dev --methods notes-kcpd --set threshold=0.1 --set min_bars=4
+        notes-kcpd (ruptures, its best)  0.212 / 0.552 / 0.450
+
+Foote's settings (half 4, threshold 0.2, min_bars 2, centred, label_threshold 0.3) were the best of a sweep on
+the same songs (half 2-8, threshold 0.05-0.3, min_bars 2/4, centred or not; label_threshold 0.2-0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from midistruct.form import FormError, segment
+from midistruct.form.analysis import Settings, form_of
+from midistruct.form.bars import bar_grid, note_features
+from midistruct.form.evaluate import Reference, aligned_score, reference, scores
+
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DEV_SONGS = 40
+
+
+def song_list(which: str, split_cfg, *, pop909: Path, phrases: Path) -> tuple[list[Reference], dict[str, str]]:
+    """The aligned references of the ``eval`` or ``dev`` songs, and why the others were left out (song -> reason)."""
+    from midistruct.corpus.pop909 import read_index
+    from midistruct.shards.splits import assign_split
+
+    index = read_index(pop909)
+    wanted = {"eval": ("test", "valid"), "dev": ("train",)}[which]
+    refs, skipped = [], {}
+    for song in sorted(d.name for d in phrases.iterdir() if d.is_dir()):
+        if assign_split(f"pop909/{song}", split_cfg) not in wanted:
+            continue
+        try:
+            refs.append(reference(song, pop909=pop909, phrases=phrases, index_row=index.get(song, {})))
+        except FormError as err:
+            skipped[song] = str(err).split(": ", 1)[1]
+        if which == "dev" and len(refs) == DEV_SONGS:
+            break
+    return refs, skipped
+
+
+def grid_form(n: int, every: int = 4) -> tuple[list[int], list[str]]:
+    """A boundary every ``every`` bars, each section its own letter (the grid says nothing of repetition)."""
+    bounds = list(range(0, n, every)) + [n]
+    return bounds, [f"S{i}" for i in range(len(bounds) - 1)]
+
+
+def features(method: str, score, ref: Reference, ms, settings: Settings) -> np.ndarray:
+    """(NB, D) bar vectors of the aligned ``score`` for ``method``'s features, cut or padded to the labels' bars."""
+    if method.startswith("codes"):
+        from midistruct.form.codes import bar_codes
+
+        x = bar_codes(ms, score, hop=settings.hop, segment_weight=settings.segment_weight, name=ref.song).x
+    else:
+        x = note_features(score, bar_grid(score, bars=ref.bars))
+    return np.pad(x[: ref.bars], ((0, max(ref.bars - len(x), 0)), (0, 0)))
+
+
+def estimate(method: str, x: np.ndarray, grid: np.ndarray, settings: Settings) -> tuple[list[int], list[str]]:
+    """Section bounds and letters of one song by ``method``: ``notes``/``codes`` (Foote novelty, the shipped
+    path), ``*-kcpd`` (ruptures KernelCPD, cosine kernel, penalty ``settings.threshold``) or ``*-agglo``
+    (librosa.segment.agglomerative, one section per 8 bars), the two alternatives measured against it; they
+    need ``pip install ruptures librosa``, which midistruct does not depend on."""
+    if method.endswith(("-kcpd", "-agglo")):
+        ssm = segment.self_similarity(x, center=settings.center)
+        bounds = _alternative(method, x, settings)
+        return bounds, segment.labels(ssm, bounds, threshold=settings.label_threshold)
+    form = form_of(x, grid, tpq=1, settings=settings)
+    return form.boundaries, [s.label for s in form.sections]
+
+
+def _alternative(method: str, x: np.ndarray, settings: Settings) -> list[int]:
+    n = len(x)
+    centred = x - x.mean(axis=0) if settings.center else x
+    if method.endswith("-kcpd"):
+        import ruptures
+
+        found = ruptures.KernelCPD(kernel="cosine", min_size=settings.min_bars).fit(centred).predict(
+            pen=settings.threshold)
+        return [0, *found[:-1], n]
+    import librosa
+
+    k = max(2, round(n / 8))  # POP909 phrases last 4 or 8 bars
+    return sorted({0, *librosa.segment.agglomerative(centred.T, k).tolist(), n})
+
+
+def evaluate(refs: list[Reference], methods: list[str], *, ms, settings: Settings, pop909: Path) -> dict:
+    """Mean scores per method and annotator over ``refs``; "annotators": annotator 2 against annotator 1."""
+    import symusic
+
+    table: dict[str, list[dict]] = {m: [] for m in ["annotators", "grid4", *methods]}
+    for ref in refs:
+        score = aligned_score(symusic.Score(str(pop909 / ref.song / f"{ref.song}.mid")), ref)
+        grid = np.arange(ref.bars + 1)
+        forms = {"annotators": (list(ref.bounds[1]), list(ref.letters[1])), "grid4": grid_form(ref.bars)}
+        for method in methods:
+            forms[method] = estimate(method, features(method, score, ref, ms, settings), grid, settings)
+        for method, (bounds, letters) in forms.items():
+            annotators = [0] if method == "annotators" else [0, 1]
+            table[method].append({k: scores(ref, bounds, letters, annotator=k) for k in annotators})
+    return {m: _mean(rows) for m, rows in table.items()}
+
+
+def _mean(rows: list[dict]) -> dict:
+    out = {}
+    for k, name in ((0, "annotator1"), (1, "annotator2")):
+        if k in rows[0]:
+            out[name] = {m: round(float(np.mean([r[k][m] for r in rows])), 3) for m in rows[0][k]}
+    if len(out) == 2:
+        out["mean"] = {m: round((out["annotator1"][m] + out["annotator2"][m]) / 2, 3) for m in out["annotator1"]}
+    return out
+
+
+def _settings(items: list[str]) -> Settings:
+    """Settings from ``KEY=VALUE`` strings, each value read as the type of the field's default."""
+    defaults, names = Settings(), [f.name for f in fields(Settings)]
+    values = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        if key not in names:
+            raise SystemExit(f"form_eval: unknown setting {key!r}; valid: {', '.join(names)}")
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            values[key] = text.lower() in ("1", "true", "yes")
+        else:
+            values[key] = text if default is None or isinstance(default, str) else type(default)(text)
+    return replace(defaults, **values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=Path, default=DATASETS, help=f"default: {DATASETS}")
+    parser.add_argument("--songs", choices=["eval", "dev"], default="eval")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many songs")
+    parser.add_argument("--model", default=None, help="checkpoint or shipped model name: adds the codes features")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated, of notes, codes, notes-kcpd, notes-agglo, codes-kcpd, codes-agglo "
+                             "(default: notes, and codes with --model)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a midistruct.form.analysis.Settings field, e.g. threshold=0.2 (repeatable)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    ms, split_cfg = None, None
+    if args.model:
+        from midistruct.generation.pipeline import MidiStruct
+
+        ms = MidiStruct.from_pretrained(args.model)
+        split_cfg = ms.cfg.splits
+    if split_cfg is None:
+        from midistruct.config import SplitConfig
+
+        split_cfg = SplitConfig()
+    settings = _settings(args.settings)
+    methods = args.methods.split(",") if args.methods else ["notes"] + (["codes"] if ms else [])
+    pop909, phrases = args.datasets / "pop909" / "songs", args.datasets / "pop909-phrases" / "songs"
+    refs, skipped = song_list(args.songs, split_cfg, pop909=pop909, phrases=phrases)
+    refs = refs[: args.limit]
+    results = evaluate(refs, methods, ms=ms, settings=settings, pop909=pop909)
+    print(json.dumps({"songs": args.songs, "n_songs": len(refs), "song_ids": [r.song for r in refs],
+                      "left_out": skipped, "model": args.model, "settings": asdict(settings),
+                      "results": results, "seconds": round(time.perf_counter() - started, 1)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Statistics of samples from a model's fitted code prior against held-out windows (docs/RESULTS.md,
+"Sampling deterministic codes"): the prior as fitted, the same prior without its correlations (diagonal
+only), and, as the ceiling, the codes of real held-out windows, each decoded greedily and at temperature 1.
+
+    python docs/scripts/prior_samples.py CHECKPOINT DATA [--n 128]
+
+CHECKPOINT must hold code_prior.safetensors (`midistruct prior CHECKPOINT --data DATA`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from midistruct.evaluation import statistics
+from midistruct.generation.pipeline import MidiStruct
+from midistruct.model.prior import CodePrior
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint")
+    ap.add_argument("data")
+    ap.add_argument("--n", type=int, default=128)
+    args = ap.parse_args()
+    ms = MidiStruct.from_pretrained(args.checkpoint)
+    fitted = ms.prior
+    assert fitted is not None, "no code_prior.safetensors in the checkpoint"
+    total = (fitted.factor**2).sum(1) + fitted.residual**2
+    diagonal = CodePrior(fitted.mean, fitted.factor[:, :0], total.sqrt(), fitted.bars, fitted.bar_dim,
+                         fitted.segment_dim, fitted.windows)
+    out = {}
+    for name, prior in [("fitted", fitted), ("diagonal", diagonal)]:
+        ms.prior = prior
+        for t in (0.0, 1.0):
+            found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=t, seed=0)
+            out[f"{name}_t{t:g}"] = {k: round(found[k], 4) for k in
+                                     ("scale_consistency.generated_mean", "scale_consistency.reference_mean",
+                                      "polyphony.generated_mean", "polyphony.reference_mean",
+                                      "pitch_range.generated_mean", "pitch_range.reference_mean", "oa_mean")}
+            print(name, t, json.dumps(out[f"{name}_t{t:g}"]), flush=True)
+    # the ceiling: real held-out windows' own codes through the same decoder
+    real = statistics_real(ms, args.data, args.n)
+    out.update(real)
+    print(json.dumps(out, indent=1))
+
+
+def statistics_real(ms, folder, n):
+    """The same statistics with the prior replaced by the codes of ``n`` other held-out windows."""
+    from midistruct.generation.attributes import corpus_windows
+
+    windows = [w for w in corpus_windows(folder, split="test", limit=4 * n, seed=7)
+               if ms.vocab.count_bars(w) == ms.bars][:n]
+    z = ms.encode_windows(windows)
+
+    class Replay:  # a "prior" that hands out those codes in order
+        bars, bar_dim, segment_dim = ms.bars, z.z_bar.shape[2], z.z_segment.shape[1]
+
+        def check(self, **_):
+            pass
+
+        def sample(self, k, generator=None, scale=1.0):
+            return z.z_bar[:k], z.z_segment[:k]
+
+    ms.prior = Replay()
+    out = {}
+    for t in (0.0, 1.0):
+        found = statistics.sample_statistics(ms, folder, n=len(windows), temperature=t, seed=0)
+        out[f"real_codes_t{t:g}"] = {k: round(found[k], 4) for k in
+                                     ("scale_consistency.generated_mean", "scale_consistency.reference_mean",
+                                      "polyphony.generated_mean", "polyphony.reference_mean",
+                                      "pitch_range.generated_mean", "pitch_range.reference_mean", "oa_mean")}
+        print("real", t, json.dumps(out[f"real_codes_t{t:g}"]), flush=True)
+    torch.manual_seed(0)
+    return out
+
+
+if __name__ == "__main__":
+    main()

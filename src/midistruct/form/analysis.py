@@ -1,0 +1,147 @@
+"""``analyse``: a song (MIDI file or symusic Score) in, its :class:`Form` out.
+
+    form = analyse("song.mid")                                   # note features, no model
+    form = analyse("song.mid", model=MidiStruct.from_pretrained("runs/pop909-4bar/best"),
+                   settings=Settings(features="codes"))
+    [(s.label, s.start_bar, s.end_bar) for s in form.sections]    # [("A", 0, 8), ("B", 8, 16), ...]
+
+Bars are counted from tick 0 under the score's time signatures (or the one ``Settings.time_signature``
+names), 0-based; a section's ``end_bar`` is the first bar after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from midistruct.form import FormError
+from midistruct.form import bars as bar_features
+from midistruct.form import segment
+
+FEATURES = ("notes", "codes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a form is found; defaults chosen on POP909 songs outside the evaluated ones (form_eval.py)."""
+
+    features: str = "notes"  # "notes": pitch-class + onset histograms; "codes": a model's bar codes
+    half: int = 4  # bars on each side of a bar line that the novelty kernel compares
+    min_bars: int = 2  # shortest section
+    threshold: float = 0.2  # least prominence of a novelty peak (the largest is 1)
+    label_threshold: float = 0.3  # least mean aligned similarity for a section to repeat an earlier one
+    center: bool = True  # subtract the song's mean vector before the cosine similarity
+    hop: int = 1  # "codes": bars between window starts
+    segment_weight: float = 0.0  # "codes": weight of the windows' segment codes appended to the bar codes
+    time_signature: str | None = None  # "4/4": replaces the file's meters (POP909's files mostly say 1/4)
+
+    def __post_init__(self):
+        if self.features not in FEATURES:
+            raise FormError(f"unknown features {self.features!r}; valid: {', '.join(FEATURES)}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """Bars ``start_bar`` .. ``end_bar - 1`` (0-based), in quarter notes from the file start, and a label."""
+
+    start_bar: int
+    end_bar: int
+    start_qn: float
+    end_qn: float
+    label: str
+
+
+@dataclass
+class Form:
+    """A song's sections and what they were found from: ``ssm`` (NB, NB), ``novelty`` (NB,), ``grid``
+    (NB + 1,) the bar lines in ticks (``tpq`` a quarter note)."""
+
+    sections: list[Section]
+    ssm: np.ndarray
+    novelty: np.ndarray
+    grid: np.ndarray
+    tpq: int
+    settings: Settings
+    source: str = "score"
+    extra: dict = field(default_factory=dict)  # recorded in form.json's settings (e.g. the model)
+
+    @property
+    def boundaries(self) -> list[int]:
+        """Section starts and the end: [0, ..., NB]."""
+        return [s.start_bar for s in self.sections] + [len(self.novelty)]
+
+    def as_dict(self) -> dict:
+        """form.json: source, bars, sections, bar_starts_qn, novelty (per bar), settings."""
+        return {"source": self.source, "bars": len(self.novelty), "sections": [asdict(s) for s in self.sections],
+                "bar_starts_qn": [round(float(t) / self.tpq, 4) for t in self.grid[:-1]],
+                "novelty": [round(float(v), 4) for v in self.novelty],
+                "settings": {**asdict(self.settings), **self.extra}}
+
+
+def analyse(midi, *, settings: Settings = Settings(), model=None, name: str | None = None) -> Form:
+    """The form of ``midi`` (a path or a symusic Score, ``name`` naming it in messages and form.json). ``model``
+    (a :class:`~midistruct.generation.pipeline.MidiStruct`) is needed for ``settings.features == "codes"``.
+    Raises :class:`FormError` (one line) for music that cannot be analysed."""
+    name = name or (str(midi) if isinstance(midi, (str, Path)) else "score")
+    score = with_meter(load(midi), settings.time_signature)
+    if not len(bar_features.pitched_notes(score)):
+        raise FormError(f"{name}: no pitched notes")
+    x, grid, notes = _features(score, settings, model=model, name=name)
+    form = form_of(x, grid, tpq=score.tpq, settings=settings, source=name)
+    form.extra.update(notes)
+    return form
+
+
+def form_of(x: np.ndarray, grid: np.ndarray, *, tpq: int, settings: Settings, source: str = "score") -> Form:
+    """The form of bars with vectors ``x`` (NB, D) and bar lines ``grid`` (NB + 1,) in ticks."""
+    ssm = segment.self_similarity(x, center=settings.center)
+    curve = segment.novelty(ssm, half=settings.half)
+    bounds = segment.boundaries(curve, min_bars=settings.min_bars, threshold=settings.threshold)
+    letters = segment.labels(ssm, bounds, threshold=settings.label_threshold)
+    sections = [Section(a, b, round(float(grid[a]) / tpq, 4), round(float(grid[b]) / tpq, 4), label)
+                for a, b, label in zip(bounds[:-1], bounds[1:], letters)]
+    return Form(sections, ssm, curve, grid, tpq, settings, source)
+
+
+def _features(score, settings: Settings, *, model, name: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Bar vectors (NB, D), bar lines (NB + 1,) and what form.json should note about them."""
+    if settings.features == "notes":
+        grid = bar_features.bar_grid(score)
+        return bar_features.note_features(score, grid), grid, {}
+    if model is None:
+        raise FormError('features "codes" need a model (a checkpoint folder or a shipped model name)')
+    from midistruct.form.codes import bar_codes
+
+    codes = bar_codes(model, score, hop=settings.hop, segment_weight=settings.segment_weight, name=name)
+    notes = {"windows_too_long": codes.dropped_windows, "bars_cut": codes.cut_bars} if codes.dropped_windows else {}
+    return codes.x, bar_features.bar_grid(score, bars=len(codes.x)), notes
+
+
+def load(midi):
+    """A symusic Score from a path (or the Score given); :class:`FormError` naming the file and the reason."""
+    from midistruct.tokens.validate import Skip, load_score
+
+    if not isinstance(midi, (str, Path)):
+        return midi
+    if not (Path(midi).exists() or Path(midi).is_symlink()):
+        raise FormError(f"{midi}: no such file")
+    try:
+        return load_score(Path(midi))
+    except Skip as skip:
+        raise FormError(f"{midi}: {skip}") from None
+
+
+def with_meter(score, time_signature: str | None):
+    """``score`` with one time signature from tick 0 (``"4/4"``), or as it is when None."""
+    if not time_signature:
+        return score
+    import symusic
+
+    num, _, den = time_signature.partition("/")
+    if not (num.isdigit() and den.isdigit() and int(num) > 0 and int(den) in (1, 2, 4, 8, 16, 32)):
+        raise FormError(f"bad time signature {time_signature!r}: expected e.g. 4/4, 3/4, 6/8")
+    out = score.copy()
+    out.time_signatures = [symusic.TimeSignature(0, int(num), int(den))]
+    return out

@@ -1,0 +1,138 @@
+"""``--init``: start a new run from a trained checkpoint's weights (issue 15: fine-tune a shipped model on your MIDI).
+
+What the weights fix comes from the checkpoint; the config decides the rest (data, schedule, run folder):
+
+- the model: every key of the checkpoint's ``config.json`` becomes the run's ``model`` section (a config's own
+  model keys are not used; :func:`train_config` lists those that differ, for the one-line note the trainer prints);
+- the tokenizer: the data must have been prepared with the checkpoint's (:func:`check_data` compares the shard
+  folder's tokenizer hash), which ``midistruct prepare --init`` does (:func:`prepare_config`);
+- the window: the data's windows must fit the model's bar and position tables.
+
+The optimizer, scheduler and step start afresh. Each checkpoint of the run records where it started
+(:func:`record`, ``midistruct.json["init"]``), so a model card can say it and ``--resume`` rebuilds the same model.
+Checkpoint folders are read by :mod:`midistruct.model.checkpoint`; nothing here opens their files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from midistruct.config import Config, ModelSettings
+from midistruct.errors import MidiStructError
+from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config
+
+
+class InitError(MidiStructError, ValueError):
+    """A run cannot start from the ``--init`` checkpoint as asked; one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class InitCheckpoint:
+    """A checked checkpoint to start from: ``given`` as the user typed it (a shipped name or a folder)."""
+
+    given: str
+    folder: Path
+    meta: dict[str, Any]
+    config: Any  # MidiStructConfig, from its config.json
+
+    @property
+    def run_config(self) -> Config:
+        return Config.model_validate(self.meta["run_config"])  # validated by check_checkpoint
+
+
+def starting_point(cfg: Config, *, init: str | Path | None, resume: bool
+                   ) -> tuple[Config, InitCheckpoint | None, list[str]]:
+    """``(cfg, checkpoint, ignored)`` of a training run: with ``init``, ``cfg`` with that checkpoint's model and
+    tokenizer (:func:`train_config`); when resuming a run that started from one, with its last checkpoint's;
+    else ``(cfg, None, [])``. :class:`InitError` for ``init`` and ``resume`` together."""
+    if init is not None and resume:
+        raise InitError("--init starts a new run from a checkpoint's weights and --resume continues this run's own "
+                        "last checkpoint; give one of them")
+    start = open_init(init) if init is not None else run_init(Path(cfg.train.run_dir) / "last") if resume else None
+    if start is None:
+        return cfg, None, []
+    cfg, ignored = train_config(cfg, start)
+    return cfg, start, ignored
+
+
+def open_init(name_or_folder: str | Path) -> InitCheckpoint:
+    """The checkpoint folder or shipped model ``name_or_folder``, checked; :class:`CheckpointError` otherwise."""
+    from midistruct.model.pretrained import resolve
+
+    folder = resolve(name_or_folder)
+    meta = check_checkpoint(folder)
+    return InitCheckpoint(str(name_or_folder), folder, meta, checkpoint_config(folder))
+
+
+def record(init: InitCheckpoint) -> dict[str, Any]:
+    """What ``midistruct.json["init"]`` says: the checkpoint as given, whether it is a shipped model, its step and
+    tokenizer, and the data sources its weights were trained on (its own init's included: the licence check of
+    ``midistruct export`` reads them)."""
+    from midistruct.model.pretrained import names
+
+    earlier = init.meta.get("init") or {}
+    sources = init.meta["run_config"].get("data", {}).get("sources", []) + earlier.get("sources", [])
+    return {"checkpoint": init.given, "shipped": init.given in names() and not Path(init.given).exists(),
+            "step": init.meta.get("step"), "tokenizer_hash": init.meta.get("tokenizer_hash"), "sources": sources}
+
+
+def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
+    """The checkpoint of a run to ``--resume`` as an :class:`InitCheckpoint` when that run started from ``--init``
+    (its model settings are then its own, not the config's); None for any other run or no checkpoint yet."""
+    if not (Path(run_checkpoint) / META_FILE).is_file():
+        return None  # resuming reports the missing checkpoint itself
+    init = open_init(run_checkpoint)
+    return init if init.meta.get("init") else None
+
+
+def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
+    """``cfg`` with the checkpoint's model (every key of its config.json) and tokenizer settings, and what of
+    ``cfg`` is not used for that: ``"model.d_model=32 (checkpoint: 256)"`` per model key it sets otherwise, and
+    ``"tokenizer"`` when its tokenizer section differs."""
+    settings = {k: getattr(init.config, k) for k in ModelSettings.model_fields}
+    ignored = [f"model.{k}={v!r} (checkpoint: {settings[k]!r})"
+               for k, v in cfg.model.overrides().items() if _differs(v, settings[k])]
+    tokenizer = init.run_config.tokenizer
+    if cfg.tokenizer != tokenizer:
+        ignored.append("tokenizer")
+    return cfg.model_copy(update={"model": ModelSettings(**settings), "tokenizer": tokenizer}), ignored
+
+
+def prepare_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
+    """``cfg`` with the checkpoint's tokenizer and window (``segments.bars``, ``segments.max_tokens``), so that
+    its shards train from ``init``; and the keys of ``cfg`` that changed. :class:`InitError` for a BPE tokenizer,
+    whose merges were learned on the checkpoint's own data."""
+    run = init.run_config
+    if run.tokenizer.bpe_vocab_size:
+        raise InitError(f"{init.given} uses a BPE tokenizer learned on its own data; preparing other music with it "
+                        "is not supported yet")
+    window = {"bars": run.segments.bars, "max_tokens": run.segments.max_tokens}
+    changed = ["tokenizer"] if cfg.tokenizer != run.tokenizer else []
+    changed += [f"segments.{k}={getattr(cfg.segments, k)} (checkpoint: {v})" for k, v in window.items()
+                if getattr(cfg.segments, k) != v]
+    segments = cfg.segments.model_copy(update=window)
+    return cfg.model_copy(update={"tokenizer": run.tokenizer, "segments": segments}), changed
+
+
+def check_data(shards, init: InitCheckpoint) -> None:
+    """:class:`InitError` unless the shard folder ``shards`` (a ``ShardSet``) was made with the checkpoint's
+    tokenizer and its windows fit the model (bars, tokens + BOS)."""
+    want = init.meta.get("tokenizer_hash")
+    if shards.tokenizer_hash != want:
+        raise InitError(f"{shards.folder} was prepared with tokenizer {shards.tokenizer_hash}, but {init.given} reads "
+                        f"tokenizer {want}; prepare the data with its tokenizer: "
+                        f"midistruct prepare --config CONFIG --init {init.given}")
+    segments = shards.manifest.get("segments", {})
+    bars, tokens = segments.get("bars", 0), segments.get("max_tokens", 0)
+    if bars > init.config.max_bars or tokens + 1 > init.config.max_positions:
+        raise InitError(f"{shards.folder} holds windows of up to {bars} bars and {tokens} tokens; {init.given} reads "
+                        f"at most {init.config.max_bars} bars and {init.config.max_positions - 1} tokens; prepare the "
+                        f"data with --init {init.given}, which takes its window")
+
+
+def _differs(a: Any, b: Any) -> bool:
+    """Config values compared as JSON would (a tuple equals the list of its items)."""
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    return norm(a) != norm(b)

@@ -1,0 +1,160 @@
+"""Issue 15: ``train --init`` fine-tunes a checkpoint or shipped model: its weights (not re-initialised), its model
+settings and tokenizer, a fresh optimizer from step 0, ``init`` recorded; ``prepare --init`` makes data that fits it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from scores import write_corpus
+
+from midistruct import cli
+from midistruct.config import load_config
+from midistruct.model import pretrained
+from midistruct.model.checkpoint import META_FILE, check_checkpoint, load_checkpoint
+from midistruct.prepare import prepare
+from midistruct.training.finetune import InitError
+from midistruct.training.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("finetune") / "midi"
+    write_corpus(folder, n=10, bars=8)
+    return folder
+
+
+def _cfg(data: Path, run_dir: Path, *extra: str):
+    return load_config("tiny", [f"data.output={data}", f"train.run_dir={run_dir}", "train.threads=1", *extra])
+
+
+def _data_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent / "data"  # the conftest checkpoint's shards
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_init_starts_from_the_checkpoint_weights_with_a_fresh_optimizer(checkpoint, tmp_path):
+    saved, _, meta = load_checkpoint(checkpoint)
+    trainer = Trainer(_cfg(_data_of(checkpoint), tmp_path / "ft"), init=checkpoint, progress=False)
+    assert trainer.state["step"] == 0 and not trainer.optimizer.state_dict()["state"]
+    for name, value in saved.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    fresh = Trainer(_cfg(_data_of(checkpoint), tmp_path / "fresh"), progress=False)  # what --init must not give
+    name = "encoder.embed_tokens.weight"
+    assert not torch.equal(fresh.model.state_dict()[name], saved.state_dict()[name])
+    trainer.run(stop_after=1)
+    after = check_checkpoint(tmp_path / "ft" / "last")
+    assert after["step"] == 1
+    assert after["init"] == {"checkpoint": str(checkpoint), "shipped": False, "step": meta["step"],
+                             "tokenizer_hash": meta["tokenizer_hash"], "sources": meta["run_config"]["data"]["sources"]}
+    assert after["tokenizer_hash"] == meta["tokenizer_hash"]
+
+
+def test_init_takes_the_model_settings_from_the_checkpoint_and_says_so(checkpoint, tmp_path, capsys):
+    cfg = _cfg(_data_of(checkpoint), tmp_path / "ft", "model.d_model=64", "model.dropout=0.3", "model.ffn_dim=64")
+    trainer = Trainer(cfg, init=checkpoint, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"midistruct: note: the model settings and tokenizer are those of "
+                                                   f"{checkpoint}")
+    assert "model.d_model=64 (checkpoint: 32)" in err and "model.dropout=0.3 (checkpoint: 0.1)" in err
+    assert "ffn_dim" not in err  # the same as the checkpoint's
+    assert trainer.model.config.d_model == 32 and trainer.cfg.model.d_model == 32
+
+
+def test_a_fine_tuned_run_resumes_with_the_config_it_started_with(checkpoint, tmp_path):
+    """The run's model is the checkpoint's, not the config's (d_model 64): --resume must rebuild that model."""
+    cfg = _cfg(_data_of(checkpoint), tmp_path / "ft", "model.d_model=64")
+    Trainer(cfg, init=checkpoint, progress=False).run(stop_after=1)
+    resumed = Trainer(cfg, resume=True, progress=False)
+    assert resumed.model.config.d_model == 32 and resumed.state["step"] == 1
+    resumed.run(stop_after=1)
+    assert check_checkpoint(tmp_path / "ft" / "last")["init"]["checkpoint"] == str(checkpoint)
+
+
+def test_init_with_resume_is_refused(checkpoint, tmp_path, capsys):
+    with pytest.raises(InitError, match="give one of them"):
+        Trainer(_cfg(_data_of(checkpoint), tmp_path / "ft"), init=checkpoint, resume=True, progress=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--config", "tiny", "--init", str(checkpoint), "--resume"])
+    assert exit_.value.code == 2 and "not allowed with argument --init" in capsys.readouterr().err
+
+
+def test_init_refuses_data_of_another_tokenizer_or_window(checkpoint, corpus, tmp_path, capsys):
+    source = f"data.sources=[{{kind: folder, path: '{corpus}'}}]"
+    other = tmp_path / "other-tokenizer"
+    prepare(load_config("tiny", [source, f"data.output={other}", "tokenizer.pitch_range=[30, 100]"]), progress=False)
+    with pytest.raises(InitError, match=r"prepared with tokenizer \w+, but .* reads tokenizer \w+; prepare the data "
+                                        r"with its tokenizer: midistruct prepare --config CONFIG --init"):
+        Trainer(_cfg(other, tmp_path / "a"), init=checkpoint, progress=False)
+    longer = tmp_path / "four-bars"
+    prepare(load_config("tiny", [source, f"data.output={longer}", "segments.bars=4"]), progress=False)
+    with pytest.raises(InitError, match="windows of up to 4 bars and 256 tokens; .* reads at most 2 bars"):
+        Trainer(_cfg(longer, tmp_path / "b"), init=checkpoint, progress=False)
+    rc = cli.main(["train", "--config", "tiny", "--quiet", "--set", f"data.output={other}", "--set",
+                   f"train.run_dir={tmp_path / 'c'}", "--init", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "prepare the data with its tokenizer" in err
+
+
+def test_init_names_a_missing_checkpoint(checkpoint, tmp_path, capsys, registry):
+    rc = cli.main(["train", "--config", "tiny", "--set", f"data.output={_data_of(checkpoint)}",
+                   "--init", "no-such-model"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'no-such-model' is no shipped model name" in err and "Traceback" not in err
+
+
+def test_prepare_init_takes_the_tokenizer_and_window_then_train_init_runs(checkpoint, corpus, tmp_path, capsys):
+    data = tmp_path / "mine"
+    rc = cli.main(["prepare", "--config", "tiny", "--quiet", "--init", str(checkpoint),
+                   "--set", f"data.sources=[{{kind: folder, path: '{corpus}'}}]", "--set", f"data.output={data}",
+                   "--set", "tokenizer.pitch_range=[30, 100]", "--set", "segments.bars=4"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "not used from the config: tokenizer, segments.bars=4 (checkpoint: 2)" in err
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["tokenizer_hash"] == check_checkpoint(checkpoint)["tokenizer_hash"]
+    assert manifest["segments"]["bars"] == 2
+    rc = cli.main(["train", "--config", "tiny", "--quiet", "--init", str(checkpoint), "--set", f"data.output={data}",
+                   "--set", f"train.run_dir={tmp_path / 'run'}", "--set", "train.max_steps=1"])
+    assert rc == 0 and f"trained 1 steps from {checkpoint}" in capsys.readouterr().out
+
+
+def test_export_of_a_fine_tuned_model_says_where_it_started(checkpoint, tmp_path, registry):
+    Trainer(_cfg(_data_of(checkpoint), tmp_path / "ft"), init=checkpoint, progress=False).run(stop_after=1)
+    card = {"description": "Fine-tuned.", "models": "tests", "data": "synthetic", "licence": "MIT",
+            "metric": {"name": "onset F1", "value": 0.1, "command": "midistruct evaluate x"}}
+    written = pretrained.export(tmp_path / "ft" / "last", tmp_path / "exported", card=card)
+    assert written["fine_tuned_from"] == f"{pretrained.portable_paths(str(checkpoint))} (step 2)"
+    assert "| fine-tuned from |" in (tmp_path / "exported" / "README.md").read_text()
+    # the starting model's training music counts for the licence rule, not only the fine-tuning music
+    folder = Path(shutil.copytree(tmp_path / "ft" / "last", tmp_path / "shippable"))
+    meta = json.loads((folder / META_FILE).read_text())
+    meta["run_config"]["data"]["sources"] = [{"kind": "music21", "collections": ["bach"]}]
+    meta["init"]["sources"] = [{"kind": "nottingham", "path": "x"}]
+    (folder / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(pretrained.PretrainedError, match="may not ship: source kind 'nottingham'"):
+        pretrained.export(folder, registry / "ft", card=card)
+
+
+def test_fine_tune_the_shipped_model(corpus, tmp_path, capsys):
+    """``prepare --init folk-2bar`` then ``train --init folk-2bar`` for one step: its weights, its tokenizer."""
+    data = tmp_path / "mine"
+    assert cli.main(["prepare", "--config", "folk-2bar", "--quiet", "--init", "folk-2bar", "--set",
+                     f"data.sources=[{{kind: folder, path: '{corpus}'}}]", "--set", f"data.output={data}",
+                     "--set", "splits.valid=0.2"]) == 0
+    cfg = load_config("folk-2bar", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
+                                    "train.batch_size=2", "train.max_steps=1", "train.eval_batches=1",
+                                    "train.free_run_samples=1", "train.tensorboard=false"])
+    trainer = Trainer(cfg, init="folk-2bar", progress=False)
+    shipped = load_file(str(pretrained.resolve("folk-2bar") / "model.safetensors"))
+    name = "encoder.embed_tokens.weight"
+    assert torch.equal(trainer.model.state_dict()[name], shipped[name].float())
+    assert trainer.init["checkpoint"] == "folk-2bar" and trainer.init["shipped"] is True
+    capsys.readouterr()

@@ -1,0 +1,230 @@
+"""Song form (issue 16, midistruct.form): synthetic songs with known sections, the files `midistruct form`
+writes, bad input, the codes path with the tiny session checkpoint, and one real POP909 song."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import symusic
+
+from midistruct.cli import main
+from midistruct.form import FormError
+from midistruct.form.analysis import Settings, analyse
+from midistruct.form.bars import bar_grid, note_features
+from midistruct.form.codes import window_starts
+
+TPQ = 480
+BAR = 4 * TPQ
+# Distinct material per section letter: pitches (a different key each) and onsets in beats (a different rhythm).
+MATERIAL = {
+    "A": ([60, 64, 67, 72], [0, 1, 2, 3]),
+    "B": ([61, 66, 69, 73], [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]),
+    "C": ([62, 65, 70, 74], [0, 1.5, 2, 3.5]),
+}
+
+
+def form_song(plan: str = "ABAC", *, bars: int = 8, pickup: bool = False) -> symusic.Score:
+    """A 4/4 song of ``bars``-bar sections in the order of ``plan``; a section's bars alternate two figures of
+    its material, so the bars inside a section differ too. ``pickup``: one upbeat note before bar 0's line."""
+    score = symusic.Score(TPQ)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.tempos.append(symusic.Tempo(0, 100.0))
+    track = symusic.Track(name="piano", program=0)
+    for s, letter in enumerate(plan):
+        pitches, beats = MATERIAL[letter]
+        for k in range(bars):
+            start = (s * bars + k) * BAR
+            figure = pitches if k % 2 == 0 else pitches[::-1]
+            for i, beat in enumerate(beats):
+                track.notes.append(symusic.Note(start + int(beat * TPQ), TPQ // 2, figure[i % len(figure)], 80))
+            track.notes.append(symusic.Note(start, BAR, pitches[0] - 24, 70))  # a bass note a bar
+    if pickup:  # the pickup sits in bar 0 (the file's first bar is the upbeat bar)
+        for note in track.notes:
+            note.time += BAR
+        track.notes.append(symusic.Note(BAR - TPQ, TPQ, 67, 80))
+    score.tracks.append(track)
+    return score
+
+
+def bar_labels(form) -> list[str]:
+    return [s.label for s in form.sections for _ in range(s.start_bar, s.end_bar)]
+
+
+def renamed(labels: list[str]) -> list[str]:
+    """The labels renamed A, B, C ... in order of first appearance (the pattern, whatever the letters)."""
+    names: dict[str, str] = {}
+    return [names.setdefault(label, "ABCDEFGH"[len(names)]) for label in labels]
+
+
+def test_notes_find_the_sections_of_abac():
+    form = analyse(form_song("ABAC"))
+    assert form.boundaries == [0, 8, 16, 24, 32]
+    assert [s.label for s in form.sections] == ["A", "B", "A", "C"]
+    assert [(s.start_qn, s.end_qn) for s in form.sections] == [(0, 32), (32, 64), (64, 96), (96, 128)]
+
+
+def test_a_repeated_section_is_one_label_wherever_the_boundaries_fall():
+    """A A B A: bars 0-15 and 24-31 are A, bars 16-23 B (whether the two first A's are one section or two)."""
+    form = analyse(form_song("AABA"))
+    assert bar_labels(form) == ["A"] * 16 + ["B"] * 8 + ["A"] * 8
+    assert {16, 24} <= set(form.boundaries)
+
+
+def test_a_pickup_bar_is_its_own_bar_and_the_sections_follow_it():
+    form = analyse(form_song("ABAC", pickup=True))
+    assert form.boundaries[1:] == [1, 9, 17, 25, 33] or form.boundaries[1:] == [9, 17, 25, 33]
+    assert renamed(bar_labels(form)[1:]) == ["A"] * 8 + ["B"] * 8 + ["A"] * 8 + ["C"] * 8
+
+
+@pytest.mark.parametrize("plan", ["AAAA", "ABC"])
+def test_one_repeated_section_or_no_repetition_gives_an_answer(plan):
+    form = analyse(form_song(plan))
+    labels = bar_labels(form)
+    assert len(labels) == 8 * len(plan)
+    if plan == "AAAA":
+        assert set(labels) == {"A"}
+    else:
+        assert labels == ["A"] * 8 + ["B"] * 8 + ["C"] * 8
+
+
+def test_meter_change_tempo_change_and_one_bar_songs():
+    song = form_song("AB")
+    song.time_signatures.append(symusic.TimeSignature(8 * BAR, 3, 4))  # B's bars are 3/4 from bar 8 on
+    song.tempos.append(symusic.Tempo(8 * BAR, 140.0))
+    grid = bar_grid(song)
+    assert grid[8] == 8 * BAR and grid[9] - grid[8] == 3 * TPQ
+    assert analyse(song).sections[0].start_bar == 0
+    one = symusic.Score(TPQ)
+    one.tracks.append(symusic.Track(name="p", program=0))
+    one.tracks[0].notes.append(symusic.Note(0, TPQ, 60, 80))
+    assert [(s.start_bar, s.end_bar, s.label) for s in analyse(one).sections] == [(0, 1, "A")]
+
+
+def test_note_features_are_unit_histograms_and_empty_bars_are_zero():
+    song = form_song("A", bars=2)
+    song.tracks[0].notes.append(symusic.Note(3 * BAR, TPQ, 60, 80))  # bar 2 empty, bar 3 one note
+    x = note_features(song, bar_grid(song))
+    assert x.shape == (4, 12 + 16)
+    assert np.allclose(np.linalg.norm(x[[0, 1, 3], :12], axis=1), 1) and not x[2].any()
+    assert x[3, 0] == 1 and x[3, 12] == 1  # pitch class C, onset on the bar line
+
+
+def test_cli_writes_json_png_and_markers_that_survive_a_reread(tmp_path, capsys):
+    path = tmp_path / "song.mid"
+    form_song("ABAC").dump_midi(str(path))
+    assert main(["form", str(path), "-o", str(tmp_path / "out"), "--plot", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "out" / "form.json").read_text())
+    assert [s["label"] for s in written["sections"]] == ["A", "B", "A", "C"]
+    assert written["bars"] == len(written["novelty"]) == 32 and written["settings"]["features"] == "notes"
+    assert printed["sections"] == written["sections"] and printed["outputs"]["plot"].endswith("form.png")
+    assert (tmp_path / "out" / "form.png").read_bytes()[:4] == b"\x89PNG"
+    marked = symusic.Score(str(tmp_path / "out" / "song.form.mid"))
+    assert [(m.time, m.text) for m in marked.markers] == [(0, "A"), (8 * BAR, "B"), (16 * BAR, "A"), (24 * BAR, "C")]
+    assert marked.note_num() == form_song("ABAC").note_num()
+
+
+def test_cli_table_and_time_signature(tmp_path, capsys):
+    path = tmp_path / "song.mid"
+    form_song("ABAC").dump_midi(str(path))
+    assert main(["form", str(path), "-o", str(tmp_path), "--time-signature", "2/4"]) == 0
+    out = capsys.readouterr().out
+    assert "64 bars" in out and "A         1-16" in out  # 2/4 bars: twice as many
+    assert not (tmp_path / "form.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.mid"], "missing.mid: no such file"),
+    (["notmidi.mid"], "unreadable MIDI"),
+    (["empty.mid"], "empty file"),
+    (["drums.mid"], "no pitched notes"),
+    (["song.mid", "--time-signature", "4/5"], "bad time signature '4/5'"),
+    (["song.mid", "--features", "codes"], "--features codes needs a model"),
+    (["a", "b", "c"], "form takes [CHECKPOINT] MIDI, got 3 paths"),
+])
+def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys, args, message):
+    (tmp_path / "notmidi.mid").write_text("not a MIDI file")
+    (tmp_path / "empty.mid").write_bytes(b"")
+    form_song("A", bars=2).dump_midi(str(tmp_path / "song.mid"))
+    drums = symusic.Score(TPQ)
+    drums.tracks.append(symusic.Track(name="kit", program=0, is_drum=True))
+    drums.tracks[0].notes.append(symusic.Note(0, TPQ, 36, 100))
+    drums.dump_midi(str(tmp_path / "drums.mid"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "form.json").write_text("an earlier result")
+    paths = [str(tmp_path / a) if a.endswith(".mid") else a for a in args]
+    assert main(["form", *paths, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert (out / "form.json").read_text() == "an earlier result" and len(list(out.iterdir())) == 1
+
+
+def test_settings_refuse_unknown_features():
+    with pytest.raises(FormError, match="unknown features 'chords'; valid: notes, codes"):
+        Settings(features="chords")
+
+
+def test_window_starts_cover_every_bar():
+    assert window_starts(3, 4, 1) == [0]
+    assert window_starts(10, 4, 1) == list(range(7))
+    assert window_starts(10, 4, 4) == [0, 4, 6]  # the last window ends at the last bar
+
+
+def test_codes_average_overlapping_windows(checkpoint, tmp_path, capsys):
+    """The tiny session model (4-bar windows): one code per bar, whatever the hop; the CLI runs the codes path."""
+    from midistruct.form.codes import bar_codes
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained(checkpoint)
+    song = form_song("ABA", bars=4)
+    one, four = bar_codes(ms, song, hop=1).x, bar_codes(ms, song, hop=ms.bars).x
+    assert one.shape == four.shape == (12, ms.model.config.latent_dim_bar)
+    assert not np.allclose(one, four)  # averaged over other windows
+    with_context = bar_codes(ms, song, hop=1, segment_weight=1.0).x
+    assert with_context.shape == (12, ms.model.config.latent_dim_bar + ms.model.config.latent_dim_segment)
+    path = tmp_path / "song.mid"
+    song.dump_midi(str(path))
+    assert main(["form", str(checkpoint), str(path), "-o", str(tmp_path / "out"), "--device", "cpu", "--json"]) == 0
+    written = json.loads((tmp_path / "out" / "form.json").read_text())
+    assert written["bars"] == 12 and written["settings"]["features"] == "codes"
+    assert written["settings"]["checkpoint"] == str(checkpoint)
+
+
+@pytest.mark.shared_data
+def test_a_real_pop909_song_against_its_labels(shared_datasets, tmp_path):
+    """Song 001, aligned to its phrase labels: the note features find boundaries near the annotators'."""
+    from midistruct.corpus.pop909 import read_index
+    from midistruct.form.analysis import form_of
+    from midistruct.form.evaluate import aligned_score, reference, scores
+
+    pop909, phrases = shared_datasets / "pop909" / "songs", shared_datasets / "pop909-phrases" / "songs"
+    ref = reference("001", pop909=pop909, phrases=phrases, index_row=read_index(pop909)["001"])
+    assert ref.meter == "4/4" and ref.bars == 71 and ref.bounds[0][:4] == (0, 4, 8, 16)
+    score = aligned_score(symusic.Score(str(pop909 / "001" / "001.mid")), ref)
+    grid = bar_grid(score, bars=ref.bars)
+    form = form_of(note_features(score, grid), grid, tpq=score.tpq, settings=Settings())
+    found = scores(ref, form.boundaries, [s.label for s in form.sections], annotator=0)
+    assert found["f_1bar"] > 0.4 and 0 <= found["f_exact"] <= found["f_1bar"]
+    agree = scores(ref, list(ref.bounds[1]), list(ref.letters[1]), annotator=0)
+    assert agree["f_1bar"] > 0.8
+    assert main(["form", str(pop909 / "001" / "001.mid"), "-o", str(tmp_path), "--time-signature", "4/4"]) == 0
+
+
+def test_windows_too_long_for_the_model_fall_back_to_bars_alone(checkpoint, monkeypatch):
+    """A song denser than the model reads still gets one code per bar, and says how many windows it left out."""
+    from midistruct.form.codes import bar_codes
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained(checkpoint)
+    song = form_song("AB", bars=4)
+    ids = ms.piece_encoder.tokenize(song)
+    per_bar = np.diff(np.append(ms.vocab.bar_starts(ids), len(ids)))
+    monkeypatch.setattr(ms.model.config, "max_positions", int(per_bar.max()) + 1)  # one bar fits, two do not
+    codes = bar_codes(ms, song, hop=1)
+    assert codes.x.shape[0] == 8 and codes.dropped_windows == 8 - ms.bars + 1 and codes.cut_bars == 0
+    monkeypatch.setattr(ms.model.config, "max_positions", 4)  # not even a bar fits: every bar is cut short
+    codes = bar_codes(ms, song, hop=1)
+    assert codes.x.shape[0] == 8 and codes.cut_bars == 8 and np.isfinite(codes.x).all()
