@@ -64,6 +64,14 @@ def test_resume_continues_exactly(shards, tmp_path):
     rest = Trainer(_cfg(shards, tmp_path / "b"), resume=True, progress=False).run()
     assert [r["loss"] for r in first + rest] == [r["loss"] for r in full]
     assert len(first) == 3 and len(rest) == 3
+    # every logged line says how far the run is: wall seconds (carried over the resume) and windows seen
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    batch = _cfg(shards, tmp_path / "b").train.batch_size
+    assert all(r["windows_seen"] == r["step"] * batch for r in records)
+    valid = [r for r in records if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [3, 6] and 0 < valid[0]["seconds"] <= valid[1]["seconds"]
+    saved = json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["state"]["position"]
+    assert saved["seconds"] >= valid[1]["seconds"] > 0
 
 
 def test_resume_without_checkpoint_fails_clearly(shards, tmp_path):

@@ -120,6 +120,8 @@ class Trainer:
 
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, self.t.warmup_steps, self.t.max_steps)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": math.inf}
+        # wall seconds spent in earlier invocations of this run (--resume), and when this one's clock started
+        self.seconds_before, self._clock = 0.0, None
         self.run_dir = Path(self.t.run_dir)
         if resume:
             self._resume()
@@ -152,6 +154,7 @@ class Trainer:
         check_checkpoint(last)
         self._check_same_model(last)
         load_weights(last, self.model)
+        self.seconds_before = float(state["position"].get("seconds", 0.0))  # absent in runs saved before it was kept
         self.state = restore_trainer(state, optimizer=self.optimizer, scheduler=self.scheduler, position=self.state,
                                      device=self.device, source=last)
 
@@ -251,6 +254,7 @@ class Trainer:
         self._start_run_dir()
         logger = _Logger(self.run_dir, tensorboard=self.t.tensorboard, enabled=self.dist.is_main)
         start, logs = time.monotonic(), []
+        self._clock = start
         bar = tqdm(total=self.t.max_steps, initial=self.state["step"], desc="train", unit="step",
                    disable=not (self.progress and self.dist.is_main), file=sys.stderr)
         batches = self._batches()
@@ -284,10 +288,19 @@ class Trainer:
             self._validate(logger)
         self.save("last")
 
+    def seconds(self) -> float:
+        """Wall seconds this run has trained, every ``--resume`` included (evaluation and saving count too)."""
+        return self.seconds_before + (time.monotonic() - self._clock if self._clock is not None else 0.0)
+
+    def progress_record(self) -> dict[str, float]:
+        """Where the run is, for each logged line: wall seconds so far and training windows seen."""
+        return {"seconds": round(self.seconds(), 1),
+                "windows_seen": self.state["step"] * self.t.batch_size * self.dist.world}
+
     def _periodic(self, logger: _Logger, record: dict) -> None:
         step = self.state["step"]
         if step % self.t.log_every == 0:
-            logger.log(step, "train", record)
+            logger.log(step, "train", {**record, **self.progress_record()})
         if step % self.t.eval_every == 0 or step == self.t.max_steps:
             self._validate(logger)
         if step % self.t.save_every == 0:
@@ -299,7 +312,7 @@ class Trainer:
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             metrics = self.evaluate() if self.dist.is_main else {}
-        logger.log(self.state["step"], "valid", metrics)
+        logger.log(self.state["step"], "valid", {**metrics, **self.progress_record()} if metrics else metrics)
         if metrics and metrics["neg_elbo_per_token"] < self.state["best"]:
             self.state["best"] = metrics["neg_elbo_per_token"]
             self.save("best")
@@ -333,7 +346,7 @@ class Trainer:
         from midistruct.tokens.tokenizer import settings_hash
 
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "position": dict(self.state), "rng": rng_state(self.device)}
+                 "position": {**self.state, "seconds": self.seconds()}, "rng": rng_state(self.device)}
         meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
                 "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars,
                 **({"init": self.init} if self.init else {})}
