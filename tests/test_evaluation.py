@@ -219,16 +219,16 @@ def test_free_running_scores_a_monotone_by_its_onset_pitches():
     monotone baseline; the exact copy scores 1 on everything (issue 14's jig opening, two bars)."""
     from midistruct.config import TokenizerSettings
     from midistruct.tokens.tokenizer import build_tokenizer
-    from midistruct.training.validation import _score_reconstructions, merge_free_runs
+    from midistruct.training.validation import score_reconstructions, merge_free_runs
 
     tokenizer = build_tokenizer(TokenizerSettings())
     tune = [(0, 1, 74), (1, 0.5, 72), (1.5, 0.5, 71), (2, 1, 72), (3, 1, 74), (4, 2, 76), (6, 2, 74)]
     reference = _melody_ids(tokenizer, tune)
     monotone = _melody_ids(tokenizer, [(on, d, 74) for on, d, _ in tune])
-    same = _score_reconstructions(tokenizer, [reference], [reference])
+    same = score_reconstructions(tokenizer, [reference], [reference])
     assert same["onset_pitch_accuracy"] == same["step_accuracy"] == same["onset_accuracy"] == 1.0
     assert same["monotone_onset_pitch_accuracy"] == pytest.approx(3 / 7) and same["onsets"] == 7
-    flat = _score_reconstructions(tokenizer, [reference], [monotone])
+    flat = score_reconstructions(tokenizer, [reference], [monotone])
     assert flat["onset_pitch_accuracy"] == pytest.approx(3 / 7) == flat["monotone_onset_pitch_accuracy"]
     assert flat["onset_accuracy"] == 1.0 and flat["step_accuracy"] == pytest.approx(28 / 32)
     both = merge_free_runs([same, flat])  # pooled over the 14 onsets: (7 + 3) / 14

@@ -155,7 +155,7 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true", tempe
     codes = {k: None if v is None else change(v) for k, v in latents.codes().items()}  # z_bar None: no bar latents
     references = [strip_special(row) for row in batch["input_ids"]]
     estimates = _decode_like(model, tokenizer, references, codes, temperature=temperature)
-    return _score_reconstructions(tokenizer, references, estimates)
+    return score_reconstructions(tokenizer, references, estimates)
 
 
 def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, temperature: float) -> list[list[int]]:
@@ -178,7 +178,7 @@ def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, 
     return estimates
 
 
-def _score_reconstructions(tokenizer, references: list[list[int]], estimates: list[list[int]]) -> dict[str, float]:
+def score_reconstructions(tokenizer, references: list[list[int]], estimates: list[list[int]]) -> dict[str, float]:
     """``free_running``'s metrics of reconstructions against their reference windows (token ids, no specials)."""
     from midistruct.tokens.tokenizer import decode_ids
 
