@@ -1,5 +1,9 @@
 """Song form (issue 16, midistruct.form): synthetic songs with known sections, the files `midistruct form`
-writes, bad input, the codes path with the tiny session checkpoint, and one real POP909 song."""
+writes, bad input, the codes path with the tiny session checkpoint, and one real POP909 song.
+
+Two kinds of synthetic song: ``phrase_song`` (every bar of a section its own chord and rhythm, as in music,
+so a section is found by where it repeats) and ``form_song`` (every bar of a section alike, so a section is
+found by where the bars change; what Foote's novelty looks for)."""
 
 from __future__ import annotations
 
@@ -48,6 +52,26 @@ def form_song(plan: str = "ABAC", *, bars: int = 8, pickup: bool = False) -> sym
     return score
 
 
+def phrase_song(plan: str = "ABACAB", *, bars: int = 8, repeats: bool = True) -> symusic.Score:
+    """A 4/4 song of ``bars``-bar sections in the order of ``plan``, a melody and a chord track. Each bar has its
+    own chord and melody rhythm (drawn from a generator seeded by the section's letter), so the bars inside a
+    section differ and a letter's section is the same each time; ``repeats=False`` seeds every section apart
+    (a through-composed song: nothing repeats)."""
+    score = symusic.Score(TPQ)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    melody, chords = symusic.Track(name="melody", program=0), symusic.Track(name="chords", program=0)
+    for s, letter in enumerate(plan):
+        rng = np.random.default_rng(ord(letter) if repeats else 1000 + s)
+        for k in range(bars):
+            start = (s * bars + k) * BAR
+            root = int(rng.integers(0, 12))
+            chords.notes.extend(symusic.Note(start, BAR, 48 + root + step, 70) for step in (0, 4, 7))
+            for eighth in sorted(rng.choice(8, size=int(rng.integers(3, 7)), replace=False).tolist()):
+                melody.notes.append(symusic.Note(start + eighth * TPQ // 2, TPQ // 2, 60 + int(rng.integers(0, 12)), 80))
+    score.tracks.extend([melody, chords])
+    return score
+
+
 def bar_labels(form) -> list[str]:
     return [s.label for s in form.sections for _ in range(s.start_bar, s.end_bar)]
 
@@ -58,8 +82,40 @@ def renamed(labels: list[str]) -> list[str]:
     return [names.setdefault(label, "ABCDEFGH"[len(names)]) for label in labels]
 
 
-def test_notes_find_the_sections_of_abac():
-    form = analyse(form_song("ABAC"))
+FOOTE = Settings(method="foote")
+
+
+@pytest.mark.parametrize("features", ["tracks", "notes"])
+def test_repetition_finds_the_sections_and_labels_of_abacab(features):
+    form = analyse(phrase_song("ABACAB"), settings=Settings(features=features))
+    assert form.boundaries == [0, 8, 16, 24, 32, 40, 48]
+    assert [s.label for s in form.sections] == ["A", "B", "A", "C", "A", "B"]
+    assert [(s.start_qn, s.end_qn) for s in form.sections[:2]] == [(0, 32), (32, 64)]
+    assert form.novelty.shape == (48,) and form.novelty.max() == 1 and form.novelty[0] == 0
+
+
+def test_foote_misses_sections_whose_bars_differ_inside():
+    """Why repetition is the default: Foote's novelty sees a change at every chord, not where sections repeat."""
+    assert analyse(phrase_song("ABACAB"), settings=FOOTE).boundaries != [0, 8, 16, 24, 32, 40, 48]
+
+
+def test_a_song_that_never_repeats_is_one_section():
+    """Through-composed (every bar new, nothing comes back): no boundaries are invented."""
+    form = analyse(phrase_song("ABCDEFGH", repeats=False))
+    assert [(s.start_bar, s.end_bar, s.label) for s in form.sections] == [(0, 64, "A")]
+    assert not form.novelty.any()
+
+
+def test_a_pickup_bar_before_the_phrases_is_a_section_of_its_own():
+    song = phrase_song("ABACAB").shift_time(BAR)  # the phrases start at bar 1; bar 0 holds an upbeat
+    song.tracks[0].notes.append(symusic.Note(BAR - TPQ, TPQ, 67, 80))
+    form = analyse(song)
+    assert form.boundaries == [0, 1, 9, 17, 25, 33, 41, 49]
+    assert renamed([s.label for s in form.sections][1:]) == list("ABACAB")
+
+
+def test_foote_finds_the_sections_of_abac():
+    form = analyse(form_song("ABAC"), settings=FOOTE)
     assert form.boundaries == [0, 8, 16, 24, 32]
     assert [s.label for s in form.sections] == ["A", "B", "A", "C"]
     assert [(s.start_qn, s.end_qn) for s in form.sections] == [(0, 32), (32, 64), (64, 96), (96, 128)]
@@ -72,21 +128,28 @@ def test_a_repeated_section_is_one_label_wherever_the_boundaries_fall():
     assert {16, 24} <= set(form.boundaries)
 
 
-def test_a_pickup_bar_is_its_own_bar_and_the_sections_follow_it():
-    form = analyse(form_song("ABAC", pickup=True))
+def test_foote_a_pickup_bar_is_its_own_bar_and_the_sections_follow_it():
+    form = analyse(form_song("ABAC", pickup=True), settings=FOOTE)
     assert form.boundaries[1:] == [1, 9, 17, 25, 33] or form.boundaries[1:] == [9, 17, 25, 33]
     assert renamed(bar_labels(form)[1:]) == ["A"] * 8 + ["B"] * 8 + ["A"] * 8 + ["C"] * 8
 
 
+@pytest.mark.parametrize("method", ["repetition", "foote"])
 @pytest.mark.parametrize("plan", ["AAAA", "ABC"])
-def test_one_repeated_section_or_no_repetition_gives_an_answer(plan):
-    form = analyse(form_song(plan))
+def test_one_repeated_section_or_no_repetition_gives_an_answer(plan, method):
+    """Sections whose bars are all alike: one section repeated is one label; three that differ are three."""
+    form = analyse(form_song(plan), settings=Settings(method=method))
     labels = bar_labels(form)
     assert len(labels) == 8 * len(plan)
     if plan == "AAAA":
         assert set(labels) == {"A"}
     else:
         assert labels == ["A"] * 8 + ["B"] * 8 + ["C"] * 8
+
+
+def test_a_phrase_played_four_times_is_four_sections_of_one_label():
+    form = analyse(phrase_song("AAAA"))
+    assert form.boundaries == [0, 8, 16, 24, 32] and {s.label for s in form.sections} == {"A"}
 
 
 def test_meter_change_tempo_change_and_one_bar_songs():
@@ -111,27 +174,43 @@ def test_note_features_are_unit_histograms_and_empty_bars_are_zero():
     assert x[3, 0] == 1 and x[3, 12] == 1  # pitch class C, onset on the bar line
 
 
+def test_track_features_are_each_tracks_histograms_side_by_side():
+    song = phrase_song("AB", bars=2)
+    song.tracks.append(symusic.Track(name="kit", program=0, is_drum=True))  # drums and empty tracks count for none
+    song.tracks[-1].notes.append(symusic.Note(0, TPQ, 36, 100))
+    song.tracks.append(symusic.Track(name="empty", program=0))
+    grid = bar_grid(song)
+    x = note_features(song, grid, per_track=True)
+    assert x.shape == (4, 2 * (12 + 16))
+    melody, chords = song.copy(), song.copy()
+    melody.tracks, chords.tracks = [song.tracks[0]], [song.tracks[1]]
+    assert np.array_equal(x, np.concatenate([note_features(melody, grid), note_features(chords, grid)], axis=1))
+
+
 def test_cli_writes_json_png_and_markers_that_survive_a_reread(tmp_path, capsys):
     path = tmp_path / "song.mid"
-    form_song("ABAC").dump_midi(str(path))
+    phrase_song("ABAC").dump_midi(str(path))
     assert main(["form", str(path), "-o", str(tmp_path / "out"), "--plot", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((tmp_path / "out" / "form.json").read_text())
     assert [s["label"] for s in written["sections"]] == ["A", "B", "A", "C"]
-    assert written["bars"] == len(written["novelty"]) == 32 and written["settings"]["features"] == "notes"
+    assert written["bars"] == len(written["novelty"]) == 32
+    assert written["settings"]["features"] == "tracks" and written["settings"]["method"] == "repetition"
     assert printed["sections"] == written["sections"] and printed["outputs"]["plot"].endswith("form.png")
     assert (tmp_path / "out" / "form.png").read_bytes()[:4] == b"\x89PNG"
     marked = symusic.Score(str(tmp_path / "out" / "song.form.mid"))
     assert [(m.time, m.text) for m in marked.markers] == [(0, "A"), (8 * BAR, "B"), (16 * BAR, "A"), (24 * BAR, "C")]
-    assert marked.note_num() == form_song("ABAC").note_num()
+    assert marked.note_num() == phrase_song("ABAC").note_num()
 
 
 def test_cli_table_and_time_signature(tmp_path, capsys):
     path = tmp_path / "song.mid"
     form_song("ABAC").dump_midi(str(path))
-    assert main(["form", str(path), "-o", str(tmp_path), "--time-signature", "2/4"]) == 0
+    assert main(["form", str(path), "-o", str(tmp_path), "--time-signature", "2/4", "--method", "foote",
+                 "--features", "notes"]) == 0
     out = capsys.readouterr().out
     assert "64 bars" in out and "A         1-16" in out  # 2/4 bars: twice as many
+    assert "notes features, foote boundaries" in out
     assert not (tmp_path / "form.png").exists()
 
 
@@ -162,9 +241,11 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys, args, message
     assert (out / "form.json").read_text() == "an earlier result" and len(list(out.iterdir())) == 1
 
 
-def test_settings_refuse_unknown_features():
-    with pytest.raises(FormError, match="unknown features 'chords'; valid: notes, codes"):
+def test_settings_refuse_unknown_features_and_methods():
+    with pytest.raises(FormError, match="unknown features 'chords'; valid: tracks, notes, codes"):
         Settings(features="chords")
+    with pytest.raises(FormError, match="unknown method 'kcpd'; valid: repetition, foote"):
+        Settings(method="kcpd")
 
 
 def test_window_starts_cover_every_bar():

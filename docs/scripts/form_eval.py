@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from midistruct.form import FormError, segment
-from midistruct.form.analysis import Settings, form_of
+from midistruct.form.analysis import FEATURES, Settings, form_of
 from midistruct.form.bars import bar_grid, note_features
 from midistruct.form.evaluate import Reference, aligned_score, reference, scores
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 DEV_SONGS = 40
+SEGMENTERS = (*segment.METHODS, "kcpd", "agglo")
 
 
 def song_list(which: str, split_cfg, *, pop909: Path, phrases: Path) -> tuple[list[Reference], dict[str, str]]:
@@ -72,32 +73,35 @@ def grid_form(n: int, every: int = 4) -> tuple[list[int], list[str]]:
 
 def features(method: str, score, ref: Reference, ms, settings: Settings) -> np.ndarray:
     """(NB, D) bar vectors of the aligned ``score`` for ``method``'s features, cut or padded to the labels' bars."""
-    if method.startswith("codes"):
+    kind = method.partition("-")[0]
+    if kind == "codes":
         from midistruct.form.codes import bar_codes
 
         x = bar_codes(ms, score, hop=settings.hop, segment_weight=settings.segment_weight, name=ref.song).x
     else:
-        x = note_features(score, bar_grid(score, bars=ref.bars))
+        x = note_features(score, bar_grid(score, bars=ref.bars), per_track=kind == "tracks")
     return np.pad(x[: ref.bars], ((0, max(ref.bars - len(x), 0)), (0, 0)))
 
 
 def estimate(method: str, x: np.ndarray, grid: np.ndarray, settings: Settings) -> tuple[list[int], list[str]]:
-    """Section bounds and letters of one song by ``method``: ``notes``/``codes`` (Foote novelty, the shipped
-    path), ``*-kcpd`` (ruptures KernelCPD, cosine kernel, penalty ``settings.threshold``) or ``*-agglo``
-    (librosa.segment.agglomerative, one section per 8 bars), the two alternatives measured against it; they
-    need ``pip install ruptures librosa``, which midistruct does not depend on."""
-    if method.endswith(("-kcpd", "-agglo")):
+    """Section bounds and letters of one song by ``method``, FEATURES[-SEGMENTER]: features ``tracks``, ``notes``
+    or ``codes``; segmenter ``repetition`` or ``foote`` (the shipped path; ``settings.method`` when none is
+    named), ``kcpd`` (ruptures KernelCPD, cosine kernel, penalty ``settings.threshold``) or ``agglo``
+    (librosa.segment.agglomerative, one section per 8 bars), the two alternatives measured against Foote;
+    they need ``pip install ruptures librosa``, which midistruct does not depend on."""
+    segmenter = method.partition("-")[2] or settings.method
+    if segmenter in ("kcpd", "agglo"):
         ssm = segment.self_similarity(x, center=settings.center)
-        bounds = _alternative(method, x, settings)
+        bounds = _alternative(segmenter, x, settings)
         return bounds, segment.labels(ssm, bounds, threshold=settings.label_threshold)
-    form = form_of(x, grid, tpq=1, settings=settings)
+    form = form_of(x, grid, tpq=1, settings=replace(settings, method=segmenter))
     return form.boundaries, [s.label for s in form.sections]
 
 
-def _alternative(method: str, x: np.ndarray, settings: Settings) -> list[int]:
+def _alternative(segmenter: str, x: np.ndarray, settings: Settings) -> list[int]:
     n = len(x)
     centred = x - x.mean(axis=0) if settings.center else x
-    if method.endswith("-kcpd"):
+    if segmenter == "kcpd":
         import ruptures
 
         found = ruptures.KernelCPD(kernel="cosine", min_size=settings.min_bars).fit(centred).predict(
@@ -118,8 +122,12 @@ def evaluate(refs: list[Reference], methods: list[str], *, ms, settings: Setting
         score = aligned_score(symusic.Score(str(pop909 / ref.song / f"{ref.song}.mid")), ref)
         grid = np.arange(ref.bars + 1)
         forms = {"annotators": (list(ref.bounds[1]), list(ref.letters[1])), "grid4": grid_form(ref.bars)}
+        vectors: dict[str, np.ndarray] = {}  # per kind of features: codes are encoded once per song
         for method in methods:
-            forms[method] = estimate(method, features(method, score, ref, ms, settings), grid, settings)
+            kind = method.partition("-")[0]
+            if kind not in vectors:
+                vectors[kind] = features(kind, score, ref, ms, settings)
+            forms[method] = estimate(method, vectors[kind], grid, settings)
         for method, (bounds, letters) in forms.items():
             annotators = [0] if method == "annotators" else [0, 1]
             table[method].append({k: scores(ref, bounds, letters, annotator=k) for k in annotators})
@@ -152,6 +160,22 @@ def _settings(items: list[str]) -> Settings:
     return replace(defaults, **values)
 
 
+def _methods(text: str | None, *, with_codes: bool) -> list[str]:
+    """The --methods list, checked: FEATURES[-SEGMENTER] each."""
+    if not text:
+        kinds = ["notes", "tracks"] + (["codes"] if with_codes else [])
+        return [f"{kind}-{segmenter}" for segmenter in ("foote", "repetition") for kind in kinds]
+    methods = text.split(",")
+    for method in methods:
+        kind, _, segmenter = method.partition("-")
+        if kind not in FEATURES or (segmenter and segmenter not in SEGMENTERS):
+            raise SystemExit(f"form_eval: unknown method {method!r}; FEATURES[-SEGMENTER], features of "
+                             f"{', '.join(FEATURES)}, segmenter of {', '.join(SEGMENTERS)}")
+        if kind == "codes" and not with_codes:
+            raise SystemExit(f"form_eval: {method} needs --model")
+    return methods
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=DATASETS, help=f"default: {DATASETS}")
@@ -159,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many songs")
     parser.add_argument("--model", default=None, help="checkpoint or shipped model name: adds the codes features")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated, of notes, codes, notes-kcpd, notes-agglo, codes-kcpd, codes-agglo "
-                             "(default: notes, and codes with --model)")
+                        help="comma-separated FEATURES[-SEGMENTER], features of tracks, notes, codes (needs --model), "
+                             f"segmenter of {', '.join(SEGMENTERS)} (default: the --set method); default: "
+                             "notes-foote, tracks-foote, notes-repetition, tracks-repetition, and the two codes-* "
+                             "with --model")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a midistruct.form.analysis.Settings field, e.g. threshold=0.2 (repeatable)")
     args = parser.parse_args(argv)
@@ -176,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
         split_cfg = SplitConfig()
     settings = _settings(args.settings)
-    methods = args.methods.split(",") if args.methods else ["notes"] + (["codes"] if ms else [])
+    methods = _methods(args.methods, with_codes=ms is not None)
     pop909, phrases = args.datasets / "pop909" / "songs", args.datasets / "pop909-phrases" / "songs"
     refs, skipped = song_list(args.songs, split_cfg, pop909=pop909, phrases=phrases)
     refs = refs[: args.limit]

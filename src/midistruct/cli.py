@@ -656,17 +656,17 @@ def cmd_form(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise UserError(f"form takes [CHECKPOINT] MIDI, got {len(args.paths)} paths")
     checkpoint, midi = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    features = args.features or ("codes" if checkpoint else "notes")
+    features = args.features or ("codes" if checkpoint else "tracks")
     if features == "codes" and checkpoint is None:
         raise UserError("--features codes needs a model: midistruct form CHECKPOINT song.mid")
-    settings = Settings(features=features, hop=args.hop, time_signature=args.time_signature)
+    settings = Settings(features=features, method=args.method, hop=args.hop, time_signature=args.time_signature)
     score = load(midi)  # a bad file fails before the model loads
     model = None
     if features == "codes":
         args.checkpoint = checkpoint
         model = _pipeline(args)
     elif checkpoint:
-        print(f"midistruct: note: --features notes does not use {checkpoint}", file=sys.stderr)
+        print(f"midistruct: note: --features {features} does not use {checkpoint}", file=sys.stderr)
     form = analyse(score, settings=settings, model=model, name=midi)
     if form.extra.get("windows_too_long"):
         print(f"midistruct: note: {form.extra['windows_too_long']} windows hold more tokens than the model reads; "
@@ -684,7 +684,8 @@ def cmd_form(args: argparse.Namespace) -> int:
 def _form_report(form, files: dict[str, str]) -> str:
     """The sections as a table (bars numbered from 1 here; form.json counts from 0) and the files written."""
     lines = [f"{form.source}: {len(form.novelty)} bars, {len(form.sections)} sections "
-             f"({''.join(s.label for s in form.sections)}), {form.settings.features} features",
+             f"({''.join(s.label for s in form.sections)}), {form.settings.features} features, "
+             f"{form.settings.method} boundaries",
              "  label  bars (from 1)   quarter notes"]
     lines += [f"  {s.label:5s}  {s.start_bar + 1:>4d}-{s.end_bar:<8d}  {s.start_qn:g}-{s.end_qn:g}" for s in form.sections]
     lines.append("wrote " + ", ".join(files.values()))
@@ -699,9 +700,14 @@ def _add_form_parser(sub) -> None:
                    help="a checkpoint folder or shipped model name (midistruct models), then the song; the song "
                         "alone analyses its notes")
     _add_device_arg(p)
-    p.add_argument("--features", choices=["codes", "notes"], default=None,
-                   help="codes: the model's bar codes (windows every --hop bars, each bar's codes averaged); notes: "
-                        "per-bar pitch-class and onset histograms, no model (default: codes with a CHECKPOINT)")
+    p.add_argument("--features", choices=["codes", "tracks", "notes"], default=None,
+                   help="codes: the model's bar codes (windows every --hop bars, each bar's codes averaged); tracks: "
+                        "per bar, each track's pitch-class and onset histograms, no model; notes: the same of all "
+                        "tracks together (default: codes with a CHECKPOINT, else tracks)")
+    p.add_argument("--method", choices=["repetition", "foote"], default="repetition",
+                   help="boundaries where repetitions start or end (and the bars change), in 4-bar phrases where "
+                        "the evidence allows; or foote: at the peaks of Foote's novelty alone, the first method "
+                        "(default: repetition)")
     p.add_argument("--hop", type=POSITIVE, default=1, help="codes: bars between window starts (default: 1)")
     p.add_argument("--time-signature", default=None, metavar="N/D",
                    help="count bars in this meter instead of the file's (e.g. 4/4 for POP909 files that say 1/4)")

@@ -1,6 +1,6 @@
 """``analyse``: a song (MIDI file or symusic Score) in, its :class:`Form` out.
 
-    form = analyse("song.mid")                                   # note features, no model
+    form = analyse("song.mid")                                   # each track's notes, no model
     form = analyse("song.mid", model=MidiStruct.from_pretrained("runs/pop909-4bar/best"),
                    settings=Settings(features="codes"))
     [(s.label, s.start_bar, s.end_bar) for s in form.sections]    # [("A", 0, 8), ("B", 8, 16), ...]
@@ -20,18 +20,25 @@ from midistruct.form import FormError
 from midistruct.form import bars as bar_features
 from midistruct.form import segment
 
-FEATURES = ("notes", "codes")
+FEATURES = ("tracks", "notes", "codes")
 
 
 @dataclass(frozen=True)
 class Settings:
     """How a form is found; defaults chosen on POP909 songs outside the evaluated ones (form_eval.py)."""
 
-    features: str = "notes"  # "notes": pitch-class + onset histograms; "codes": a model's bar codes
+    # "tracks": pitch-class + onset histograms of each track's notes; "notes": of all notes together;
+    # "codes": a model's bar codes
+    features: str = "tracks"
+    method: str = "repetition"  # boundaries: "repetition" (repetitions + novelty, 4-bar phrases) or "foote"
     half: int = 4  # bars on each side of a bar line that the novelty kernel compares
     min_bars: int = 2  # shortest section
-    threshold: float = 0.2  # least prominence of a novelty peak (the largest is 1)
-    label_threshold: float = 0.3  # least mean aligned similarity for a section to repeat an earlier one
+    threshold: float = 0.2  # foote: least prominence of a novelty peak (the largest is 1)
+    floor: float = 0.8  # repetition: least evidence (repetition + half the novelty) for a boundary
+    period: int = 4  # repetition: section lengths (in bars) that are multiples of this cost nothing ...
+    off_period: float = 0.3  # ... the others this much (the evidence is 0..1)
+    boundary_cost: float = 0.1  # repetition: what each boundary costs
+    label_threshold: float = 0.5  # least mean aligned similarity for a section to repeat an earlier one
     center: bool = True  # subtract the song's mean vector before the cosine similarity
     hop: int = 1  # "codes": bars between window starts
     segment_weight: float = 0.0  # "codes": weight of the windows' segment codes appended to the bar codes
@@ -40,6 +47,8 @@ class Settings:
     def __post_init__(self):
         if self.features not in FEATURES:
             raise FormError(f"unknown features {self.features!r}; valid: {', '.join(FEATURES)}")
+        if self.method not in segment.METHODS:
+            raise FormError(f"unknown method {self.method!r}; valid: {', '.join(segment.METHODS)}")
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,9 @@ class Section:
 
 @dataclass
 class Form:
-    """A song's sections and what they were found from: ``ssm`` (NB, NB), ``novelty`` (NB,), ``grid``
-    (NB + 1,) the bar lines in ticks (``tpq`` a quarter note)."""
+    """A song's sections and what they were found from: ``ssm`` (NB, NB), ``novelty`` (NB,) the boundary
+    evidence the method picked the boundaries from (0..1), ``grid`` (NB + 1,) the bar lines in ticks (``tpq``
+    a quarter note)."""
 
     sections: list[Section]
     ssm: np.ndarray
@@ -97,19 +107,28 @@ def analyse(midi, *, settings: Settings = Settings(), model=None, name: str | No
 def form_of(x: np.ndarray, grid: np.ndarray, *, tpq: int, settings: Settings, source: str = "score") -> Form:
     """The form of bars with vectors ``x`` (NB, D) and bar lines ``grid`` (NB + 1,) in ticks."""
     ssm = segment.self_similarity(x, center=settings.center)
-    curve = segment.novelty(ssm, half=settings.half)
-    bounds = segment.boundaries(curve, min_bars=settings.min_bars, threshold=settings.threshold)
+    curve, bounds = find_boundaries(ssm, settings)
     letters = segment.labels(ssm, bounds, threshold=settings.label_threshold)
     sections = [Section(a, b, round(float(grid[a]) / tpq, 4), round(float(grid[b]) / tpq, 4), label)
                 for a, b, label in zip(bounds[:-1], bounds[1:], letters)]
     return Form(sections, ssm, curve, grid, tpq, settings, source)
 
 
+def find_boundaries(ssm: np.ndarray, settings: Settings) -> tuple[np.ndarray, list[int]]:
+    """The boundary evidence per bar line (NB,) and the section bounds [0, ..., NB] by ``settings.method``."""
+    if settings.method == "foote":
+        curve = segment.relative(segment.novelty(ssm, half=settings.half))
+        return curve, segment.boundaries(curve, min_bars=settings.min_bars, threshold=settings.threshold)
+    curve = segment.evidence(ssm, half=settings.half, floor=settings.floor)
+    return curve, segment.phrase_boundaries(curve, period=settings.period, off_period=settings.off_period,
+                                            cost=settings.boundary_cost, min_bars=settings.min_bars)
+
+
 def _features(score, settings: Settings, *, model, name: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """Bar vectors (NB, D), bar lines (NB + 1,) and what form.json should note about them."""
-    if settings.features == "notes":
+    if settings.features in ("notes", "tracks"):
         grid = bar_features.bar_grid(score)
-        return bar_features.note_features(score, grid), grid, {}
+        return bar_features.note_features(score, grid, per_track=settings.features == "tracks"), grid, {}
     if model is None:
         raise FormError('features "codes" need a model (a checkpoint folder or a shipped model name)')
     from midistruct.form.codes import bar_codes
