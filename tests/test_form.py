@@ -67,7 +67,8 @@ def phrase_song(plan: str = "ABACAB", *, bars: int = 8, repeats: bool = True) ->
             root = int(rng.integers(0, 12))
             chords.notes.extend(symusic.Note(start, BAR, 48 + root + step, 70) for step in (0, 4, 7))
             for eighth in sorted(rng.choice(8, size=int(rng.integers(3, 7)), replace=False).tolist()):
-                melody.notes.append(symusic.Note(start + eighth * TPQ // 2, TPQ // 2, 60 + int(rng.integers(0, 12)), 80))
+                pitch = 60 + int(rng.integers(0, 12))
+                melody.notes.append(symusic.Note(start + eighth * TPQ // 2, TPQ // 2, pitch, 80))
     score.tracks.extend([melody, chords])
     return score
 

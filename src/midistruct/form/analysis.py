@@ -31,6 +31,7 @@ class Settings:
     # "codes": a model's bar codes
     features: str = "tracks"
     method: str = "repetition"  # boundaries: "repetition" (repetitions + novelty, 4-bar phrases) or "foote"
+    pickup: float = 0.125  # tracks, notes: notes in the last eighth of a bar count in the next (upbeats)
     half: int = 4  # bars on each side of a bar line that the novelty kernel compares
     min_bars: int = 2  # shortest section
     threshold: float = 0.2  # foote: least prominence of a novelty peak (the largest is 1)
@@ -128,7 +129,8 @@ def _features(score, settings: Settings, *, model, name: str) -> tuple[np.ndarra
     """Bar vectors (NB, D), bar lines (NB + 1,) and what form.json should note about them."""
     if settings.features in ("notes", "tracks"):
         grid = bar_features.bar_grid(score)
-        return bar_features.note_features(score, grid, per_track=settings.features == "tracks"), grid, {}
+        x = bar_features.note_features(score, grid, per_track=settings.features == "tracks", pickup=settings.pickup)
+        return x, grid, {}
     if model is None:
         raise FormError('features "codes" need a model (a checkpoint folder or a shipped model name)')
     from midistruct.form.codes import bar_codes

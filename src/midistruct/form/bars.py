@@ -3,8 +3,8 @@
 The note features need no model: pitch classes weighted by how long each note sounds in its bar, and where
 in the bar notes start (``POSITIONS`` equal bins of the bar). Drums count for neither. "notes" (the baseline
 of issue 16) pools all the pitched tracks; "tracks" gives each pitched track its own pair of histograms,
-side by side, so that a melody repeating over a changed accompaniment, or the reverse, still shows (on
-POP909, boundary F within one bar 0.56 -> 0.66 with Foote's novelty; docs/scripts/form_eval.py).
+side by side, so that a melody repeating over a changed accompaniment, or the reverse, still shows (better
+boundaries and labels on POP909 with either method: docs/RESULTS.md, song form).
 """
 
 from __future__ import annotations
@@ -51,19 +51,34 @@ def bar_grid(score, *, bars: int | None = None) -> np.ndarray:
     return ticks[: n_bars + 1]
 
 
-def note_features(score, grid: np.ndarray, *, per_track: bool = False) -> np.ndarray:
+def note_features(score, grid: np.ndarray, *, per_track: bool = False, pickup: float = 0.0) -> np.ndarray:
     """(NB, 12 + POSITIONS): per bar of ``grid`` (:func:`bar_grid`), the pitch-class histogram (duration in
     the bar) and the onset-position histogram (notes), each scaled to unit length; zeros in an empty bar.
-    ``per_track``: (NB, T (12 + POSITIONS)), the two histograms of each of the T pitched tracks in turn."""
+    ``per_track``: (NB, T (12 + POSITIONS)), the two histograms of each of the T pitched tracks in turn.
+    ``pickup``: the notes of the last ``pickup`` of a bar count in the next bar (an upbeat belongs to the
+    phrase it leads into); the positions are then counted from that earlier start."""
+    windows = pickup_windows(grid, pickup)
     if per_track:
         tracks = pitched_tracks(score) or [None]  # no pitched track: one block of zeros
-        return np.concatenate([_histograms(pitched_notes(score, tracks=[t] if t else []), grid) for t in tracks],
+        return np.concatenate([_histograms(pitched_notes(score, tracks=[t] if t else []), windows) for t in tracks],
                               axis=1)
-    return _histograms(pitched_notes(score), grid)
+    return _histograms(pitched_notes(score), windows)
+
+
+def pickup_windows(grid: np.ndarray, pickup: float) -> np.ndarray:
+    """(NB + 1,) the edges of the bars' note windows: each bar line of ``grid`` (ticks) moved earlier by
+    ``pickup`` of the bar before it (the first by ``pickup`` of bar 0), so that every window is as long as its
+    bar and starts as far before its bar line; the notes of the song's last ``pickup`` fall in no window."""
+    grid = np.asarray(grid, dtype=np.int64)
+    if not pickup or len(grid) < 2:
+        return grid
+    lengths = np.diff(grid)
+    return grid - np.round(pickup * np.concatenate([lengths[:1], lengths])).astype(np.int64)
 
 
 def _histograms(notes: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """(NB, 12 + POSITIONS) the two unit histograms per bar of ``notes`` (:func:`pitched_notes`)."""
+    """(NB, 12 + POSITIONS) the two unit histograms per bar (``grid`` its NB + 1 edges in ticks) of ``notes``
+    (:func:`pitched_notes`)."""
     n_bars = len(grid) - 1
     pitch_class = np.zeros((n_bars, 12))
     onsets = np.zeros((n_bars, POSITIONS))

@@ -1,6 +1,6 @@
 """A form's files, in one folder: ``form.json``, ``form.png`` (the self-similarity matrix with the sections
-drawn, the novelty curve under it) and ``<stem>.form.mid`` (the song with a marker meta-event, the section's
-label, at each section start, which DAWs show on their timeline)."""
+drawn, the boundary evidence per bar line under it) and ``<stem>.form.mid`` (the song with a marker
+meta-event, the section's label, at each section start, which DAWs show on their timeline)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def write(form, score, out_dir: str | Path, *, stem: str = "song", plot: bool = 
 
 def plot_png(form) -> bytes:
     """PNG bytes: the self-similarity matrix, section boundaries as lines, labels along the top, and the
-    novelty curve below it with the boundaries marked."""
+    boundary evidence (``form.novelty``) below it with the boundaries marked."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,14 +51,14 @@ def plot_png(form) -> bytes:
             line(s.start_bar, color="cyan", linewidth=0.8)
         top.text((s.start_bar + s.end_bar) / 2, -0.5, s.label, ha="center", va="bottom", fontsize=9)
     top.set_ylabel("bar")
-    top.set_title(f"{Path(form.source).name}: {form.settings.features} features, "
+    top.set_title(f"{Path(form.source).name}: {form.settings.features} features, {form.settings.method}, "
                   f"{len(form.sections)} sections ({''.join(s.label for s in form.sections)})", pad=18, fontsize=10)
     bottom.plot(range(n), form.novelty, color="black", linewidth=1)
     for s in form.sections[1:]:
         bottom.axvline(s.start_bar, color="tab:blue", linewidth=0.8)
     bottom.set_xlim(0, n)
     bottom.set_xlabel("bar (0-based)")
-    bottom.set_ylabel("novelty")
+    bottom.set_ylabel("boundary evidence")
     fig.tight_layout()
     buffer = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buffer)
