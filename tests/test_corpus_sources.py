@@ -10,7 +10,7 @@ import pytest
 import symusic
 
 from midistruct.corpus import SourceError, iter_pieces
-from midistruct.corpus.nottingham import tune_type
+from midistruct.corpus.nottingham import book_and_tune_type
 from midistruct.corpus.pop909 import (
     meter_of,
     parse_phrase_labels,
@@ -253,8 +253,8 @@ def test_nottingham_errors(nottingham: Path, tmp_path: Path, folder: str, render
      ("hpps1", ("hpps", "hornpipe")), ("slip4", ("slip", "slip jig")),
      ("xmas2", ("xmas", "christmas")), ("polkas1", ("polkas", "polkas")), ("tune", ("", ""))],
 )
-def test_tune_type(stem: str, expected: tuple[str, str]) -> None:
-    assert tune_type(stem) == expected
+def test_book_and_tune_type(stem: str, expected: tuple[str, str]) -> None:
+    assert book_and_tune_type(stem) == expected
 
 
 def test_folder_source(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ TUNE_TYPES = {
 _STEM = re.compile(r"([a-z]+(?:-[a-z])?)(\d+)", re.IGNORECASE)
 
 
-def tune_type(stem: str) -> tuple[str, str]:
+def book_and_tune_type(stem: str) -> tuple[str, str]:
     """``(book, tune type)`` of a file stem: ``"reelsa-c12"`` -> ``("reelsa-c", "reel")``.
 
     An unknown book is its own tune type; a stem without the book+number shape gives ``("", "")``.
@@ -111,7 +111,7 @@ def iter_nottingham(options: dict[str, Any]) -> Iterator[Piece]:
 
 def _tune_pieces(stem: str, paths: dict[str, Path | None]) -> Iterator[Piece]:
     """One piece per rendering of the tune ``stem`` that has a file (``paths[rendering]``)."""
-    book, kind = tune_type(stem)
+    book, kind = book_and_tune_type(stem)
     for name, path in paths.items():
         if path is not None:
             tags = {"collection": "nottingham", "rendering": name, "book": book, "tune_type": kind}
