@@ -67,8 +67,8 @@ def note_features(score, grid: np.ndarray, *, per_track: bool = False, pickup: f
 
 def pickup_windows(grid: np.ndarray, pickup: float) -> np.ndarray:
     """(NB + 1,) the edges of the bars' note windows: each bar line of ``grid`` (ticks) moved earlier by
-    ``pickup`` of the bar before it (the first by ``pickup`` of bar 0), so that every window is as long as its
-    bar and starts as far before its bar line; the notes of the song's last ``pickup`` fall in no window."""
+    ``pickup`` of the bar before it (the first by ``pickup`` of bar 0), so that, where the meter holds, every
+    window is as long as its bar; the notes of the song's last ``pickup`` fall in no window."""
     grid = np.asarray(grid, dtype=np.int64)
     if not pickup or len(grid) < 2:
         return grid
