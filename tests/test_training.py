@@ -71,7 +71,7 @@ def test_resume_continues_exactly(shards, tmp_path):
     valid = [r for r in records if r["split"] == "valid"]
     assert [r["step"] for r in valid] == [3, 6] and 0 < valid[0]["seconds"] <= valid[1]["seconds"]
     saved = json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["state"]["position"]
-    assert saved["seconds"] >= valid[1]["seconds"] > 0
+    assert saved["seconds"] >= valid[1]["seconds"] - 0.05 > 0  # the logged value is rounded to 0.1 s
 
 
 def test_resume_without_checkpoint_fails_clearly(shards, tmp_path):
