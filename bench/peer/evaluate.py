@@ -76,7 +76,7 @@ def free_running_metrics(model, tokenizer, references: list[list[int]], grids: n
                          sample_temperature: float = 0.5, seed: int = 0, batch_size: int = 32) -> dict:
     """The ``free_*`` keys of ``midistruct.evaluation.evaluate.free_running_metrics``, for the peer: greedy from
     the true, a shuffled and a zero latent, the monotone baseline, and sampled at ``sample_temperature``."""
-    from midistruct.evaluation.evaluate import FREE_METRICS
+    from midistruct.evaluation.evaluate import free_run_record
     from midistruct.training import validation
 
     runs = dict(FREE_RUNS)
@@ -88,11 +88,7 @@ def free_running_metrics(model, tokenizer, references: list[list[int]], grids: n
     for name, (latent, temperature) in runs.items():
         found = validation.merge_free_runs([free_running(model, tokenizer, references[s], grids[s], latent=latent,
                                                          temperature=temperature) for s in spans])
-        key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
-        out.update({key(m): found.get(m, 0.0) for m in FREE_METRICS})
-        if name == "":
-            out["free_monotone_onset_pitch_accuracy"] = found.get("monotone_onset_pitch_accuracy", 0.0)
-            out["free_onsets"] = found.get("onsets", 0)
+        out.update(free_run_record(name, found))
     if sample_temperature > 0:
         out["free_sample_temperature"] = sample_temperature
     return out

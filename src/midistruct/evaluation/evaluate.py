@@ -104,11 +104,19 @@ def free_running_metrics(model, tokenizer, batches, *, sample_temperature: float
     for name, (latent, temperature) in runs.items():
         found = validation.merge_free_runs([validation.free_running(model, tokenizer, b, device=device, latent=latent,
                                                               temperature=temperature) for b in batches])
-        key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
-        out.update({key(m): found.get(m, 0.0) for m in FREE_METRICS})
-        if name == "":
-            out["free_monotone_onset_pitch_accuracy"] = found.get("monotone_onset_pitch_accuracy", 0.0)
-            out["free_onsets"] = found.get("onsets", 0)
+        out.update(free_run_record(name, found))
     if sample_temperature > 0:
         out["free_sample_temperature"] = sample_temperature
+    return out
+
+
+def free_run_record(name: str, found: dict) -> dict:
+    """One free-running run's merged metrics under the names ``evaluate`` reports: ``free_X`` for the true
+    latent (``name`` ""), ``free_X_shuffled_latent`` / ``free_X_zero_latent``, ``free_sampled_X`` ("sampled");
+    the true latent's also gives the monotone baseline and the onset count."""
+    key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
+    out = {key(m): found.get(m, 0.0) for m in FREE_METRICS}
+    if name == "":
+        out["free_monotone_onset_pitch_accuracy"] = found.get("monotone_onset_pitch_accuracy", 0.0)
+        out["free_onsets"] = found.get("onsets", 0)
     return out
