@@ -139,3 +139,21 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path):
     assert (final / "f.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["final"]
     replace_dir(tmp_path / "final", tmp_path / "moved")  # nothing there yet: a plain move
     assert (tmp_path / "moved" / "f.txt").read_text() == "new"
+
+
+@pytest.mark.parametrize("command", RUNS_MODEL)
+def test_every_model_command_takes_threads(command):
+    assert _option(_subparsers()[command], "--threads") is not None
+    assert cli.build_parser().parse_args([command, *MINIMAL[command], "--threads", "1"]).threads == 1
+
+
+def test_threads_sets_torch_and_refuses_zero(capsys):
+    before = torch.get_num_threads()
+    try:
+        args = cli.build_parser().parse_args(["reconstruct", *MINIMAL["reconstruct"], "--threads", "1"])
+        assert cli._device(args).type in ("cpu", "cuda", "mps") and torch.get_num_threads() == 1
+        args.threads = 0
+        with pytest.raises(cli.UserError, match=r"^--threads must be at least 1, got 0$"):
+            cli._device(args)
+    finally:
+        torch.set_num_threads(before)

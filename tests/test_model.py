@@ -238,6 +238,22 @@ def test_generate_with_and_without_cache_agree(conditioning, batch):
     torch.testing.assert_close(torch.stack(cached.logits, dim=1), forced, atol=1e-5, rtol=1e-5)
 
 
+def test_cached_decoding_computes_the_plan_once(batch, monkeypatch):
+    """The codes do not change while decoding, so the sequence head runs once per generate call, not once per
+    token (it made 16-bar decoding minutes long); the tokens are those of the per-token plan."""
+    model = make_model(conditioning="plan").eval()
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    prompt = shift_right(batch["input_ids"], bos_token_id=BOS)[:, :1]
+    kwargs = dict(input_ids=prompt, max_new_tokens=12, do_sample=False, use_cache=True, **latents.codes())
+    calls = []
+    hidden = model.sequence_head.hidden
+    monkeypatch.setattr(model.sequence_head, "hidden", lambda *a, **k: calls.append(k) or hidden(*a, **k))
+    once = model.generate(**kwargs)
+    assert len(calls) == 1 and calls[0]["n_slots"] == model.config.sequence_slots
+    monkeypatch.setattr(type(model), "_plan_for", lambda self, zb, zs, slots, cache: self.plan(zb, zs, slot_ids=slots))
+    assert torch.equal(model.generate(**kwargs), once) and len(calls) == 13
+
+
 def test_output_carries_the_cache_under_the_name_generate_reads(batch):
     """generate reads the output's field named as in its own CausalLMOutputWithPast (``cache`` since
     transformers 5.24, the version pyproject pins) and hands it back to prepare_inputs_for_generation under it."""

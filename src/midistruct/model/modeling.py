@@ -756,9 +756,23 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids = count_slots(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         hidden = self.decoder(
             decoder_input_ids, bar_index=decoder_bar_ids, slot_index=decoder_slot_ids, z_bar=z_bar,
-            z_segment=z_segment, cache=cache, plan=self.plan(z_bar, z_segment, slot_ids=decoder_slot_ids),
+            z_segment=z_segment, cache=cache, plan=self._plan_for(z_bar, z_segment, decoder_slot_ids, cache),
         )  # (B, T, D)
         return MidiStructOutput(logits=self.lm_head(hidden), cache=cache if use_cache else None)
+
+    def _plan_for(self, z_bar, z_segment, slot_ids, cache: Cache | None):
+        """The plan for one decoder call. While decoding token by token (a cache), the codes are fixed, so the
+        plan is computed once for all ``sequence_slots`` and kept on the cache: the sequence head is causal over
+        its slots, so slot k's state does not depend on how many slots are computed. Recomputing it at every
+        token made a 16-bar window take minutes to decode."""
+        if cache is None or self.config.conditioning != "plan" or self.sequence_head is None:
+            return self.plan(z_bar, z_segment, slot_ids=slot_ids)
+        kept = getattr(cache, "midistruct_plan", None)
+        if kept is None or cache.get_seq_length() == 0:
+            full = slot_ids.new_full((1, 1), self.config.sequence_slots - 1)
+            kept = self.plan(z_bar, z_segment, slot_ids=full)  # (B, NB, sequence_slots, D)
+            cache.midistruct_plan = kept
+        return kept
 
     def plan(self, z_bar, z_segment, *, slot_ids):
         """``conditioning="plan"``: the sequence head's states (B, NB, K, D) for the codes, K covering the
