@@ -20,7 +20,7 @@ FLOORS = [
     "midistruct", "errors", "fsutil", "config",
     "corpus", "tokens", "shards", "prepare",
     "metrics", "model", "generation", "training", "evaluation",
-    "render", "form", "quickstart", "cli", "__main__",
+    "render", "form", "library", "quickstart", "cli", "__main__",
 ]
 
 

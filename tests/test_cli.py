@@ -33,12 +33,14 @@ MINIMAL = {
     "evaluate": ["CK"],
     "models": [],
     "form": ["CK", "a.mid"],
+    "embed": ["CK", "dir"],
+    "radio": ["CK", "a.mid", "--library", "l.npz"],
     "export": ["CK", "-o", "src/midistruct/pretrained/NAME", "--card", "card.yaml"],
 }
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
                                                                         "continue", "sample", "form")}}
 RUNS_MODEL = ["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
-             "form", "prior"]
+             "form", "prior", "embed", "radio"]
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -517,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_pretrained_parsers(sub)
     _add_form_parser(sub)
+    _add_library_parsers(sub)
     return parser
 
 
@@ -726,6 +727,115 @@ def _add_form_parser(sub) -> None:
                    "sections drawn, and the novelty curve")
     p.add_argument("--json", action="store_true", help="print form.json instead of the table")
     p.set_defaults(handler=cmd_form)
+
+
+def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
+    """``[CHECKPOINT] PATH`` of embed and radio: (features, path, encoder, model id); the model loads only for
+    codes features."""
+    from midistruct.library import features as lf
+
+    if len(args.paths) > 2:
+        raise UserError(f"{command} takes [CHECKPOINT] {what}, got {len(args.paths)} paths")
+    checkpoint, path = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    features = args.features or ("codes" if checkpoint else "histogram")
+    if features == "codes" and checkpoint is None:
+        raise UserError(f"--features codes needs a model: midistruct {command} CHECKPOINT {what}")
+    if features == "histogram":
+        return features, path, lf.histogram_features(), "none"
+    from midistruct.library.store import model_id
+
+    args.checkpoint = checkpoint
+    return features, path, lf.code_features(_pipeline(args)), model_id(checkpoint)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """One vector per piece of a folder (issue 17), cached by file content in the output library."""
+    from midistruct.library.store import Library, embed_folder
+
+    _device(args)  # an unavailable device fails at once
+    features, folder, encode, model = _features_and_model(args, command="embed", what="DIR")
+    output = Path(args.output)
+    previous = Library.load(output) if output.exists() and not args.overwrite else None
+    library = embed_folder(folder, encode, model=model, features=features, previous=previous,
+                           progress=not args.quiet, save=lambda partial: partial.save(output))
+    library.save(output)
+    print(f"wrote {output}: {len(library)} pieces ({library.encoded} encoded, {len(library) - library.encoded} "
+          f"from the cache), {len(library.skipped)} skipped")
+    for rel, reason in list(library.skipped.items())[:10]:
+        print(f"  skipped {rel}: {reason}", file=sys.stderr)
+    if len(library.skipped) > 10:
+        print(f"  ... and {len(library.skipped) - 10} more (the library file lists them all)", file=sys.stderr)
+    return 0
+
+
+def cmd_radio(args: argparse.Namespace) -> int:
+    """A playlist of library pieces that go with a seed, each step a smooth transition (issue 17)."""
+    from midistruct.library import LibraryError
+    from midistruct.library.radio import radio, write_playlist
+    from midistruct.library.store import Library, content_hash, same_model
+
+    _device(args)  # an unavailable device fails at once
+    library = Library.load(args.library)
+    args.features = args.features or library.features
+    if args.features != library.features:
+        raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
+    if library.features == "histogram" and len(args.paths) == 2:
+        raise LibraryError(f"{args.library} holds histogram features, made without a model: leave out "
+                           f"{args.paths[0]}, or embed the library with it")
+    features, seed_path, encode, model = _features_and_model(args, command="radio", what="SEED")
+    if not same_model(model, library.model):
+        raise LibraryError(f"{args.library} was embedded with {library.model}, not {model}: run midistruct embed "
+                           f"with this model first")
+    seed = encode(Path(seed_path))
+    own = library.index_of(content_hash(Path(seed_path)))
+    steps = radio(library, seed, n=args.n, smoothness=args.smoothness, edge_bars=args.edge_bars,
+                  exclude={own} if own is not None else set())
+    settings = {"n": args.n, "smoothness": args.smoothness, "edge_bars": args.edge_bars}
+    m3u, js = write_playlist(steps, library, args.output, seed=str(seed_path), settings=settings)
+    for i, step in enumerate(steps, 1):
+        print(f"{i:3d}  {step.path}  similarity {step.similarity:.3f}  transition {step.transition:.3f}")
+    print(f"wrote {m3u} and {js}")
+    return 0
+
+
+def _add_library_parsers(sub) -> None:
+    """embed and radio: a library of pieces and playlists from it (midistruct.library)."""
+    p = sub.add_parser("embed", help="one vector per piece of a folder of MIDI files, for radio and search",
+                       usage="midistruct embed [options] [CHECKPOINT] DIR")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] DIR",
+                   help="a checkpoint folder or shipped model name (midistruct models), then the folder (searched "
+                        "recursively); the folder alone uses the histogram features")
+    _add_device_arg(p)
+    _add_library_features(p)
+    p.add_argument("-o", "--output", default="library.npz", metavar="FILE",
+                   help="the library file; if it exists, pieces it holds (same content, same model) are not "
+                        "encoded again (default: library.npz)")
+    p.add_argument("--overwrite", action="store_true", help="ignore the existing library file: encode everything")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_embed)
+    p = sub.add_parser("radio", help="a playlist of library pieces that go with a seed, ordered for smooth "
+                       "transitions (M3U + JSON)", usage="midistruct radio [options] [CHECKPOINT] SEED --library FILE")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] SEED",
+                   help="the model the library was embedded with (none for histogram features), then the seed MIDI")
+    _add_device_arg(p)
+    _add_library_features(p)
+    p.add_argument("--library", required=True, metavar="FILE", help="a library written by midistruct embed")
+    p.add_argument("-n", type=POSITIVE, default=12, help="pieces in the playlist (default: 12)")
+    p.add_argument("--smoothness", type=float, default=0.5,
+                   help="weight of the transition (end of one piece to the start of the next) against likeness to "
+                        "the seed, 0..1 (default: 0.5)")
+    p.add_argument("--edge-bars", type=POSITIVE, default=2,
+                   help="bars at each end of a piece that a transition compares (default: 2)")
+    p.add_argument("-o", "--output", default="radio", metavar="PATH",
+                   help="writes PATH.m3u and PATH.json (default: radio)")
+    p.set_defaults(handler=cmd_radio)
+
+
+def _add_library_features(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", choices=["codes", "histogram"], default=None,
+                   help="codes: the model's [mean bar code ; mean segment code]; histogram: pitch classes weighted "
+                        "by duration and note durations, no model (the baseline) (default: codes with a "
+                        "CHECKPOINT, else histogram; radio: the library's)")
 
 
 def _add_method_arg(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,167 @@
+"""A library's piece vectors on proxies of "what goes well together" (issue 17): Nottingham tune types by
+leave-one-out k-nearest-neighbour accuracy, and POP909's alternative arrangements finding their song (MRR,
+recall@1/10 of the 909 originals ranked for each of the 1,989 versions). The codes of a model against the
+pitch-class + duration histogram baseline, chance, and (Nottingham) the meter alone. Prints one JSON.
+
+    python docs/scripts/library_eval.py --model folk-2bar --work /tmp/lib     # about 35 min on one core
+    python docs/scripts/library_eval.py --speed --work /tmp/lib              # + radio time at 10,000 pieces
+
+Libraries are embedded with ``midistruct.library`` exactly as ``midistruct embed`` does and kept in ``--work``
+(``<corpus>-<features>.npz``), so a second run only measures. Nottingham is GPL-3: evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from midistruct.library.features import code_features, histogram_features
+from midistruct.library.radio import radio
+from midistruct.library.search import Space
+from midistruct.library.store import Library, embed_folder, model_id
+
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def library(corpus: str, folder: Path, features: str, args) -> Library:
+    """The cached library of ``folder``, embedded (and saved as it goes) if it is not complete yet."""
+    path = Path(args.work) / f"{corpus}-{features}.npz"
+    previous = Library.load(path) if path.exists() else None
+    if features == "histogram":
+        encode, model = histogram_features(), "none"
+    else:
+        from midistruct.generation.pipeline import MidiStruct
+
+        encode, model = code_features(MidiStruct.from_pretrained(args.model)), model_id(args.model)
+    lib = embed_folder(folder, encode, model=model, features=features, previous=previous,
+                       save=lambda partial: partial.save(path), progress=True)
+    lib.save(path)
+    return lib
+
+
+def tune_type(path: str) -> str:
+    """Nottingham's tune type from the file name; the reels books are one type, slip jigs are jigs."""
+    kind = re.sub(r"\d+\.mid$", "", Path(path).name)
+    return "reels" if kind.startswith("reels") else "jigs" if kind == "slip" else kind
+
+
+def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int, *, groups: np.ndarray | None = None) -> float:
+    """Leave-one-out majority vote of the k most cosine-similar (ties: the nearest's label); with ``groups``,
+    neighbours only from the piece's own group (its meter: does the vector know more than the meter?)."""
+    space = Space(vectors)
+    sims = space.unit @ space.unit.T
+    if groups is not None:
+        sims[groups[:, None] != groups[None, :]] = -np.inf
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    votes = [collections.Counter(labels[row]).most_common() for row in nearest]
+    predicted = [v[0][0] if len(v) == 1 or v[0][1] > v[1][1] else labels[row[0]] for v, row in zip(votes, nearest)]
+    return float(np.mean(np.array(predicted) == labels))
+
+
+def meters_of(lib: Library) -> np.ndarray:
+    import symusic
+
+    return np.array([_meter(symusic.Score(str(Path(lib.root) / p))) for p in lib.paths])
+
+
+def meter_baseline(meters: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of naming the most common tune type of the piece's meter (leave-one-out)."""
+    hits = []
+    for i in range(len(labels)):
+        same = (meters == meters[i]) & (np.arange(len(labels)) != i)
+        hits.append(collections.Counter(labels[same]).most_common(1)[0][0] == labels[i] if same.any() else False)
+    return float(np.mean(hits))
+
+
+def _meter(score) -> str:
+    sig = score.time_signatures[0] if len(score.time_signatures) else None
+    return f"{sig.numerator}/{sig.denominator}" if sig is not None else "4/4"
+
+
+def nottingham(features: list[str], args) -> dict:
+    folder = DATASETS / "nottingham" / "midi" / "melody"
+    out = {}
+    for f in features:
+        lib = library("nottingham", folder, f, args)
+        labels = np.array([tune_type(p) for p in lib.paths])
+        meters = meters_of(lib)
+        out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
+        out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
+        out[f]["pieces"] = len(lib)
+    counts = collections.Counter(labels)
+    out["majority"] = counts.most_common(1)[0][1] / len(labels)
+    out["meter_alone"] = meter_baseline(meters, labels)
+    out["types"] = dict(counts.most_common())
+    return out
+
+
+def pop909(features: list[str], args) -> dict:
+    folder = DATASETS / "pop909" / "songs"
+    out = {}
+    for f in features:
+        lib = library("pop909", folder, f, args)
+        originals = [i for i, p in enumerate(lib.paths) if "/versions/" not in p]
+        versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p]
+        song = np.array([p.split("/")[0] for p in lib.paths])
+        space = Space(lib.vectors[originals])
+        ranks = []
+        for v in versions:
+            order = np.argsort(-space.similarity(lib.vectors[v]), kind="stable")
+            ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
+        ranks = np.array(ranks)
+        out[f] = {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
+                  "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks), "originals": len(originals)}
+    n = out[features[0]]["originals"]
+    out["chance"] = {"mrr": float(np.mean(1 / np.arange(1, n + 1))), "recall@1": 1 / n, "recall@10": 10 / n}
+    return out
+
+
+def speed(args) -> dict:
+    """Seconds for one radio answer (12 pieces) from 10,000 pieces: the POP909 codes tiled with noise."""
+    lib = Library.load(Path(args.work) / "pop909-codes.npz")
+    rng = np.random.default_rng(0)
+    reps = -(-10_000 // len(lib))
+    pick = np.arange(10_000) % len(lib)
+    big = Library(lib.root, lib.model, lib.features, [f"{i}.mid" for i in range(10_000)],
+                  [str(i) for i in range(10_000)],
+                  lib.vectors[pick] + rng.normal(scale=0.01, size=(10_000, lib.vectors.shape[1])).astype(np.float32),
+                  np.concatenate([lib.piece_bars(i) for i in pick]),
+                  np.cumsum([0, *(lib.offsets[i + 1] - lib.offsets[i] for i in pick)]))
+    from midistruct.library.features import PieceCodes
+
+    seed = PieceCodes(lib.vectors[0], lib.piece_bars(0))
+    start = time.perf_counter()
+    for _ in range(5):
+        radio(big, seed, n=12)
+    return {"pieces": len(big), "tiles": reps, "radio_seconds": (time.perf_counter() - start) / 5}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="folk-2bar")
+    p.add_argument("--work", default="/tmp/lib", help="where the libraries are kept")
+    p.add_argument("--features", default="codes,histogram")
+    p.add_argument("--corpora", default="nottingham,pop909")
+    p.add_argument("--speed", action="store_true")
+    args = p.parse_args(argv)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    features = args.features.split(",")
+    result = {"model": args.model}
+    for corpus in args.corpora.split(","):
+        result[corpus] = {"nottingham": nottingham, "pop909": pop909}[corpus](features, args)
+    if args.speed:
+        result["speed"] = speed(args)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

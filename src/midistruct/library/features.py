@@ -1,0 +1,74 @@
+"""What a piece becomes in a library: :class:`PieceCodes`, from a model's codes or from a histogram.
+
+A model's piece vector is ``[mean bar code ; mean segment code]`` over the windows the pipeline cuts (the
+model's bar count, from the first bar); the bar codes are kept, in order, for transitions (a piece's start
+and end). The baseline (issue 17's "pitch-class + duration histogram") is 12 pitch classes weighted by
+duration and 8 duration bins, each part summing to 1; its "bar codes" are the same histogram per bar.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+FEATURES = ("codes", "histogram")
+DURATION_EDGES = np.array([0.1875, 0.375, 0.75, 1.5, 3.0, 6.0, 12.0])  # quarters; 8 bins around 16th..whole
+
+
+class PieceCodes(NamedTuple):
+    """``vector`` (D,) the piece; ``bars`` (NB, Zb) one vector per bar in order."""
+
+    vector: np.ndarray
+    bars: np.ndarray
+
+
+def code_features(ms) -> Callable[[str | Path], PieceCodes]:
+    """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`);
+    unreadable input raises its :class:`~midistruct.generation.pipeline.InputError`."""
+
+    def encode(path: str | Path) -> PieceCodes:
+        latents = ms.encode(path)
+        bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
+        segment = latents.z_segment.numpy().mean(0)  # (Zs,)
+        return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32))
+
+    return encode
+
+
+def histogram_features() -> Callable[[str | Path], PieceCodes]:
+    """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline); a file that is not
+    readable MIDI or has no notes raises :class:`~midistruct.generation.pipeline.InputError`."""
+    from midistruct.generation.pipeline import InputError
+    from midistruct.tokens.validate import Skip, load_score
+
+    def encode(path: str | Path) -> PieceCodes:
+        try:
+            score = load_score(Path(path)).to("quarter")
+        except Skip as skip:
+            raise InputError(f"{path}: {skip}") from None
+        notes = [(n.time, n.pitch, n.duration) for t in score.tracks if not t.is_drum for n in t.notes]
+        if not notes:
+            raise InputError(f"{path}: no notes")
+        time, pitch, duration = (np.array(c, dtype=np.float64) for c in zip(*notes))
+        bar = _bar_of(score, time)
+        bars = np.stack([histogram(pitch[bar == b], duration[bar == b]) for b in range(int(bar.max()) + 1)])
+        return PieceCodes(histogram(pitch, duration), bars)
+
+    return encode
+
+
+def histogram(pitch: np.ndarray, duration: np.ndarray) -> np.ndarray:
+    """(20,) pitch classes weighted by duration (12) and the duration bins (8), each part summing to 1
+    (zeros for no notes)."""
+    pcs = np.bincount(pitch.astype(int) % 12, weights=duration, minlength=12)
+    durs = np.bincount(np.searchsorted(DURATION_EDGES, duration), minlength=len(DURATION_EDGES) + 1)
+    return np.concatenate([pcs / max(pcs.sum(), 1e-9), durs / max(durs.sum(), 1)]).astype(np.float32)
+
+
+def _bar_of(score, time: np.ndarray) -> np.ndarray:
+    """The bar index of each onset (quarters), under the score's first time signature (4/4 without one)."""
+    sig = score.time_signatures[0] if len(score.time_signatures) else None
+    length = sig.numerator * 4.0 / sig.denominator if sig is not None else 4.0
+    return np.floor(time / length).astype(int)

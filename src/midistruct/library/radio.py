@@ -1,0 +1,82 @@
+"""A radio: pieces that go with a seed, ordered so that each step is a smooth transition.
+
+Candidates are the seed's nearest pieces (:class:`~midistruct.library.search.Space`). The playlist is built
+greedily: after piece A comes the candidate B with the best ``smoothness * transition(A, B) +
+(1 - smoothness) * similarity(seed, B)``, where ``transition`` is the cosine between the mean bar vector of
+A's last ``edge_bars`` bars and of B's first ones (end of one into the start of the next, not only whole-piece
+likeness). Every step records both scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from midistruct.library import LibraryError
+from midistruct.library.features import PieceCodes
+from midistruct.library.search import Space
+from midistruct.library.store import Library
+
+
+@dataclass
+class Step:
+    """One playlist entry: ``path`` relative to the library root; its cosine to the seed; the transition
+    cosine from the entry before it (from the seed for the first); ``score`` what chose it."""
+
+    path: str
+    similarity: float
+    transition: float
+    score: float
+
+
+def edges(bars: np.ndarray, edge_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end): the mean bar vector of the first and of the last ``edge_bars`` bars of (NB, Zb)."""
+    return bars[:edge_bars].mean(0), bars[-edge_bars:].mean(0)
+
+
+def radio(library: Library, seed: PieceCodes, *, n: int = 12, smoothness: float = 0.5, edge_bars: int = 2,
+          pool: int | None = None, exclude: set[int] = frozenset()) -> list[Step]:
+    """Up to ``n`` steps after ``seed`` (a piece's codes, in the library or not); ``exclude`` leaves pieces out
+    (the seed's own index when it is in the library). ``pool`` candidates (default ``max(4 n, 50)``)."""
+    if not 0.0 <= smoothness <= 1.0:
+        raise LibraryError(f"smoothness must be between 0 and 1, got {smoothness}")
+    if n < 1 or edge_bars < 1:
+        raise LibraryError(f"n and edge_bars must be at least 1, got n={n}, edge_bars={edge_bars}")
+    pieces, bar_space = Space(library.vectors), Space(library.bars)
+    candidates = pieces.nearest(seed.vector, k=pool or max(4 * n, 50), exclude=set(exclude))
+    if not candidates:
+        return []
+    starts, ends = zip(*(edges(library.piece_bars(i), edge_bars) for i, _ in candidates))
+    starts, ends = bar_space.project(np.stack(starts)), bar_space.project(np.stack(ends))  # (C, Zb) each
+    similarity = np.array([s for _, s in candidates])  # (C,)
+    current_end = bar_space.project(edges(seed.bars, edge_bars)[1])
+    left, steps = list(range(len(candidates))), []
+    while left and len(steps) < n:
+        transition = starts[left] @ current_end  # (L,)
+        score = smoothness * transition + (1 - smoothness) * similarity[left]
+        best = int(np.argmax(score))
+        c = left.pop(best)
+        steps.append(Step(library.paths[candidates[c][0]], float(similarity[c]), float(transition[best]),
+                          float(score[best])))
+        current_end = ends[c]
+    return steps
+
+
+def write_playlist(steps: list[Step], library: Library, output: str | Path, *, seed: str,
+                   settings: dict) -> tuple[Path, Path]:
+    """``<output>.m3u`` (absolute paths, playable as they are) and ``<output>.json`` (seed, settings, the
+    scores of every step)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    m3u, js = output.with_suffix(".m3u"), output.with_suffix(".json")
+    root = Path(library.root)
+    lines = ["#EXTM3U", *(f"#EXTINF:-1,{Path(s.path).stem} (transition {s.transition:.3f})\n{root / s.path}"
+                          for s in steps)]
+    m3u.write_text("\n".join(lines) + "\n")
+    js.write_text(json.dumps({"seed": seed, "library": library.root, "model": library.model,
+                              "features": library.features, **settings,
+                              "playlist": [asdict(s) for s in steps]}, indent=2) + "\n")
+    return m3u, js

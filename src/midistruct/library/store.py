@@ -1,0 +1,161 @@
+"""A :class:`Library`: every MIDI file under a folder embedded once, cached by its content, saved as .npz.
+
+A second run over a grown folder (``previous=`` the saved library) encodes only files whose content hash it
+has not seen under the same model and features; moved or renamed files keep their vectors. Files that cannot
+be read are listed in ``skipped`` with their reason and left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from midistruct.library import LibraryError
+from midistruct.library.features import PieceCodes
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+FORMAT = 1
+
+
+@dataclass
+class Library:
+    """N pieces: ``paths`` relative to ``root``; ``vectors`` (N, D); bar vectors (sum NB, Zb) concatenated in
+    ``bars``, piece i's at ``bars[offsets[i]:offsets[i + 1]]``; ``model`` and ``features`` say what made them."""
+
+    root: str
+    model: str
+    features: str
+    paths: list[str]
+    hashes: list[str]
+    vectors: np.ndarray
+    bars: np.ndarray
+    offsets: np.ndarray
+    skipped: dict[str, str] = field(default_factory=dict)
+    encoded: int = 0  # pieces encoded by the run that made this object (the rest came from the cache); not saved
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def piece_bars(self, i: int) -> np.ndarray:
+        """(NB, Zb) the bar vectors of piece ``i``."""
+        return self.bars[self.offsets[i] : self.offsets[i + 1]]
+
+    def index_of(self, path_or_hash: str) -> int | None:
+        """The piece with this content hash or path (relative to root), else None."""
+        for names in (self.hashes, self.paths):
+            if path_or_hash in names:
+                return names.index(path_or_hash)
+        return None
+
+    def save(self, path: str | Path) -> Path:
+        """Write one .npz (written beside, then renamed: a reader never sees half a library)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise LibraryError(f"a library file ends in .npz, got {path.name}")
+        meta = {"format": FORMAT, "root": self.root, "model": self.model, "features": self.features,
+                "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+        np.savez(tmp, vectors=self.vectors, bars=self.bars, offsets=self.offsets, meta=json.dumps(meta))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Library:
+        """Read a file written by :meth:`save`; :class:`LibraryError` naming it when it is not one."""
+        path = Path(path)
+        try:
+            with np.load(path) as f:
+                meta = json.loads(str(f["meta"]))
+                arrays = {k: f[k] for k in ("vectors", "bars", "offsets")}
+        except (OSError, KeyError, ValueError) as err:
+            raise LibraryError(f"{path}: not a library written by `midistruct embed` ({err})") from None
+        if meta.get("format") != FORMAT:
+            raise LibraryError(f"{path}: library format {meta.get('format')}, this version reads {FORMAT}")
+        return cls(root=meta["root"], model=meta["model"], features=meta["features"], paths=meta["paths"],
+                   hashes=meta["hashes"], skipped=meta["skipped"], **arrays)
+
+
+def midi_files(folder: str | Path) -> list[Path]:
+    """Every MIDI file under ``folder`` by suffix (any case), sorted; :class:`LibraryError` if there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LibraryError(f"{folder}: not a folder")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    if not found:
+        raise LibraryError(f"{folder}: no MIDI files (looked for {', '.join(MIDI_SUFFIXES)})")
+    return found
+
+
+def content_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+
+
+def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, model: str, features: str,
+                 previous: Library | None = None, progress: bool = True,
+                 save: Callable[[Library], object] | None = None, save_every: int = 500) -> Library:
+    """Embed every MIDI file under ``folder`` with ``encode`` (:mod:`midistruct.library.features`), reusing
+    ``previous``'s vectors for files whose content it holds when it was made by the same model and features.
+
+    ``save`` is called with the library so far after every ``save_every`` encoded pieces, so that a long run
+    that is stopped loses little: given back as ``previous``, those pieces are not encoded again."""
+    from tqdm import tqdm
+
+    from midistruct.errors import MidiStructError, one_line
+
+    files = midi_files(folder)
+    reuse = _reusable(previous, model=model, features=features)
+    rows, skipped, encoded = [], {}, 0
+    for path in tqdm(files, desc="embed", unit="piece", disable=not progress):
+        rel, digest = path.relative_to(folder).as_posix(), content_hash(path)
+        if digest in reuse:
+            rows.append((rel, digest, *reuse[digest]))
+            continue
+        try:
+            piece = encode(path)
+        except MidiStructError as err:
+            skipped[rel] = one_line(err)
+            continue
+        except Exception as err:  # noqa: BLE001 - one strange file must not stop a 10,000-piece run
+            skipped[rel] = f"{type(err).__name__}: {one_line(err)}"
+            continue
+        encoded += 1
+        rows.append((rel, digest, piece.vector, piece.bars))
+        if save is not None and encoded % save_every == 0:
+            save(_library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded))
+    if not rows:
+        raise LibraryError(f"{folder}: none of {len(files)} MIDI files could be embedded "
+                           f"(first: {next(iter(skipped.items()))})")
+    return _library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded)
+
+
+def model_id(checkpoint: str | Path) -> str:
+    """``NAME@<sha256 of model.safetensors, 12 hex>``: a library's cache is reused only for the same weights."""
+    from midistruct.model.pretrained import resolve
+
+    weights = Path(resolve(checkpoint)) / "model.safetensors"
+    return f"{checkpoint}@{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+
+
+def same_model(a: str, b: str) -> bool:
+    """Model ids (``NAME@<weights hash>``, or ``none``) name the same weights, however the folder was spelt."""
+    return a.split("@")[-1] == b.split("@")[-1]
+
+
+def _reusable(previous: Library | None, *, model: str, features: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if previous is None or previous.features != features or not same_model(previous.model, model):
+        return {}
+    return {h: (previous.vectors[i], previous.piece_bars(i)) for i, h in enumerate(previous.hashes)}
+
+
+def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int) -> Library:
+    paths, hashes, vectors, bars = zip(*rows)
+    offsets = np.cumsum([0, *(len(b) for b in bars)])
+    return Library(root=str(root.resolve()), model=model, features=features, paths=list(paths),
+                   hashes=list(hashes), vectors=np.stack(vectors).astype(np.float32),
+                   bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded)

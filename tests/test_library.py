@@ -1,0 +1,251 @@
+"""A library of pieces and a radio (issue 17, midistruct.library): the histogram baseline, embedding a folder
+with its content-hash cache and skipped files, exact nearest neighbours, the radio's ordering, the CLI, and
+real Nottingham tunes embedded with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import symusic
+from scores import make_score
+
+from midistruct.cli import main
+from midistruct.library import LibraryError
+from midistruct.library.features import PieceCodes, histogram, histogram_features
+from midistruct.library.radio import radio
+from midistruct.library.search import Space
+from midistruct.library.store import Library, embed_folder
+
+TPQ = 480
+
+
+def scale_piece(pitches, *, duration=1.0, bars=4) -> symusic.Score:
+    """4/4, one note per beat cycling through ``pitches``, each ``duration`` quarters long."""
+    score = symusic.Score(TPQ)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(name="melody", program=0)
+    step = int(duration * TPQ)
+    for i, t in enumerate(range(0, bars * 4 * TPQ, step)):
+        track.notes.append(symusic.Note(t, step, pitches[i % len(pitches)], 80))
+    score.tracks.append(track)
+    return score
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_histogram_weights_pitch_classes_by_duration_and_counts_durations():
+    h = histogram(np.array([60, 72, 67]), np.array([1.0, 1.0, 2.0]))  # C, C, G; quarters, then a half note
+    assert h.shape == (20,) and h[:12].sum() == pytest.approx(1) and h[12:].sum() == pytest.approx(1)
+    assert h[0] == pytest.approx(0.5) and h[7] == pytest.approx(0.5)  # C 2 quarters, G a half: equal weight
+    assert h[12 + 3] == pytest.approx(2 / 3) and h[12 + 4] == pytest.approx(1 / 3)  # bins (0.75,1.5], (1.5,3]
+
+
+def test_histogram_features_give_one_vector_per_bar(tmp_path):
+    path = tmp_path / "c.mid"
+    scale_piece([60, 62, 64, 65], bars=3).dump_midi(str(path))
+    piece = histogram_features()(path)
+    assert piece.vector.shape == (20,) and piece.bars.shape == (3, 20)
+    assert piece.bars[0, [0, 2, 4, 5]] == pytest.approx([0.25] * 4)
+
+
+def test_histogram_features_refuse_a_file_that_is_not_midi(tmp_path):
+    from midistruct.generation.pipeline import InputError
+
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not midi")
+    with pytest.raises(InputError, match="bad.mid"):
+        histogram_features()(bad)
+
+
+# --------------------------------------------------------------------------- store
+
+
+def folder_of(tmp_path, n=4):
+    folder = tmp_path / "lib"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(n):
+        target = folder / ("sub" if i % 2 else "") / f"p{i}.mid"
+        scale_piece([60 + i, 64 + i, 67 + i], bars=2 + i).dump_midi(str(target))
+    return folder
+
+
+def counting(encode):
+    calls = []
+    return (lambda path: calls.append(path.name) or encode(path)), calls
+
+
+def test_embed_caches_by_content_and_lists_bad_files(tmp_path):
+    folder = folder_of(tmp_path)
+    (folder / "broken.mid").write_bytes(b"MThd garbage")
+    encode, calls = counting(histogram_features())
+    first = embed_folder(folder, encode, model="none", features="histogram", progress=False)
+    assert first.paths == ["p0.mid", "p2.mid", "sub/p1.mid", "sub/p3.mid"] and len(calls) == 5
+    assert list(first.skipped) == ["broken.mid"] and "broken.mid" in first.skipped["broken.mid"]
+    assert first.vectors.shape == (4, 20) and [len(first.piece_bars(i)) for i in range(4)] == [2, 4, 3, 5]
+    saved = Library.load(first.save(tmp_path / "lib.npz"))
+    np.testing.assert_array_equal(saved.vectors, first.vectors)
+    assert saved.paths == first.paths and saved.hashes == first.hashes and saved.skipped == first.skipped
+    # the folder grows and a file moves: only the new file is encoded (the broken one is tried again)
+    (folder / "sub" / "p1.mid").rename(folder / "moved.mid")
+    scale_piece([70, 71], bars=2).dump_midi(str(folder / "new.mid"))
+    calls.clear()
+    second = embed_folder(folder, encode, model="none", features="histogram", previous=saved, progress=False)
+    assert sorted(calls) == ["broken.mid", "new.mid"] and second.encoded == 1 and len(second) == 5
+    np.testing.assert_array_equal(second.vectors[second.index_of("moved.mid")], first.vectors[2])
+    # another model's library is not reused
+    calls.clear()
+    embed_folder(folder, encode, model="other@abc", features="histogram", previous=saved, progress=False)
+    assert len(calls) == 6
+
+
+def test_embed_saves_as_it_goes(tmp_path):
+    folder = folder_of(tmp_path, n=5)
+    saved = []
+    embed_folder(folder, histogram_features(), model="none", features="histogram", progress=False,
+                 save=lambda lib: saved.append(len(lib)), save_every=2)
+    assert saved == [2, 4]
+
+
+def test_embed_refuses_an_empty_or_hopeless_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LibraryError, match="no MIDI files"):
+        embed_folder(tmp_path / "empty", histogram_features(), model="none", features="histogram")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.mid").write_text("nope")
+    with pytest.raises(LibraryError, match="none of 1 MIDI files"):
+        embed_folder(tmp_path / "bad", histogram_features(), model="none", features="histogram", progress=False)
+
+
+def test_load_refuses_a_file_that_is_not_a_library(tmp_path):
+    other = tmp_path / "z.npz"
+    np.savez(other, z=np.zeros(3))
+    with pytest.raises(LibraryError, match="not a library written by `midistruct embed`"):
+        Library.load(other)
+    with pytest.raises(LibraryError, match="ends in .npz"):
+        Library("r", "none", "histogram", [], [], np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(1)).save(
+            tmp_path / "x.json")
+
+
+# --------------------------------------------------------------------------- search and radio
+
+
+def test_nearest_is_exact_cosine_after_standardising():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 8)).astype(np.float32)
+    space = Space(vectors)
+    query = vectors[17] + 0.01
+    found = space.nearest(query, k=5, exclude={3})
+    expect = np.argsort(-space.similarity(query))
+    assert [i for i, _ in found] == [i for i in expect if i != 3][:5] and found[0][0] == 17
+    assert all(a[1] >= b[1] for a, b in zip(found, found[1:]))
+    assert len(space.nearest(query, k=500)) == 200
+
+
+def chain_library(n=6, dim=4):
+    """Pieces whose whole vectors are equally like the seed, but piece i ends the way piece i+1 starts
+    (a one-hot "key" at each end), shuffled; the seed ends the way piece 0 starts."""
+    keys = np.eye(n + 1, dtype=np.float32)
+    order = [3, 0, 5, 1, 4, 2]
+    bars = [np.stack([keys[i], keys[i], keys[i + 1], keys[i + 1]]) for i in order]
+    vectors = np.stack([np.r_[np.ones(dim), 0.01 * np.eye(n)[k]] for k in order]).astype(np.float32)
+    library = Library("root", "none", "histogram", [f"piece{i}.mid" for i in order], [str(i) for i in order],
+                      vectors, np.concatenate(bars), np.cumsum([0, *(len(b) for b in bars)]))
+    seed = PieceCodes(np.r_[np.ones(dim), np.zeros(n)].astype(np.float32), np.stack([keys[n], keys[0]]))
+    return library, seed
+
+
+def test_radio_follows_the_transitions_when_smoothness_is_one():
+    library, seed = chain_library()
+    steps = radio(library, seed, n=6, smoothness=1.0, edge_bars=1)
+    assert [s.path for s in steps] == [f"piece{i}.mid" for i in range(6)]
+    assert [s.transition for s in steps[1:]] == pytest.approx([max(s.transition for s in steps)] * 5)
+    assert len({s.path for s in steps}) == 6  # nothing twice
+
+
+def test_radio_ranks_by_likeness_when_smoothness_is_zero_and_respects_n_and_exclude():
+    library, seed = chain_library()
+    steps = radio(library, seed, n=3, smoothness=0.0, exclude={library.index_of("piece0.mid")})
+    sims = [s.similarity for s in steps]
+    assert len(steps) == 3 and sims == sorted(sims, reverse=True) and "piece0.mid" not in [s.path for s in steps]
+    with pytest.raises(LibraryError, match="smoothness must be between 0 and 1"):
+        radio(library, seed, smoothness=2)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_embed_and_radio_commands_with_histograms(tmp_path, capsys):
+    folder = folder_of(tmp_path)
+    lib = tmp_path / "lib.npz"
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet"]) == 0
+    assert "4 pieces (4 encoded, 0 from the cache), 0 skipped" in capsys.readouterr().out
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet"]) == 0
+    assert "4 pieces (0 encoded, 4 from the cache)" in capsys.readouterr().out
+    out = tmp_path / "play" / "radio"
+    assert main(["radio", str(folder / "p0.mid"), "--library", str(lib), "-n", "2", "-o", str(out)]) == 0
+    playlist = json.loads(out.with_suffix(".json").read_text())
+    assert len(playlist["playlist"]) == 2 and "p0.mid" not in [s["path"] for s in playlist["playlist"]]
+    m3u = out.with_suffix(".m3u").read_text().splitlines()
+    assert m3u[0] == "#EXTM3U" and all((folder / s["path"]).resolve().as_posix() in m3u
+                                       for s in playlist["playlist"])
+
+
+def test_radio_refuses_a_library_of_another_model(checkpoint, tmp_path, capsys):
+    folder = folder_of(tmp_path)
+    lib = tmp_path / "lib.npz"
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["radio", str(checkpoint), str(folder / "p0.mid"), "--library", str(lib), "--device", "cpu"]) == 2
+    assert "holds histogram features, made without a model" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "nowhere"), "-o", str(lib)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_embed_with_a_model_and_its_cache(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for i in range(3):
+        make_score((4, 4), bars=4, seed=i).dump_midi(str(folder / f"s{i}.mid"))
+    lib = tmp_path / "codes.npz"
+    assert main(["embed", str(checkpoint), str(folder), "-o", str(lib), "--quiet", "--device", "cpu"]) == 0
+    library = Library.load(lib)
+    assert library.features == "codes" and re.fullmatch(r".+@[0-9a-f]{12}", library.model) and len(library) == 3
+    assert library.vectors.shape[1] > library.bars.shape[1] and len(library.piece_bars(0)) == 4
+    capsys.readouterr()
+    assert main(["radio", str(checkpoint), str(folder / "s0.mid"), "--library", str(lib), "-n", "5",
+                 "-o", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["playlist"][0]["path"] in ("s1.mid", "s2.mid")
+
+
+# --------------------------------------------------------------------------- real music
+
+
+@pytest.mark.shared_data
+def test_shipped_codes_tell_jigs_from_reels_better_than_histograms(shared_datasets, tmp_path):
+    """20 Nottingham jigs and 20 reels (cross-corpus for folk-2bar): leave-one-out 3-nearest-neighbour tune
+    type. The codes must beat the histogram baseline and chance (0.5)."""
+    melody = shared_datasets / "nottingham" / "midi" / "melody"
+    folder = tmp_path / "tunes"
+    folder.mkdir()
+    for kind in ("jigs", "reelsa-c"):
+        for i in range(1, 21):
+            shutil.copy(melody / f"{kind}{i}.mid", folder / f"{kind}{i}.mid")
+    assert main(["embed", "folk-2bar", str(folder), "-o", str(tmp_path / "c.npz"), "--quiet", "--device", "cpu",
+                 "--threads", "1"]) == 0
+    assert main(["embed", str(folder), "-o", str(tmp_path / "h.npz"), "--quiet"]) == 0
+
+    def accuracy(lib):
+        labels = np.array([p.startswith("jigs") for p in lib.paths])
+        space = Space(lib.vectors)
+        hits = [(labels[[j for j, _ in space.nearest(lib.vectors[i], k=3, exclude={i})]].mean() > 0.5) == labels[i]
+                for i in range(len(lib))]
+        return float(np.mean(hits))
+
+    codes, hist = accuracy(Library.load(tmp_path / "c.npz")), accuracy(Library.load(tmp_path / "h.npz"))
+    print(f"3-NN tune type: codes {codes:.3f}, histogram {hist:.3f}")
+    assert codes > max(hist, 0.75), (codes, hist)
