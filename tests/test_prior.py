@@ -110,6 +110,15 @@ def test_a_deterministic_model_samples_from_its_fitted_prior(own_checkpoint, mon
     assert ((z.z_segment.std(0) - std).abs() < 0.1 * std + 1e-6).all()
     scores = ms.sample(2, seed=0, bars=1, temperature=0.0)
     assert len(scores) == 2 and all(hasattr(s, "tracks") for s in scores)  # decoded to scores
+    # what sample decodes are the prior's codes: at scale 0, the prior's mean, decoded as decode() does
+    def notes(score):
+        return [(n.time, n.pitch, n.duration) for t in score.tracks for n in t.notes]
+
+    torch.manual_seed(1)
+    mean = ms.sample_latents(1, bars=1, scale=0.0)
+    assert torch.equal(mean.z_segment[0], prior.mean[-prior.segment_dim :].float())
+    (at_mean,) = ms.sample(1, seed=0, bars=1, temperature=0.0, prior_scale=0.0)
+    assert notes(at_mean) == notes(ms.decode(mean, temperature=0.0))
 
 
 def test_prior_of_another_shape_is_refused(own_checkpoint):

@@ -86,6 +86,25 @@ def _meter(score) -> str:
     return f"{sig.numerator}/{sig.denominator}" if sig is not None else "4/4"
 
 
+def continuation(lib: Library, pieces: list[int], *, edge: int = 2) -> dict:
+    """The radio's transition on its own: each piece is cut at its middle bar m; the mean of bars m-edge..m
+    (the end of the first half) ranks the starts (bars m..m+edge) of every piece's second half, by cosine in
+    the space of all bar vectors. MRR and recall@10 of the piece's own second half."""
+    from midistruct.library.search import Space as S
+
+    kept = [i for i in pieces if len(lib.piece_bars(i)) >= 2 * edge + 2]
+    ends, starts = [], []
+    for i in kept:
+        bars = lib.piece_bars(i)
+        m = len(bars) // 2
+        ends.append(bars[m - edge : m].mean(0))
+        starts.append(bars[m : m + edge].mean(0))
+    space = S(lib.bars)
+    sims = space.project(np.stack(ends)) @ space.project(np.stack(starts)).T  # (P, P)
+    ranks = 1 + (sims > np.diag(sims)[:, None]).sum(1)
+    return {"mrr": float(np.mean(1 / ranks)), "recall@10": float(np.mean(ranks <= 10)), "pieces": len(kept)}
+
+
 def nottingham(features: list[str], args) -> dict:
     folder = DATASETS / "nottingham" / "midi" / "melody"
     out = {}
@@ -95,6 +114,7 @@ def nottingham(features: list[str], args) -> dict:
         meters = meters_of(lib)
         out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
         out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
+        out[f]["continuation"] = continuation(lib, list(range(len(lib))))
         out[f]["pieces"] = len(lib)
     counts = collections.Counter(labels)
     out["majority"] = counts.most_common(1)[0][1] / len(labels)
@@ -118,7 +138,8 @@ def pop909(features: list[str], args) -> dict:
             ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
         ranks = np.array(ranks)
         out[f] = {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
-                  "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks), "originals": len(originals)}
+                  "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks), "originals": len(originals),
+                  "continuation": continuation(lib, originals)}
     n = out[features[0]]["originals"]
     out["chance"] = {"mrr": float(np.mean(1 / np.arange(1, n + 1))), "recall@1": 1 / n, "recall@10": 10 / n}
     return out
