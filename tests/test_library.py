@@ -9,6 +9,7 @@ import re
 import shutil
 
 import numpy as np
+import torch
 import pytest
 import symusic
 from scores import make_score
@@ -249,3 +250,63 @@ def test_shipped_codes_tell_jigs_from_reels_better_than_histograms(shared_datase
     codes, hist = accuracy(Library.load(tmp_path / "c.npz")), accuracy(Library.load(tmp_path / "h.npz"))
     print(f"3-NN tune type: codes {codes:.3f}, histogram {hist:.3f}")
     assert codes > max(hist, 0.75), (codes, hist)
+
+
+# --------------------------------------------------------------------------- medley
+
+
+def test_concatenate_starts_each_part_on_its_own_bar_line():
+    from midistruct.library.medley import bar_end, concatenate
+
+    a, b = scale_piece([60, 62], duration=1.0, bars=3), scale_piece([70], duration=0.5, bars=1)
+    b = b.resample(960, min_dur=1)  # another resolution: brought to the first part's
+    b.time_signatures[0] = symusic.TimeSignature(0, 3, 4)
+    out = concatenate([a, b], names=["a", "b"])
+    assert out.tpq == TPQ and bar_end(a) == 3 * 4 * TPQ
+    assert [(m.time, m.text) for m in out.markers] == [(0, "a"), (3 * 4 * TPQ, "b")]
+    assert [(s.time, s.numerator) for s in out.time_signatures] == [(0, 4), (3 * 4 * TPQ, 3)]
+    notes = out.tracks[0].notes
+    assert len(out.tracks) == 1 and len(notes) == 12 + len(b.tracks[0].notes)
+    assert notes[12].time == 3 * 4 * TPQ and notes[12].pitch == 70 and notes[12].duration == TPQ // 2
+
+
+def test_bridge_decodes_full_windows_between_two_pieces(checkpoint, tmp_path):
+    from midistruct.generation.pipeline import InputError, MidiStruct
+
+    ms = MidiStruct.from_pretrained(checkpoint)
+    a, b = tmp_path / "a.mid", tmp_path / "b.mid"
+    make_score((4, 4), bars=4, seed=1).dump_midi(str(a))
+    make_score((3, 4), bars=4, seed=2).dump_midi(str(b))
+    generated = []
+    real = ms.decode
+    ms.decode = lambda latents, **kw: generated.append(latents) or real(latents, **kw)
+    ms.bridge(a, b, windows=3)
+    (z,) = generated
+    assert len(z) == 3 and z.bars == [ms.bars] * 3 and z.time_signatures == ["4/4", "4/4", "3/4"]
+    za, zb = ms.encode(a), ms.encode(b)
+    assert not torch.equal(z.z_segment[1], za.z_segment[-1]) and not torch.equal(z.z_segment[1], zb.z_segment[0])
+    with pytest.raises(InputError, match="at least 1 window"):
+        ms.bridge(a, b, windows=0)
+
+
+def test_radio_writes_a_medley_with_a_model(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for i in range(3):
+        make_score((4, 4), bars=4, seed=i).dump_midi(str(folder / f"s{i}.mid"))
+    lib = tmp_path / "codes.npz"
+    assert main(["embed", str(checkpoint), str(folder), "-o", str(lib), "--quiet", "--device", "cpu"]) == 0
+    out = tmp_path / "medley.mid"
+    assert main(["radio", str(checkpoint), str(folder / "s0.mid"), "--library", str(lib), "-n", "2", "--quiet",
+                 "-o", str(tmp_path / "r"), "--medley", str(out), "--device", "cpu"]) == 0
+    score = symusic.Score(str(out))
+    texts = [m.text for m in score.markers]
+    played = [s["path"] for s in json.loads((tmp_path / "r.json").read_text())["playlist"]]
+    assert texts == ["s0", f"bridge to {played[0][:-4]}", played[0][:-4], f"bridge to {played[1][:-4]}",
+                     played[1][:-4]]
+    originals = sum(len(t.notes) for p in ["s0.mid", *played] for t in symusic.Score(str(folder / p)).tracks)
+    assert sum(len(t.notes) for t in score.tracks) >= originals  # every original note, plus what the bridges hold
+    assert main(["embed", str(folder), "-o", str(tmp_path / "h.npz"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["radio", str(folder / "s0.mid"), "--library", str(tmp_path / "h.npz"), "--medley", "m.mid"]) == 2
+    assert "--medley needs a model" in capsys.readouterr().err

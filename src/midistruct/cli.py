@@ -745,7 +745,8 @@ def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
     from midistruct.library.store import model_id
 
     args.checkpoint = checkpoint
-    return features, path, lf.code_features(_pipeline(args)), model_id(checkpoint)
+    args.pipeline = _pipeline(args)
+    return features, path, lf.code_features(args.pipeline), model_id(checkpoint)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -779,6 +780,8 @@ def cmd_radio(args: argparse.Namespace) -> int:
     args.features = args.features or library.features
     if args.features != library.features:
         raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
+    if args.medley and library.features == "histogram":
+        raise LibraryError("--medley needs a model to write the bridges: embed the library with one, and give it")
     if library.features == "histogram" and len(args.paths) == 2:
         raise LibraryError(f"{args.library} holds histogram features, made without a model: leave out "
                            f"{args.paths[0]}, or embed the library with it")
@@ -795,6 +798,15 @@ def cmd_radio(args: argparse.Namespace) -> int:
     for i, step in enumerate(steps, 1):
         print(f"{i:3d}  {step.path}  similarity {step.similarity:.3f}  transition {step.transition:.3f}")
     print(f"wrote {m3u} and {js}")
+    if args.medley:
+        from midistruct.library.medley import medley
+
+        paths = [Path(seed_path), *(Path(library.root) / s.path for s in steps)]
+        score = medley(args.pipeline, paths, bridge_windows=args.bridge_windows, progress=not args.quiet)
+        Path(args.medley).parent.mkdir(parents=True, exist_ok=True)
+        score.dump_midi(str(args.medley))
+        print(f"wrote {args.medley}: the seed and {len(steps)} pieces, {args.bridge_windows} bridge window(s) "
+              f"of the model's {args.pipeline.bars} bars at each join")
     return 0
 
 
@@ -828,6 +840,12 @@ def _add_library_parsers(sub) -> None:
                    help="bars at each end of a piece that a transition compares (default: 2)")
     p.add_argument("-o", "--output", default="radio", metavar="PATH",
                    help="writes PATH.m3u and PATH.json (default: radio)")
+    p.add_argument("--medley", default=None, metavar="MIDI",
+                   help="also write the seed and the playlist as one MIDI file, each join crossed by bars the model "
+                        "writes between the end of one piece and the start of the next")
+    p.add_argument("--bridge-windows", type=COUNT, default=1,
+                   help="--medley: model windows in each bridge, 0 for none (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_radio)
 
 

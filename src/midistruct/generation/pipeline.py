@@ -245,6 +245,24 @@ class MidiStruct:
         nearer = [za if 2 * i < steps - 1 else zb for i in range(steps)]
         return self.decode_many([z.with_codes(zbar, zseg) for z, zbar, zseg in zip(nearer, bars_path, seg_path)], **kw)
 
+    def bridge(self, a, b, *, windows: int = 1, method: str = "slerp", **kw) -> "symusic.Score":  # noqa: F821
+        """``windows`` new windows leading from the end of ``a`` to the start of ``b``: their codes lie on the path
+        from ``a``'s last window's codes to ``b``'s first window's, endpoints left out (a medley's join). Full
+        windows of the model's bars, in ``a``'s last meter before the middle and ``b``'s first after it."""
+        from midistruct.generation.interpolation import path
+
+        if windows < 1:
+            raise InputError(f"a bridge needs at least 1 window, got {windows}")
+        za, zb = self.encode(a), self.encode(b)
+        end, start = za.window(len(za) - 1), zb.window(0)
+        width = max(end.z_bar.shape[1], start.z_bar.shape[1])  # a last window may hold fewer bars
+        pad = lambda z: torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1]))  # noqa: E731
+        bars = path(pad(end.z_bar), pad(start.z_bar), windows + 2, method=method)[1:-1]
+        segments = path(end.z_segment, start.z_segment, windows + 2, method=method)[1:-1]
+        meters = [end.time_signatures[-1] if 2 * i < windows else start.time_signatures[0] for i in range(windows)]
+        latents = PieceLatents(torch.cat(bars), torch.cat(segments), [width] * windows, meters, za.tempo)
+        return self.decode(latents, **kw)
+
     def decode_many(self, latents: list[PieceLatents], **kw) -> list["symusic.Score"]:  # noqa: F821
         """``decode`` of several pieces, their windows generated together in batches (much faster
         than one ``decode`` each: an 8-step interpolation is one ``generate`` call per window shape)."""
