@@ -35,12 +35,13 @@ MINIMAL = {
     "form": ["CK", "a.mid"],
     "embed": ["CK", "dir"],
     "radio": ["CK", "a.mid", "--library", "l.npz"],
+    "map": ["CK", "dir"],
     "export": ["CK", "-o", "src/midistruct/pretrained/NAME", "--card", "card.yaml"],
 }
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
                                                                         "continue", "sample", "form")}}
 RUNS_MODEL = ["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
-             "form", "prior", "embed", "radio"]
+             "form", "prior", "embed", "radio", "map"]
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

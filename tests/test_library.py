@@ -310,3 +310,72 @@ def test_radio_writes_a_medley_with_a_model(checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert main(["radio", str(folder / "s0.mid"), "--library", str(tmp_path / "h.npz"), "--medley", "m.mid"]) == 2
     assert "--medley needs a model" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- playlists
+
+
+def grouped_library(n_per_group=20, dim=16, signal=0.5, seed=0):
+    """Two groups whose content vectors differ a little (``signal``) under noise; paths g{group}_{i}.mid."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(2, dim))
+    vectors = np.concatenate([signal * centres[g] + rng.normal(size=(n_per_group, dim)) for g in (0, 1)])
+    paths = [f"g{g}_{i}.mid" for g in (0, 1) for i in range(n_per_group)]
+    bars = np.zeros((2 * n_per_group, 4), dtype=np.float32)
+    return Library("root", "none", "histogram", paths, [f"h{i}" for i in range(len(paths))],
+                   vectors.astype(np.float32), bars, np.arange(len(paths) + 1))
+
+
+def test_read_playlists_matches_stems_names_paths_and_hashes(tmp_path):
+    from midistruct.library.playlists import read_playlists
+
+    library = grouped_library(n_per_group=3)
+    text = "# mine\ng0_0 g0_1.mid h2\n\ng1_0.mid, g1_1 , unknown song\ng1_2\tnowhere\n"
+    (tmp_path / "p.txt").write_text(text)
+    lists = read_playlists(tmp_path / "p.txt", library)
+    assert lists.lists == [[0, 1, 2], [3, 4]] and lists.unknown == ["unknown song", "nowhere"]
+    (tmp_path / "none.txt").write_text("a b\nc\n")
+    with pytest.raises(LibraryError, match="no playlist names two pieces of the library"):
+        read_playlists(tmp_path / "none.txt", library)
+
+
+def test_playlists_pull_their_pieces_together_and_reach_pieces_in_none():
+    from midistruct.library.playlists import HybridSpace
+
+    library = grouped_library()
+    rng = np.random.default_rng(1)
+    listed = {g: list(range(g * 20, g * 20 + 15)) for g in (0, 1)}  # the last 5 of each group in no playlist
+    playlists = [list(rng.choice(listed[g], size=6, replace=False)) for g in (0, 1) for _ in range(40)]
+    group = np.repeat([0, 1], 20)
+
+    def knn_accuracy(space, rows):
+        return np.mean([np.mean(group[[j for j, _ in space.nearest_unit(space.unit[i], k=5, exclude={i})]]
+                                == group[i]) for i in rows])
+
+    items = HybridSpace(library, playlists, weight=1.0)
+    again = HybridSpace(library, playlists, weight=1.0)
+    np.testing.assert_array_equal(items.unit, again.unit)  # one worker, a fixed seed: the same vectors
+    content = Space(library.vectors)
+    in_lists = [i for g in (0, 1) for i in listed[g]]
+    in_none = [i for i in range(40) if i not in in_lists]
+    assert items.seen.sum() == 30 and knn_accuracy(items, in_lists) > 0.95
+    assert knn_accuracy(items, in_lists) > knn_accuracy(content, in_lists) + 0.2
+    # pieces in no playlist get item vectors from their content: no worse than content alone
+    assert knn_accuracy(items, in_none) >= knn_accuracy(content, in_none) - 0.05
+    with pytest.raises(LibraryError, match="between 0 and 1"):
+        HybridSpace(library, playlists, weight=1.5)
+
+
+def test_radio_with_playlists_from_the_command_line(tmp_path, capsys):
+    folder = folder_of(tmp_path, n=6)
+    lib = tmp_path / "lib.npz"
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet"]) == 0
+    (tmp_path / "lists.txt").write_text("p0 p5 p1\n" * 20 + "p2 p3 p4\n" * 20 + "something-else p5\n")
+    capsys.readouterr()
+    out = tmp_path / "r"
+    assert main(["radio", str(folder / "p0.mid"), "--library", str(lib), "-n", "3", "--smoothness", "0",
+                 "--playlists", str(tmp_path / "lists.txt"), "--playlist-weight", "1", "-o", str(out)]) == 0
+    assert "40 used, 6 of 6 pieces in them, 1 items not in the library" in capsys.readouterr().err
+    playlist = json.loads(out.with_suffix(".json").read_text())
+    assert playlist["pieces_in_playlists"] == 6
+    assert {s["path"] for s in playlist["playlist"][:2]} == {"sub/p5.mid", "sub/p1.mid"}  # p0's playlist mates

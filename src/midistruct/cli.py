@@ -518,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrained_parsers(sub)
     _add_form_parser(sub)
     _add_library_parsers(sub)
+    _add_map_parser(sub)
     return parser
 
 
@@ -791,9 +792,20 @@ def cmd_radio(args: argparse.Namespace) -> int:
                            f"with this model first")
     seed = encode(Path(seed_path))
     own = library.index_of(content_hash(Path(seed_path)))
-    steps = radio(library, seed, n=args.n, smoothness=args.smoothness, edge_bars=args.edge_bars,
-                  exclude={own} if own is not None else set())
+    space = None
     settings = {"n": args.n, "smoothness": args.smoothness, "edge_bars": args.edge_bars}
+    if args.playlists:
+        from midistruct.library.playlists import HybridSpace, read_playlists
+
+        lists = read_playlists(args.playlists, library)
+        space = HybridSpace(library, lists.lists, weight=args.playlist_weight)
+        settings |= {"playlists": str(args.playlists), "playlist_weight": args.playlist_weight,
+                     "playlists_used": len(lists.lists), "pieces_in_playlists": int(space.seen.sum()),
+                     "unknown_items": len(lists.unknown)}
+        print(f"playlists: {len(lists.lists)} used, {int(space.seen.sum())} of {len(library)} pieces in them, "
+              f"{len(lists.unknown)} items not in the library", file=sys.stderr)
+    steps = radio(library, seed, n=args.n, smoothness=args.smoothness, edge_bars=args.edge_bars,
+                  seed_index=own, space=space)
     m3u, js = write_playlist(steps, library, args.output, seed=str(seed_path), settings=settings)
     for i, step in enumerate(steps, 1):
         print(f"{i:3d}  {step.path}  similarity {step.similarity:.3f}  transition {step.transition:.3f}")
@@ -845,8 +857,75 @@ def _add_library_parsers(sub) -> None:
                         "writes between the end of one piece and the start of the next")
     p.add_argument("--bridge-windows", type=COUNT, default=1,
                    help="--medley: model windows in each bridge, 0 for none (default: 1)")
+    p.add_argument("--playlists", default=None, metavar="FILE",
+                   help="your playlists, one per line (file names, paths or stems, separated by commas, tabs or "
+                        "spaces): pieces that share playlists count as alike (Word2Vec item vectors joined with the "
+                        "codes; pieces in no playlist get theirs from their codes). Only as good as the playlists")
+    p.add_argument("--playlist-weight", type=float, default=0.5,
+                   help="--playlists: weight of the playlist similarity against the codes', 0..1 (default: 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_radio)
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """A 2-D map of a library or a folder (issue 17): map.png, map.html (self-contained) and map.json."""
+    from midistruct.library import map as lm
+    from midistruct.library.store import Library, embed_folder
+
+    _device(args)  # an unavailable device fails at once
+    out = Path(args.output)
+    if args.paths[-1].endswith(".npz"):
+        if len(args.paths) > 1:
+            raise UserError(f"{args.paths[-1]} is a library, mapped as it was embedded: leave out {args.paths[0]}")
+        library = Library.load(args.paths[-1])
+    else:
+        features, folder, encode, model = _features_and_model(args, command="map", what="DIR")
+        cache = out / "library.npz"
+        previous = Library.load(cache) if cache.exists() else None
+        out.mkdir(parents=True, exist_ok=True)
+        library = embed_folder(folder, encode, model=model, features=features, previous=previous,
+                               progress=not args.quiet)
+        library.save(cache)
+    tags = lm.piece_tags(library, user=lm.read_tags(args.tags) if args.tags else None)
+    xy = lm.project(library.vectors, method=args.method, seed=args.seed, threads=args.threads or 1)
+    record = lm.map_record(library, xy, tags, method=args.method)
+    if args.color_by not in record["tags"]:
+        raise UserError(f"--color-by {args.color_by}: no such tag; choose one of {', '.join(record['tags'])}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "map.json").write_text(json.dumps(record, indent=1))
+    lm.write_png(record, out / "map.png", color_by=args.color_by)
+    lm.write_html(record, out / "map.html", color_by=args.color_by)
+    print(f"wrote {out}/map.png, map.html and map.json: {len(library)} pieces by {args.method}, tags "
+          f"{', '.join(record['tags'])}")
+    return 0
+
+
+def _add_map_parser(sub) -> None:
+    """map: a 2-D map of a library (midistruct.library.map)."""
+    p = sub.add_parser("map", help="a 2-D map of a library: PNG, one self-contained HTML page and JSON",
+                       usage="midistruct map [options] [CHECKPOINT] DIR_OR_LIBRARY")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] DIR_OR_LIBRARY",
+                   help="a library written by midistruct embed (.npz), mapped as it is; or a folder of MIDI files, "
+                        "embedded first (with CHECKPOINT, a checkpoint folder or shipped model name, its codes; "
+                        "without, the histogram features)")
+    _add_device_arg(p)
+    _add_library_features(p)
+    p.add_argument("-o", "--output", default="out/map", metavar="DIR",
+                   help="folder for map.png, map.html and map.json (and library.npz when given a folder: the "
+                        "embedding cache of the next run) (default: out/map)")
+    # midistruct.library.map.METHODS, written out so that --help does not import numpy (a test checks they agree)
+    p.add_argument("--method", choices=("tsne", "umap", "pca"), default="tsne",
+                   help="projection to 2-D: tsne (scikit-learn; kept the most neighbours, see README), umap "
+                        "(needs pip install umap-learn) or pca (default: %(default)s)")
+    p.add_argument("--color-by", default="folder", metavar="TAG",
+                   help="tag that colours the PNG and the page's first view: folder, meter, key or a --tags column "
+                        "(default: folder)")
+    p.add_argument("--tags", default=None, metavar="CSV",
+                   help="more tags: a CSV file with a 'path' column (relative to the library's folder) and any "
+                        "other columns, e.g. artist")
+    p.add_argument("--seed", type=int, default=0, help="seed of the projection: same seed, same map (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_map)
 
 
 def _add_library_features(p: argparse.ArgumentParser) -> None:

@@ -38,15 +38,20 @@ def edges(bars: np.ndarray, edge_bars: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def radio(library: Library, seed: PieceCodes, *, n: int = 12, smoothness: float = 0.5, edge_bars: int = 2,
-          pool: int | None = None, exclude: set[int] = frozenset()) -> list[Step]:
-    """Up to ``n`` steps after ``seed`` (a piece's codes, in the library or not); ``exclude`` leaves pieces out
-    (the seed's own index when it is in the library). ``pool`` candidates (default ``max(4 n, 50)``)."""
+          pool: int | None = None, seed_index: int | None = None, exclude: set[int] = frozenset(),
+          space: Space | None = None) -> list[Step]:
+    """Up to ``n`` steps after ``seed`` (a piece's codes); ``seed_index`` its row when it is in the library
+    (left out of the playlist), ``exclude`` more rows to leave out. ``pool`` candidates (default
+    ``max(4 n, 50)``). Likeness in ``space`` (default: the library's content vectors; a
+    :class:`~midistruct.library.playlists.HybridSpace` to bring in playlists)."""
     if not 0.0 <= smoothness <= 1.0:
         raise LibraryError(f"smoothness must be between 0 and 1, got {smoothness}")
     if n < 1 or edge_bars < 1:
         raise LibraryError(f"n and edge_bars must be at least 1, got n={n}, edge_bars={edge_bars}")
-    pieces, bar_space = Space(library.vectors), Space(library.bars)
-    candidates = pieces.nearest(seed.vector, k=pool or max(4 * n, 50), exclude=set(exclude))
+    pieces, bar_space = space or Space(library.vectors), Space(library.bars, rows=False)
+    query = pieces.unit[seed_index] if seed_index is not None else pieces.project(seed.vector)
+    exclude = set(exclude) | ({seed_index} if seed_index is not None else set())
+    candidates = pieces.nearest_unit(query, k=pool or max(4 * n, 50), exclude=exclude)
     if not candidates:
         return []
     starts, ends = zip(*(edges(library.piece_bars(i), edge_bars) for i, _ in candidates))

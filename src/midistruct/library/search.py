@@ -20,10 +20,12 @@ def unit(x: np.ndarray) -> np.ndarray:
 class Space:
     """The cosine geometry of a set of vectors (N, D): :meth:`project` maps any vector into it."""
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, *, rows: bool = True):
+        """``rows=False`` keeps only the geometry (mean, scale), not the projected rows: for a space that only
+        :meth:`project` will be asked of (the radio's bar space, hundreds of thousands of bars)."""
         self.mean = vectors.mean(0)  # (D,)
         self.scale = np.maximum(vectors.std(0), 1e-6) if len(vectors) > 1 else np.ones_like(self.mean)
-        self.unit = self.project(vectors)  # (N, D)
+        self.unit = self.project(vectors) if rows else None  # (N, D)
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """(..., D) -> unit vectors (..., D) in this space."""
@@ -35,7 +37,11 @@ class Space:
 
     def nearest(self, query: np.ndarray, *, k: int, exclude: set[int] = frozenset()) -> list[tuple[int, float]]:
         """The ``k`` most similar (index, cosine), best first, leaving out the indices in ``exclude``."""
-        sims = self.similarity(query)
+        return self.nearest_unit(self.project(query), k=k, exclude=exclude)
+
+    def nearest_unit(self, query: np.ndarray, *, k: int, exclude: set[int] = frozenset()) -> list[tuple[int, float]]:
+        """:meth:`nearest` for a query already in this space (a row of :attr:`unit`, or :meth:`project`'s)."""
+        sims = self.unit @ query  # (N,)
         if exclude:
             sims[list(exclude)] = -np.inf
         k = min(k, len(sims) - len(exclude))
