@@ -106,6 +106,15 @@ class DevTools:
                 return reply["result"]
             self.events.append(reply)
 
+    def open(self, page: Path) -> str:
+        """A new tab showing ``page`` once its load event fired; its session id."""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Page.enable", session)
+        self.call("Page.navigate", session, url=page.resolve().as_uri())
+        self.wait_for("Page.loadEventFired")
+        return session
+
     def wait_for(self, method: str) -> dict:
         """The first event called ``method``, already received or next to come."""
         while True:
@@ -147,11 +156,7 @@ def probe(page: Path, profile: Path) -> dict:
     """Open ``page`` in headless Chromium, wait for its load event and return what :data:`PROBE` found."""
     browser = DevTools(BROWSER, profile)
     try:
-        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        browser.call("Page.enable", session)
-        browser.call("Page.navigate", session, url=page.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired")
+        session = browser.open(page)
         result = browser.call("Runtime.evaluate", session, expression=PROBE, awaitPromise=True, returnByValue=True)
     finally:
         browser.close()

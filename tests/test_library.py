@@ -207,13 +207,19 @@ def test_radio_refuses_a_library_of_another_model(checkpoint, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_embed_with_a_model_and_its_cache(checkpoint, tmp_path, capsys):
+def embedded_with(checkpoint, tmp_path):
+    """Three synthetic 4-bar pieces in tmp_path/midi embedded with ``checkpoint``: (folder, library file)."""
     folder = tmp_path / "midi"
     folder.mkdir()
     for i in range(3):
         make_score((4, 4), bars=4, seed=i).dump_midi(str(folder / f"s{i}.mid"))
     lib = tmp_path / "codes.npz"
     assert main(["embed", str(checkpoint), str(folder), "-o", str(lib), "--quiet", "--device", "cpu"]) == 0
+    return folder, lib
+
+
+def test_embed_with_a_model_and_its_cache(checkpoint, tmp_path, capsys):
+    folder, lib = embedded_with(checkpoint, tmp_path)
     library = Library.load(lib)
     assert library.features == "codes" and re.fullmatch(r".+@[0-9a-f]{12}", library.model) and len(library) == 3
     assert library.vectors.shape[1] > library.bars.shape[1] and len(library.piece_bars(0)) == 4
@@ -226,16 +232,22 @@ def test_embed_with_a_model_and_its_cache(checkpoint, tmp_path, capsys):
 # --------------------------------------------------------------------------- real music
 
 
-@pytest.mark.shared_data
-def test_shipped_codes_tell_jigs_from_reels_better_than_histograms(shared_datasets, tmp_path):
-    """20 Nottingham jigs and 20 reels (cross-corpus for folk-2bar): leave-one-out 3-nearest-neighbour tune
-    type. The codes must beat the histogram baseline and chance (0.5)."""
+def jigs_and_reels(shared_datasets, tmp_path):
+    """A folder of Nottingham's first 20 jigs and 20 reels (A-C)."""
     melody = shared_datasets / "nottingham" / "midi" / "melody"
     folder = tmp_path / "tunes"
     folder.mkdir()
     for kind in ("jigs", "reelsa-c"):
         for i in range(1, 21):
             shutil.copy(melody / f"{kind}{i}.mid", folder / f"{kind}{i}.mid")
+    return folder
+
+
+@pytest.mark.shared_data
+def test_shipped_codes_tell_jigs_from_reels_better_than_histograms(shared_datasets, tmp_path):
+    """20 Nottingham jigs and 20 reels (cross-corpus for folk-2bar): leave-one-out 3-nearest-neighbour tune
+    type. The codes must beat the histogram baseline and chance (0.5)."""
+    folder = jigs_and_reels(shared_datasets, tmp_path)
     assert main(["embed", "folk-2bar", str(folder), "-o", str(tmp_path / "c.npz"), "--quiet", "--device", "cpu",
                  "--threads", "1"]) == 0
     assert main(["embed", str(folder), "-o", str(tmp_path / "h.npz"), "--quiet"]) == 0
@@ -290,12 +302,7 @@ def test_bridge_decodes_full_windows_between_two_pieces(checkpoint, tmp_path):
 
 
 def test_radio_writes_a_medley_with_a_model(checkpoint, tmp_path, capsys):
-    folder = tmp_path / "midi"
-    folder.mkdir()
-    for i in range(3):
-        make_score((4, 4), bars=4, seed=i).dump_midi(str(folder / f"s{i}.mid"))
-    lib = tmp_path / "codes.npz"
-    assert main(["embed", str(checkpoint), str(folder), "-o", str(lib), "--quiet", "--device", "cpu"]) == 0
+    folder, lib = embedded_with(checkpoint, tmp_path)
     out = tmp_path / "medley.mid"
     assert main(["radio", str(checkpoint), str(folder / "s0.mid"), "--library", str(lib), "-n", "2", "--quiet",
                  "-o", str(tmp_path / "r"), "--medley", str(out), "--device", "cpu"]) == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -213,11 +212,7 @@ def run_in_page(page: Path, profile: Path) -> dict:
 
     browser = DevTools(BROWSER, profile)
     try:
-        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        browser.call("Page.enable", session)
-        browser.call("Page.navigate", session, url=page.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired")
+        session = browser.open(page)
 
         def evaluate(expression: str):
             result = browser.call("Runtime.evaluate", session, expression=expression, returnByValue=True)
@@ -262,12 +257,9 @@ def test_a_map_of_jigs_and_reels_keeps_most_neighbours(shared_datasets, tmp_path
     """20 Nottingham jigs and 20 reels, histogram features: the t-SNE map keeps most of each tune's 10
     nearest neighbours (a random map keeps about 10/39; this one 0.685 when written), and its meter tags tell
     the two types apart."""
-    melody = shared_datasets / "nottingham" / "midi" / "melody"
-    folder = tmp_path / "tunes"
-    folder.mkdir()
-    for kind in ("jigs", "reelsa-c"):
-        for i in range(1, 21):
-            shutil.copy(melody / f"{kind}{i}.mid", folder / f"{kind}{i}.mid")
+    from test_library import jigs_and_reels
+
+    folder = jigs_and_reels(shared_datasets, tmp_path)
     assert main(["map", str(folder), "-o", str(tmp_path / "map"), "--quiet", "--color-by", "meter"]) == 0
     library = Library.load(tmp_path / "map" / "library.npz")
     record = json.loads((tmp_path / "map" / "map.json").read_text())
