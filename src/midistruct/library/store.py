@@ -70,7 +70,7 @@ class Library:
         """Read a file written by :meth:`save`; :class:`LibraryError` naming it when it is not one."""
         path = Path(path)
         try:
-            with np.load(path) as f:
+            with np.load(path, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta"]))
                 arrays = {k: f[k] for k in ("vectors", "bars", "offsets")}
         except (OSError, KeyError, ValueError) as err:
