@@ -386,3 +386,24 @@ def test_radio_with_playlists_from_the_command_line(tmp_path, capsys):
     playlist = json.loads(out.with_suffix(".json").read_text())
     assert playlist["pieces_in_playlists"] == 6
     assert {s["path"] for s in playlist["playlist"][:2]} == {"sub/p5.mid", "sub/p1.mid"}  # p0's playlist mates
+
+
+def test_a_too_dense_window_costs_the_piece_only_that_window(checkpoint, tmp_path):
+    """A 4-bar piece whose last two bars are too dense for the model (256 tokens a window): the pipeline
+    refuses it, the library embeds it from its first window."""
+    from midistruct.generation.pipeline import InputError, MidiStruct
+    from midistruct.library.features import code_features
+
+    ms = MidiStruct.from_pretrained(checkpoint)
+    score = scale_piece([60, 64, 67], bars=4)
+    track = score.tracks[0]
+    for t in range(2 * 4 * TPQ, 4 * 4 * TPQ, TPQ // 8):  # bars 3-4: a 32nd-note chord of four notes
+        for pitch in (48, 55, 62, 69):
+            track.notes.append(symusic.Note(t, TPQ // 8, pitch, 80))
+    path = tmp_path / "dense.mid"
+    score.dump_midi(str(path))
+    with pytest.raises(InputError, match=r"window 1 \(bars 3-4\) has \d+ tokens"):
+        ms.encode(path)
+    assert len(ms.encode(path, drop_long=True)) == 1
+    piece = code_features(ms)(path)
+    assert piece.bars.shape[0] == 2 and np.isfinite(piece.vector).all()

@@ -158,8 +158,9 @@ def pop909(features: list[str], args) -> dict:
     for f in features:
         lib = library("pop909", folder, f, args)
         originals = [i for i, p in enumerate(lib.paths) if "/versions/" not in p]
-        versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p]
         song = np.array([p.split("/")[0] for p in lib.paths])
+        have = set(song[originals])  # a version whose original was skipped (too dense for the model) has no answer
+        versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p and song[i] in have]
         space = Space(lib.vectors[originals])
         ranks = []
         for v in versions:

@@ -89,11 +89,13 @@ class MidiStruct:
         except Skip as skip:
             raise InputError(f"{midi}: {skip}") from None
 
-    def windows(self, midi, *, time_signature: str | None = None, name: str | None = None) -> list[np.ndarray]:
+    def windows(self, midi, *, time_signature: str | None = None, name: str | None = None,
+                drop_long: bool = False) -> list[np.ndarray]:
         """Consecutive windows of the model's bar count covering the piece (last may be shorter), in the
         model's ids (BPE applied bar by bar, as in the shards).
 
-        ``name`` labels a Score in error messages (a path names itself).
+        ``name`` labels a Score in error messages (a path names itself). A window with more tokens than the
+        model reads is an :class:`InputError`, or with ``drop_long`` left out (an error only if all are).
         """
         from midistruct.tokens.validate import Skip
 
@@ -113,20 +115,22 @@ class MidiStruct:
         out = [self.vocab.from_base(window)[0] for window in out]
         longest = self.model.config.max_positions - 1  # EOS takes a position
         for k, window in enumerate(out):
-            if len(window) > longest:
+            if len(window) > longest and not (drop_long and any(len(w) <= longest for w in out)):
                 raise InputError(f"{name}: window {k} (bars {k * self.bars + 1}-{(k + 1) * self.bars}) has "
                                  f"{len(window)} tokens; this model reads at most {longest} per window (the music "
                                  "is too dense for it)")
-        return out
+        return [w for w in out if len(w) <= longest]
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
-               time_signature: str | None = None) -> PieceLatents:
+               time_signature: str | None = None, drop_long: bool = False) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
 
         ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require.
+        ``drop_long`` leaves out windows too dense for the model instead of refusing the piece (the latents
+        then cover only the other windows: for a piece's summary, not for decoding it back).
         """
         score = self.load(midi)
-        windows = self.windows(score, time_signature=time_signature, name=_name(midi))
+        windows = self.windows(score, time_signature=time_signature, name=_name(midi), drop_long=drop_long)
         latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
         return latents

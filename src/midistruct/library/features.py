@@ -1,8 +1,8 @@
 """What a piece becomes in a library: :class:`PieceCodes`, from a model's codes or from a histogram.
 
 A model's piece vector is ``[mean bar code ; mean segment code]`` over the windows the pipeline cuts (the
-model's bar count, from the first bar); the bar codes are kept, in order, for transitions (a piece's start
-and end). The baseline (issue 17's "pitch-class + duration histogram") is 12 pitch classes weighted by
+model's bar count, from the first bar; windows too dense for the model are left out); the bar codes are kept,
+in order, for transitions (a piece's start and end). The baseline (issue 17's "pitch-class + duration histogram") is 12 pitch classes weighted by
 duration and 8 duration bins, each part summing to 1; its "bar codes" are the same histogram per bar.
 """
 
@@ -29,7 +29,7 @@ def code_features(ms) -> Callable[[str | Path], PieceCodes]:
     unreadable input raises its :class:`~midistruct.generation.pipeline.InputError`."""
 
     def encode(path: str | Path) -> PieceCodes:
-        latents = ms.encode(path)
+        latents = ms.encode(path, drop_long=True)  # a few too-dense bars do not cost a piece its place
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
         segment = latents.z_segment.numpy().mean(0)  # (Zs,)
         return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32))
