@@ -90,6 +90,8 @@ def test_embed_caches_by_content_and_lists_bad_files(tmp_path):
     assert first.vectors.shape == (4, 20) and [len(first.piece_bars(i)) for i in range(4)] == [2, 4, 3, 5]
     saved = Library.load(first.save(tmp_path / "lib.npz"))
     np.testing.assert_array_equal(saved.vectors, first.vectors)
+    np.testing.assert_allclose(saved.bars, first.bars, rtol=1e-3, atol=1e-4)  # kept in float16
+    assert saved.bars.dtype == np.float32
     assert saved.paths == first.paths and saved.hashes == first.hashes and saved.skipped == first.skipped
     # the folder grows and a file moves: only the new file is encoded (the broken one is tried again)
     (folder / "sub" / "p1.mid").rename(folder / "moved.mid")
