@@ -409,3 +409,36 @@ def test_a_too_dense_window_costs_the_piece_only_that_window(checkpoint, tmp_pat
     assert len(ms.encode(path, drop_long=True)) == 1
     piece = code_features(ms)(path)
     assert piece.bars.shape[0] == 2 and np.isfinite(piece.vector).all()
+
+
+def two_track_piece(melody, bass, *, bars=2) -> symusic.Score:
+    """A 'Melody' track cycling through ``melody`` and a 'Bass' track through ``bass``, a note a beat."""
+    score = scale_piece(melody, bars=bars)
+    score.tracks[0].name = "Melody"
+    bass_track = scale_piece(bass, bars=bars).tracks[0]
+    bass_track.name = "Bass"
+    score.tracks.append(bass_track)
+    return score
+
+
+def test_tracks_choose_what_is_embedded_and_are_kept_in_the_library(tmp_path, capsys):
+    from midistruct.generation.pipeline import InputError
+    from midistruct.library.features import select_tracks
+
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    two_track_piece([60, 64, 67], [38, 41]).dump_midi(str(folder / "a.mid"))  # C E G over D F
+    two_track_piece([60, 64, 69], [38, 41]).dump_midi(str(folder / "b.mid"))
+    only = select_tracks(symusic.Score(str(folder / "a.mid")), "^mel", name="a.mid")
+    assert [t.name for t in only.tracks] == ["Melody"]
+    with pytest.raises(InputError, match=r"a.mid: no track named like 'piano' \(tracks: 'Melody', 'Bass'\)"):
+        select_tracks(symusic.Score(str(folder / "a.mid")), "piano", name="a.mid")
+    lib = tmp_path / "lib.npz"
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet", "--tracks", "melody"]) == 0
+    melody = Library.load(lib)
+    assert melody.tracks == "melody" and melody.vectors[0, [2, 5]] == pytest.approx([0, 0])  # no D, F: no bass
+    capsys.readouterr()
+    assert main(["embed", str(folder), "-o", str(lib), "--quiet"]) == 0  # all tracks now: nothing reused
+    assert "2 pieces (2 encoded, 0 from the cache)" in capsys.readouterr().out
+    every = Library.load(lib)
+    assert every.tracks is None and (every.vectors[0, [2, 5]] > 0).all()

@@ -741,13 +741,14 @@ def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
     features = args.features or ("codes" if checkpoint else "histogram")
     if features == "codes" and checkpoint is None:
         raise UserError(f"--features codes needs a model: midistruct {command} CHECKPOINT {what}")
+    tracks = getattr(args, "tracks", None)
     if features == "histogram":
-        return features, path, lf.histogram_features(), "none"
+        return features, path, lf.histogram_features(tracks=tracks), "none"
     from midistruct.library.store import model_id
 
     args.checkpoint = checkpoint
     args.pipeline = _pipeline(args)
-    return features, path, lf.code_features(args.pipeline), model_id(checkpoint)
+    return features, path, lf.code_features(args.pipeline, tracks=tracks), model_id(checkpoint)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -758,7 +759,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     features, folder, encode, model = _features_and_model(args, command="embed", what="DIR")
     output = Path(args.output)
     previous = Library.load(output) if output.exists() and not args.overwrite else None
-    library = embed_folder(folder, encode, model=model, features=features, previous=previous,
+    library = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks, previous=previous,
                            progress=not args.quiet, save=lambda partial: partial.save(output))
     library.save(output)
     print(f"wrote {output}: {len(library)} pieces ({library.encoded} encoded, {len(library) - library.encoded} "
@@ -778,7 +779,7 @@ def cmd_radio(args: argparse.Namespace) -> int:
 
     _device(args)  # an unavailable device fails at once
     library = Library.load(args.library)
-    args.features = args.features or library.features
+    args.features, args.tracks = args.features or library.features, library.tracks  # the seed as the library
     if args.features != library.features:
         raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
     if args.medley and library.features == "histogram":
@@ -834,6 +835,10 @@ def _add_library_parsers(sub) -> None:
     p.add_argument("-o", "--output", default="library.npz", metavar="FILE",
                    help="the library file; if it exists, pieces it holds (same content, same model) are not "
                         "encoded again (default: library.npz)")
+    p.add_argument("--tracks", default=None, metavar="REGEX",
+                   help="embed only the tracks whose name matches this regular expression, case ignored (e.g. "
+                        "melody: POP909's melody line); recorded in the library, and radio embeds its seed the same "
+                        "way (default: all tracks)")
     p.add_argument("--overwrite", action="store_true", help="ignore the existing library file: encode everything")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_embed)

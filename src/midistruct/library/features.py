@@ -24,12 +24,36 @@ class PieceCodes(NamedTuple):
     bars: np.ndarray
 
 
-def code_features(ms) -> Callable[[str | Path], PieceCodes]:
-    """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`);
-    unreadable input raises its :class:`~midistruct.generation.pipeline.InputError`."""
+def select_tracks(score, pattern: str | None, *, name: str):
+    """``score`` with only the tracks whose name matches the regular expression ``pattern`` (case ignored; all
+    tracks for None); :class:`~midistruct.generation.pipeline.InputError` naming the tracks when none does."""
+    import re
+
+    from midistruct.generation.pipeline import InputError
+
+    if pattern is None:
+        return score
+    keep = [t for t in score.tracks if re.search(pattern, t.name, flags=re.IGNORECASE)]
+    if not keep:
+        names = ", ".join(repr(t.name) for t in score.tracks) or "none"
+        raise InputError(f"{name}: no track named like {pattern!r} (tracks: {names})")
+    out = score.copy()
+    out.tracks = keep
+    return out
+
+
+def code_features(ms, *, tracks: str | None = None) -> Callable[[str | Path], PieceCodes]:
+    """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`), of the
+    tracks whose name matches ``tracks`` (a regular expression; all for None); unreadable input raises its
+    :class:`~midistruct.generation.pipeline.InputError`."""
+    from midistruct.generation.pipeline import InputError
 
     def encode(path: str | Path) -> PieceCodes:
-        latents = ms.encode(path, drop_long=True)  # a few too-dense bars do not cost a piece its place
+        score = select_tracks(ms.load(path), tracks, name=str(path))
+        try:
+            latents = ms.encode(score, drop_long=True)  # a few too-dense bars do not cost a piece its place
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
         segment = latents.z_segment.numpy().mean(0)  # (Zs,)
         return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32))
@@ -37,15 +61,16 @@ def code_features(ms) -> Callable[[str | Path], PieceCodes]:
     return encode
 
 
-def histogram_features() -> Callable[[str | Path], PieceCodes]:
-    """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline); a file that is not
-    readable MIDI or has no notes raises :class:`~midistruct.generation.pipeline.InputError`."""
+def histogram_features(*, tracks: str | None = None) -> Callable[[str | Path], PieceCodes]:
+    """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline) of the tracks whose name
+    matches ``tracks`` (all for None); a file that is not readable MIDI or has no notes raises
+    :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError
     from midistruct.tokens.validate import Skip, load_score
 
     def encode(path: str | Path) -> PieceCodes:
         try:
-            score = load_score(Path(path)).to("quarter")
+            score = select_tracks(load_score(Path(path)), tracks, name=str(path)).to("quarter")
         except Skip as skip:
             raise InputError(f"{path}: {skip}") from None
         notes = [(n.time, n.pitch, n.duration) for t in score.tracks if not t.is_drum for n in t.notes]

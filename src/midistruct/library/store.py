@@ -37,6 +37,7 @@ class Library:
     bars: np.ndarray
     offsets: np.ndarray
     skipped: dict[str, str] = field(default_factory=dict)
+    tracks: str | None = None  # the tracks embedded: a regular expression over track names; None for all
     encoded: int = 0  # pieces encoded by the run that made this object (the rest came from the cache); not saved
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ class Library:
         if path.suffix != ".npz":
             raise LibraryError(f"a library file ends in .npz, got {path.name}")
         meta = {"format": FORMAT, "root": self.root, "model": self.model, "features": self.features,
-                "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped}
+                "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped, "tracks": self.tracks}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         # bar vectors in float16: only cosines are taken of them, and they are most of the file (POP909's 2,898
         # songs hold 780k bars: 200 MB in float32)
@@ -82,7 +83,7 @@ class Library:
         if meta.get("format") != FORMAT:
             raise LibraryError(f"{path}: library format {meta.get('format')}, this version reads {FORMAT}")
         return cls(root=meta["root"], model=meta["model"], features=meta["features"], paths=meta["paths"],
-                   hashes=meta["hashes"], skipped=meta["skipped"], **arrays)
+                   hashes=meta["hashes"], skipped=meta["skipped"], tracks=meta.get("tracks"), **arrays)
 
 
 def midi_files(folder: str | Path) -> list[Path]:
@@ -101,10 +102,11 @@ def content_hash(path: Path) -> str:
 
 
 def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, model: str, features: str,
-                 previous: Library | None = None, progress: bool = True,
+                 tracks: str | None = None, previous: Library | None = None, progress: bool = True,
                  save: Callable[[Library], object] | None = None, save_every: int = 500) -> Library:
     """Embed every MIDI file under ``folder`` with ``encode`` (:mod:`midistruct.library.features`), reusing
-    ``previous``'s vectors for files whose content it holds when it was made by the same model and features.
+    ``previous``'s vectors for files whose content it holds when it was made by the same model, features and
+    ``tracks`` (recorded in the library: the regular expression over track names ``encode`` was made with).
 
     ``save`` is called with the library so far after every ``save_every`` encoded pieces, so that a long run
     that is stopped loses little: given back as ``previous``, those pieces are not encoded again."""
@@ -113,7 +115,7 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
     from midistruct.errors import MidiStructError, one_line
 
     files = midi_files(folder)
-    reuse = _reusable(previous, model=model, features=features)
+    reuse = _reusable(previous, model=model, features=features, tracks=tracks)
     rows, skipped, encoded = [], {}, 0
     for path in tqdm(files, desc="embed", unit="piece", disable=not progress):
         rel, digest = path.relative_to(folder).as_posix(), content_hash(path)
@@ -131,11 +133,13 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
         encoded += 1
         rows.append((rel, digest, piece.vector, piece.bars))
         if save is not None and encoded % save_every == 0:
-            save(_library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded))
+            save(_library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded,
+                          tracks=tracks))
     if not rows:
         raise LibraryError(f"{folder}: none of {len(files)} MIDI files could be embedded "
                            f"(first: {next(iter(skipped.items()))})")
-    return _library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded)
+    return _library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded,
+                    tracks=tracks)
 
 
 def model_id(checkpoint: str | Path) -> str:
@@ -151,15 +155,20 @@ def same_model(a: str, b: str) -> bool:
     return a.split("@")[-1] == b.split("@")[-1]
 
 
-def _reusable(previous: Library | None, *, model: str, features: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if previous is None or previous.features != features or not same_model(previous.model, model):
+def _reusable(previous: Library | None, *, model: str, features: str,
+              tracks: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if previous is None or (previous.features, previous.tracks) != (features, tracks):
+        return {}
+    if not same_model(previous.model, model):
         return {}
     return {h: (previous.vectors[i], previous.piece_bars(i)) for i, h in enumerate(previous.hashes)}
 
 
-def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int) -> Library:
+def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int,
+             tracks: str | None) -> Library:
     paths, hashes, vectors, bars = zip(*rows)
     offsets = np.cumsum([0, *(len(b) for b in bars)])
     return Library(root=str(root.resolve()), model=model, features=features, paths=list(paths),
                    hashes=list(hashes), vectors=np.stack(vectors).astype(np.float32),
-                   bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded)
+                   bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded,
+                   tracks=tracks)
