@@ -8,12 +8,17 @@ table.
     python docs/scripts/form_eval.py --songs dev --set floor=0.6      # the songs settings are chosen on
 
 Methods are FEATURES-SEGMENTER: features ``tracks``, ``notes`` or ``codes``; segmenter ``repetition`` (the
-default of `midistruct form`), ``foote``, or the alternatives ``kcpd`` and ``agglo``.
+default of `midistruct form`), ``foote``, ``supervised`` (the learnt head, form_train_head.py), or the
+alternatives ``kcpd`` and ``agglo``.
+
+    python docs/scripts/form_eval.py --methods tracks-repetition,tracks-supervised    # unsupervised vs supervised
 
 Songs: ``eval`` are the POP909 songs of the test and valid splits (the project's deterministic song split,
 seed 0, 5 % + 5 %, or the model's own split settings with --model), none of which a model trained on; ``dev``
-are the first 40 train-split songs, on which the settings were chosen. Both keep only the songs whose labels
-align to the MIDI (midistruct.form.evaluate). Scores are each annotator's and their mean, averaged over songs.
+are the first 40 train-split songs, on which the settings were chosen; ``train`` the other train-split songs,
+which the supervised head learns from (midistruct.form.evaluate.song_role splits them; the head was trained
+under the default split, so with a --model of other split settings its eval songs may include head-training
+songs). All keep only the songs whose labels align to the MIDI (midistruct.form.evaluate). Scores are each annotator's and their mean, averaged over songs.
 
 Every choice was made on the dev songs (mean of the annotators, F exact / within one bar / pairwise):
 
@@ -64,20 +69,25 @@ SEGMENTERS = (*segment.METHODS, "kcpd", "agglo")
 
 
 def song_list(which: str, split_cfg, *, pop909: Path, phrases: Path) -> tuple[list[Reference], dict[str, str]]:
-    """The aligned references of the ``eval`` or ``dev`` songs, and why the others were left out (song -> reason)."""
+    """The aligned references of the ``eval``, ``dev`` or ``train`` songs, and why the others were left out
+    (song -> reason). ``dev``: the first DEV_SONGS aligned train-split songs; ``train``: the other aligned
+    train-split songs (what the supervised head learns from, form_train_head.py)."""
     from midistruct.corpus.pop909 import read_index
-    from midistruct.shards.splits import assign_split
+    from midistruct.form.evaluate import song_role
 
     index = read_index(pop909)
-    wanted = {"eval": ("test", "valid"), "dev": ("train",)}[which]
-    refs, skipped = [], {}
+    refs, skipped, seen = [], {}, 0
     for song in sorted(d.name for d in phrases.iterdir() if d.is_dir()):
-        if assign_split(f"pop909/{song}", split_cfg) not in wanted:
+        if song_role(song, split_cfg) != ("eval" if which == "eval" else "train"):
             continue
         try:
-            refs.append(reference(song, pop909=pop909, phrases=phrases, index_row=index.get(song, {})))
+            ref = reference(song, pop909=pop909, phrases=phrases, index_row=index.get(song, {}))
         except FormError as err:
             skipped[song] = str(err).split(": ", 1)[1]
+            continue
+        seen += 1
+        if which != "train" or seen > DEV_SONGS:
+            refs.append(ref)
         if which == "dev" and len(refs) == DEV_SONGS:
             break
     return refs, skipped
@@ -103,7 +113,7 @@ def features(method: str, score, ref: Reference, ms, settings: Settings) -> np.n
 
 def estimate(method: str, x: np.ndarray, grid: np.ndarray, settings: Settings) -> tuple[list[int], list[str]]:
     """Section bounds and letters of one song by ``method``, FEATURES[-SEGMENTER]: features ``tracks``, ``notes``
-    or ``codes``; segmenter ``repetition`` or ``foote`` (the shipped path; ``settings.method`` when none is
+    or ``codes``; segmenter ``repetition``, ``foote`` or ``supervised`` (the shipped path; ``settings.method`` when none is
     named), ``kcpd`` (ruptures KernelCPD, cosine kernel, penalty ``settings.threshold``) or ``agglo``
     (librosa.segment.agglomerative, one section per 8 bars), the two alternatives measured against Foote;
     they need ``pip install ruptures librosa``, which midistruct does not depend on."""
@@ -112,7 +122,8 @@ def estimate(method: str, x: np.ndarray, grid: np.ndarray, settings: Settings) -
         ssm = segment.self_similarity(x, center=settings.center)
         bounds = _alternative(segmenter, x, settings)
         return bounds, segment.labels(ssm, bounds, threshold=settings.label_threshold)
-    form = form_of(x, grid, tpq=1, settings=replace(settings, method=segmenter))
+    kind = method.partition("-")[0]
+    form = form_of(x, grid, tpq=1, settings=replace(settings, method=segmenter, features=kind or settings.features))
     return form.boundaries, [s.label for s in form.sections]
 
 
@@ -197,7 +208,9 @@ def _methods(text: str | None, *, with_codes: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=DATASETS, help=f"default: {DATASETS}")
-    parser.add_argument("--songs", choices=["eval", "dev"], default="eval")
+    parser.add_argument("--songs", choices=["eval", "dev", "train"], default="eval",
+                        help="eval: test + valid split songs; dev: the first 40 train-split songs (settings are "
+                             "chosen on them); train: the other train-split songs (the supervised head learns on them)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many songs")
     parser.add_argument("--model", default=None, help="checkpoint or shipped model name: adds the codes features")
     parser.add_argument("--methods", default=None,

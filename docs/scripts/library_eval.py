@@ -5,6 +5,7 @@ pitch-class + duration histogram baseline, chance, and (Nottingham) the meter al
 
     python docs/scripts/library_eval.py --model folk-2bar --work /tmp/lib     # about 35 min on one core
     python docs/scripts/library_eval.py --speed --work /tmp/lib              # + radio time at 10,000 pieces
+    python docs/scripts/library_eval.py --corpora pop909 --tracks melody    # POP909's melody track alone
 
 Libraries are embedded with ``midistruct.library`` exactly as ``midistruct embed`` does and kept in ``--work``
 (``<corpus>-<features>.npz``), so a second run only measures. Nottingham is GPL-3: evaluation only.
@@ -32,15 +33,17 @@ DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 def library(corpus: str, folder: Path, features: str, args) -> Library:
     """The cached library of ``folder``, embedded (and saved as it goes) if it is not complete yet."""
-    path = Path(args.work) / f"{corpus}-{features}.npz"
+    suffix = f"-{args.tracks}" if args.tracks else ""
+    path = Path(args.work) / f"{corpus}-{features}{suffix}.npz"
     previous = Library.load(path) if path.exists() else None
     if features == "histogram":
-        encode, model = histogram_features(), "none"
+        encode, model = histogram_features(tracks=args.tracks), "none"
     else:
         from midistruct.generation.pipeline import MidiStruct
 
-        encode, model = code_features(MidiStruct.from_pretrained(args.model)), model_id(args.model)
-    lib = embed_folder(folder, encode, model=model, features=features, previous=previous,
+        ms = MidiStruct.from_pretrained(args.model)
+        encode, model = code_features(ms, tracks=args.tracks), model_id(args.model)
+    lib = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks, previous=previous,
                        save=lambda partial: partial.save(path), progress=True)
     lib.save(path)
     return lib
@@ -202,6 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="codes,histogram")
     p.add_argument("--corpora", default="nottingham,pop909")
     p.add_argument("--speed", action="store_true")
+    p.add_argument("--tracks", default=None, help="embed only the tracks whose name matches (e.g. melody)")
     args = p.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     features = args.features.split(",")

@@ -716,10 +716,11 @@ def _add_form_parser(sub) -> None:
                    help="codes: the model's bar codes (windows every --hop bars, each bar's codes averaged); tracks: "
                         "per bar, each track's pitch-class and onset histograms, no model; notes: the same of all "
                         "tracks together (default: codes with a CHECKPOINT, else tracks)")
-    p.add_argument("--method", choices=["repetition", "foote"], default="repetition",
+    p.add_argument("--method", choices=["repetition", "foote", "supervised"], default="repetition",
                    help="boundaries where repetitions start or end (and the bars change), in 4-bar phrases where "
-                        "the evidence allows; or foote: at the peaks of Foote's novelty alone, the first method "
-                        "(default: repetition)")
+                        "the evidence allows; foote: at the peaks of Foote's novelty alone, the first method; "
+                        "supervised: where a small head learnt from POP909's phrase labels (train-split songs) "
+                        "reads the same evidence, in 4-bar phrases (default: repetition)")
     p.add_argument("--hop", type=POSITIVE, default=1, help="codes: bars between window starts (default: 1)")
     p.add_argument("--time-signature", default=None, metavar="N/D",
                    help="count bars in this meter instead of the file's (e.g. 4/4 for POP909 files that say 1/4)")

@@ -2,7 +2,8 @@
 
 The data flow, one module each: ``bars`` (the bar grid of a score and the note features per bar),
 ``codes`` (a model's bar codes per bar, from overlapping windows), ``segment`` (self-similarity,
-boundaries, labels by repetition), ``analysis`` (:func:`~midistruct.form.analysis.analyse`: score in,
+boundaries, labels by repetition), ``supervised`` (a boundary head learnt from POP909's phrase labels, its
+weights in ``boundary_head.json``), ``analysis`` (:func:`~midistruct.form.analysis.analyse`: score in,
 :class:`~midistruct.form.analysis.Form` out), ``output`` (form.json, the PNG, the MIDI with markers),
 ``evaluate`` (POP909's human phrase labels aligned to the MIDI, boundary and label F-measures).
 

@@ -30,7 +30,8 @@ class Settings:
     # "tracks": pitch-class + onset histograms of each track's notes; "notes": of all notes together;
     # "codes": a model's bar codes
     features: str = "tracks"
-    method: str = "repetition"  # boundaries: "repetition" (repetitions + novelty, 4-bar phrases) or "foote"
+    method: str = "repetition"  # boundaries: "repetition" (repetitions + novelty, 4-bar phrases), "foote", or
+    # "supervised" (a head learnt from POP909's phrase labels reads the curves, then the 4-bar phrase program)
     pickup: float = 0.125  # tracks, notes: notes in the last eighth of a bar count in the next (upbeats)
     half: int = 4  # bars on each side of a bar line that the novelty kernel compares
     min_bars: int = 2  # shortest section
@@ -108,15 +109,22 @@ def analyse(midi, *, settings: Settings = Settings(), model=None, name: str | No
 def form_of(x: np.ndarray, grid: np.ndarray, *, tpq: int, settings: Settings, source: str = "score") -> Form:
     """The form of bars with vectors ``x`` (NB, D) and bar lines ``grid`` (NB + 1,) in ticks."""
     ssm = segment.self_similarity(x, center=settings.center)
-    curve, bounds = find_boundaries(ssm, settings)
+    curve, bounds = find_boundaries(ssm, settings, x=x)
     letters = segment.labels(ssm, bounds, threshold=settings.label_threshold)
     sections = [Section(a, b, round(float(grid[a]) / tpq, 4), round(float(grid[b]) / tpq, 4), label)
                 for a, b, label in zip(bounds[:-1], bounds[1:], letters)]
     return Form(sections, ssm, curve, grid, tpq, settings, source)
 
 
-def find_boundaries(ssm: np.ndarray, settings: Settings) -> tuple[np.ndarray, list[int]]:
-    """The boundary evidence per bar line (NB,) and the section bounds [0, ..., NB] by ``settings.method``."""
+def find_boundaries(ssm: np.ndarray, settings: Settings, *, x: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, list[int]]:
+    """The boundary evidence per bar line (NB,) and the section bounds [0, ..., NB] by ``settings.method``;
+    ``supervised`` also reads the bar vectors ``x`` (NB, D)."""
+    if settings.method == "supervised":
+        from midistruct.form import supervised
+
+        block = None if settings.features == "codes" else 12 + bar_features.POSITIONS  # one track's histograms
+        return supervised.boundaries(ssm if x is None else x, ssm, block=block, min_bars=settings.min_bars)
     if settings.method == "foote":
         curve = segment.relative(segment.novelty(ssm, half=settings.half))
         return curve, segment.boundaries(curve, min_bars=settings.min_bars, threshold=settings.threshold)

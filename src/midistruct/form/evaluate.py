@@ -40,6 +40,15 @@ class Reference:
         return min(b[-1] for b in self.bounds)
 
 
+def song_role(song: str, split_cfg) -> str:
+    """``"eval"`` for a POP909 song (``"001"``) of the test or valid split of ``split_cfg`` (a
+    :class:`~midistruct.config.SplitConfig`; the project's deterministic song split), else ``"train"``: the
+    songs a learnt form head may see (docs/scripts/form_train_head.py) and the evaluation never scores."""
+    from midistruct.shards.splits import assign_split
+
+    return "eval" if assign_split(f"pop909/{song}", split_cfg) in ("test", "valid") else "train"
+
+
 def reference(song: str, *, pop909: Path, phrases: Path, index_row: dict) -> Reference:
     """The labels of ``song`` ("001") aligned to ``pop909/NNN/NNN.mid``; :class:`FormError` saying why not."""
     from midistruct.corpus.pop909 import meter_of, parse_phrase_labels

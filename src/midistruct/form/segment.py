@@ -17,6 +17,8 @@ Two ways to the boundaries (``METHODS``), both measured on POP909 songs outside 
   the ``half`` bars before a bar line resemble each other and the ``half`` bars after it, against how much
   the two sides resemble each other. Chosen before over ruptures' kernel change points and librosa's
   agglomerative segmentation; boundaries only where the bars' content changes.
+- ``supervised``: the curves above and more, read by a small head learnt from POP909's phrase labels
+  (:mod:`midistruct.form.supervised`), then the same phrase dynamic program.
 
 Labels: a section takes the label of the earlier section it is most alike (the mean similarity of their
 bars aligned from their starts, or from their ends when that is higher) when that is at least
@@ -33,7 +35,7 @@ import string
 
 import numpy as np
 
-METHODS = ("repetition", "foote")
+METHODS = ("repetition", "foote", "supervised")  # supervised: a learnt head (supervised.py)
 
 
 def self_similarity(x: np.ndarray, *, center: bool = True) -> np.ndarray:
