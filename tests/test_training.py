@@ -51,7 +51,7 @@ def test_tiny_run_writes_checkpoints_and_metrics(shards, tmp_path):
         assert meta["segment_bars"] == 2
     model, tokenizer, meta = load_checkpoint(tmp_path / "run" / "last")
     assert meta["step"] == 6 and model.config.vocab_size == tokenizer.vocab_size
-    batch = next(trainer._batches())
+    batch = next(trainer.batches())
     trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, trainer.model(**batch).logits)

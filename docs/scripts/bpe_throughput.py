@@ -23,7 +23,7 @@ def main(config: str, data: str, steps: str = "100") -> None:
         cfg = load_config(config, [f"data.output={data}", f"train.run_dir={run_dir}", "train.threads=1",
                                    "augment.transpose=[0, 0]", "train.max_steps=100000"])
         trainer = Trainer(cfg, progress=False, overwrite=True)
-        batches = trainer._batches()
+        batches = trainer.batches()
         for _ in range(WARMUP):
             trainer.train_step(next(batches))
         windows = tokens = 0

@@ -33,7 +33,7 @@ def main(ckpt: str, split: str, folder: str = "data/nottingham-2bar", windows: i
     features = {"latent": z.z_segment.numpy().astype(np.float64),
                 "bar_latent": (z.z_bar.numpy() * real[..., None]).sum(1) / real.sum(1, keepdims=True),
                 "histogram": np.stack([probes.baseline_features(notes_of(decode_ids(ms.tokenizer, w))) for w in ids])}
-    keep, reason = probes._usable(np.array(labels, dtype=object), test, 5)
+    keep, reason = probes.usable_labels(np.array(labels, dtype=object), test, 5)
     if reason:
         raise SystemExit(reason)
     names = sorted(set(labels[i] for i in np.flatnonzero(keep)))

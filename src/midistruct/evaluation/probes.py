@@ -157,7 +157,7 @@ def run_probes(features: dict[str, np.ndarray], labels: dict[str, list[str | Non
     """
     out: dict = {}
     for target, column in labels.items():
-        keep, reason = _usable(np.array(column, dtype=object), test, min_windows)
+        keep, reason = usable_labels(np.array(column, dtype=object), test, min_windows)
         if reason:
             out[f"skipped.{target}"] = reason
             continue
@@ -174,7 +174,7 @@ def run_probes(features: dict[str, np.ndarray], labels: dict[str, list[str | Non
     return out
 
 
-def _usable(column: np.ndarray, test: np.ndarray, min_windows: int) -> tuple[np.ndarray, str]:
+def usable_labels(column: np.ndarray, test: np.ndarray, min_windows: int) -> tuple[np.ndarray, str]:
     """(W,) windows of the classes with ``min_windows`` on both sides, and a reason when < 2 classes."""
     labelled = np.array([v is not None for v in column])
     if not labelled.any():

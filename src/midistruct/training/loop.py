@@ -177,8 +177,9 @@ class Trainer:
 
     # ---- data ---------------------------------------------------------------------------
 
-    def _batches(self):
-        """Endless ``collate``d batches for this rank, from the saved data position on."""
+    def batches(self):
+        """Endless ``collate``d batches for this rank, from the saved data position on (the training loop's
+        data; scripts that time or inspect training read it too)."""
         from midistruct.shards.dataset import collate
 
         order_epoch, order = None, []
@@ -257,7 +258,7 @@ class Trainer:
         self._clock = start
         bar = tqdm(total=self.t.max_steps, initial=self.state["step"], desc="train", unit="step",
                    disable=not (self.progress and self.dist.is_main), file=sys.stderr)
-        batches = self._batches()
+        batches = self.batches()
         try:
             while self.state["step"] < self.t.max_steps and (stop_after is None or len(logs) < stop_after):
                 record = self.train_step(next(batches))
