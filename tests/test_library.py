@@ -442,3 +442,16 @@ def test_tracks_choose_what_is_embedded_and_are_kept_in_the_library(tmp_path, ca
     assert "2 pieces (2 encoded, 0 from the cache)" in capsys.readouterr().out
     every = Library.load(lib)
     assert every.tracks is None and (every.vectors[0, [2, 5]] > 0).all()
+
+
+def test_radio_over_a_folder_embeds_it_once_and_keeps_the_library(tmp_path, capsys):
+    folder = folder_of(tmp_path, n=5)
+    out = tmp_path / "play" / "radio"
+    argv = ["radio", str(folder / "p0.mid"), "--library", str(folder), "-n", "3", "-o", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "5 pieces (5 encoded)" in capsys.readouterr().err
+    kept = Library.load(out.with_suffix(".library.npz"))
+    assert len(kept) == 5 and kept.features == "histogram"
+    assert main(argv) == 0
+    assert "5 pieces (0 encoded)" in capsys.readouterr().err
+    assert len(json.loads(out.with_suffix(".json").read_text())["playlist"]) == 3

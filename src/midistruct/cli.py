@@ -779,7 +779,7 @@ def cmd_radio(args: argparse.Namespace) -> int:
     from midistruct.library.store import Library, content_hash, same_model
 
     _device(args)  # an unavailable device fails at once
-    library = Library.load(args.library)
+    library = _radio_library(args) if Path(args.library).is_dir() else Library.load(args.library)
     args.features, args.tracks = args.features or library.features, library.tracks  # the seed as the library
     if args.features != library.features:
         raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
@@ -824,6 +824,24 @@ def cmd_radio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _radio_library(args: argparse.Namespace):
+    """``--library DIR``: the folder embedded as `embed` would (the model and features of the radio command), its
+    library kept beside the playlist (``<output>.library.npz``) so that the next radio over it encodes only
+    what is new."""
+    from midistruct.library.store import Library, embed_folder
+
+    features, _, encode, model = _features_and_model(args, command="radio", what="SEED")
+    cache = Path(args.output).with_suffix(".library.npz")
+    previous = Library.load(cache) if cache.exists() else None
+    library = embed_folder(args.library, encode, model=model, features=features, tracks=args.tracks,
+                           previous=previous, progress=not args.quiet)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    library.save(cache)
+    print(f"embedded {args.library}: {len(library)} pieces ({library.encoded} encoded), {len(library.skipped)} "
+          f"skipped; kept as {cache}", file=sys.stderr)
+    return library
+
+
 def _add_library_parsers(sub) -> None:
     """embed and radio: a library of pieces and playlists from it (midistruct.library)."""
     p = sub.add_parser("embed", help="one vector per piece of a folder of MIDI files, for radio and search",
@@ -849,7 +867,11 @@ def _add_library_parsers(sub) -> None:
                    help="the model the library was embedded with (none for histogram features), then the seed MIDI")
     _add_device_arg(p)
     _add_library_features(p)
-    p.add_argument("--library", required=True, metavar="FILE", help="a library written by midistruct embed")
+    p.add_argument("--library", required=True, metavar="FILE_OR_DIR",
+                   help="a library written by midistruct embed, or a folder of MIDI files, embedded first with the "
+                        "given model (histograms without one; --tracks as embed) and kept as OUTPUT.library.npz")
+    p.add_argument("--tracks", default=None, metavar="REGEX",
+                   help="--library DIR: embed only the tracks whose name matches (a library file says its own)")
     p.add_argument("-n", type=POSITIVE, default=12, help="pieces in the playlist (default: 12)")
     p.add_argument("--smoothness", type=float, default=0.5,
                    help="weight of the transition (end of one piece to the start of the next) against likeness to "

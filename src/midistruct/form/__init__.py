@@ -5,7 +5,8 @@ The data flow, one module each: ``bars`` (the bar grid of a score and the note f
 boundaries, labels by repetition), ``supervised`` (a boundary head learnt from POP909's phrase labels, its
 weights in ``boundary_head.json``), ``analysis`` (:func:`~midistruct.form.analysis.analyse`: score in,
 :class:`~midistruct.form.analysis.Form` out), ``output`` (form.json, the PNG, the MIDI with markers),
-``evaluate`` (POP909's human phrase labels aligned to the MIDI, boundary and label F-measures).
+``evaluate`` (POP909's human phrase labels aligned to the MIDI, boundary and label F-measures), ``view``
+(the piano roll with its sections coloured beside the matrix, for notebooks).
 
 Shapes: NB bars, D features per bar.
 """

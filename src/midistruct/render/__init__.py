@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "pianoroll_figure": "pianoroll", "pianoroll_grid": "pianoroll", "plot_pianorolls": "pianoroll",
+    "pianoroll_figure": "pianoroll", "draw_pianoroll": "pianoroll", "pianoroll_grid": "pianoroll", "plot_pianorolls": "pianoroll",
     "synthesize": "audio", "write_wav": "audio", "find_soundfont": "audio",
     "render_outputs": "outputs", "write_outputs_page": "outputs", "write_page": "page",
 }

@@ -78,6 +78,14 @@ def pianoroll_grid(rows, *, titles=None, bars: int | None = None):
     return fig
 
 
+def draw_pianoroll(ax, score, *, title: str = "", bars: int | None = None,
+                   pitch_range: tuple[int, int] | None = None) -> None:
+    """Draw one score's piano roll onto ``ax`` (a matplotlib Axes of a figure made elsewhere), as a panel of
+    :func:`pianoroll_figure` is drawn: x from 0 to the last bar line (quarter notes), the pitch range padded."""
+    score = score if str(score.ttype).endswith("Tick") else score.to("tick")
+    _draw_panels([ax], [score], [title], bars, pitch_range)
+
+
 def _draw_panels(axes: list, scores: list, titles: list[str], bars: int | None,
                  pitch_range: tuple[int, int] | None = None) -> None:
     """One score per axis, on a common pitch range and (shared) time axis up to the last bar line."""
