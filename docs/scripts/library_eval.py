@@ -6,6 +6,7 @@ pitch-class + duration histogram baseline, chance, and (Nottingham) the meter al
     python docs/scripts/library_eval.py --model folk-2bar --work /tmp/lib     # about 35 min on one core
     python docs/scripts/library_eval.py --speed --work /tmp/lib              # + radio time at 10,000 pieces
     python docs/scripts/library_eval.py --corpora pop909 --tracks melody    # POP909's melody track alone
+    python docs/scripts/library_eval.py --corpora music21     # the music21 collections prepare converted
 
 Libraries are embedded with ``midistruct.library`` exactly as ``midistruct embed`` does and kept in ``--work``
 (``<corpus>-<features>.npz``), so a second run only measures. Nottingham is GPL-3: evaluation only.
@@ -155,6 +156,31 @@ def playlists_proxy(lib: Library, labels: np.ndarray, *, held_out: float = 0.2, 
             "hybrid": {"in_playlists": accuracy(hybrid, listed), "in_none": accuracy(hybrid, unlisted)}}
 
 
+def music21_collections(features: list[str], args) -> dict:
+    """The music21 collections already converted to MIDI in midistruct's cache (``prepare`` of a music21 source
+    writes them; here O'Neill's, Ryan's and Aird's, which folk-2bar was trained on: in-corpus), each tune's
+    collection named by leave-one-out k-NN, against the meter alone."""
+    import music21
+
+    from midistruct.corpus.music21_corpus import default_cache_root
+
+    folder = default_cache_root() / "music21" / music21.__version__
+    out = {}
+    for f in features:
+        lib = library("music21", folder, f, args)
+        labels = np.array([p.split("/")[0] for p in lib.paths])
+        meters = meters_of(lib)
+        out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
+        out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
+        out[f]["continuation"] = continuation(lib, list(range(len(lib))))
+        out[f]["pieces"] = len(lib)
+    counts = collections.Counter(labels)
+    out["majority"] = counts.most_common(1)[0][1] / len(labels)
+    out["meter_alone"] = meter_baseline(meters, labels)
+    out["collections"] = dict(counts.most_common())
+    return out
+
+
 def pop909(features: list[str], args) -> dict:
     folder = DATASETS / "pop909" / "songs"
     out = {}
@@ -206,12 +232,17 @@ def main(argv=None) -> int:
     p.add_argument("--corpora", default="nottingham,pop909")
     p.add_argument("--speed", action="store_true")
     p.add_argument("--tracks", default=None, help="embed only the tracks whose name matches (e.g. melody)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     features = args.features.split(",")
     result = {"model": args.model}
     for corpus in args.corpora.split(","):
-        result[corpus] = {"nottingham": nottingham, "pop909": pop909}[corpus](features, args)
+        result[corpus] = {"nottingham": nottingham, "pop909": pop909, "music21": music21_collections}[corpus](
+            features, args)
     if args.speed:
         result["speed"] = speed(args)
     print(json.dumps(result, indent=2))
