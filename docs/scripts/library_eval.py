@@ -109,23 +109,30 @@ def continuation(lib: Library, pieces: list[int], *, edge: int = 2) -> dict:
     return {"mrr": float(np.mean(1 / ranks)), "recall@10": float(np.mean(ranks <= 10)), "pieces": len(kept)}
 
 
-def nottingham(features: list[str], args) -> dict:
-    folder = DATASETS / "nottingham" / "midi" / "melody"
+def labelled(corpus: str, folder: Path, features: list[str], args, label_of, *, playlists: bool = False) -> dict:
+    """A corpus whose pieces carry a label (``label_of(path)``): k-NN label accuracy (also within a meter), the
+    continuation proxy and, with ``playlists``, generated playlists; against the majority and the meter alone."""
     out = {}
     for f in features:
-        lib = library("nottingham", folder, f, args)
-        labels = np.array([tune_type(p) for p in lib.paths])
+        lib = library(corpus, folder, f, args)
+        labels = np.array([label_of(p) for p in lib.paths])
         meters = meters_of(lib)
         out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
         out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
         out[f]["continuation"] = continuation(lib, list(range(len(lib))))
-        out[f]["generated_playlists"] = playlists_proxy(lib, labels)
+        if playlists:
+            out[f]["generated_playlists"] = playlists_proxy(lib, labels)
         out[f]["pieces"] = len(lib)
     counts = collections.Counter(labels)
     out["majority"] = counts.most_common(1)[0][1] / len(labels)
     out["meter_alone"] = meter_baseline(meters, labels)
-    out["types"] = dict(counts.most_common())
+    out["labels"] = dict(counts.most_common())
     return out
+
+
+def nottingham(features: list[str], args) -> dict:
+    return labelled("nottingham", DATASETS / "nottingham" / "midi" / "melody", features, args, tune_type,
+                    playlists=True)
 
 
 def playlists_proxy(lib: Library, labels: np.ndarray, *, held_out: float = 0.2, n_lists: int = 500,
@@ -165,20 +172,7 @@ def music21_collections(features: list[str], args) -> dict:
     from midistruct.corpus.music21_corpus import default_cache_root
 
     folder = default_cache_root() / "music21" / music21.__version__
-    out = {}
-    for f in features:
-        lib = library("music21", folder, f, args)
-        labels = np.array([p.split("/")[0] for p in lib.paths])
-        meters = meters_of(lib)
-        out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
-        out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
-        out[f]["continuation"] = continuation(lib, list(range(len(lib))))
-        out[f]["pieces"] = len(lib)
-    counts = collections.Counter(labels)
-    out["majority"] = counts.most_common(1)[0][1] / len(labels)
-    out["meter_alone"] = meter_baseline(meters, labels)
-    out["collections"] = dict(counts.most_common())
-    return out
+    return labelled("music21", folder, features, args, lambda path: path.split("/")[0])
 
 
 def pop909(features: list[str], args) -> dict:
