@@ -271,3 +271,11 @@ def test_a_map_of_jigs_and_reels_keeps_most_neighbours(shared_datasets, tmp_path
     for p in record["points"]:
         meters[p["path"][:4]].add(p["tags"]["meter"])
     assert meters["jigs"] == {"6/8"} and "6/8" not in meters["reel"]  # reels: 4/4, a few 2/4
+
+
+def test_the_default_colour_is_the_first_tag_that_varies():
+    from midistruct.library.map import default_colour_tag
+
+    points = [{"tags": {"folder": ".", "key": "D major", "meter": m}} for m in ("6/8", "4/4")]
+    assert default_colour_tag({"tags": ["folder", "key", "meter"], "points": points}) == "meter"
+    assert default_colour_tag({"tags": ["folder", "key"], "points": points}) == "folder"  # nothing varies

@@ -917,6 +917,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     tags = lm.piece_tags(library, user=lm.read_tags(args.tags) if args.tags else None)
     xy = lm.project(library.vectors, method=args.method, seed=args.seed, threads=args.threads or 1)
     record = lm.map_record(library, xy, tags, method=args.method)
+    args.color_by = args.color_by or lm.default_colour_tag(record)
     if args.color_by not in record["tags"]:
         raise UserError(f"--color-by {args.color_by}: no such tag; choose one of {', '.join(record['tags'])}")
     out.mkdir(parents=True, exist_ok=True)
@@ -945,9 +946,10 @@ def _add_map_parser(sub) -> None:
     p.add_argument("--method", choices=("tsne", "umap", "pca"), default="tsne",
                    help="projection to 2-D: tsne (scikit-learn; kept the most neighbours, see README), umap "
                         "(needs pip install umap-learn) or pca (default: %(default)s)")
-    p.add_argument("--color-by", default="folder", metavar="TAG",
+    p.add_argument("--color-by", default=None, metavar="TAG",
                    help="tag that colours the PNG and the page's first view: folder, meter, key or a --tags column "
-                        "(default: folder)")
+                        "(default: the first of folder, meter, key, then the --tags columns, whose value is not the "
+                        "same for every piece)")
     p.add_argument("--tags", default=None, metavar="CSV",
                    help="more tags: a CSV file with a 'path' column (relative to the library's folder) and any "
                         "other columns, e.g. artist")

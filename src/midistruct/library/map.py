@@ -183,6 +183,13 @@ def colours(values: list[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- outputs
 
 
+def default_colour_tag(record: dict) -> str:
+    """The first of ``record``'s tags whose value is not the same for every piece (a library without
+    subfolders is not coloured by folder), else the first tag."""
+    varied = [t for t in record["tags"] if len({p["tags"].get(t) for p in record["points"]}) > 1]
+    return (varied or record["tags"])[0]
+
+
 def map_record(library: Library, xy: np.ndarray, tags: list[dict[str, str]], *, method: str) -> dict:
     """What map.json holds: the library's provenance, the tag names and one point (path, x, y, tags) per piece."""
     names = sorted({k for row in tags for k in row}, key=lambda k: (k not in ("folder", "meter", "key"), k))
