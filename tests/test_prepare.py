@@ -72,6 +72,34 @@ def test_key_signature_becomes_a_tag(tmp_path):
     assert "key_signature" not in tags["piece2"]
 
 
+def test_a_tags_file_tags_the_pieces_of_a_folder(tmp_path):
+    """Issue 18: a folder source's ``tags`` CSV (path relative to the folder, one column per tag) reaches each
+    piece's tags in the shards; a row naming no file, or a column the source sets itself, is an error."""
+    from midistruct.corpus import SourceError, iter_pieces
+
+    src = tmp_path / "midi"
+    write_corpus(src, n=3)
+    (tmp_path / "tags.csv").write_text("path,tune_type,key\npiece0.mid,reel,D:major\npiece2.mid,jig,\n")
+    out = tmp_path / "shards"
+    cfg = load_config("tiny", [f"data.sources=[{{kind: folder, path: '{src}', tags: '{tmp_path / 'tags.csv'}'}}]",
+                               f"data.output={out}"])
+    prepare(cfg, progress=False)
+    shards = ShardSet(out)
+    tags = {p["id"].rsplit("/", 1)[-1]: p["tags"] for s in ("train", "valid", "test") for p in shards.split(s).pieces()}
+    assert tags["piece0"]["tune_type"] == "reel" and tags["piece0"]["key"] == "D:major"
+    assert tags["piece2"]["tune_type"] == "jig" and "key" not in tags["piece2"]  # an empty cell is no tag
+    assert "tune_type" not in tags["piece1"] and tags["piece1"]["folder"] == "."
+    (tmp_path / "typo.csv").write_text("path,tune_type\npiece9.mid,reel\n")
+    with pytest.raises(SourceError, match=r"1 path\(s\) name no MIDI file of the folder, e.g. 'piece9.mid'"):
+        list(iter_pieces({"kind": "folder", "path": src, "tags": tmp_path / "typo.csv"}))
+    (tmp_path / "clash.csv").write_text("path,folder\npiece0.mid,x\n")
+    with pytest.raises(SourceError, match="folder are set by the folder source"):
+        list(iter_pieces({"kind": "folder", "path": src, "tags": tmp_path / "clash.csv"}))
+    (tmp_path / "nopath.csv").write_text("file,tune_type\npiece0.mid,reel\n")
+    with pytest.raises(SourceError, match="needs a 'path' column"):
+        list(iter_pieces({"kind": "folder", "path": src, "tags": tmp_path / "nopath.csv"}))
+
+
 def test_windows_match_direct_encoding(corpus, tmp_path):
     """What the shards hold is exactly the encoder's output for that piece."""
     from midistruct.tokens.encode import PieceEncoder

@@ -12,7 +12,6 @@ Shapes: N pieces, D piece-vector width.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -145,13 +144,15 @@ def file_tags(path: Path) -> dict[str, str]:
 
 def read_tags(path: str | Path) -> dict[str, dict[str, str]]:
     """A user's CSV: a ``path`` column (relative to the library root) and any other columns, as
-    ``{path: {column: value}}``; empty cells are left out."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if "path" not in (reader.fieldnames or []):
-            raise LibraryError(f"{path}: a tags file needs a 'path' column, found {reader.fieldnames}")
-        return {row["path"]: {k: v for k, v in row.items() if k and k != "path" and v} for row in reader}
+    ``{path: {column: value}}``; empty cells are left out. The format of a folder source's ``tags`` file
+    (:func:`midistruct.corpus.folder.read_tags_csv`); its errors become :class:`LibraryError`."""
+    from midistruct.corpus import SourceError
+    from midistruct.corpus.folder import read_tags_csv
+
+    try:
+        return read_tags_csv(path)
+    except SourceError as err:
+        raise LibraryError(str(err)) from None
 
 
 def piece_tags(library: Library, *, user: dict[str, dict[str, str]] | None = None) -> list[dict[str, str]]:
