@@ -101,3 +101,21 @@ def test_evaluate_quick_reports_rates_and_consistent_speedups():
     assert out["no_cache"]["tokens_generated"] == out["batched"]["tokens_generated"]
     for metric in ("onset_f1", "onset_offset_f1", "step_accuracy", "exact_match"):
         assert out["no_cache"][metric] == out["batched"][metric]
+
+
+def test_model_cards_reads_each_card_command_and_metric():
+    """bench/model_cards.py turns a card's evaluate command into the same evaluation on the shipped weights."""
+    spec = importlib.util.spec_from_file_location("bench_model_cards", REPO / "bench" / "model_cards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from midistruct.model import pretrained
+
+    for name in pretrained.names():  # every shipped card can be checked
+        card = pretrained.describe(name)
+        run = module.card_run(card)
+        assert run["windows"] > 0 and run["free_run"] > 0 and module.metric_key(card) == "free_onset_pitch_accuracy"
+    card = {"name": "x", "metric": {"name": "held-out free-running pitch accuracy at the true onsets (16 bars)",
+                                    "command": "midistruct evaluate runs/x/best --windows 256 --free-run 64 --split valid"}}
+    assert module.card_run(card) == {"windows": 256, "free_run": 64, "interpolations": 0, "split": "valid"}
+    with pytest.raises(SystemExit, match="no evaluate key known"):
+        module.metric_key({"name": "x", "metric": {"name": "something else"}})
