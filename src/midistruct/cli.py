@@ -748,21 +748,30 @@ def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
     from midistruct.library.store import model_id
 
     args.checkpoint = checkpoint
-    args.pipeline = _pipeline(args)
+    args.pipeline = getattr(args, "pipeline", None) or _pipeline(args)  # radio --library DIR asks twice
     return features, path, lf.code_features(args.pipeline, tracks=tracks), model_id(checkpoint)
+
+
+def _embed_into(args: argparse.Namespace, folder: str, cache: Path, *, command: str, what: str, fresh: bool = False):
+    """``folder`` embedded with the command's model and features (``_features_and_model``) and ``--tracks``,
+    reusing what ``cache`` already holds (unless ``fresh``), saved into ``cache`` as it goes and at the end:
+    the one embedding path of embed, map and radio."""
+    from midistruct.library.store import Library, embed_folder
+
+    features, _, encode, model = _features_and_model(args, command=command, what=what)
+    previous = Library.load(cache) if cache.exists() and not fresh else None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    library = embed_folder(folder, encode, model=model, features=features, tracks=getattr(args, "tracks", None),
+                           previous=previous, progress=not args.quiet, save=lambda partial: partial.save(cache))
+    library.save(cache)
+    return library
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """One vector per piece of a folder (issue 17), cached by file content in the output library."""
-    from midistruct.library.store import Library, embed_folder
-
     _device(args)  # an unavailable device fails at once
-    features, folder, encode, model = _features_and_model(args, command="embed", what="DIR")
     output = Path(args.output)
-    previous = Library.load(output) if output.exists() and not args.overwrite else None
-    library = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks, previous=previous,
-                           progress=not args.quiet, save=lambda partial: partial.save(output))
-    library.save(output)
+    library = _embed_into(args, args.paths[-1], output, command="embed", what="DIR", fresh=args.overwrite)
     print(f"wrote {output}: {len(library)} pieces ({library.encoded} encoded, {len(library) - library.encoded} "
           f"from the cache), {len(library.skipped)} skipped")
     for rel, reason in list(library.skipped.items())[:10]:
@@ -828,15 +837,8 @@ def _radio_library(args: argparse.Namespace):
     """``--library DIR``: the folder embedded as `embed` would (the model and features of the radio command), its
     library kept beside the playlist (``<output>.library.npz``) so that the next radio over it encodes only
     what is new."""
-    from midistruct.library.store import Library, embed_folder
-
-    features, _, encode, model = _features_and_model(args, command="radio", what="SEED")
     cache = Path(args.output).with_suffix(".library.npz")
-    previous = Library.load(cache) if cache.exists() else None
-    library = embed_folder(args.library, encode, model=model, features=features, tracks=args.tracks,
-                           previous=previous, progress=not args.quiet)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    library.save(cache)
+    library = _embed_into(args, args.library, cache, command="radio", what="SEED")
     print(f"embedded {args.library}: {len(library)} pieces ({library.encoded} encoded), {len(library.skipped)} "
           f"skipped; kept as {cache}", file=sys.stderr)
     return library
@@ -898,7 +900,7 @@ def _add_library_parsers(sub) -> None:
 def cmd_map(args: argparse.Namespace) -> int:
     """A 2-D map of a library or a folder (issue 17): map.png, map.html (self-contained) and map.json."""
     from midistruct.library import map as lm
-    from midistruct.library.store import Library, embed_folder
+    from midistruct.library.store import Library
 
     _device(args)  # an unavailable device fails at once
     out = Path(args.output)
@@ -907,13 +909,7 @@ def cmd_map(args: argparse.Namespace) -> int:
             raise UserError(f"{args.paths[-1]} is a library, mapped as it was embedded: leave out {args.paths[0]}")
         library = Library.load(args.paths[-1])
     else:
-        features, folder, encode, model = _features_and_model(args, command="map", what="DIR")
-        cache = out / "library.npz"
-        previous = Library.load(cache) if cache.exists() else None
-        out.mkdir(parents=True, exist_ok=True)
-        library = embed_folder(folder, encode, model=model, features=features, previous=previous,
-                               progress=not args.quiet)
-        library.save(cache)
+        library = _embed_into(args, args.paths[-1], out / "library.npz", command="map", what="DIR")
     tags = lm.piece_tags(library, user=lm.read_tags(args.tags) if args.tags else None)
     xy = lm.project(library.vectors, method=args.method, seed=args.seed, threads=args.threads or 1)
     record = lm.map_record(library, xy, tags, method=args.method)
