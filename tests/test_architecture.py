@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "midistruct"
 # Bottom floor first. A name may import from the names before it, never from those after it.
 # ``midistruct`` is the package's own __init__ (``from midistruct import __version__``).
 FLOORS = [
-    "midistruct", "errors", "fsutil", "config",
+    "midistruct", "errors", "fsutil", "config", "tags",
     "corpus", "tokens", "shards", "prepare",
     "metrics", "model", "generation", "training", "evaluation",
     "render", "form", "library", "quickstart", "cli", "__main__",

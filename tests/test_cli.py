@@ -32,6 +32,7 @@ MINIMAL = {
     "prior": ["CK"],
     "evaluate": ["CK"],
     "models": [],
+    "tags": ["CK"],
     "form": ["CK", "a.mid"],
     "embed": ["CK", "dir"],
     "radio": ["CK", "a.mid", "--library", "l.npz"],
@@ -68,7 +69,7 @@ def test_every_option_and_positional_has_help():
 @pytest.mark.parametrize("command", sorted(MINIMAL))
 def test_every_writing_command_takes_dash_o_output(command):
     parser = _subparsers()[command]
-    if command in ("prepare", "train", "evaluate", "models"):  # they write where the config says, or to stdout
+    if command in ("prepare", "train", "evaluate", "models", "tags"):  # they write where the config says, or to stdout
         assert _option(parser, "--output") is None and _option(parser, "--out-dir") is None
         return
     assert _option(parser, "-o") is _option(parser, "--output") is not None

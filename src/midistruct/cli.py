@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 from midistruct.errors import MidiStructError
+from midistruct.tags import CONDITIONING_TAGS
 
 
 class UserError(MidiStructError):
@@ -256,21 +257,41 @@ def _shift_record(args: argparse.Namespace) -> dict:
     return {"vectors": args.vectors, "shift": args.shift} if args.shift else {}
 
 
+def _tags(args: argparse.Namespace) -> dict:
+    """``tags`` (+ ``tag_strength`` where the command has it) keyword arguments from --tag NAME=VALUE."""
+    from midistruct.tags import TagError, parse_tags
+
+    try:
+        tags = parse_tags(args.tag)
+    except TagError as err:
+        raise UserError(str(err)) from None
+    if not tags:
+        return {}
+    strength = getattr(args, "tag_strength", None)
+    return {"tags": tags} | ({"tag_strength": strength} if strength is not None else {})
+
+
+def _tag_record(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in _tags(args).items()}
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Encode and decode each input (optionally moved along attribute vectors)."""
     ms = _pipeline(args)
     shift = _shift(args)
-    mode = "reconstruct" + "".join(f".{s.replace('=', '')}" for s in args.shift or [])
+    tags = _tags(args)
+    mode = "reconstruct" + "".join(f".{s.replace('=', '')}" for s in args.shift or []) \
+        + "".join(f".{v.replace(' ', '-')}" for v in tags.get("tags", {}).values())
     scores, failed = {}, []
     for path in args.inputs:  # every good file is written; each bad one is reported and the exit code says so
         try:
-            scores[f"{Path(path).stem}.{mode}"] = ms.reconstruct(path, **shift, **_sampling(args))
+            scores[f"{Path(path).stem}.{mode}"] = ms.reconstruct(path, **shift, **tags, **_sampling(args))
         except MidiStructError as err:
             print(f"midistruct: error: {err}", file=sys.stderr)
             failed.append(path)
     if scores:
         _write_outputs(args, scores, {"inputs": [p for p in args.inputs if p not in failed], "failed": failed,
-                                      **_sampling(args), **_shift_record(args)})
+                                      **_sampling(args), **_shift_record(args), **_tag_record(args)})
     if failed and len(args.inputs) > 1:
         print(f"midistruct: {len(failed)} of {len(args.inputs)} inputs failed", file=sys.stderr)
     return 2 if failed else 0
@@ -306,11 +327,19 @@ def cmd_prior(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else resolve(args.checkpoint) / PRIOR_FILE
     if output.suffix != ".safetensors":
         raise UserError(f"{output}: a code prior is written as .safetensors")
-    prior = ms.fit_prior(args.data, split=args.split, windows=args.windows, rank=args.rank, progress=True)
+    tags = [t for t in args.tags.split(",") if t] if args.tags is not None else CONDITIONING_TAGS
+    prior = ms.fit_prior(args.data, split=args.split, windows=args.windows, rank=args.rank, progress=True,
+                         tags=tags, min_tag_windows=args.min_tag_windows)
     path = prior.save(output)
     k = prior.factor.shape[1]
     print(f"fitted a Gaussian over {prior.dim} code dimensions (rank {k} + diagonal) to {prior.windows} {args.split} "
           f"windows; wrote {path}")
+    for name, group in prior.tags.items():
+        print(f"  tag {name}: {len(group.values)} values ({', '.join(group.values[:8])}"
+              f"{', ...' if len(group.values) > 8 else ''})")
+    missing = [t for t in tags if t not in prior.tags]
+    if missing:
+        print(f"  not kept (fewer than 2 values with {args.min_tag_windows} windows): {', '.join(missing)}")
     if args.output and output.parent.resolve() != resolve(args.checkpoint).resolve():
         print(f"  `sample` uses it once it is in the checkpoint folder as {PRIOR_FILE}")
     return 0
@@ -334,12 +363,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """Interpolate from A to B in latent space; unless --no-audio also a WAV per step and index.html, one
     page with every step's piano roll and player (audio embedded, so it plays offline)."""
     ms = _pipeline(args)
-    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_sampling(args))
+    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_tags(args), **_sampling(args))
     a, b = Path(args.a).stem, Path(args.b).stem
     scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
     page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
-                                  **_sampling(args), **page})
+                                  **_sampling(args), **_tag_record(args), **page})
     if args.audio:
         from midistruct.render import write_outputs_page
 
@@ -366,10 +395,10 @@ def cmd_continue(args: argparse.Namespace) -> int:
     """Continue a primer, optionally steered by another piece's latent."""
     ms = _pipeline(args)
     latent = ms.encode(args.style) if args.style else None
-    score = ms.continue_(args.primer, args.bars, latent=latent, **_sampling(args))
+    score = ms.continue_(args.primer, args.bars, latent=latent, **_tags(args), **_sampling(args))
     name = f"{Path(args.primer).stem}.continue" + (f".{Path(args.style).stem}" if args.style else "")
     _write_outputs(args, {name: score}, {"primer": args.primer, "bars": args.bars, "style": args.style,
-                                         **_sampling(args)})
+                                         **_sampling(args), **_tag_record(args)})
     return 0
 
 
@@ -377,11 +406,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
     samples = ms.sample(args.n, bars=args.bars, meter=args.meter, prior_scale=args.prior_scale, **_shift(args),
-                        **_sampling(args))
+                        **_tags(args), **_sampling(args))
     _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
-                   {"n": args.n, "bars": args.bars, "meter": args.meter, "prior_scale": args.prior_scale,
+                   {"n": args.n, "bars": args.bars, "meter": ms.sample_meter(_tags(args).get("tags"), args.meter),
+                    "prior_scale": args.prior_scale,
                     "prior": "fitted" if ms.prior is not None else "normal", **_sampling(args),
-                    **_shift_record(args)})
+                    **_shift_record(args), **_tag_record(args)})
     return 0
 
 
@@ -528,6 +558,7 @@ def _add_generation_parsers(sub) -> None:
     _add_generation_args(p)
     p.add_argument("inputs", nargs="+", help="MIDI files (read by content, whatever the name; *.abc: ABC tunes)")
     _add_shift_args(p)
+    _add_tag_args(p)
     p.set_defaults(handler=cmd_reconstruct)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
@@ -535,6 +566,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("b", help="MIDI file at the end of the path")
     p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
     _add_method_arg(p)
+    _add_tag_args(p)
     p.add_argument("--no-audio", dest="audio", action="store_false",
                    help="skip the WAV files and index.html (written by default: one page with every step's "
                         "piano roll and player)")
@@ -551,18 +583,21 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("primer", help="MIDI file to continue")
     p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
     p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
+    _add_tag_args(p)
     p.set_defaults(handler=cmd_continue)
     p = sub.add_parser("sample", help="decode codes drawn from the model's prior (a VAE's N(0, I), or the code "
                        "prior `midistruct prior` fitted)")
     _add_generation_args(p, temperature=1.0)
     p.add_argument("-n", type=POSITIVE, default=4, help="how many samples")
     p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
-    p.add_argument("--meter", default="4/4",
-                   help="time signature of the samples, one in the model's vocabulary (default: 4/4)")
+    p.add_argument("--meter", default=None,
+                   help="time signature of the samples, one in the model's vocabulary (default: the meter most "
+                        "training windows with the --tag values are in, else 4/4)")
     p.add_argument("--prior-scale", type=TEMPERATURE, default=1.0, metavar="S",
                    help="draw codes nearer the prior's mean: every deviation from it times S (the truncation "
                         "trick; default: 1, the prior as it is)")
     _add_shift_args(p)
+    _add_tag_args(p, sampling=True)
     p.set_defaults(handler=cmd_sample)
 
 
@@ -596,6 +631,11 @@ def _add_latent_parsers(sub) -> None:
                         "out; default: 20000)")
     p.add_argument("--rank", type=POSITIVE, default=128,
                    help="principal directions kept in the covariance, the rest is diagonal (default: 128)")
+    p.add_argument("--tags", default=None, metavar="NAMES",
+                   help="comma-separated tags whose values the prior keeps, so that generation can be given "
+                        f"--tag NAME=VALUE (default: {','.join(CONDITIONING_TAGS)}; '' for none)")
+    p.add_argument("--min-tag-windows", type=POSITIVE, default=20, metavar="N",
+                   help="a tag value is kept when at least N windows have it (default: 20)")
     p.set_defaults(handler=cmd_prior)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
     _add_generation_args(p, writes_folder=False)
@@ -657,6 +697,31 @@ def _add_pretrained_parsers(sub) -> None:
                    help="held-out (test-split) public-domain MIDI files to copy into DIR/examples/ and list in the "
                         "card; `midistruct quickstart` interpolates between the first two")
     p.set_defaults(handler=cmd_export)
+    p = sub.add_parser("tags", help="the tags a model can be given (--tag NAME=VALUE) and their values: those its "
+                                    "code prior keeps")
+    _add_checkpoint_arg(p)
+    p.add_argument("--json", action="store_true", help="print {tag: {value: training windows}} as JSON")
+    p.set_defaults(handler=cmd_tags)
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    """List the tags of a checkpoint's code prior, with how many training windows each value had."""
+    from midistruct.model.pretrained import resolve
+    from midistruct.model.prior import load_prior
+
+    folder = resolve(args.checkpoint)
+    prior = load_prior(folder)
+    found = {name: dict(zip(g.values, g.counts)) for name, g in (prior.tags if prior else {}).items()}
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"{args.checkpoint}: no tags (" + ("its code prior was fitted without tags" if prior else "no code prior")
+              + "); fit one with `midistruct prior CHECKPOINT`")
+        return 0
+    for name, values in found.items():
+        print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values.items()))
+    return 0
 
 
 def cmd_form(args: argparse.Namespace) -> int:
@@ -964,6 +1029,17 @@ def _add_library_features(p: argparse.ArgumentParser) -> None:
 def _add_method_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp",
                    help="path between codes: slerp (spherical, MusicVAE's) or lerp (straight line) (default: slerp)")
+
+
+def _add_tag_args(p, *, sampling: bool = False) -> None:
+    p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
+                   help="condition on a tag, e.g. key=D:minor, mode=minor, tune_type=reel (repeatable); the model's "
+                        "code prior knows which (`midistruct tags CHECKPOINT` lists them)")
+    p.add_argument("--tag-strength", type=float, default=1.0, metavar="S",
+                   help=("draw codes from the --tag values' mean offset times S (default: 1, the tagged windows' "
+                         "codes as they are; 2-3 obey the tag more, docs/RESULTS.md)") if sampling else
+                   ("how far codes move towards the --tag values: 1 (default) from the mean of the value they are "
+                    "nearest to all the way to the asked value's mean"))
 
 
 def _add_shift_args(p: argparse.ArgumentParser) -> None:

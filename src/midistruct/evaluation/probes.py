@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from midistruct.evaluation.statistics import duration_histogram, pitch_class_histogram
+from midistruct.tags import PITCH_CLASSES, TAGS, parse_key  # noqa: F401 - re-exported
 
-PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_MODES = {"maj": "major", "min": "minor"}
+TARGETS = TAGS  # the probes' targets are the tags (midistruct.tags owns them)
 
 
 # ---- features and labels -----------------------------------------------------------------
@@ -31,61 +29,6 @@ def baseline_features(notes: np.ndarray) -> np.ndarray:
     """(17,) the passage's pitch-class histogram (12) then its duration histogram (5), each summing
     to 1 (zeros without notes); see :mod:`midistruct.evaluation.statistics`."""
     return np.concatenate([pitch_class_histogram(notes), duration_histogram(notes)])
-
-
-def parse_key(text: str | None) -> tuple[int, str] | None:
-    """Tonic pitch class and mode of a key tag: "F# minor", "Bb major", "B- dorian" (music21),
-    "Gb:maj" (POP909). None when unreadable."""
-    if not text:
-        return None
-    parts = text.replace(":", " ").split()
-    if len(parts) != 2 or parts[0][0].upper() not in _LETTERS:
-        return None
-    tonic, mode = parts[0], parts[1].lower()
-    shift = sum({"#": 1, "b": -1, "-": -1}.get(c, 99) for c in tonic[1:])
-    if shift > 12:  # a character that is not an accidental
-        return None
-    return (_LETTERS[tonic[0].upper()] + shift) % 12, _MODES.get(mode, mode)
-
-
-def _mode(tags: dict, piece_id: str, meter: str | None) -> str | None:
-    key = parse_key(tags.get("key"))
-    return key[1] if key else None
-
-
-def _key(tags: dict, piece_id: str, meter: str | None) -> str | None:
-    key = parse_key(tags.get("key"))
-    return f"{PITCH_CLASSES[key[0]]} {key[1]}" if key else None
-
-
-def _tonic(tags: dict, piece_id: str, meter: str | None) -> str | None:
-    key = parse_key(tags.get("key"))
-    return PITCH_CLASSES[key[0]] if key else None
-
-
-def _meter(tags: dict, piece_id: str, meter: str | None) -> str | None:
-    return meter or tags.get("time_signature") or tags.get("meter")
-
-
-def _tag(name: str) -> Callable[[dict, str, str | None], str | None]:
-    return lambda tags, piece_id, meter: tags.get(name) or None
-
-
-def _source(tags: dict, piece_id: str, meter: str | None) -> str | None:
-    return piece_id.split("/", 1)[0] or None
-
-
-# A target labels a window from its piece's tags, its piece id and its own meter (its TimeSig token).
-TARGETS: dict[str, Callable[[dict, str, str | None], str | None]] = {
-    "mode": _mode,  # the key tag's mode word: major, minor, dorian ...
-    "key": _key,  # tonic pitch class and mode, enharmonics merged: "F# minor"
-    "tonic": _tonic,
-    "key_signature": _tag("key_signature"),  # the MIDI file's accidentals, "2#" (prepare reads it)
-    "meter": _meter,
-    "collection": _tag("collection"),  # music21: bach, oneills1850 ...; nottingham; pop909
-    "tune_type": _tag("tune_type"),  # reel, jig, hornpipe ... (Nottingham, the fiddle books)
-    "source": _source,  # the first part of the piece id: music21, nottingham, pop909
-}
 
 
 def piece_test_mask(groups: list[str], *, test_fraction: float = 0.25, seed: int = 0) -> np.ndarray:
@@ -161,7 +104,7 @@ def run_probes(features: dict[str, np.ndarray], labels: dict[str, list[str | Non
         if reason:
             out[f"skipped.{target}"] = reason
             continue
-        names = sorted(set(column[i] for i in np.flatnonzero(keep)))
+        names = sorted({column[i] for i in np.flatnonzero(keep)})
         y = np.array([names.index(column[i]) for i in np.flatnonzero(keep)])
         train, held = ~test[keep], test[keep]
         out.update({f"{target}.windows": int(keep.sum()), f"{target}.train_windows": int(train.sum()),

@@ -21,6 +21,7 @@ import torch
 from midistruct.errors import MidiStructError
 from midistruct.generation.latents import PieceLatents
 from midistruct.shards.dataset import BOS_ID, window_batch
+from midistruct.tags import CONDITIONING_TAGS
 from midistruct.tokens.segment import cut_windows
 from midistruct.tokens.tokenizer import strip_special
 
@@ -224,25 +225,30 @@ class MidiStruct:
         return out
 
     def reconstruct(self, midi, *, vectors=None, shift: dict[str, float] | None = None,
-                    **kw) -> "symusic.Score":  # noqa: F821
+                    tags: dict[str, str] | None = None, tag_strength: float = 1.0, **kw) -> "symusic.Score":  # noqa: F821
         """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given),
-        optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}) in between."""
-        z = self.encode(midi)
+        optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}) and to ``tags``
+        ({name: value}, :meth:`retag`) in between."""
+        self._check_tags(tags or {})
+        z = self.retag(self.encode(midi), tags or {}, strength=tag_strength)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
 
             z = shift_codes(z, vectors, shift)
         return self.decode(z, **kw)
 
-    def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", **kw) -> list["symusic.Score"]:  # noqa: F821
+    def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
+                    tag_strength: float = 1.0, **kw) -> list["symusic.Score"]:  # noqa: F821
         """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
 
         Both are cut to the same number of windows (the shorter piece's) and bars per window;
         each step takes the meters and tempo of the nearer endpoint (A's up to the middle).
+        ``tags`` moves both ends to those tag values first (:meth:`retag`).
         """
         from midistruct.generation.interpolation import path
 
-        za, zb = self._aligned([a, b])
+        self._check_tags(tags or {})
+        za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b]))
         bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
         # each step keeps the meters and tempo of the nearer endpoint, so B's end decodes as B does
@@ -319,16 +325,19 @@ class MidiStruct:
                 for z in zs]
 
     def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
-                  latent: PieceLatents | None = None, seed: int | None = None) -> "symusic.Score":  # noqa: F821
+                  latent: PieceLatents | None = None, seed: int | None = None, tags: dict[str, str] | None = None,
+                  tag_strength: float = 1.0) -> "symusic.Score":  # noqa: F821
         """The primer followed by ``bars`` new bars.
 
         The decoder reads the last bars of the music so far as its prompt (half a window) and
         writes the rest of the window, round after round. Its codes come from ``latent``
         (another piece's ``encode``: the Transformer Autoencoder's style conditioning; its first
-        window), else from the primer's own last window. The result keeps the primer's tempo.
+        window), else from the primer's own last window, moved to ``tags`` (:meth:`retag`) when given.
+        The result keeps the primer's tempo.
         """
         from midistruct.tokens.validate import Skip
 
+        self._check_tags(tags or {})
         if bars < 1:
             raise InputError(f"bars must be >= 1, got {bars}")
         if seed is not None:
@@ -339,6 +348,7 @@ class MidiStruct:
             raise InputError(f"{_name(primer)}: {skip}") from None
         style = latent if latent is not None else self.encode(primer)
         style = style.window(len(style) - 1) if latent is None else style.window(0)
+        style = self.retag(style, tags or {}, strength=tag_strength)
         meter = self.vocab.meter(ids[self.vocab.bar_starts(ids)[-1]:])
         remaining = bars
         while remaining > 0:
@@ -361,20 +371,24 @@ class MidiStruct:
         generated = np.asarray(rows[0][len(prompt_ids):], dtype=np.int64)
         return np.concatenate([ids, generated]), new
 
-    def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str = "4/4",
-               top_p: float = 1.0, seed: int | None = None, vectors=None,
-               shift: dict[str, float] | None = None, prior_scale: float = 1.0) -> list["symusic.Score"]:  # noqa: F821
+    def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str | None = None,
+               top_p: float = 1.0, seed: int | None = None, vectors=None, shift: dict[str, float] | None = None,
+               prior_scale: float = 1.0, tags: dict[str, str] | None = None,
+               tag_strength: float = 1.0) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
-        ``prior_scale``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount})."""
+        ``prior_scale``, ``tags`` and ``tag_strength``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
+        ``meter`` defaults to the one most windows with the given tags are in, else 4/4."""
         if seed is not None:
             torch.manual_seed(seed)
+        self._check_tags(tags or {})
+        meter = self.sample_meter(tags, meter)
         bars = bars or self.bars
         meters = sorted(f"{num}/{den}" for num, den in self.piece_encoder.meters)
         if meter not in meters:
             raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
-        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale)
+        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale, tags=tags, tag_strength=tag_strength)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
 
@@ -382,19 +396,28 @@ class MidiStruct:
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
         return [self.stitch([ids]) for ids in tokens]
 
+    def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:
+        """The meter :meth:`sample` writes: ``meter`` when given, else the one most training windows with
+        ``tags`` are in (the code prior knows), else 4/4."""
+        return meter or (self.prior.meter_for(tags) if tags and self.prior is not None else None) or "4/4"
+
     def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
-                       scale: float = 1.0) -> PieceLatents:
+                       scale: float = 1.0, tags: dict[str, str] | None = None,
+                       tag_strength: float = 1.0) -> PieceLatents:
         """``n`` one-window codes (uses torch's global generator): from the fitted code prior when the model has
         one (:attr:`prior`, ``code_prior.safetensors`` in its folder, written by :meth:`fit_prior`), else from a
         VAE's N(0, I). A model with deterministic codes (``latent_mode: ae``) and no fitted prior refuses, as
         N(0, I) says nothing about where its codes lie. Fewer ``bars`` than a window keep the first bars' codes.
-        ``scale`` < 1 draws nearer the prior's mean (the truncation trick; 1: the prior as it is)."""
+        ``scale`` < 1 draws nearer the prior's mean (the truncation trick; 1: the prior as it is). ``tags``
+        ({name: value}) draws from the fitted prior's codes of those tag values (issue 18), their offsets from the
+        overall mean times ``tag_strength`` (:meth:`midistruct.model.prior.CodePrior.sample`)."""
         bars = bars or self.bars
         cfg = self.model.config
         if not scale >= 0:
             raise InputError(f"the prior scale must be >= 0, got {scale}")
+        self._check_tags(tags or {})
         if self.prior is not None:
-            z_bar, z_segment = self.prior.sample(n, scale=scale)
+            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength)
             z_bar = z_bar[:, :bars]
         elif cfg.latent_mode == "vae":
             bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
@@ -419,32 +442,78 @@ class MidiStruct:
         self.prior = prior
 
     def fit_prior(self, data: str | Path | None = None, *, split: str = "train", windows: int = 20000,
-                  rank: int = 128, seed: int = 0, progress: bool = False):
+                  rank: int = 128, seed: int = 0, progress: bool = False, tags=CONDITIONING_TAGS,
+                  min_tag_windows: int = 20):
         """Fit a :class:`~midistruct.model.prior.CodePrior` to the codes (posterior means) of up to ``windows``
         full-length windows of a shard folder's ``split`` (default: the checkpoint's training data), use it for
-        sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint)."""
-        from midistruct.generation.attributes import corpus_windows
-        from midistruct.model.prior import CodePrior, PriorError
+        sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint).
 
+        ``tags`` (names of :data:`midistruct.tags.TAGS`; default the musical ones) are read from each window's
+        piece and kept in the prior for their values with ``min_tag_windows`` windows, so that :meth:`sample`
+        and the other commands can be given tags (issue 18); ``()`` fits no tags."""
+        from midistruct.generation.attributes import corpus_windows_with_pieces
+        from midistruct.model.prior import CodePrior, PriorError
+        from midistruct.tags import TAGS, window_tags
+
+        for name in tags:
+            if name not in TAGS:
+                raise InputError(f"unknown tag {name!r}; valid: {', '.join(TAGS)}")
         folder = data or self.cfg.data.output
-        full = [ids for ids in corpus_windows(folder, split=split, limit=max(windows, 0), seed=seed)
+        full = [(ids, piece) for ids, piece in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0),
+                                                                          seed=seed)
                 if self.vocab.count_bars(ids) == self.bars]
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
-        from tqdm import tqdm
-
-        z_bar, z_segment = [], []
-        chunk = 512
-        for start in tqdm(range(0, len(full), chunk), desc="encode", unit="chunk", disable=not progress,
-                          file=sys.stderr):
-            z = self.encode_windows(full[start : start + chunk])
-            z_bar.append(z.z_bar), z_segment.append(z.z_segment)
+        labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), names=tags)
+                  for ids, piece in full]
+        z = self._encode_in_chunks([ids for ids, _ in full], progress=progress)
+        columns = {name: [row.get(name) for row in labels] for name in tags}
         try:
-            prior = CodePrior.fit(torch.cat(z_bar), torch.cat(z_segment), rank=rank)
+            prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows)
         except PriorError as err:
             raise InputError(str(err)) from None
         self.set_prior(prior)
         return prior
+
+    def _encode_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512) -> PieceLatents:
+        from tqdm import tqdm
+
+        parts = [self.encode_windows(windows[start : start + chunk])
+                 for start in tqdm(range(0, len(windows), chunk), desc="encode", unit="chunk", disable=not progress,
+                                   file=sys.stderr)]
+        return PieceLatents(torch.cat([p.z_bar for p in parts]), torch.cat([p.z_segment for p in parts]),
+                            [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures])
+
+    # ---- tags (issue 18) ------------------------------------------------------------------------
+
+    def known_tags(self) -> dict[str, list[str]]:
+        """The tags this model can be given and their values: those of its fitted code prior ({} without one)."""
+        return {name: list(g.values) for name, g in self.prior.tags.items()} if self.prior is not None else {}
+
+    def _check_tags(self, tags: dict[str, str]) -> None:
+        from midistruct.tags import TagError
+
+        if not tags:
+            return
+        if self.prior is None:
+            raise InputError("this model has no code prior, so it knows no tags: fit one with `midistruct prior "
+                             "CHECKPOINT` (it keeps the tags of the training data)")
+        try:
+            self.prior.check_tags(tags)
+        except TagError as err:
+            raise InputError(str(err)) from None
+
+    def retag(self, latents: PieceLatents, tags: dict[str, str], *, strength: float = 1.0) -> PieceLatents:
+        """Every window's codes moved from the tag values they lie nearest to those of ``tags``
+        (:meth:`midistruct.model.prior.CodePrior.retag`): "this tune, in D minor" (issue 18)."""
+        self._check_tags(tags)
+        if not tags:
+            return latents
+        width = latents.z_bar.shape[1]
+        z_bar = torch.nn.functional.pad(latents.z_bar, (0, 0, 0, self.prior.bars - width))  # (W, NB, Zb)
+        x = torch.cat([z_bar.reshape(len(latents), -1), latents.z_segment], dim=1)  # (W, D)
+        moved_bar, moved_segment = self.prior.split(self.prior.retag(x, tags, strength=strength))
+        return latents.with_codes(moved_bar[:, :width], moved_segment)
 
     def attribute_vectors(self, data: str | Path | None = None, *, split: str = "train", windows: int = 2000,
                           names: list[str] | None = None, seed: int = 0) -> "AttributeVectors":  # noqa: F821

@@ -209,8 +209,7 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
     facts = _facts(model, meta, dtype)
     prior = load_prior(resolve(checkpoint))  # sampling's code prior travels with the weights (float32, small)
     if prior is not None:
-        facts["code_prior"] = f"Gaussian over {prior.dim} code dimensions (rank {prior.factor.shape[1]} + " \
-                              f"diagonal), fitted to {prior.windows} training windows"
+        facts["code_prior"] = prior_summary(prior)
     staging = output.with_name(f".{output.name}.export-{os.getpid()}")
     try:
         listed = [f"{EXAMPLES_DIR}/{_example_name(p)}" for p in examples]
@@ -226,6 +225,15 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return json.loads((output / CARD_FILE).read_text())
+
+
+def prior_summary(prior) -> str:
+    """One line on a code prior for a model card: its Gaussian and the tags it knows (issue 18)."""
+    text = (f"Gaussian over {prior.dim} code dimensions (rank {prior.factor.shape[1]} + diagonal), fitted to "
+            f"{prior.windows} training windows")
+    if prior.tags:
+        text += "; tags for `--tag`: " + ", ".join(f"{name} ({len(g.values)} values)" for name, g in prior.tags.items())
+    return text
 
 
 def _write(folder: Path, *, model, tokenizer, meta: dict, dtype: str, card: dict, notes: str) -> None:

@@ -12,17 +12,29 @@ the density is one Gaussian over a whole window's codes, ``[z_bar of bar 1 .. ba
 
 With K = D the covariance is the sample covariance itself. The file is ``code_prior.safetensors`` in the
 checkpoint folder (float32 ``mean``, ``factor``, ``residual``; the shape facts in the metadata).
+
+Tags (issue 18). Fitted with the windows' tags (:mod:`midistruct.tags`), the prior also keeps, for each tag, the
+mean code of each of its values and the spread of the codes around their own value's mean (the within-value
+covariance, again low rank plus diagonal): a :class:`TagGroup`. Sampling with tags draws from
+
+    N(mean + sum_t (mean[t, v_t] - mean),  within-value covariance of the tag whose values spread least)
+
+so ``key=D minor`` draws codes near the D minor windows' codes and no wider than D minor windows spread; several
+tags add their offsets (the shifts of a pair not seen together are assumed to add). :meth:`CodePrior.retag` moves
+given codes from the value they are nearest to (diagonal LDA) to the value asked for. In the file each group is
+``tag.<name>.means`` (V, D), ``.factor``, ``.residual``, its values, counts and meters in the metadata.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from midistruct.errors import MidiStructError
+from midistruct.tags import TagError
 
 PRIOR_FILE = "code_prior.safetensors"
 _META_KEY = "midistruct_code_prior"
@@ -30,6 +42,56 @@ _META_KEY = "midistruct_code_prior"
 
 class PriorError(MidiStructError, ValueError):
     """A code-prior file that cannot be read, or one that does not fit the model."""
+
+
+def _ppca(centred: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factor (D, K) and residual (D,) of the low-rank-plus-diagonal fit to rows ``centred`` (N, D) already
+    divided by sqrt(N - 1) (so that ``centred.T @ centred`` is the sample covariance)."""
+    _, spread, directions = torch.linalg.svd(centred, full_matrices=False)  # spread (min(N, D),), directions (., D)
+    k = min(rank, len(spread))
+    factor = directions[:k].T * spread[:k]  # (D, K)
+    variance = (centred**2).sum(0)  # (D,) each coordinate's sample variance
+    return factor, (variance - (factor**2).sum(1)).clamp(min=0).sqrt()
+
+
+@dataclass
+class TagGroup:
+    """One tag's part of the prior: the mean code of each value and the codes' spread around their value's mean."""
+
+    values: list[str]  # (V,)
+    means: torch.Tensor  # (V, D)
+    counts: list[int]  # (V,) windows of each value it was fitted on
+    factor: torch.Tensor  # (D, K) within-value covariance = factor factor^T + diag(residual^2)
+    residual: torch.Tensor  # (D,)
+    meters: list[dict[str, int]] = field(default_factory=list)  # (V,) windows per meter, for sampling's meter
+
+    @property
+    def spread(self) -> float:
+        """Total within-value variance (the trace of the covariance)."""
+        return float((self.factor**2).sum() + (self.residual**2).sum())
+
+    def index(self, name: str, value: str) -> int:
+        if value not in self.values:
+            raise TagError(f"tag {name} has no value {value!r} in this model; known: {', '.join(self.values)}")
+        return self.values.index(value)
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) the likeliest value of each code x (N, D): linear discriminant analysis under the within-value
+        covariance (low rank plus diagonal, inverted by Woodbury's identity) with each value's share of the
+        windows as its prior."""
+        f = self.factor.double()  # (D, K)
+        d = self.residual.double() ** 2
+        d = d + 1e-3 * d.mean() + 1e-12  # (D,) a floor: a coordinate the factor explains fully still varies
+        inner = torch.eye(f.shape[1], dtype=torch.float64) + f.T @ (f / d[:, None])  # (K, K)
+        means = self.means.double()  # (V, D)
+
+        def solve(y):  # Sigma^-1 y for rows y (., D)
+            scaled = y / d
+            return scaled - (torch.linalg.solve(inner, (scaled @ f).T).T @ f.T) / d
+
+        weights = solve(means)  # (V, D)
+        bias = -0.5 * (weights * means).sum(1) + torch.log(torch.tensor(self.counts, dtype=torch.float64))
+        return (x.double() @ weights.T + bias).argmax(1)
 
 
 @dataclass
@@ -43,10 +105,16 @@ class CodePrior:
     bar_dim: int  # Zb (0 for a segment-only model)
     segment_dim: int  # Zs
     windows: int  # how many windows it was fitted on
+    tags: dict[str, TagGroup] = field(default_factory=dict)  # fitted with the windows' tags: see the module
 
     @classmethod
-    def fit(cls, z_bar: torch.Tensor, z_segment: torch.Tensor, *, rank: int = 128) -> CodePrior:
-        """Fit to W windows' codes: ``z_bar`` (W, NB, Zb), ``z_segment`` (W, Zs); ``rank`` caps K (K <= D, W - 1)."""
+    def fit(cls, z_bar: torch.Tensor, z_segment: torch.Tensor, *, rank: int = 128,
+            tags: dict[str, list[str | None]] | None = None, tag_rank: int = 16, min_windows: int = 20) -> CodePrior:
+        """Fit to W windows' codes: ``z_bar`` (W, NB, Zb), ``z_segment`` (W, Zs); ``rank`` caps K (K <= D, W - 1).
+
+        ``tags`` ({name: (W,) value or None}) adds a :class:`TagGroup` per tag, of the values with at least
+        ``min_windows`` windows (``tag_rank`` caps its K); a tag with fewer than 2 such values is left out. A
+        ``meter`` column, when given, also gives each value's meters (sampling's meter for that value)."""
         if z_bar.ndim != 3 or z_segment.ndim != 2 or len(z_bar) != len(z_segment):
             raise PriorError(f"codes of mismatched shapes: z_bar {list(z_bar.shape)}, z_segment {list(z_segment.shape)}")
         windows, bars, bar_dim = z_bar.shape
@@ -56,29 +124,81 @@ class CodePrior:
             raise PriorError(f"rank must be >= 1, got {rank}")
         x = torch.cat([z_bar.reshape(windows, -1), z_segment], dim=1).double()  # (W, D)
         mean = x.mean(0)
-        centred = (x - mean) / (windows - 1) ** 0.5
-        _, spread, directions = torch.linalg.svd(centred, full_matrices=False)  # spread (min(W, D),), directions (., D)
-        k = min(rank, len(spread))
-        factor = directions[:k].T * spread[:k]  # (D, K)
-        variance = (centred**2).sum(0)  # (D,) each coordinate's sample variance
-        residual = (variance - (factor**2).sum(1)).clamp(min=0).sqrt()
-        return cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows)
+        factor, residual = _ppca((x - mean) / (windows - 1) ** 0.5, rank)
+        groups = {}
+        for name, column in (tags or {}).items():
+            if len(column) != windows:
+                raise PriorError(f"tag {name}: {len(column)} labels for {windows} windows")
+            group = _fit_group(x, column, meters=(tags or {}).get("meter"), rank=tag_rank, min_windows=min_windows)
+            if group is not None:
+                groups[name] = group
+        return cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups)
 
     @property
     def dim(self) -> int:
         return self.bars * self.bar_dim + self.segment_dim
 
-    def sample(self, n: int, *, scale: float = 1.0,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, *, scale: float = 1.0, generator: torch.Generator | None = None,
+               tags: dict[str, str] | None = None, tag_strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` windows' codes: ``z_bar`` (n, NB, Zb) and ``z_segment`` (n, Zs) (torch's global generator by
-        default). ``scale`` < 1 draws nearer the mean (every deviation times ``scale``: the truncation trick)."""
+        default). ``scale`` < 1 draws nearer the mean (every deviation times ``scale``: the truncation trick).
+        ``tags`` ({name: value}) draws from the codes of windows with those values (see the module), their
+        offsets from the overall mean times ``tag_strength`` (> 1 exaggerates them, as guidance does)."""
         if scale < 0:
             raise PriorError(f"scale must be >= 0, got {scale}")
-        k = self.factor.shape[1]
-        x = self.mean + scale * (torch.randn(n, k, generator=generator) @ self.factor.T
-                                 + torch.randn(n, self.dim, generator=generator) * self.residual)
-        z_bar = x[:, : self.bars * self.bar_dim].reshape(n, self.bars, self.bar_dim)
+        mean, factor, residual = self.conditional(tags or {}, strength=tag_strength)
+        k = factor.shape[1]
+        x = mean + scale * (torch.randn(n, k, generator=generator) @ factor.T
+                            + torch.randn(n, self.dim, generator=generator) * residual)
+        return self.split(x)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat codes (n, D) -> ``z_bar`` (n, NB, Zb), ``z_segment`` (n, Zs)."""
+        z_bar = x[:, : self.bars * self.bar_dim].reshape(len(x), self.bars, self.bar_dim)
         return z_bar, x[:, self.bars * self.bar_dim :]
+
+    def check_tags(self, tags: dict[str, str]) -> None:
+        """:class:`TagError` unless every tag and value is known, listing the known ones."""
+        for name, value in tags.items():
+            if name not in self.tags:
+                known = ", ".join(sorted(self.tags)) or "none (refit it: `midistruct prior CHECKPOINT`)"
+                raise TagError(f"this model's code prior knows no tag {name!r}; its tags: {known}")
+            self.tags[name].index(name, value)
+
+    def conditional(self, tags: dict[str, str], *,
+                    strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean (D,), factor (D, K) and residual (D,) of the codes given ``tags`` (all of them, when empty),
+        the tags' offsets from the overall mean times ``strength``."""
+        self.check_tags(tags)
+        if not tags:
+            return self.mean, self.factor, self.residual
+        mean = self.mean.clone()
+        for name, value in tags.items():
+            group = self.tags[name]
+            mean += strength * (group.means[group.index(name, value)] - self.mean)
+        tightest = min((self.tags[name] for name in tags), key=lambda g: g.spread)
+        return mean, tightest.factor, tightest.residual
+
+    def retag(self, x: torch.Tensor, tags: dict[str, str], *, strength: float = 1.0) -> torch.Tensor:
+        """Codes x (n, D) moved, for each tag, from the mean of the value each lies nearest to the mean of
+        the value asked for (times ``strength``); a code already nearest that value moves by nothing."""
+        self.check_tags(tags)
+        out = x.clone()
+        for name, value in tags.items():
+            group = self.tags[name]
+            target = group.means[group.index(name, value)]  # (D,)
+            out += strength * (target - group.means[group.nearest(x)])
+        return out
+
+    def meter_for(self, tags: dict[str, str]) -> str | None:
+        """The meter most windows with these tag values are in (the first tag that knows one); None if none."""
+        self.check_tags(tags)
+        for name, value in tags.items():
+            group = self.tags[name]
+            meters = group.meters[group.index(name, value)] if group.meters else {}
+            if meters:
+                return max(meters, key=meters.get)
+        return None
 
     def check(self, *, bars: int, bar_dim: int, segment_dim: int, where: str = "the code prior") -> None:
         """Raise :class:`PriorError` unless the prior describes codes of this shape (a model's window)."""
@@ -90,9 +210,13 @@ class CodePrior:
         from safetensors.torch import save_file
 
         path = Path(path)
-        meta = {"format": 1, "bars": self.bars, "bar_dim": self.bar_dim, "segment_dim": self.segment_dim,
-                "windows": self.windows}
+        meta = {"format": 2, "bars": self.bars, "bar_dim": self.bar_dim, "segment_dim": self.segment_dim,
+                "windows": self.windows,
+                "tags": {name: {"values": g.values, "counts": g.counts, "meters": g.meters} for name, g in self.tags.items()}}
         tensors = {"mean": self.mean, "factor": self.factor, "residual": self.residual}
+        for name, group in self.tags.items():
+            tensors |= {f"tag.{name}.means": group.means, f"tag.{name}.factor": group.factor,
+                        f"tag.{name}.residual": group.residual}
         save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(path),
                   metadata={_META_KEY: json.dumps(meta)})
         return path
@@ -112,6 +236,12 @@ class CodePrior:
                 prior = cls(f.get_tensor("mean").float(), f.get_tensor("factor").float(),
                             f.get_tensor("residual").float(), int(meta["bars"]), int(meta["bar_dim"]),
                             int(meta["segment_dim"]), int(meta["windows"]))
+                for name, info in meta.get("tags", {}).items():  # format 1 files have none
+                    prior.tags[name] = TagGroup(list(info["values"]), f.get_tensor(f"tag.{name}.means").float(),
+                                                [int(c) for c in info["counts"]],
+                                                f.get_tensor(f"tag.{name}.factor").float(),
+                                                f.get_tensor(f"tag.{name}.residual").float(),
+                                                [dict(m) for m in info.get("meters", [])])
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             if isinstance(err, PriorError):
                 raise
@@ -121,7 +251,37 @@ class CodePrior:
                 or prior.factor.shape[0] != d:
             raise PriorError(f"{path}: tensors of shapes {list(prior.mean.shape)}, {list(prior.factor.shape)}, "
                              f"{list(prior.residual.shape)} do not fit its {d} dimensions")
+        for name, g in prior.tags.items():
+            if g.means.shape != (len(g.values), d) or g.factor.ndim != 2 or g.factor.shape[0] != d \
+                    or g.residual.shape != (d,) or len(g.counts) != len(g.values):
+                raise PriorError(f"{path}: tag {name}'s tensors do not fit its {len(g.values)} values of {d} dimensions")
         return prior
+
+
+def _fit_group(x: torch.Tensor, column: list[str | None], *, meters: list[str | None] | None, rank: int,
+               min_windows: int) -> TagGroup | None:
+    """The :class:`TagGroup` of one tag over codes x (W, D) (float64), or None with fewer than 2 values of
+    ``min_windows`` windows."""
+    counts: dict[str, int] = {}
+    for value in column:
+        if value:
+            counts[value] = counts.get(value, 0) + 1
+    values = sorted(v for v, c in counts.items() if c >= min_windows)
+    if len(values) < 2:
+        return None
+    rows = {v: [i for i, c in enumerate(column) if c == v] for v in values}
+    means = torch.stack([x[rows[v]].mean(0) for v in values])  # (V, D)
+    picked = [i for v in values for i in rows[v]]
+    centred = torch.cat([x[rows[v]] - means[k] for k, v in enumerate(values)])  # (N, D)
+    factor, residual = _ppca(centred / (len(picked) - len(values)) ** 0.5, rank)
+    per_meter = []
+    for v in values:
+        found: dict[str, int] = {}
+        for i in rows[v]:
+            if meters and meters[i]:
+                found[meters[i]] = found.get(meters[i], 0) + 1
+        per_meter.append(found)
+    return TagGroup(values, means.float(), [len(rows[v]) for v in values], factor.float(), residual.float(), per_meter)
 
 
 def load_prior(folder: str | Path) -> CodePrior | None:

@@ -1,0 +1,130 @@
+"""Tags (issue 18): the labels a window carries, read from its piece's tags, and the one way a user names one.
+
+A *tag* is a name and a string value, such as ``key=D minor`` or ``tune_type=reel``. Corpus sources store
+piece tags in the shards' ``pieces.jsonl`` (:class:`midistruct.corpus.Piece`; a folder source reads them from
+the user's CSV, :func:`midistruct.corpus.folder.read_tags_csv`). A window's tags are those of its piece, read
+through :data:`TAGS`: each entry turns ``(piece tags, piece id, the window's meter)`` into a value or None,
+so that spellings are merged (``"Gb:maj"``, ``"F# major"`` and ``"G- major"`` all give ``"F# major"``).
+
+Users name tags as ``name=value`` (``--tag key=D:minor``); :func:`parse_tag` splits that and
+:func:`canonical` brings the value to the spelling :data:`TAGS` produces. Whoever knows a tag's values (the
+tagged code prior, :mod:`midistruct.model.prior`) checks membership and lists the known ones on a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from midistruct.errors import MidiStructError
+
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_MODES = {"maj": "major", "min": "minor"}
+
+
+class TagError(MidiStructError, ValueError):
+    """A tag that is malformed, unknown, or has a value nobody knows."""
+
+
+def parse_key(text: str | None) -> tuple[int, str] | None:
+    """Tonic pitch class and mode of a key tag: "F# minor", "Bb major", "B- dorian" (music21),
+    "Gb:maj" (POP909), "D:minor" (the command line). None when unreadable."""
+    if not text:
+        return None
+    parts = text.replace(":", " ").split()
+    if len(parts) != 2 or parts[0][0].upper() not in _LETTERS:
+        return None
+    tonic, mode = parts[0], parts[1].lower()
+    shift = sum({"#": 1, "b": -1, "-": -1}.get(c, 99) for c in tonic[1:])
+    if shift > 12:  # a character that is not an accidental
+        return None
+    return (_LETTERS[tonic[0].upper()] + shift) % 12, _MODES.get(mode, mode)
+
+
+def _mode(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return key[1] if key else None
+
+
+def _key(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return f"{PITCH_CLASSES[key[0]]} {key[1]}" if key else None
+
+
+def _tonic(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    key = parse_key(tags.get("key"))
+    return PITCH_CLASSES[key[0]] if key else None
+
+
+def _meter(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    return meter or tags.get("time_signature") or tags.get("meter")
+
+
+def _tag(name: str) -> Callable[[dict, str, str | None], str | None]:
+    return lambda tags, piece_id, meter: tags.get(name) or None
+
+
+def _source(tags: dict, piece_id: str, meter: str | None) -> str | None:
+    return piece_id.split("/", 1)[0] or None
+
+
+# A tag labels a window from its piece's tags, its piece id and its own meter (its TimeSig token).
+TAGS: dict[str, Callable[[dict, str, str | None], str | None]] = {
+    "mode": _mode,  # the key tag's mode word: major, minor, dorian ...
+    "key": _key,  # tonic pitch class and mode, enharmonics merged: "F# minor"
+    "tonic": _tonic,
+    "key_signature": _tag("key_signature"),  # the MIDI file's accidentals, "2#" (prepare reads it)
+    "meter": _meter,
+    "collection": _tag("collection"),  # music21: bach, oneills1850 ...; nottingham; pop909
+    "tune_type": _tag("tune_type"),  # reel, jig, hornpipe ... (Nottingham, the fiddle books)
+    "source": _source,  # the first part of the piece id: music21, nottingham, pop909
+}
+
+# What a model may be conditioned on (the code prior's default): the musical tags. ``source`` and
+# ``key_signature`` say where a file came from or how it was written, not what it sounds like.
+CONDITIONING_TAGS = ("key", "mode", "tonic", "tune_type", "collection", "meter")
+
+
+def window_tags(tags: dict, piece_id: str, meter: str | None, *, names=None) -> dict[str, str]:
+    """The tags of one window: every tag of ``names`` (default :data:`TAGS`) that has a value."""
+    found = {}
+    for name in names or TAGS:
+        value = TAGS[name](tags, piece_id, meter)
+        if value:
+            found[name] = value
+    return found
+
+
+def canonical(name: str, value: str) -> str:
+    """``value`` spelt as :data:`TAGS` spells it: keys as "D minor" (from "D:minor", "d min", "C#:maj"),
+    tonics as a pitch class name ("Db" -> "C#"); other tags as given, without surrounding spaces."""
+    value = value.strip()
+    if name == "key":
+        key = parse_key(value)
+        return f"{PITCH_CLASSES[key[0]]} {key[1]}" if key else value
+    if name == "tonic":
+        key = parse_key(f"{value} major")
+        return PITCH_CLASSES[key[0]] if key else value
+    if name == "mode":
+        return _MODES.get(value.lower(), value.lower())
+    return value
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """``"key=D:minor"`` -> ``("key", "D minor")``; :class:`TagError` unless it is ``name=value``."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not value.strip():
+        raise TagError(f"a tag is written name=value, such as key=D:minor or tune_type=reel; got {text!r}")
+    return name, canonical(name, value)
+
+
+def parse_tags(texts: list[str] | None) -> dict[str, str]:
+    """Several ``name=value`` texts as one dict; :class:`TagError` when a name comes twice."""
+    found: dict[str, str] = {}
+    for text in texts or []:
+        name, value = parse_tag(text)
+        if name in found:
+            raise TagError(f"tag {name} given twice ({found[name]!r} and {value!r}); give each tag once")
+        found[name] = value
+    return found
