@@ -257,3 +257,66 @@ def test_tick_at_follows_a_tempo_change():
     score = symusic.Score(480)
     score.tempos.extend([symusic.Tempo(0, 120.0), symusic.Tempo(960, 60.0)])  # 2 beats at 120, then 60
     assert _tick_at(score, 0.5) == 480 and _tick_at(score, 1.0) == 960 and _tick_at(score, 2.0) == 1440
+
+
+def _performed(score: symusic.Score, seed: int = 0) -> symusic.Score:
+    """``score`` with velocities drawn from 20..120."""
+    rng = np.random.default_rng(seed)
+    out = score.copy()
+    for track in out.tracks:
+        for note in track.notes:
+            note.velocity = int(rng.integers(20, 121))
+    return out
+
+
+@pytest.mark.parametrize("bins", [16, 32])
+def test_velocities_survive_tokenization_within_a_bin(bins):
+    """Issue 19 item 4: with velocity tokens, every note's velocity comes back within its bin."""
+    cfg = load_config("tiny", ["tokenizer.use_velocities=true", f"tokenizer.num_velocities={bins}"])
+    encoder = PieceEncoder(cfg)
+    score = _performed(make_score((4, 4), bars=4, seed=2))
+    read = encoder.prepared(score)
+    back = decode_ids(encoder.tokenizer, encoder.tokenize(score))
+    ref = sorted((n.time * back.tpq // read.tpq, n.pitch, n.velocity) for t in read.tracks for n in t.notes)
+    got = sorted((n.time, n.pitch, n.velocity) for t in back.tracks for n in t.notes)
+    assert [r[:2] for r in ref] == [g[:2] for g in got]
+    error = np.abs(np.array([r[2] for r in ref]) - np.array([g[2] for g in got]))
+    assert error.max() <= 127 / bins
+    assert np.corrcoef([r[2] for r in ref], [g[2] for g in got])[0, 1] > 0.98
+    without = PieceEncoder(load_config("tiny"))  # the shipped settings: one velocity for every note
+    assert len({n.velocity for t in decode_ids(without.tokenizer, without.tokenize(score)).tracks
+                for n in t.notes}) == 1
+
+
+def test_finer_positions_keep_triplets_the_default_grid_moves():
+    """12 positions per beat keep a triplet eighth's onset; the default 8 move it to the nearest 32nd."""
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    track = symusic.Track(name="p", program=0)
+    for k in range(12):  # triplet eighths for a bar, then a long note so the piece lasts two bars
+        track.notes.append(symusic.Note(k * 160, 160, 60 + k % 5, 90))
+    track.notes.append(symusic.Note(1920, 1920, 60, 90))
+    score.tracks.append(track)
+    onsets = {}
+    for res in (8, 12):
+        encoder = PieceEncoder(load_config("tiny", [f"tokenizer.beat_res=[[0, 4, {res}], [4, 12, 4]]"]))
+        back = decode_ids(encoder.tokenizer, encoder.tokenize(score))
+        onsets[res] = sorted(n.time / back.tpq for t in back.tracks for n in t.notes)[:12]
+    exact = [k / 3 for k in range(12)]
+    assert np.allclose(onsets[12], exact) and not np.allclose(onsets[8], exact)
+
+
+@pytest.mark.shared_data
+def test_a_pop909_songs_velocities_survive_with_velocity_tokens(shared_datasets):
+    """Real music (issue 19 item 4): POP909 song 001 as prepare reads it, with 32 velocity bins."""
+    from midistruct.corpus import iter_pieces
+    from midistruct.metrics.performance import measure
+
+    pieces = list(iter_pieces({"kind": "pop909", "path": str(shared_datasets / "pop909"), "versions": False,
+                               "limit": 1}))
+    found = measure(load_config("pop909-4bar", ["tokenizer.use_velocities=true"]), pieces, window_tokens=1024)
+    shipped = measure(load_config("pop909-4bar"), pieces, window_tokens=1024)
+    assert found["songs"] == 1 and found["notes_kept"] > 0.95 and found["velocity_correlation"] > 0.99
+    assert shipped["velocity_correlation"] == 0.0 and shipped["velocity_mae"] > 5 * found["velocity_mae"]
+    assert 1.2 < found["tokens_per_bar"] / shipped["tokens_per_bar"] < 1.6  # measured 1.39 over 200 songs

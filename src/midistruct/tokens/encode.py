@@ -57,13 +57,19 @@ class PieceEncoder:
         ``time_signature`` (``"4/4"``) replaces the score's own meters when given; ``downbeat`` (seconds)
         is a bar line: the music is moved by less than a bar so that a bar starts there.
         """
+        seq = self.tokenizer.encode(self.prepared(score, time_signature=time_signature, downbeat=downbeat),
+                                    encode_ids=False)
+        seq = seq[0] if isinstance(seq, list) else seq
+        return np.asarray(seq.ids, dtype=np.int64)
+
+    def prepared(self, score, *, time_signature: str | None = None, downbeat: float | None = None):
+        """The score :meth:`tokenize` reads: meters replaced, moved to the downbeat, checked and cleaned
+        (merged, out-of-range and silent notes dropped). Raises :class:`Skip`."""
         if time_signature:
             score = _with_meter(score, time_signature)
         if downbeat is not None:
             score = _align_downbeat(score, downbeat)
-        seq = self.tokenizer.encode(usable_score(score, self.cfg, meters=self.meters), encode_ids=False)
-        seq = seq[0] if isinstance(seq, list) else seq
-        return np.asarray(seq.ids, dtype=np.int64)
+        return usable_score(score, self.cfg, meters=self.meters)
 
     def encode_score(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> Encoded:
         """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable."""
