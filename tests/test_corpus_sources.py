@@ -13,11 +13,11 @@ from midistruct.corpus import SourceError, iter_pieces
 from midistruct.corpus.nottingham import book_and_tune_type
 from midistruct.corpus.pop909 import (
     meter_of,
-    parse_phrase_labels,
     read_beats,
     read_chords,
     read_index,
 )
+from midistruct.tags import parse_phrase_labels
 
 XLSX_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 INDEX_HEADER = [

@@ -233,3 +233,58 @@ def test_the_shipped_folk_model_knows_tune_types_and_keys_of_unseen_tunes(shared
         pcs = np.mean([note_features(notes_of(s), quarters=8.0)[:12] for s in scores], axis=0)
         share[tonic] = (pcs[10], pcs[6])  # B flat, F sharp
     assert share["D"][1] > 0.1 and share["D"][1] > 5 * share["F"][1] and share["F"][0] >= share["D"][0], share
+
+
+def test_sections_come_from_phrase_labels_placed_at_the_label_bar():
+    from midistruct.tags import bar_sections, parse_phrase_labels
+
+    assert parse_phrase_labels("i2 A2\nb1") == [("i", 2), ("A", 2), ("b", 1)]
+    assert bar_sections("i2A2b1x1o1") == ["intro", "intro", "A", "A", "bridge", "other", "outro"]
+    tags = {"phrases": "i2A4B4", "label_bar": "3"}  # the labels' bar 0 is the tokens' bar 3
+    section = lambda bar, n=4: window_tags(tags, "p", None, bar=bar, n_bars=n, names=["section"])  # noqa: E731
+    assert section(3) == {"section": "intro"}  # bars 3-6: intro intro A A -> a tie, the earlier wins
+    assert section(4) == {"section": "A"}  # intro A A A
+    assert section(9) == {"section": "B"} and section(10) == {"section": "B"}  # 10-13: B B B, then past the end
+    assert section(11) == {} and section(0) == {}  # half of the window labelled or less
+    assert window_tags({"phrases": "i2A4"}, "p", None, bar=3, n_bars=4, names=["section"]) == {}  # not placed
+    assert window_tags(tags, "p", None, names=["section"]) == {}  # no bar given: no bar tags
+
+
+def test_a_label_tick_becomes_the_bar_it_falls_on_once_the_music_is_placed():
+    from scores import make_score
+
+    from midistruct.config import load_config
+    from midistruct.tokens.encode import PieceEncoder
+
+    encoder = PieceEncoder(load_config("tiny"))
+    score = make_score((4, 4), bars=8, seed=1)
+    bar = score.tpq * 4
+    assert encoder.encode_score(score, label_zero_tick=2 * bar).label_bar == 2
+    assert encoder.encode_score(score, label_zero_tick=2 * bar + score.tpq).label_bar is None  # a beat off the line
+    assert encoder.encode_score(score).label_bar is None
+    # with a downbeat half a bar in, the music moves so that a bar starts there, and the label's bar with it
+    moved = encoder.encode_score(score, downbeat=1.0, label_zero_tick=bar + bar // 2)  # 120 qpm: 1 s = 2 beats
+    assert moved.label_bar is not None
+
+
+@pytest.mark.shared_data
+def test_pop909_windows_carry_the_section_of_their_bars(shared_datasets, tmp_path):
+    """Real music: POP909's phrase labels become each window's section where they can be placed (main files)."""
+    from midistruct.config import load_config
+    from midistruct.prepare import prepare
+    from midistruct.shards.reader import ShardSet
+    from midistruct.tags import bar_sections
+
+    source = {"kind": "pop909", "path": str(shared_datasets / "pop909"), "versions": True, "limit": 3,
+              "phrases_path": str(shared_datasets / "pop909-phrases")}
+    cfg = load_config("pop909-4bar", [f"data.sources=[{json.dumps(source)}]", f"data.output={tmp_path / 'd'}",
+                                      "data.workers=1"])
+    prepare(cfg, progress=False)
+    records = {r["id"]: r for split in ("train", "valid", "test")
+               for r in ShardSet(tmp_path / "d").split(split).pieces()}
+    song = records["pop909/001"]["tags"]  # 001 is labelled i4A4B8A4A4b4B8 ... and its labels can be placed
+    assert "label_bar" in song and not any("label_bar" in r["tags"] for i, r in records.items() if "-v" in i)
+    zero, sections = int(song["label_bar"]), bar_sections(song["phrases"])
+    assert sections[:10] == ["intro"] * 4 + ["A"] * 4 + ["B"] * 2
+    assert window_tags(song, "pop909/001", "4/4", bar=zero + 4, n_bars=4, names=["section"]) == {"section": "A"}
+    assert window_tags(song, "pop909/001", "4/4", bar=zero + 8, n_bars=4, names=["section"]) == {"section": "B"}

@@ -24,10 +24,11 @@ from midistruct.tags import window_tags
 
 def labelled(ms, folder, split, limit, name, seed):
     rows = []
-    for ids, piece in corpus_windows_with_pieces(folder, split=split, limit=limit, seed=seed):
+    for ids, piece, bar in corpus_windows_with_pieces(folder, split=split, limit=limit, seed=seed):
         if ms.vocab.count_bars(ids) != ms.bars:
             continue
-        value = window_tags(piece.get("tags", {}), piece["id"], ms.vocab.meter(ids, default=None), names=[name])
+        value = window_tags(piece.get("tags", {}), piece["id"], ms.vocab.meter(ids, default=None), bar=bar,
+                            n_bars=ms.bars, names=[name])
         if name in value:
             rows.append((ids, value[name]))
     return rows

@@ -91,7 +91,8 @@ def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) 
 
     from midistruct.tokens import encode
 
-    tasks = [(str(p.path), *encode.task_of(p.tags)) for p in pieces]  # (path, meter override, first bar line)
+    # (path, meter override, first bar line, where the source's labels start)
+    tasks = [(str(p.path), *encode.task_of(p.tags), encode.label_tick_of(p.tags)) for p in pieces]
     bar = tqdm(total=len(pieces), desc="prepare", unit="file", disable=not progress, file=sys.stderr)
     if workers <= 1:
         encode.init_worker(cfg.model_dump_json())
@@ -251,6 +252,8 @@ def _add_piece(writer, piece: Piece, enc, split: str, summary: PrepareSummary) -
     tags = piece.tags
     if enc.key_signature is not None and "key_signature" not in tags:  # the file's own, unless a source gave one
         tags = {**tags, "key_signature": enc.key_signature}
+    if enc.label_bar is not None:  # the bar of the tokens where the source's labels start (midistruct.tags)
+        tags = {**tags, "label_bar": str(enc.label_bar)}
     record = {"id": piece.id, "group": piece.group, "path": str(piece.path), "tags": tags,
               "tokens": len(enc.ids), "bars": n_bars, "notes": enc.n_notes, "windows": len(rows)}
     writer.add(split, ids=enc.ids, bars=enc.bars, windows=rows, record=record)

@@ -13,6 +13,7 @@ tagged code prior, :mod:`midistruct.model.prior`) checks membership and lists th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from midistruct.errors import MidiStructError
@@ -68,6 +69,46 @@ def _source(tags: dict, piece_id: str, meter: str | None) -> str | None:
     return piece_id.split("/", 1)[0] or None
 
 
+_PHRASE = re.compile(r"([A-Za-z])([0-9]+)")
+# POP909's phrase labels (Dai et al. 2020): upper case letters are sections with melody (A, B, C ... in order of
+# first appearance; X a melodic phrase that does not recur), lower case ones have none.
+SECTION_NAMES = {"i": "intro", "o": "outro", "b": "bridge", "x": "other"}
+
+
+def parse_phrase_labels(text: str) -> list[tuple[str, int]]:
+    """Split a phrase string into ``(letter, bars)`` pairs; whitespace is ignored.
+
+    ``"i4A4B8"`` -> ``[("i", 4), ("A", 4), ("B", 8)]``. Upper case letters are melodic
+    sections (A, B, ... and X), lower case ones are not (i intro, o outro, b bridge, x other).
+    Raises ValueError when the text is empty or is not a sequence of letter+number.
+    """
+    compact = "".join(text.split())
+    if not compact or _PHRASE.sub("", compact):
+        raise ValueError(f"not a phrase label string: {text!r}")
+    return [(letter, int(bars)) for letter, bars in _PHRASE.findall(compact)]
+
+
+def bar_sections(text: str) -> list[str]:
+    """The section of every labelled bar: ``"i2A2"`` -> ``["intro", "intro", "A", "A"]``."""
+    return [SECTION_NAMES.get(letter, letter) for letter, bars in parse_phrase_labels(text) for _ in range(bars)]
+
+
+def _section(tags: dict, first_bar: int, n_bars: int) -> str | None:
+    """The section most of a window's bars lie in (the earliest on a tie), from the piece's ``phrases`` labels
+    and ``label_bar``, the bar of the tokens where the labels' bar 0 is (prepare writes it); None when the
+    piece has no labels or the window lies outside them."""
+    if "phrases" not in tags or "label_bar" not in tags:
+        return None
+    try:
+        sections, zero = bar_sections(tags["phrases"]), int(tags["label_bar"])
+    except ValueError:
+        return None
+    found = [sections[b - zero] for b in range(first_bar, first_bar + n_bars) if 0 <= b - zero < len(sections)]
+    if 2 * len(found) <= n_bars:  # at least half of the window must be labelled
+        return None
+    return max(dict.fromkeys(found), key=found.count)
+
+
 # A tag labels a window from its piece's tags, its piece id and its own meter (its TimeSig token).
 TAGS: dict[str, Callable[[dict, str, str | None], str | None]] = {
     "mode": _mode,  # the key tag's mode word: major, minor, dorian ...
@@ -80,16 +121,30 @@ TAGS: dict[str, Callable[[dict, str, str | None], str | None]] = {
     "source": _source,  # the first part of the piece id: music21, nottingham, pop909
 }
 
+# A bar tag labels a window from its piece's tags and the window's bars (its first bar, how many).
+BAR_TAGS: dict[str, Callable[[dict, int, int], str | None]] = {
+    "section": _section,  # POP909's phrase labels: A, B, C ... (with melody), intro, outro, bridge, other
+}
+
 # What a model may be conditioned on (the code prior's default): the musical tags. ``source`` and
 # ``key_signature`` say where a file came from or how it was written, not what it sounds like.
-CONDITIONING_TAGS = ("key", "mode", "tonic", "tune_type", "collection", "meter")
+CONDITIONING_TAGS = ("key", "mode", "tonic", "tune_type", "collection", "meter", "section")
 
 
-def window_tags(tags: dict, piece_id: str, meter: str | None, *, names=None) -> dict[str, str]:
-    """The tags of one window: every tag of ``names`` (default :data:`TAGS`) that has a value."""
+def known(name: str) -> bool:
+    return name in TAGS or name in BAR_TAGS
+
+
+def window_tags(tags: dict, piece_id: str, meter: str | None, *, bar: int | None = None, n_bars: int = 0,
+                names=None) -> dict[str, str]:
+    """The tags of one window: every tag of ``names`` (default all of :data:`TAGS` and :data:`BAR_TAGS`) that
+    has a value; bar tags only when the window's first ``bar`` (and its ``n_bars``) is given."""
     found = {}
-    for name in names or TAGS:
-        value = TAGS[name](tags, piece_id, meter)
+    for name in names or [*TAGS, *BAR_TAGS]:
+        if name in BAR_TAGS:
+            value = BAR_TAGS[name](tags, bar, n_bars) if bar is not None else None
+        else:
+            value = TAGS[name](tags, piece_id, meter)
         if value:
             found[name] = value
     return found

@@ -13,7 +13,7 @@ Layout (folder ``POP909/`` of github.com/music-x-lab/POP909-Dataset, ``songs/`` 
 
 The companion structure dataset (github.com/Dsqvival/hierarchical-structure-analysis, Dai et
 al. 2020) has ``NNN/human_label1.txt`` / ``human_label2.txt``: phrase strings such as
-``i4A4B8`` (see :func:`parse_phrase_labels`).
+``i4A4B8`` (see :func:`midistruct.tags.parse_phrase_labels`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from midistruct.corpus import Piece, SourceError, limit_option
 
 _SONG_DIR = re.compile(r"[0-9]{3}")
 _VERSION_FILE = re.compile(r"([0-9]{3})-v([0-9]+)\.mid", re.IGNORECASE)
-_PHRASE = re.compile(r"([A-Za-z])([0-9]+)")
 _XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 
 
@@ -53,19 +52,6 @@ class Segment(NamedTuple):
     start: float
     end: float
     label: str
-
-
-def parse_phrase_labels(text: str) -> list[tuple[str, int]]:
-    """Split a phrase string into ``(letter, bars)`` pairs; whitespace is ignored.
-
-    ``"i4A4B8"`` -> ``[("i", 4), ("A", 4), ("B", 8)]``. Upper case letters are melodic
-    sections (A, B, ... and X), lower case ones are not (i intro, o outro, b bridge, x other).
-    Raises ValueError when the text is empty or is not a sequence of letter+number.
-    """
-    compact = "".join(text.split())
-    if not compact or _PHRASE.sub("", compact):
-        raise ValueError(f"not a phrase label string: {text!r}")
-    return [(letter, int(bars)) for letter, bars in _PHRASE.findall(compact)]
 
 
 def read_beats(song_dir: Path | str) -> list[BeatRow]:
@@ -231,13 +217,51 @@ def _song_tags(song_dir: Path, index_row: dict[str, str], phrases: Path | None) 
     return tags
 
 
-def _song_pieces(song_dir: Path, tags: dict[str, str], *, versions: bool) -> Iterator[Piece]:
+LABEL_METERS = ("2/4", "4/4", "3/4")  # meters whose labels count bars of the annotation's meter (2/4: 4/4 bars)
+LABEL_MATCH = 0.9  # least share of the MIDI melody's onsets within a sixteenth of melody.txt's once aligned
+
+
+def labels_zero_tick(midi: Path, melody: Path) -> int:
+    """The MIDI tick where the phrase labels' bar 0 starts: ``melody.txt`` counts sixteenths from there, a rest
+    first up to the melody's first note. Checked against the MIDI's MELODY track; ValueError saying why not."""
+    import numpy as np
+    import symusic
+
+    score = symusic.Score(str(midi))
+    tracks = [t for t in score.tracks if t.name.strip().upper().startswith("MELODY") and t.note_num()]
+    if not tracks:
+        raise ValueError("no MELODY track")
+    rows = np.loadtxt(melody, dtype=np.int64, ndmin=2)  # (pitch or 0 for a rest, sixteenths)
+    onsets = np.concatenate([[0], np.cumsum(rows[:, 1])[:-1]])[rows[:, 0] > 0]
+    times = np.sort(tracks[0].notes.numpy()["time"]).astype(np.int64)
+    sixteenth = score.tpq / 4
+    zero = int(times[0] - round(onsets[0] * sixteenth))
+    found = (times - zero) / sixteenth
+    share = float((np.abs(found[:, None] - onsets[None, :]).min(axis=1) <= 1).mean())
+    if share < LABEL_MATCH:
+        raise ValueError(f"melody.txt matches only {share:.0%} of the MIDI melody's onsets once aligned")
+    return zero
+
+
+def _label_tags(main: Path, tags: dict[str, str], labels: Path | None) -> dict[str, str]:
+    """``label_zero_tick`` for a song's main file when its phrase labels can be placed in it (the labels'
+    meter is one of :data:`LABEL_METERS` and ``melody.txt`` matches the MIDI melody); else nothing."""
+    if labels is None or "phrases" not in tags or tags.get("meter") not in LABEL_METERS:
+        return {}
+    try:
+        return {"label_zero_tick": str(labels_zero_tick(main, labels / "melody.txt"))}
+    except (ValueError, OSError):
+        return {}
+
+
+def _song_pieces(song_dir: Path, tags: dict[str, str], *, versions: bool,
+                 labels: Path | None = None) -> Iterator[Piece]:
     """The song's main file (version "0") then its versions, sorted by K."""
     song = song_dir.name
     group = f"pop909/{song}"
     main = song_dir / f"{song}.mid"
     if main.is_file():
-        yield Piece(id=group, path=main, group=group, tags={**tags, "version": "0"})
+        yield Piece(id=group, path=main, group=group, tags={**tags, **_label_tags(main, tags, labels), "version": "0"})
     if not versions:
         return
     found = {}
@@ -270,7 +294,8 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
     (from ``index.xlsx`` when present), time_signature and downbeat_seconds (the bar meter of
     the phrase labels and the time of the first bar line: prepare puts bar lines there),
     phrases, phrases2 (the label strings, whitespace removed, not validated: parse them with
-    :func:`parse_phrase_labels`).
+    :func:`midistruct.tags.parse_phrase_labels`), and on the main file label_zero_tick (the MIDI tick of the
+    labels' bar 0, :func:`labels_zero_tick`, where the labels can be placed: prepare turns it into label_bar).
     Raises SourceError when a folder is missing or holds no ``NNN/`` song folders, or on a bad
     ``versions`` / ``limit`` value.
     """
@@ -295,4 +320,5 @@ def iter_pop909(options: dict[str, Any]) -> Iterator[Piece]:
     song_dirs = sorted(d for d in songs.iterdir() if _is_song_dir(d))
     for song_dir in song_dirs[: limit_option(options)]:
         tags = _song_tags(song_dir, index.get(song_dir.name, {}), phrase_songs)
-        yield from _song_pieces(song_dir, tags, versions=versions)
+        labels = phrase_songs / song_dir.name if phrase_songs is not None else None
+        yield from _song_pieces(song_dir, tags, versions=versions, labels=labels)

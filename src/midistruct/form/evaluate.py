@@ -3,7 +3,7 @@
 The labels count bars from the start of ``melody.txt`` (the melody quantised to sixteenths, a rest first up
 to its first note), so the MIDI tick of the labels' bar 0 is the first MELODY note's tick less that rest.
 A song is evaluated only when the alignment holds: its labels' bars are 4/4 (songs whose ``index.xlsx`` says
-2 or 4 beats a measure: the labels count 4/4 hyper-bars) or 3/4, and at least ``MATCH`` of the MIDI
+2 or 4 beats a measure: the labels count 4/4 hyper-bars) or 3/4, and at least ``LABEL_MATCH`` of the MIDI
 melody's onsets fall within a sixteenth of a ``melody.txt`` onset once aligned (about 3 songs in 4 pass).
 
 Scores (mir_eval.segment): boundary F at the exact bar (window 0.5 bar) and within one bar (window 1), with
@@ -20,7 +20,6 @@ import numpy as np
 from midistruct.form import FormError
 
 SIXTEENTHS = {"2/4": ("4/4", 16), "4/4": ("4/4", 16), "3/4": ("3/4", 12)}  # index meter -> labels' bar, length
-MATCH = 0.9  # least share of MIDI melody onsets within a sixteenth of melody.txt's
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,8 @@ def song_role(song: str, split_cfg) -> str:
 
 def reference(song: str, *, pop909: Path, phrases: Path, index_row: dict) -> Reference:
     """The labels of ``song`` ("001") aligned to ``pop909/NNN/NNN.mid``; :class:`FormError` saying why not."""
-    from midistruct.corpus.pop909 import meter_of, parse_phrase_labels
+    from midistruct.corpus.pop909 import labels_zero_tick, meter_of
+    from midistruct.tags import parse_phrase_labels
 
     meter = meter_of(index_row.get("num_beats_per_measure", ""), index_row.get("num_quavers_per_beat", ""))
     if meter not in SIXTEENTHS:
@@ -59,29 +59,12 @@ def reference(song: str, *, pop909: Path, phrases: Path, index_row: dict) -> Ref
     bar_meter, _ = SIXTEENTHS[meter]
     folder = phrases / song
     annotations = [parse_phrase_labels((folder / f"human_label{k}.txt").read_text()) for k in (1, 2)]
-    zero = _zero_tick(song, pop909 / song / f"{song}.mid", folder / "melody.txt")
+    try:
+        zero = labels_zero_tick(pop909 / song / f"{song}.mid", folder / "melody.txt")
+    except ValueError as err:
+        raise FormError(f"{song}: {err}") from None
     bounds = tuple(tuple(np.cumsum([0] + [n for _, n in a]).tolist()) for a in annotations)
     return Reference(song, bar_meter, zero, bounds, tuple(tuple(letter for letter, _ in a) for a in annotations))
-
-
-def _zero_tick(song: str, midi: Path, melody: Path) -> int:
-    """The MIDI tick where ``melody.txt`` starts, checked against the MIDI's MELODY track."""
-    import symusic
-
-    score = symusic.Score(str(midi))
-    tracks = [t for t in score.tracks if t.name.strip().upper().startswith("MELODY") and t.note_num()]
-    if not tracks:
-        raise FormError(f"{song}: no MELODY track")
-    rows = np.loadtxt(melody, dtype=np.int64, ndmin=2)  # (pitch or 0 for a rest, sixteenths)
-    onsets = np.concatenate([[0], np.cumsum(rows[:, 1])[:-1]])[rows[:, 0] > 0]
-    times = np.sort(tracks[0].notes.numpy()["time"]).astype(np.int64)
-    sixteenth = score.tpq / 4
-    zero = int(times[0] - round(onsets[0] * sixteenth))
-    found = (times - zero) / sixteenth
-    share = float((np.abs(found[:, None] - onsets[None, :]).min(axis=1) <= 1).mean())
-    if share < MATCH:
-        raise FormError(f"{song}: melody.txt matches only {share:.0%} of the MIDI melody's onsets once aligned")
-    return zero
 
 
 def aligned_score(score, ref: Reference):

@@ -136,12 +136,13 @@ def shift(latents: PieceLatents, vectors: AttributeVectors, amounts: dict[str, f
 
 def corpus_windows(folder: str | Path, *, split: str = "train", limit: int = 2000, seed: int = 0) -> list[np.ndarray]:
     """Up to ``limit`` token windows of a shard folder's ``split`` (a seeded random subset)."""
-    return [ids for ids, _ in corpus_windows_with_pieces(folder, split=split, limit=limit, seed=seed)]
+    return [ids for ids, _, _ in corpus_windows_with_pieces(folder, split=split, limit=limit, seed=seed)]
 
 
 def corpus_windows_with_pieces(folder: str | Path, *, split: str = "train", limit: int = 2000,
-                               seed: int = 0) -> list[tuple[np.ndarray, dict]]:
-    """:func:`corpus_windows` with each window's piece record (``id``, ``tags`` ...; ``pieces.jsonl``)."""
+                               seed: int = 0) -> list[tuple[np.ndarray, dict, int]]:
+    """:func:`corpus_windows` with each window's piece record (``id``, ``tags`` ...; ``pieces.jsonl``) and the
+    window's first bar in its piece."""
     from midistruct.shards.reader import ShardError, ShardSet
 
     arrays = ShardSet(folder).split(split)
@@ -149,7 +150,7 @@ def corpus_windows_with_pieces(folder: str | Path, *, split: str = "train", limi
         raise ShardError(f"{folder}: the {split} split has no windows")
     pieces = arrays.pieces()
     pick = np.sort(np.random.default_rng(seed).permutation(arrays.n_windows)[:limit])
-    return [(arrays.window(int(i))[0], pieces[int(arrays.windows[i][2])]) for i in pick]
+    return [(arrays.window(int(i))[0], pieces[int(arrays.windows[i][2])], int(arrays.windows[i][3])) for i in pick]
 
 
 def sweep(ms, latents: list[PieceLatents], vectors: AttributeVectors, name: str, amounts: list[float], *,

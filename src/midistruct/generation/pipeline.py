@@ -453,20 +453,19 @@ class MidiStruct:
         and the other commands can be given tags (issue 18); ``()`` fits no tags."""
         from midistruct.generation.attributes import corpus_windows_with_pieces
         from midistruct.model.prior import CodePrior, PriorError
-        from midistruct.tags import TAGS, window_tags
+        from midistruct.tags import BAR_TAGS, TAGS, known, window_tags
 
         for name in tags:
-            if name not in TAGS:
-                raise InputError(f"unknown tag {name!r}; valid: {', '.join(TAGS)}")
+            if not known(name):
+                raise InputError(f"unknown tag {name!r}; valid: {', '.join([*TAGS, *BAR_TAGS])}")
         folder = data or self.cfg.data.output
-        full = [(ids, piece) for ids, piece in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0),
-                                                                          seed=seed)
-                if self.vocab.count_bars(ids) == self.bars]
+        full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
+                if self.vocab.count_bars(row[0]) == self.bars]
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
-        labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), names=tags)
-                  for ids, piece in full]
-        z = self._encode_in_chunks([ids for ids, _ in full], progress=progress)
+        labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
+                              n_bars=self.bars, names=tags) for ids, piece, bar in full]
+        z = self._encode_in_chunks([ids for ids, _, _ in full], progress=progress)
         columns = {name: [row.get(name) for row in labels] for name in tags}
         try:
             prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows)

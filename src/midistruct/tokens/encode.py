@@ -31,6 +31,7 @@ class Encoded:
     content_hash: str
     dropped_windows: dict[str, int] = field(default_factory=dict)
     key_signature: str | None = None  # the file's first key signature: "0", "2#", "3b" (see key_signature())
+    label_bar: int | None = None  # the bar (of ``bars``) where a source's labels start (its label_zero_tick)
 
 
 @dataclass
@@ -65,14 +66,12 @@ class PieceEncoder:
     def prepared(self, score, *, time_signature: str | None = None, downbeat: float | None = None):
         """The score :meth:`tokenize` reads: meters replaced, moved to the downbeat, checked and cleaned
         (merged, out-of-range and silent notes dropped). Raises :class:`Skip`."""
-        if time_signature:
-            score = _with_meter(score, time_signature)
-        if downbeat is not None:
-            score = _align_downbeat(score, downbeat)
-        return usable_score(score, self.cfg, meters=self.meters)
+        return usable_score(_placed(score, time_signature, downbeat)[0], self.cfg, meters=self.meters)
 
-    def encode_score(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> Encoded:
-        """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable."""
+    def encode_score(self, score, *, time_signature: str | None = None, downbeat: float | None = None,
+                     label_zero_tick: int | None = None) -> Encoded:
+        """Tokenize and cut a score into the training windows; raises :class:`Skip` when unusable.
+        ``label_zero_tick`` (a tick of the file) gives :attr:`Encoded.label_bar` when it falls on a bar line."""
         cfg = self.cfg
         ids = self.tokenize(score, time_signature=time_signature, downbeat=downbeat)
         starts = self.vocab.bar_starts(ids)
@@ -85,7 +84,7 @@ class PieceEncoder:
             raise Skip("no usable window (" + ", ".join(f"{k}: {v}" for k, v in dropped.items()) + ")")
         digest = hashlib.sha1(ids.astype(np.int32).tobytes()).hexdigest()
         return Encoded(ids, self.vocab.bar_index(ids), windows, self.vocab.count_notes(ids), digest, dropped,
-                       key_signature(score))
+                       key_signature(score), _label_bar(score, time_signature, downbeat, label_zero_tick))
 
     def _keep_windows(self, ids: np.ndarray, starts: np.ndarray) -> tuple[list[Window], dict[str, int]]:
         seg = self.cfg.segments
@@ -100,11 +99,12 @@ class PieceEncoder:
                 kept.append(w)
         return kept, {k: v for k, v in dropped.items() if v}
 
-    def encode_file(self, path: Path, *, time_signature: str | None = None,
-                    downbeat: float | None = None) -> Encoded | Skipped:
+    def encode_file(self, path: Path, *, time_signature: str | None = None, downbeat: float | None = None,
+                    label_zero_tick: int | None = None) -> Encoded | Skipped:
         """Load and encode one file; every failure becomes a :class:`Skipped` reason."""
         try:
-            return self.encode_score(load_score(path), time_signature=time_signature, downbeat=downbeat)
+            return self.encode_score(load_score(path), time_signature=time_signature, downbeat=downbeat,
+                                     label_zero_tick=label_zero_tick)
         except Skip as skip:
             return Skipped(str(skip))
         except Exception as err:  # a bug or a miditok corner case must not stop a corpus run
@@ -120,12 +120,13 @@ def init_worker(cfg_json: str) -> None:
     _WORKER = PieceEncoder(Config.model_validate_json(cfg_json))
 
 
-def encode_file(task: tuple[str, str | None, float | None]) -> Encoded | Skipped:
-    """Pool task: encode one ``(path, time_signature or None, downbeat seconds or None)`` with this
-    process's encoder."""
+def encode_file(task: tuple[str, str | None, float | None, int | None]) -> Encoded | Skipped:
+    """Pool task: encode one ``(path, time_signature or None, downbeat seconds or None, label_zero_tick or
+    None)`` with this process's encoder."""
     assert _WORKER is not None, "init_worker was not called"
-    path, time_signature, downbeat = task
-    return _WORKER.encode_file(Path(path), time_signature=time_signature, downbeat=downbeat)
+    path, time_signature, downbeat, label_zero_tick = task
+    return _WORKER.encode_file(Path(path), time_signature=time_signature, downbeat=downbeat,
+                               label_zero_tick=label_zero_tick)
 
 
 def task_of(tags: dict) -> tuple[str | None, float | None]:
@@ -136,6 +137,15 @@ def task_of(tags: dict) -> tuple[str | None, float | None]:
     except ValueError:
         raise ValueError(f"bad downbeat_seconds tag: {downbeat!r}") from None
     return tags.get("time_signature"), downbeat
+
+
+def label_tick_of(tags: dict) -> int | None:
+    """The tick where a source's labels (POP909's phrases) start, from the ``label_zero_tick`` tag."""
+    value = tags.get("label_zero_tick")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        raise ValueError(f"bad label_zero_tick tag: {value!r}") from None
 
 
 def _tick_at(score, seconds: float) -> int:
@@ -155,20 +165,46 @@ def _tick_at(score, seconds: float) -> int:
 def _align_downbeat(score, seconds: float):
     """A copy of ``score`` whose tracks are moved by less than a bar so that the bar lines (from its
     first time signature, at tick 0) fall on the beat at ``seconds``: earlier when no note would
-    start before 0, else later."""
+    start before 0, else later. Returns it and the shift in ticks."""
     if not score.time_signatures:
-        return score
-    ts = score.time_signatures[0]
-    bar = score.tpq * 4 * ts.numerator // ts.denominator
+        return score, 0
+    bar = _bar_ticks(score)
     late = _tick_at(score, seconds) % bar  # how far the bar lines sit before the beat
     if late == 0:
-        return score
+        return score, 0
     first = min((int(t.notes.numpy()["time"].min()) for t in score.tracks if len(t.notes)), default=0)
     shift = -late if first >= late else bar - late
     out = score.copy()
     for track in out.tracks:
         track.shift_time(shift, inplace=True)
-    return out
+    return out, shift
+
+
+def _bar_ticks(score) -> int:
+    ts = score.time_signatures[0]
+    return score.tpq * 4 * ts.numerator // ts.denominator
+
+
+def _placed(score, time_signature: str | None, downbeat: float | None):
+    """``score`` in the meter ``time_signature`` and moved onto the downbeat (see ``prepared``), and the shift."""
+    if time_signature:
+        score = _with_meter(score, time_signature)
+    if downbeat is None:
+        return score, 0
+    return _align_downbeat(score, downbeat)
+
+
+def _label_bar(score, time_signature: str | None, downbeat: float | None, zero_tick: int | None) -> int | None:
+    """The bar of the placed score where the tick ``zero_tick`` of the file falls, when it falls on a bar line
+    (within a 32nd note) under the score's first meter; None otherwise."""
+    if zero_tick is None:
+        return None
+    placed, shift = _placed(score, time_signature, downbeat)
+    if not placed.time_signatures:
+        return None
+    bar = _bar_ticks(placed)
+    at = (zero_tick + shift) / bar
+    return round(at) if abs(at - round(at)) * bar <= placed.tpq / 8 and round(at) >= 0 else None
 
 
 def key_signature(score) -> str | None:
