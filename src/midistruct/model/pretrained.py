@@ -322,6 +322,8 @@ def model_card(card: dict[str, Any], *, notes: str = "") -> str:
             f"midistruct interpolate {name} a.mid b.mid --steps 8 -o out/\n"
             + (f"midistruct sample {name} -n 4 -o out/\n" if card.get("code_prior")
                or "vae" in str(card.get("architecture", "")).split(",")[0] else "")
+            + (f"midistruct tags {name}   # what --tag NAME=VALUE takes, e.g. sample {name} --tag mode=minor\n"
+               if "tags for `--tag`" in card.get("code_prior", "") else "")
             + "```\n\n"
             f"```python\nfrom midistruct.generation.pipeline import MidiStruct\n"
             f"ms = MidiStruct.from_pretrained({name!r})\n```\n"
