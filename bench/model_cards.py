@@ -20,6 +20,7 @@ from pathlib import Path
 
 METRICS = {  # a card's metric name (its start) -> the evaluate key
     "held-out free-running pitch accuracy at the true onsets": "free_onset_pitch_accuracy",
+    "held-out free-running note onset F1": "free_onset_f1",
 }
 
 
