@@ -26,8 +26,9 @@ WRITES = {
     "attribute_vectors": ["attributes.safetensors", "note_density+2.mid"],
     "latent_map": ["latent_map.npz"],
     "song_form": ["song.mid", "tracks-supervised.png", "codes.png", "form.json", "song.form.mid"],
+    "tags": ["jig.0.mid", "reel.1.mid", "tonic-D.0.mid", "retag.minor.mid"],
 }
-PLAYS_AUDIO = {"latent_interpolation", "continuation_and_style", "attribute_vectors"}
+PLAYS_AUDIO = {"latent_interpolation", "continuation_and_style", "attribute_vectors", "tags"}
 
 
 def _outputs(nb, key: str) -> list:
