@@ -173,3 +173,26 @@ def test_a_miditok_multitrack_song_decodes(folk, shared_datasets):
     """A pop song's tracks, merged: its first window goes through the model and back."""
     song = shared_datasets / "miditok-test-midis" / "MIDIs_multitrack" / "Mr. Blue Sky.mid"
     assert folk.decode(folk.encode(song, max_windows=1)).note_num() > 0
+
+
+def test_time_signature_and_downbeat_put_the_bar_lines_where_they_belong(folk, cached, tmp_path, capsys):
+    """A file that says 1/4 and whose music starts a beat late (as POP909's do) reads as the original 4/4 tune
+    once given --time-signature 4/4 and --downbeat at that beat."""
+    tune = make_score((4, 4), bars=4, seed=5)
+    late = tune.copy()
+    late.time_signatures = [symusic.TimeSignature(0, 1, 4)]
+    for track in late.tracks:
+        track.shift_time(tune.tpq, inplace=True)  # one beat late: 0.5 s at 120 qpm
+    path = tmp_path / "late.mid"
+    late.dump_midi(str(path))
+    want = [w.tolist() for w in folk.windows(tune)]
+    assert [w.tolist() for w in folk.windows(str(path), time_signature="4/4", downbeat=0.5)] == want
+    assert [w.tolist() for w in folk.windows(str(path), time_signature="4/4")] != want
+    with pytest.raises(InputError, match="unsupported meter: 5/16"):
+        folk.windows(str(path), time_signature="5/16")
+    assert cli.main(["reconstruct", MODEL, str(path), "--time-signature", "4/4", "--downbeat", "0.5",
+                     "-o", str(tmp_path / "out")]) == 0
+    record = (tmp_path / "out" / "generation.json").read_text()
+    assert '"time_signature": "4/4"' in record and '"downbeat": 0.5' in record
+    assert cli.main(["encode", MODEL, str(path), "--time-signature", "4/4", "-o", str(tmp_path / "z.npz")]) == 0
+    capsys.readouterr()

@@ -271,6 +271,21 @@ def _tags(args: argparse.Namespace) -> dict:
     return {"tags": tags} | ({"tag_strength": strength} if strength is not None else {})
 
 
+def _placing(args: argparse.Namespace) -> dict:
+    """``time_signature`` / ``downbeat`` keyword arguments from --time-signature and --downbeat, when given."""
+    found = {"time_signature": args.time_signature, "downbeat": args.downbeat}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _add_placing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-signature", default=None, metavar="N/D",
+                   help="read the music in this meter, whatever the file says (one of the model's meters; e.g. "
+                        "4/4 for POP909's files, whose own say 2/4 or 1/4)")
+    p.add_argument("--downbeat", type=float, default=None, metavar="SECONDS",
+                   help="a bar line falls here: the music moves by less than a bar so that one does (for files "
+                        "whose bar lines sit off the beat, such as POP909's: its beat_midi.txt gives the downbeats)")
+
+
 def _tag_record(args: argparse.Namespace) -> dict:
     return {k: v for k, v in _tags(args).items()}
 
@@ -285,13 +300,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     scores, failed = {}, []
     for path in args.inputs:  # every good file is written; each bad one is reported and the exit code says so
         try:
-            scores[f"{Path(path).stem}.{mode}"] = ms.reconstruct(path, **shift, **tags, **_sampling(args))
+            scores[f"{Path(path).stem}.{mode}"] = ms.reconstruct(path, **shift, **tags, **_placing(args),
+                                                                 **_sampling(args))
         except MidiStructError as err:
             print(f"midistruct: error: {err}", file=sys.stderr)
             failed.append(path)
     if scores:
         _write_outputs(args, scores, {"inputs": [p for p in args.inputs if p not in failed], "failed": failed,
-                                      **_sampling(args), **_shift_record(args), **_tag_record(args)})
+                                      **_sampling(args), **_shift_record(args), **_tag_record(args),
+                                      **_placing(args)})
     if failed and len(args.inputs) > 1:
         print(f"midistruct: {len(failed)} of {len(args.inputs)} inputs failed", file=sys.stderr)
     return 2 if failed else 0
@@ -421,7 +438,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    z = _pipeline(args).encode(args.input, sample=args.sample)
+    z = _pipeline(args).encode(args.input, sample=args.sample, **_placing(args))
     path = z.save(args.output)
     print(f"wrote {len(z)} window(s) of latents to {path}")
     return 0
@@ -559,6 +576,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="MIDI files (read by content, whatever the name; *.abc: ABC tunes)")
     _add_shift_args(p)
     _add_tag_args(p)
+    _add_placing_args(p)
     p.set_defaults(handler=cmd_reconstruct)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
@@ -643,6 +661,7 @@ def _add_latent_parsers(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="latents file to write (.safetensors or .npz)")
     p.add_argument("--sample", action="store_true", help="sample the posterior instead of its mean")
+    _add_placing_args(p)
     p.set_defaults(handler=cmd_encode)
     p = sub.add_parser("decode", help="decode a latents file written by encode")
     _add_generation_args(p, writes_folder=False)

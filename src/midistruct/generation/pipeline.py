@@ -90,10 +90,14 @@ class MidiStruct:
         except Skip as skip:
             raise InputError(f"{midi}: {skip}") from None
 
-    def windows(self, midi, *, time_signature: str | None = None, name: str | None = None,
-                drop_long: bool = False) -> list[np.ndarray]:
+    def windows(self, midi, *, time_signature: str | None = None, downbeat: float | None = None,
+                name: str | None = None, drop_long: bool = False) -> list[np.ndarray]:
         """Consecutive windows of the model's bar count covering the piece (last may be shorter), in the
         model's ids (BPE applied bar by bar, as in the shards).
+
+        ``time_signature`` ("4/4") replaces the file's meters and ``downbeat`` (seconds) is a bar line: the music
+        moves by less than a bar so that a bar starts there (what prepare does with POP909's annotations), for
+        files whose own bar lines are wrong.
 
         ``name`` labels a Score in error messages (a path names itself). A window with more tokens than the
         model reads is an :class:`InputError`, or with ``drop_long`` left out (an error only if all are).
@@ -102,7 +106,7 @@ class MidiStruct:
 
         name = name or _name(midi)
         try:
-            ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature)
+            ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature, downbeat=downbeat)
         except Skip as skip:
             raise InputError(f"{name}: {skip}") from None
         starts = self.vocab.bar_starts(ids)
@@ -123,15 +127,18 @@ class MidiStruct:
         return [w for w in out if len(w) <= longest]
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
-               time_signature: str | None = None, drop_long: bool = False) -> PieceLatents:
+               time_signature: str | None = None, downbeat: float | None = None,
+               drop_long: bool = False) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
 
-        ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require.
+        ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require; ``downbeat``
+        (seconds) puts a bar line there (see :meth:`windows`).
         ``drop_long`` leaves out windows too dense for the model instead of refusing the piece (the latents
         then cover only the other windows: for a piece's summary, not for decoding it back).
         """
         score = self.load(midi)
-        windows = self.windows(score, time_signature=time_signature, name=_name(midi), drop_long=drop_long)
+        windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi),
+                               drop_long=drop_long)
         latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
         return latents
@@ -225,12 +232,15 @@ class MidiStruct:
         return out
 
     def reconstruct(self, midi, *, vectors=None, shift: dict[str, float] | None = None,
-                    tags: dict[str, str] | None = None, tag_strength: float = 1.0, **kw) -> "symusic.Score":  # noqa: F821
+                    tags: dict[str, str] | None = None, tag_strength: float = 1.0, time_signature: str | None = None,
+                    downbeat: float | None = None, **kw) -> "symusic.Score":  # noqa: F821
         """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given),
         optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}) and to ``tags``
-        ({name: value}, :meth:`retag`) in between."""
+        ({name: value}, :meth:`retag`) in between. ``time_signature`` and ``downbeat`` place the bar lines
+        (:meth:`windows`)."""
         self._check_tags(tags or {})
-        z = self.retag(self.encode(midi), tags or {}, strength=tag_strength)
+        z = self.encode(midi, time_signature=time_signature, downbeat=downbeat)
+        z = self.retag(z, tags or {}, strength=tag_strength)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
 
