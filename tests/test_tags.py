@@ -288,3 +288,50 @@ def test_pop909_windows_carry_the_section_of_their_bars(shared_datasets, tmp_pat
     assert sections[:10] == ["intro"] * 4 + ["A"] * 4 + ["B"] * 2
     assert window_tags(song, "pop909/001", "4/4", bar=zero + 4, n_bars=4, names=["section"]) == {"section": "A"}
     assert window_tags(song, "pop909/001", "4/4", bar=zero + 8, n_bars=4, names=["section"]) == {"section": "B"}
+
+
+def _scale_tune(tonic: int = 60, bars: int = 4):
+    """A major-scale melody on ``tonic`` (MIDI pitch), eighth notes up and down, 4/4 at 120 qpm."""
+    import symusic
+
+    score = symusic.Score(480)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    track = symusic.Track(name="tune", program=0)
+    degrees = [0, 2, 4, 5, 7, 9, 11, 12, 11, 9, 7, 5, 4, 2, 0, 7]
+    for k in range(bars * 8):
+        track.notes.append(symusic.Note(k * 240, 240, tonic + degrees[k % len(degrees)], 90))
+    score.tracks.append(track)
+    return score
+
+
+def test_a_tonic_tag_transposes_the_notes_by_the_nearer_interval(tagged_checkpoint):
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.metrics.features import estimated_key
+    from midistruct.metrics.notes import notes_of
+    from midistruct.tokens.tokenizer import decode_ids
+
+    ms = MidiStruct.from_pretrained(tagged_checkpoint)
+    windows = ms.windows(_scale_tune(60))
+    pitches = lambda ws: [n for w in ws for n in notes_of(decode_ids(ms.tokenizer, w.tolist()))[:, 2]]  # noqa: E731
+    assert estimated_key(np.array([[0, 1, p] for p in pitches(windows)])) == (0, "major")
+    for tonic, shift in (("F", 5), ("A", -3), ("F#", 6), ("C", 0)):
+        moved, rest = ms.transposed(windows, {"tonic": tonic})
+        assert rest == {} and np.array_equal(np.array(pitches(moved)), np.array(pitches(windows)) + shift)
+    moved, rest = ms.transposed(windows, {"key": "A minor", "meter": "4/4"})  # the prior knows mode=minor
+    assert rest == {"meter": "4/4", "mode": "minor"}
+    assert np.array_equal(np.array(pitches(moved)), np.array(pitches(windows)) - 3)
+    assert ms.transposed(windows, {"mode": "minor"}) == (windows, {"mode": "minor"})
+
+
+def test_the_shipped_folk_model_reconstructs_a_tune_in_the_tonic_asked_for():
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.metrics.features import estimated_key
+    from midistruct.metrics.notes import notes_of
+    from midistruct.model import pretrained
+
+    ms = MidiStruct.from_pretrained("folk-2bar")
+    path = str(pretrained.example_paths("folk-2bar")[1])  # let-us-be-drinking, in G major
+    assert estimated_key(notes_of(ms.reconstruct(path))) == (7, "major")
+    for tonic, pc in (("F", 5), ("D", 2)):
+        assert estimated_key(notes_of(ms.reconstruct(path, tags={"tonic": tonic})))[0] == pc

@@ -9,8 +9,8 @@ not simply never called). Its balanced accuracy on real held-out windows is its 
 
 - ``controlled``: the share of windows sampled with ``--tag name=v`` that the judge calls ``v``;
 - ``unconditioned``: the share of samples drawn without tags that it calls ``v`` (what chance gives);
-- ``retagged``: held-out windows of other values, reconstructed with ``--tag name=v`` (and the same strength),
-  called ``v``;
+- ``retagged``: held-out windows of other values, reconstructed with ``--tag name=v`` (and the same strength;
+  a tonic or key by transposing the notes, as ``reconstruct`` does), called ``v``;
 - ``real``: held-out windows of value ``v`` called ``v`` (the judge's recall there, its ceiling for ``v``).
 
 Shapes: ``features`` (W, F) for W windows.
@@ -24,24 +24,10 @@ import numpy as np
 
 from midistruct.evaluation.probes import Probe, fit_probe
 from midistruct.evaluation.statistics import duration_histogram, pitch_class_histogram
+from midistruct.metrics.features import key_correlations
 
 ONSET_BINS = 12  # onset position within the beat (a quarter note), in twelfths: straight and triplet grids
-# Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 N_FEATURES = 12 + 5 + ONSET_BINS + 24 + 2
-
-
-def key_correlations(pitch_classes: np.ndarray) -> np.ndarray:
-    """(24,) correlation of a pitch-class histogram (12,) with each major key's profile (C first), then each
-    minor key's: the Krumhansl-Schmuckler key finder's scores (zeros for a flat histogram)."""
-    out = np.zeros(24)
-    if pitch_classes.std() == 0:
-        return out
-    for k, profile in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
-        for tonic in range(12):
-            out[12 * k + tonic] = np.corrcoef(pitch_classes, np.roll(profile, tonic))[0, 1]
-    return out
 
 
 def note_features(notes: np.ndarray, *, quarters: float) -> np.ndarray:
@@ -122,6 +108,15 @@ def _free_latents(ms, n: int, *, scale: float = 1.0):
                         [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures])
 
 
+def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength: float):
+    """Codes of ``windows`` moved to ``name=value`` as ``reconstruct --tag`` moves a piece's: a tonic or key by
+    transposing each window's notes (:meth:`MidiStruct.transposed`), any other tag by moving its codes."""
+    if name not in ("tonic", "key"):
+        return ms.retag(ms.encode_windows(windows), {name: value}, strength=strength)
+    moved = [ms.transposed([w], {name: value}) for w in windows]
+    return ms.retag(ms.encode_windows([w[0] for w, _ in moved]), moved[0][1], strength=strength)
+
+
 def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str]], n: int = 50,
             temperature: float = 1.0, prior_scale: float = 1.0, tag_strength: float = 1.0, seed: int = 0) -> dict:
     """The four shares of the module docstring for every value of ``judge``; ``held_out`` are real windows
@@ -143,7 +138,7 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
         z = ms.sample_latents(n, meter=meter, tags={name: value}, scale=prior_scale, tag_strength=tag_strength)
         calls = judge_windows(judge, ms, ms.generate_tokens(z, temperature=temperature))
         others = [w for w, v in held_out if v != value][:n]
-        moved = ms.retag(ms.encode_windows(others), {name: value}, strength=tag_strength) if others else None
+        moved = _retagged(ms, others, name, value, strength=tag_strength) if others else None
         retag_calls = judge_windows(judge, ms, ms.generate_tokens(moved, temperature=0.0)) if others else []
         mine = [c for c, (_, v) in zip(real_calls, held_out) if v == value]
         out["values"][value] = {

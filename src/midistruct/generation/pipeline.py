@@ -239,8 +239,16 @@ class MidiStruct:
         ({name: value}, :meth:`retag`) in between. ``time_signature`` and ``downbeat`` place the bar lines
         (:meth:`windows`)."""
         self._check_tags(tags or {})
-        z = self.encode(midi, time_signature=time_signature, downbeat=downbeat)
-        z = self.retag(z, tags or {}, strength=tag_strength)
+        tags = tags or {}
+        if "tonic" in tags or "key" in tags:  # a key is reached by transposing the notes, not by moving codes
+            score = self.load(midi)
+            windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi))
+            windows, tags = self.transposed(windows, tags)
+            z = self.encode_windows(windows)
+            z.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+        else:
+            z = self.encode(midi, time_signature=time_signature, downbeat=downbeat)
+        z = self.retag(z, tags, strength=tag_strength)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
 
@@ -511,6 +519,34 @@ class MidiStruct:
             self.prior.check_tags(tags)
         except TagError as err:
             raise InputError(str(err)) from None
+
+    def transposed(self, windows: list[np.ndarray], tags: dict[str, str]) -> tuple[list[np.ndarray], dict[str, str]]:
+        """A piece's windows transposed to the tonic that ``tags`` names (``tonic``, or ``key``'s tonic) from the
+        one the Krumhansl-Schmuckler key finder hears in all of them, by the smaller interval that keeps every
+        pitch in range; and the tags left for :meth:`retag` (``key`` becomes its ``mode``, when the prior knows
+        that value). Windows under BPE, or without a tonic tag, come back as they are."""
+        from midistruct.metrics.features import estimated_key
+        from midistruct.metrics.notes import notes_of
+        from midistruct.tags import parse_key
+        from midistruct.tokens.tokenizer import decode_ids
+
+        rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
+        target = parse_key(tags["key"]) if "key" in tags else parse_key(f"{tags.get('tonic')} major")
+        if "key" in tags and target and target[1] in self.known_tags().get("mode", []):
+            rest.setdefault("mode", target[1])
+        base = [self.vocab.to_base(w) for w in windows]
+        found = estimated_key(np.concatenate([notes_of(decode_ids(self.tokenizer, w.tolist())) for w in base]))
+        if target is None or found is None or self.vocab.is_bpe:
+            return windows, rest
+        low, high = -6, 6
+        for w in base:
+            low, high = self.vocab.allowed_shifts(w, low, high)
+        step = (target[0] - found[0]) % 12
+        fits = [k for k in (step, step - 12) if low <= k <= high]
+        if not fits:
+            return windows, rest
+        shift = min(fits, key=abs)
+        return [self.vocab.shift_pitches(w, shift) for w in base], rest
 
     def retag(self, latents: PieceLatents, tags: dict[str, str], *, strength: float = 1.0) -> PieceLatents:
         """Every window's codes moved from the tag values they lie nearest to those of ``tags``
