@@ -286,10 +286,6 @@ def _add_placing_args(p: argparse.ArgumentParser) -> None:
                         "whose bar lines sit off the beat, such as POP909's: its beat_midi.txt gives the downbeats)")
 
 
-def _tag_record(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in _tags(args).items()}
-
-
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Encode and decode each input (optionally moved along attribute vectors)."""
     ms = _pipeline(args)
@@ -307,7 +303,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             failed.append(path)
     if scores:
         _write_outputs(args, scores, {"inputs": [p for p in args.inputs if p not in failed], "failed": failed,
-                                      **_sampling(args), **_shift_record(args), **_tag_record(args),
+                                      **_sampling(args), **_shift_record(args), **_tags(args),
                                       **_placing(args)})
     if failed and len(args.inputs) > 1:
         print(f"midistruct: {len(failed)} of {len(args.inputs)} inputs failed", file=sys.stderr)
@@ -385,7 +381,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
     page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
-                                  **_sampling(args), **_tag_record(args), **page})
+                                  **_sampling(args), **_tags(args), **page})
     if args.audio:
         from midistruct.render import write_outputs_page
 
@@ -415,7 +411,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
     score = ms.continue_(args.primer, args.bars, latent=latent, **_tags(args), **_sampling(args))
     name = f"{Path(args.primer).stem}.continue" + (f".{Path(args.style).stem}" if args.style else "")
     _write_outputs(args, {name: score}, {"primer": args.primer, "bars": args.bars, "style": args.style,
-                                         **_sampling(args), **_tag_record(args)})
+                                         **_sampling(args), **_tags(args)})
     return 0
 
 
@@ -428,7 +424,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                    {"n": args.n, "bars": args.bars, "meter": ms.sample_meter(_tags(args).get("tags"), args.meter),
                     "prior_scale": args.prior_scale,
                     "prior": "fitted" if ms.prior is not None else "normal", **_sampling(args),
-                    **_shift_record(args), **_tag_record(args)})
+                    **_shift_record(args), **_tags(args)})
     return 0
 
 

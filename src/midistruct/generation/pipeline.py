@@ -140,7 +140,7 @@ class MidiStruct:
         windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi),
                                drop_long=drop_long)
         latents = self.encode_windows(windows[:max_windows], sample=sample)
-        latents.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+        latents.tempo = _tempo_of(score)
         return latents
 
     @torch.no_grad()
@@ -239,15 +239,11 @@ class MidiStruct:
         ({name: value}, :meth:`retag`) in between. ``time_signature`` and ``downbeat`` place the bar lines
         (:meth:`windows`)."""
         self._check_tags(tags or {})
-        tags = tags or {}
-        if "tonic" in tags or "key" in tags:  # a key is reached by transposing the notes, not by moving codes
-            score = self.load(midi)
-            windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi))
-            windows, tags = self.transposed(windows, tags)
-            z = self.encode_windows(windows)
-            z.tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
-        else:
-            z = self.encode(midi, time_signature=time_signature, downbeat=downbeat)
+        score = self.load(midi)
+        windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi))
+        windows, tags = self.transposed(windows, tags or {})  # a tonic by transposing the notes, not the codes
+        z = self.encode_windows(windows)
+        z.tempo = _tempo_of(score)
         z = self.retag(z, tags, strength=tag_strength)
         if shift:
             from midistruct.generation.attributes import shift as shift_codes
@@ -373,7 +369,7 @@ class MidiStruct:
             ids, written = self._continue_round(ids, style, remaining, meter=meter, temperature=temperature, top_p=top_p)
             remaining -= written
         score = self.load(primer)
-        return self.stitch([ids.tolist()], tempo=float(score.tempos[0].qpm) if len(score.tempos) else 120.0)
+        return self.stitch([ids.tolist()], tempo=_tempo_of(score))
 
     def _continue_round(self, ids: np.ndarray, style: PieceLatents, remaining: int, *, meter: str,
                         temperature: float, top_p: float) -> tuple[np.ndarray, int]:
@@ -531,6 +527,8 @@ class MidiStruct:
         from midistruct.tokens.tokenizer import decode_ids
 
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
+        if rest == tags:
+            return windows, rest
         target = parse_key(tags["key"]) if "key" in tags else parse_key(f"{tags.get('tonic')} major")
         if "key" in tags and target and target[1] in self.known_tags().get("mode", []):
             rest.setdefault("mode", target[1])
@@ -600,6 +598,11 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
         top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
         logits_processor=LogitsProcessorList([grammar]))
     return [strip_special(row) for row in out]
+
+
+def _tempo_of(score) -> float:
+    """The score's first tempo (qpm), 120 without one."""
+    return float(score.tempos[0].qpm) if len(score.tempos) else 120.0
 
 
 def _name(midi) -> str:
