@@ -25,6 +25,7 @@ MINIMAL = {
     "interpolate": ["CK", "a.mid", "b.mid"],
     "grid": ["CK", "a.mid", "b.mid", "c.mid", "d.mid"],
     "continue": ["CK", "a.mid"],
+    "transfer": ["CK", "a.mid", "--arrangement-from", "b.mid"],
     "sample": ["CK"],
     "encode": ["CK", "a.mid", "-o", "z.safetensors"],
     "decode": ["CK", "z.safetensors", "-o", "x.mid"],
@@ -40,8 +41,8 @@ MINIMAL = {
     "export": ["CK", "-o", "src/midistruct/pretrained/NAME", "--card", "card.yaml"],
 }
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
-                                                                        "continue", "sample", "form")}}
-RUNS_MODEL = ["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
+                                                                        "continue", "sample", "form", "transfer")}}
+RUNS_MODEL = ["reconstruct", "transfer", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
              "form", "prior", "embed", "radio", "map"]
 
 

@@ -310,6 +310,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """The content of one piece with the arrangement of another (issue 19)."""
+    ms = _pipeline(args)
+    placing = {"content_placing": _placing(args)}
+    if args.arrangement_time_signature or args.arrangement_downbeat is not None:
+        placing["arrangement_placing"] = {k: v for k, v in {"time_signature": args.arrangement_time_signature,
+                                                              "downbeat": args.arrangement_downbeat}.items()
+                                          if v is not None}
+    name = f"{Path(args.content).stem}.arranged-as.{Path(args.arrangement_from).stem}"
+    score = ms.transfer(args.content, arrangement_from=args.arrangement_from, **placing, **_sampling(args))
+    _write_outputs(args, {name: score}, {"content": args.content, "arrangement_from": args.arrangement_from,
+                                         **placing, **_sampling(args)})
+    return 0
+
+
 def cmd_attributes(args: argparse.Namespace) -> int:
     """Measure attributes over a corpus's windows and write their latent directions."""
     from midistruct.metrics.features import ATTRIBUTES
@@ -574,6 +589,18 @@ def _add_generation_parsers(sub) -> None:
     _add_tag_args(p)
     _add_placing_args(p)
     p.set_defaults(handler=cmd_reconstruct)
+    p = sub.add_parser("transfer", help="play one piece's content (melody, harmony) with another's arrangement "
+                       "(a model with an arrangement block, e.g. configs/pop909-blocks-4bar.yaml)")
+    _add_generation_args(p)
+    p.add_argument("content", help="MIDI file whose melody and harmony are kept")
+    p.add_argument("--arrangement-from", required=True, metavar="MIDI",
+                   help="MIDI file whose arrangement (accompaniment rhythm, voicing, register) is taken")
+    _add_placing_args(p)
+    p.add_argument("--arrangement-time-signature", default=None, metavar="N/D",
+                   help="--time-signature for the --arrangement-from file")
+    p.add_argument("--arrangement-downbeat", type=float, default=None, metavar="SECONDS",
+                   help="--downbeat for the --arrangement-from file")
+    p.set_defaults(handler=cmd_transfer)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)
     p.add_argument("a", help="MIDI file at the start of the path")

@@ -46,6 +46,21 @@ class PieceLatents:
         """The same musical context with other codes (same shapes)."""
         return PieceLatents(z_bar, z_segment, list(self.bars), list(self.time_signatures), self.tempo)
 
+    def with_block(self, source: PieceLatents, block: slice) -> PieceLatents:
+        """These latents with the ``block`` part of every bar code (e.g. the arrangement's,
+        ``MidiStructConfig.block_slices()["arrangement"]``) taken from ``source``, window by window and bar by
+        bar; a shorter ``source`` is repeated (its windows, and within a window its bars)."""
+        if source.z_bar.shape[-1] != self.z_bar.shape[-1]:
+            raise LatentsError(f"bar codes of {source.z_bar.shape[-1]} and {self.z_bar.shape[-1]} numbers: latents of "
+                               "two different models")
+        z_bar = self.z_bar.clone()
+        for w, n_bars in enumerate(self.bars):
+            s = w % len(source)
+            have = max(1, source.bars[s])
+            for b in range(n_bars):
+                z_bar[w, b, block] = source.z_bar[s, b % have, block]
+        return self.with_codes(z_bar, self.z_segment.clone())
+
     def save(self, path: str | Path) -> Path:
         """Write to ``.safetensors`` or ``.npz`` (by suffix)."""
         path = Path(path)

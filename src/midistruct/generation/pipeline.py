@@ -37,6 +37,10 @@ class InputError(MidiStructError, ValueError):
     """The music given cannot be used (missing, not MIDI, no notes, too short); one-line message."""
 
 
+class BlockError(MidiStructError, ValueError):
+    """The model has no such functional block (issue 19); one line saying which it has."""
+
+
 class MidiStruct:
     """Encode, decode, reconstruct and interpolate MIDI with one checkpoint.
 
@@ -149,8 +153,9 @@ class MidiStruct:
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            batch = {k: v.to(self.device) for k, v in window_batch(chunk, self.vocab).items()}
-            latents = self.model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample)
+            batch = window_batch(chunk, self.vocab, views=bool(self.model.config.arrangement_dim),
+                                 max_tokens=self.model.config.max_positions - 1)
+            latents = self.model.encode_batch({k: v.to(self.device) for k, v in batch.items()}, sample=sample)
             codes = latents.z_bar
             if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
                 codes = latents.z_segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
@@ -250,6 +255,24 @@ class MidiStruct:
 
             z = shift_codes(z, vectors, shift)
         return self.decode(z, **kw)
+
+    def blocks(self) -> dict[str, slice]:
+        """The functional blocks of this model's bar codes (``{"content": ..., "arrangement": ...}``, issue 19)."""
+        return self.model.config.block_slices()
+
+    def transfer(self, content, *, arrangement_from, content_placing: dict | None = None,
+                 arrangement_placing: dict | None = None, **kw) -> "symusic.Score":  # noqa: F821
+        """``content``'s melody and harmony played with ``arrangement_from``'s arrangement (issue 19): both are encoded,
+        the arrangement part of every bar code of ``content`` is replaced by ``arrangement_from``'s (window by window,
+        bar by bar; a shorter arrangement source is repeated), and the result is decoded (greedy unless
+        ``temperature`` is given). ``*_placing``: ``time_signature`` / ``downbeat`` of each file (:meth:`windows`).
+        Needs a model with an arrangement block (``model.arrangement_dim`` > 0), else :class:`BlockError`."""
+        if "arrangement" not in self.blocks():
+            raise BlockError("this model has no arrangement block (model.arrangement_dim is 0): its codes are not "
+                             "split into content and arrangement; train one with configs/pop909-blocks-4bar.yaml")
+        z = self.encode(content, **(content_placing or {}))
+        style = self.encode(arrangement_from, **(arrangement_placing or {}))
+        return self.decode(z.with_block(style, self.blocks()["arrangement"]), **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
                     tag_strength: float = 1.0, **kw) -> list["symusic.Score"]:  # noqa: F821

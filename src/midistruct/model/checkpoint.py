@@ -225,6 +225,39 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
     load_model(model, Path(folder) / WEIGHTS_FILE)
 
 
+def load_grown_weights(folder: Path, model: torch.nn.Module) -> dict[str, int]:
+    """``--init`` into a model that adds an arrangement block (issue 19) to ``folder``'s: every weight of the same
+    shape is copied; a layer reading ``[bar code ; segment code]`` gets the arrangement columns inserted as zeros
+    (so the decoder starts as the checkpoint's and learns to read the new code); the arrangement encoder starts
+    as a copy of the checkpoint's encoder where the shapes agree. Returns how many tensors were copied, grown and
+    left at their initialisation."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(folder) / WEIGHTS_FILE))
+    cfg = model.config
+    content, grown_by = cfg.latent_dim_bar, cfg.arrangement_dim
+    state = model.state_dict()
+    counts = {"copied": 0, "grown": 0, "initialised": 0}
+    for key, target in state.items():
+        source = saved.get(key)
+        if source is None and key.startswith("arrangement.encoder."):
+            source = saved.get(key.removeprefix("arrangement."))
+        if source is not None and source.shape == target.shape:
+            target.copy_(source.to(target.dtype))
+            counts["copied"] += 1
+        elif (source is not None and source.ndim == 2 and target.ndim == 2 and source.shape[0] == target.shape[0]
+              and target.shape[1] == source.shape[1] + grown_by):
+            target.zero_()
+            target[:, :content] = source[:, :content].to(target.dtype)
+            target[:, content + grown_by :] = source[:, content:].to(target.dtype)
+            counts["grown"] += 1
+        else:
+            counts["initialised"] += 1
+    if counts["copied"] == 0:
+        raise CheckpointError(f"{folder}: none of its weights fit this model")
+    return counts
+
+
 def _checked_tokenizer(folder: Path, config):
     """The folder's tokenizer, checked to be the one the model was trained with (vocabulary, the ids that
     open a bar)."""

@@ -38,6 +38,16 @@ class MidiStructConfig(PreTrainedConfig):
             slots counted up to ``sequence_slots``; ``"plan"``: "add" plus the sequence head's reading of the codes at
             the bar and slot of the token to predict, needs ``sequence_head > 0``). Checked when the model is built.
 
+    Functional blocks (issue 19):
+        arrangement_dim: 0 (the default): one encoder reads the window and its bar codes hold everything. N > 0: two
+            encoders read two views of the window (``midistruct.tokens.views``): the main one the *content* (the
+            melody and a block chord per beat), a second one of ``arrangement_layers`` blocks the *arrangement*
+            (the other notes, each pitch replaced by its register and rank at its onset), whose mean per bar
+            becomes an N-wide arrangement code. Each bar code is then ``[content (latent_dim_bar) ; arrangement
+            (N)]`` (``bar_code_dim`` wide), and swapping the arrangement part of the codes re-arranges the
+            content (``MidiStruct.transfer``). The arrangement code is deterministic in every ``latent_mode``.
+        arrangement_layers: transformer blocks of the arrangement encoder.
+
     Regularisation:
         free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
             MusicVAE; the penalised KL of a group is ``max(KL_group - free_bits * ln 2, 0)`` nats, per segment.
@@ -97,6 +107,8 @@ class MidiStructConfig(PreTrainedConfig):
     pool_slots: int = 32
     pool_width: int = 32
     conditioning: str = "add"
+    arrangement_dim: int = 0
+    arrangement_layers: int = 2
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
@@ -135,6 +147,13 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError("pool_slots and pool_width must be >= 1, sequence_head_memory >= 0")
         if self.conditioning == "plan" and self.sequence_head <= 0:
             raise ValueError("conditioning 'plan' reads the sequence head: set sequence_head > 0")
+        if self.arrangement_dim < 0 or self.arrangement_layers < 1:
+            raise ValueError("arrangement_dim must be >= 0 and arrangement_layers >= 1")
+        if self.arrangement_dim and (not self.bar_latents or self.latent_mode == "none"):
+            raise ValueError("an arrangement block (arrangement_dim > 0) needs bar latents and an encoder "
+                             "(bar_latents true, latent_mode vae or ae)")
+        if self.arrangement_dim and self.conditioning == "prefix":
+            raise ValueError("an arrangement block is read through conditioning add, slot or plan, not prefix")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if not 0 <= self.bar_token_id < self.vocab_size:
@@ -142,6 +161,20 @@ class MidiStructConfig(PreTrainedConfig):
         outside = [i for i in self.bar_token_ids or [] if not 0 <= i < self.vocab_size]
         if outside:
             raise ValueError(f"bar_token_ids {outside} outside the vocabulary ({self.vocab_size})")
+
+    @property
+    def bar_code_dim(self) -> int:
+        """Width of each bar code the decoder reads: ``latent_dim_bar`` (+ ``arrangement_dim``), 0 without bar
+        latents."""
+        return (self.latent_dim_bar + self.arrangement_dim) if self.bar_latents else 0
+
+    def block_slices(self) -> dict[str, slice]:
+        """Where each functional block lies in a bar code: ``{"content": slice(0, Zb)}``, and
+        ``"arrangement": slice(Zb, Zb + N)`` with an arrangement block."""
+        blocks = {"content": slice(0, self.latent_dim_bar)}
+        if self.arrangement_dim:
+            blocks["arrangement"] = slice(self.latent_dim_bar, self.latent_dim_bar + self.arrangement_dim)
+        return blocks
 
     @classmethod
     def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":

@@ -146,13 +146,14 @@ class Block(nn.Module):
 class Encoder(nn.Module):
     """Bidirectional pre-LN transformer over a segment: token + position + bar-position embeddings."""
 
-    def __init__(self, config: MidiStructConfig):
+    def __init__(self, config: MidiStructConfig, *, layers: int | None = None):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.embed_positions = nn.Embedding(config.max_positions, config.d_model)
         self.embed_bars = nn.Embedding(config.max_bars, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
+        layers = config.encoder_layers if layers is None else layers
+        self.blocks = nn.ModuleList(Block(config) for _ in range(layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
 
     def forward(self, input_ids, *, attention_mask, bar_ids):
@@ -323,6 +324,25 @@ class Bottleneck(nn.Module):
         return latents
 
 
+class ArrangementEncoder(nn.Module):
+    """The arrangement block (``arrangement_dim`` > 0, issue 19): an encoder of ``arrangement_layers`` blocks over
+    the arrangement view of a window (``midistruct.tokens.views``), its states averaged per bar and projected to
+    an ``arrangement_dim``-wide code per bar (deterministic)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.encoder = Encoder(config, layers=config.arrangement_layers)
+        self.code = nn.Linear(config.d_model, config.arrangement_dim)
+
+    def forward(self, input_ids, *, attention_mask, bar_ids, n_bars: int):
+        """Codes (B, NB, arrangement_dim) float32 for the view (B, T'); bars the view lacks get the code of no
+        notes (the mean of nothing is 0)."""
+        states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)
+        pooled, _ = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids.clamp(max=n_bars - 1),
+                              n_bars=n_bars)
+        return self.code(pooled.to(self.code.weight.dtype)).float()
+
+
 # --------------------------------------------------------------------------- decoder conditionings
 
 
@@ -339,7 +359,7 @@ class AddConditioning(nn.Module):
 
     def __init__(self, config: MidiStructConfig):
         super().__init__()
-        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        in_dim = config.latent_dim_segment + config.bar_code_dim
         self.proj = nn.Linear(in_dim, config.d_model)
         self.proj.is_code_projection = True  # initialised small (MidiStructPreTrainedModel._init_weights)
 
@@ -367,7 +387,7 @@ class SlotConditioning(AddConditioning):
 
     def __init__(self, config: MidiStructConfig):
         super().__init__(config)
-        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        in_dim = config.latent_dim_segment + config.bar_code_dim
         self.slot_proj = nn.Linear(in_dim, config.d_model)
         self.slots = nn.Embedding(config.sequence_slots, config.d_model)
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
@@ -409,7 +429,7 @@ class PrefixConditioning(nn.Module):
     def __init__(self, config: MidiStructConfig):
         super().__init__()
         self.segment_proj = nn.Linear(config.latent_dim_segment, config.d_model)
-        self.bar_proj = nn.Linear(config.latent_dim_bar, config.d_model) if config.bar_latents else None
+        self.bar_proj = nn.Linear(config.bar_code_dim, config.d_model) if config.bar_latents else None
         self.bar_positions = nn.Embedding(config.max_bars, config.d_model) if config.bar_latents else None
 
     def n_prefix(self, *, z_bar, z_segment) -> int:
@@ -552,7 +572,7 @@ class SequenceHead(nn.Module):
 
     def __init__(self, config: MidiStructConfig):
         super().__init__()
-        in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+        in_dim = config.latent_dim_segment + config.bar_code_dim
         self.reader = CodeReader(config, in_dim) if config.sequence_head_memory > 0 else None
         if self.reader is None:
             self.code_proj = nn.Linear(in_dim, config.d_model)
@@ -668,11 +688,12 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         plain_lm = config.latent_mode == "none"
         self.encoder = None if plain_lm else Encoder(config)
         self.bottleneck = None if plain_lm else Bottleneck(config)
+        self.arrangement = ArrangementEncoder(config) if config.arrangement_dim else None
         self.decoder = Decoder(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.bow_head = None  # the bag-of-words head: [bar code ; segment code] -> token logits
         if config.bag_of_words > 0 and not plain_lm:
-            in_dim = config.latent_dim_segment + (config.latent_dim_bar if config.bar_latents else 0)
+            in_dim = config.latent_dim_segment + config.bar_code_dim
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
         self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
         self.post_init()
@@ -703,9 +724,21 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def encode(self, input_ids, attention_mask=None, bar_ids=None, *, sample: bool | None = None) -> Latents:
+    def encode(self, input_ids, attention_mask=None, bar_ids=None, *, sample: bool | None = None,
+               content_ids=None, content_mask=None, content_bar_ids=None, arrangement_ids=None,
+               arrangement_mask=None, arrangement_bar_ids=None) -> Latents:
         """Latents of a batch of segments (B, T). ``attention_mask`` defaults to ``input_ids != pad``, ``bar_ids``
-        to counting Bar tokens. ``sample`` (default: ``self.training``) draws z from the posterior, else z = mu."""
+        to counting Bar tokens. ``sample`` (default: ``self.training``) draws z from the posterior, else z = mu.
+
+        With an arrangement block (``config.arrangement_dim``) the encoders read the window's two views instead of
+        ``input_ids``: ``content_*`` and ``arrangement_*`` (B, T'), as ``window_batch(..., views=True)`` and the
+        training batches give them (``midistruct.tokens.views``); ``z_bar`` is then ``[content ; arrangement]`` per
+        bar, and ``mu_bar`` / ``logvar_bar`` describe the content part."""
+        if self.arrangement is not None:
+            if content_ids is None or arrangement_ids is None:
+                raise ValueError("this model has an arrangement block: pass the views content_ids and arrangement_ids "
+                                 "(with their masks and bar ids), e.g. from window_batch(windows, vocab, views=True)")
+            input_ids, attention_mask, bar_ids = content_ids, content_mask, content_bar_ids
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         if bar_ids is None:
@@ -716,7 +749,25 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             return self._zero_latents(attention_mask, bar_ids)
         states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)  # (B, T, D)
         sample = self.training if sample is None else sample
-        return self.bottleneck(states, attention_mask=attention_mask, bar_ids=bar_ids, sample=sample)
+        latents = self.bottleneck(states, attention_mask=attention_mask, bar_ids=bar_ids, sample=sample)
+        if self.arrangement is not None:
+            if arrangement_mask is None:
+                arrangement_mask = (arrangement_ids != self.config.pad_token_id).long()
+            if arrangement_bar_ids is None:
+                arrangement_bar_ids = count_bars(arrangement_ids, bar_token_ids=self.bar_token_ids)
+            z_a = self.arrangement(arrangement_ids, attention_mask=arrangement_mask, bar_ids=arrangement_bar_ids,
+                                   n_bars=latents.z_bar.shape[1])  # (B, NB, N)
+            latents.z_bar = torch.cat([latents.z_bar, z_a.to(latents.z_bar.dtype)], dim=-1)
+        return latents
+
+    VIEW_KEYS = ("content_ids", "content_mask", "content_bar_ids", "arrangement_ids", "arrangement_mask",
+                 "arrangement_bar_ids")
+
+    def encode_batch(self, batch: dict, *, sample: bool | None = None) -> Latents:
+        """``encode`` of a collated batch (``window_batch`` / ``collate``): its input ids, mask, bar ids and, when
+        it has them, the views an arrangement block reads."""
+        views = {k: batch[k] for k in self.VIEW_KEYS if k in batch}
+        return self.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=sample, **views)
 
     def _zero_latents(self, attention_mask, bar_ids) -> Latents:
         B, cfg = attention_mask.shape[0], self.config
@@ -788,6 +839,9 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             raise ValueError("decoding needs z_segment (and z_bar unless bar_latents=False); see Latents.codes()")
         if self.config.bar_latents and z_bar is None:
             raise ValueError("this model has bar latents: pass z_bar (B, NB, Zb) along with z_segment")
+        if z_bar is not None and z_bar.shape[-1] != self.config.bar_code_dim:
+            raise ValueError(f"bar codes are {z_bar.shape[-1]} wide; this model reads {self.config.bar_code_dim} "
+                             f"({self.config.block_slices()})")
 
     def word_dropout(self, decoder_input_ids):
         """Replace decoder inputs by MASK with probability ``config.word_dropout`` (never BOS or PAD)."""
@@ -826,6 +880,12 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         decoder_slot_ids=None,
         z_bar=None,
         z_segment=None,
+        content_ids=None,
+        content_mask=None,
+        content_bar_ids=None,
+        arrangement_ids=None,
+        arrangement_mask=None,
+        arrangement_bar_ids=None,
         beta: float = 1.0,
         sample: bool | None = None,
         cache: Cache | None = None,
@@ -839,12 +899,16 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         (the generation path). Otherwise ``input_ids`` are encoded and the decoder reads ``shift_right(input_ids)``
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
         the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
+        ``content_*`` / ``arrangement_*``: the views an arrangement block's encoders read (see ``encode``).
         """
         latents = None
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
         if z_segment is None:
-            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample)
+            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample, content_ids=content_ids,
+                                  content_mask=content_mask, content_bar_ids=content_bar_ids,
+                                  arrangement_ids=arrangement_ids, arrangement_mask=arrangement_mask,
+                                  arrangement_bar_ids=arrangement_bar_ids)
             z_bar, z_segment = latents.z_bar, latents.z_segment
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)

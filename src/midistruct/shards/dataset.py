@@ -3,8 +3,12 @@
 Items are dicts of 1-D LongTensors: ``input_ids`` (L,) -- the window's tokens then EOS --
 and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last bar); :func:`window_item`
 makes one, for the dataset and for every window that does not come from shards (:func:`window_batch`).
+For a model with an arrangement block (issue 19) items also hold the window's views
+(:mod:`midistruct.tokens.views`): ``content_ids``, ``content_bar_ids``, ``arrangement_ids``,
+``arrangement_bar_ids``.
 :func:`collate` pads a list of items into the batch the model reads:
-``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding.
+``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding; and, with views,
+``<view>_ids``, ``<view>_mask``, ``<view>_bar_ids`` (B, T') for each.
 """
 
 from __future__ import annotations
@@ -17,20 +21,31 @@ import torch
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
+from midistruct.tokens.views import VIEWS, window_views
 
 
-def window_item(ids: np.ndarray, bars: np.ndarray) -> dict[str, torch.Tensor]:
+def window_item(ids: np.ndarray, bars: np.ndarray, *, views: RemiVocab | None = None,
+                max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The model input of one window: its token ids (L,) then EOS, and their bar indices (L,) within the
-    window then the last one again for EOS; both (L+1,) LongTensors."""
+    window then the last one again for EOS; both (L+1,) LongTensors. With ``views`` (the vocabulary), also the
+    window's views (:func:`~midistruct.tokens.views.window_views`, each cut to ``max_tokens``) and their bars."""
     ids, bars = np.asarray(ids, dtype=np.int64), np.asarray(bars, dtype=np.int64)
-    return {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
+    item = {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
             "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))}
+    if views is not None:
+        for name, view in window_views(ids, views, max_tokens=max_tokens).items():
+            item[f"{name}_ids"] = torch.from_numpy(view)
+            item[f"{name}_bar_ids"] = torch.from_numpy(views.bar_index(view))
+    return item
 
 
-def window_batch(windows: list[np.ndarray], vocab: RemiVocab) -> dict[str, torch.Tensor]:
+def window_batch(windows: list[np.ndarray], vocab: RemiVocab, *, views: bool = False,
+                 max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The padded batch (see :func:`collate`) of token windows (each starting at a bar, without BOS/EOS),
-    their bars counted by ``vocab`` (right under BPE too)."""
-    return collate([window_item(ids, vocab.bar_index(ids)) for ids in windows])
+    their bars counted by ``vocab`` (right under BPE too); with ``views``, the views an arrangement block reads,
+    each cut to ``max_tokens``."""
+    return collate([window_item(ids, vocab.bar_index(ids), views=vocab if views else None, max_tokens=max_tokens)
+                    for ids in windows])
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -42,13 +57,17 @@ class WindowDataset(torch.utils.data.Dataset):
             ``(seed, epoch, index)``. ``(0, 0)`` disables it.
     """
 
-    def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0):
+    def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
+                 views: bool = False, max_tokens: int | None = None):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
         self.transpose = tuple(transpose)
         self.seed, self.epoch = seed, 0
         self.vocab = self._transposing_vocab() if self.transpose != (0, 0) else None
+        # views: each item also holds the window's views (an arrangement block's inputs), cut to max_tokens
+        self.views = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if views else None
+        self.max_tokens = max_tokens
 
     def __len__(self) -> int:
         return int(self.cum[-1])
@@ -75,7 +94,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ids, bars = self.arrays[which].window(index - int(self.cum[which]))
         if self.vocab is not None:
             ids = self._transpose(ids, index)
-        return window_item(ids, bars)
+        return window_item(ids, bars, views=self.views, max_tokens=self.max_tokens)
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
         low, high = self.vocab.allowed_shifts(ids, *self.transpose)
@@ -98,4 +117,20 @@ def collate(items: list[dict[str, torch.Tensor]], *, pad_id: int = PAD_ID) -> di
         bar_ids[row, :n] = it["bar_ids"]
         mask[row, :n] = 1
     labels = input_ids.masked_fill(mask == 0, -100)
-    return {"input_ids": input_ids, "attention_mask": mask, "bar_ids": bar_ids, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": mask, "bar_ids": bar_ids, "labels": labels}
+    for name in VIEWS:
+        if f"{name}_ids" in items[0]:
+            batch.update(_padded([it[f"{name}_ids"] for it in items], [it[f"{name}_bar_ids"] for it in items],
+                                 prefix=name, pad_id=pad_id))
+    return batch
+
+
+def _padded(rows: list[torch.Tensor], bars: list[torch.Tensor], *, prefix: str, pad_id: int) -> dict[str, torch.Tensor]:
+    """``<prefix>_ids``, ``<prefix>_mask``, ``<prefix>_bar_ids`` (B, T'): right-padded rows of one view."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    bar_ids = torch.zeros((len(rows), length), dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for row, (r, b) in enumerate(zip(rows, bars)):
+        ids[row, : len(r)], bar_ids[row, : len(r)], mask[row, : len(r)] = r, b, 1
+    return {f"{prefix}_ids": ids, f"{prefix}_mask": mask, f"{prefix}_bar_ids": bar_ids}

@@ -100,6 +100,32 @@ class RemiVocab:
         self.pitches_in = np.array([sum(base_pitch[b] >= 0 for b in p) for p in self.pieces], dtype=np.int64)
         self._pitch_id = np.full(128, -1, dtype=np.int64)  # (128,) the Pitch id of each MIDI pitch, -1: none
         self._pitch_id[base_pitch[base_pitch >= 0]] = np.flatnonzero(base_pitch >= 0)
+        self.position_of = self._numbers("Position")  # (Vb,) position in the bar, -1 elsewhere
+        self.duration_of = self._durations()  # (Vb,) length in positions, -1 elsewhere
+
+    def _durations(self) -> np.ndarray:
+        """(Vb,) each ``Duration`` id's length in positions (miditok writes ``beats.ticks.resolution``), -1
+        for the others."""
+        per_beat = self.positions_per_beat
+        out = np.full(len(self.base_tokens), -1, dtype=np.int64)
+        for i in self.ids_of("Duration"):
+            beats, ticks, resolution = (int(x) for x in str(self.base_values[i]).split("."))
+            out[i] = beats * per_beat + round(ticks * per_beat / resolution)
+        return out
+
+    def pitch_id(self, pitch: int) -> int:
+        """The ``Pitch`` id of a MIDI pitch, clipped into the vocabulary's pitch range."""
+        valid = np.flatnonzero(self._pitch_id >= 0)
+        return int(self._pitch_id[int(np.clip(pitch, valid[0], valid[-1]))])
+
+    def position_id(self, position: int) -> int:
+        """The ``Position`` id of a position in the bar; ``KeyError`` beyond the vocabulary's positions."""
+        return self._id[f"Position_{int(position)}"]
+
+    def positions_per_bar(self, meter: str) -> int:
+        """Positions in a bar of ``meter`` (``"6/8"``): its beats in quarter notes times ``positions_per_beat``."""
+        numerator, denominator = (int(x) for x in meter.split("/"))
+        return max(1, round(numerator * 4 / denominator * self.positions_per_beat))
 
     def _numbers(self, kind: str) -> np.ndarray:
         """(Vb,) the integer value of each base id of ``kind``, -1 for the others."""

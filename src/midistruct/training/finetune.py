@@ -87,11 +87,24 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
     return init if init.meta.get("init") else None
 
 
+# Model keys that add a functional block (issue 19) to a checkpoint that has none: taken from the config, and the
+# checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
+BLOCK_KEYS = ("arrangement_dim", "arrangement_layers")
+
+
+def adds_blocks(init: InitCheckpoint, model_config) -> bool:
+    """Whether the run's model (a ``MidiStructConfig``) adds an arrangement block to the ``init`` checkpoint's."""
+    return bool(model_config.arrangement_dim) and not init.config.arrangement_dim
+
+
 def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
     """``cfg`` with the checkpoint's model (every key of its config.json) and tokenizer settings, and what of
     ``cfg`` is not used for that: ``"model.d_model=32 (checkpoint: 256)"`` per model key it sets otherwise, and
-    ``"tokenizer"`` when its tokenizer section differs."""
+    ``"tokenizer"`` when its tokenizer section differs. A config that adds an arrangement block (``BLOCK_KEYS``)
+    to a checkpoint without one keeps those keys."""
     settings = {k: getattr(init.config, k) for k in ModelSettings.model_fields}
+    if cfg.model.arrangement_dim and not init.config.arrangement_dim:
+        settings.update({k: getattr(cfg.model, k) for k in BLOCK_KEYS})
     ignored = [f"model.{k}={v!r} (checkpoint: {settings[k]!r})"
                for k, v in cfg.model.overrides().items() if _differs(v, settings[k])]
     tokenizer = init.run_config.tokenizer

@@ -24,7 +24,7 @@ import torch
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
 from midistruct.model.checkpoint import (
-    META_FILE, check_checkpoint, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
+    META_FILE, check_checkpoint, load_grown_weights, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
 )
 from midistruct.tokens.remi import RemiVocab
 from midistruct.training import distributed, finetune
@@ -100,14 +100,19 @@ class Trainer:
         if init is not None:
             finetune.check_data(shards, start)
         self.tokenizer = shards.tokenizer()
-        self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed)
-        self.valid_ds = WindowDataset([cfg.data.output], "valid")
+        model_cfg = model_config(cfg, self.tokenizer)
+        views = {"views": bool(model_cfg.arrangement_dim), "max_tokens": model_cfg.max_positions - 1}
+        self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
+                                      **views)
+        self.valid_ds = WindowDataset([cfg.data.output], "valid", **views)
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")
         self._lengths = self.train_ds.lengths()
-        self.model = MidiStructModel(model_config(cfg, self.tokenizer)).to(self.device)
-        if init is not None:
+        self.model = MidiStructModel(model_cfg).to(self.device)
+        if init is not None and finetune.adds_blocks(start, model_cfg):
+            load_grown_weights(start.folder, self.model)
+        elif init is not None:
             load_weights(start.folder, self.model)
         # where the run started, for midistruct.json: the --init checkpoint, or the resumed run's record of it
         self.init = finetune.record(start) if init is not None else start.meta["init"] if start else None

@@ -116,7 +116,7 @@ def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, f
     totals = {}  # suffix -> [nll, tokens, {kind: [right, total]}]
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
+        latents = model.encode_batch(batch, sample=False)
         decoder_input_ids = shift_right(batch["input_ids"], bos_token_id=model.config.bos_token_id)
         labels = batch["labels"]
         mask = labels != -100
@@ -150,7 +150,7 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true", tempe
     if latent not in ("true", "shuffled", "zero"):
         raise ValueError(f"latent must be true, shuffled or zero, got {latent!r}")
     batch = {k: v.to(device) for k, v in batch.items()}
-    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"], sample=False)
+    latents = model.encode_batch(batch, sample=False)
     change = {"true": lambda z: z, "zero": torch.zeros_like, "shuffled": lambda z: torch.roll(z, 1, dims=0)}[latent]
     codes = {k: None if v is None else change(v) for k, v in latents.codes().items()}  # z_bar None: no bar latents
     references = [strip_special(row) for row in batch["input_ids"]]

@@ -1,0 +1,43 @@
+"""Issue 19: measure a model with an arrangement block -- swap the arrangement code between held-out POP909 windows
+(content kept? arrangement moved?) and probe each block for the other's attributes. Writes JSON to stdout.
+
+    python docs/scripts/blocks_transfer.py RUN/best --data data/pop909-4bar --pairs 100 > blocks.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from midistruct.evaluation.blocks import measure_swaps, probe_blocks, swap_pairs
+from midistruct.generation.pipeline import MidiStruct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", required=True, help="shard folder (its test split is used)")
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--probe-windows", type=int, default=1500)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", action="store_true", help="keep every pair's scores in the output")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    ms = MidiStruct.from_pretrained(args.checkpoint)
+    pairs = swap_pairs(args.data, ms.vocab, n=args.pairs, bars=ms.bars)
+    swaps = measure_swaps(ms, pairs)
+    if not args.rows:
+        swaps.pop("rows")
+    probes = probe_blocks(ms, args.data, windows=args.probe_windows) if "arrangement" in ms.blocks() else None
+    json.dump({"checkpoint": args.checkpoint, "data": args.data, "swaps": swaps, "probes": probes,
+               "seconds": round(time.time() - start, 1)}, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
