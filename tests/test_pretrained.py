@@ -300,7 +300,7 @@ def test_every_checkpoint_argument_takes_a_name():
     parser = cli.build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     found = {name: a for name, p in sub.choices.items() for a in p._actions if a.dest == "checkpoint"}
-    assert sorted(found) == sorted(["reconstruct", "interpolate", "grid", "continue", "sample", "encode", "decode",
+    assert sorted(found) == sorted(["reconstruct", "transfer", "interpolate", "grid", "continue", "sample", "encode", "decode",
                                     "attributes", "evaluate", "export", "prior", "tags"])
     for action in found.values():
         assert action.type is None and action.help.endswith("or a shipped model name (midistruct models)")
