@@ -128,7 +128,7 @@ def _block_model(vocab_size: int, **extra) -> MidiStructModel:
 
 def _batch(pipeline, scores):
     windows = [pipeline.piece_encoder.tokenize(s) for s in scores]
-    return window_batch(windows, pipeline.vocab, views=True)
+    return window_batch(windows, pipeline.vocab, views=("content", "arrangement"))
 
 
 def test_bar_codes_are_content_then_arrangement_each_from_its_own_view(pipeline):
@@ -142,7 +142,7 @@ def test_bar_codes_are_content_then_arrangement_each_from_its_own_view(pipeline)
     assert z.shape[-1] == model.config.bar_code_dim == 8 + 6
     assert torch.allclose(z[0, :, blocks["content"]], z[1, :, blocks["content"]], atol=1e-5)
     assert not torch.allclose(z[0, :, blocks["arrangement"]], z[1, :, blocks["arrangement"]], atol=1e-3)
-    with pytest.raises(ValueError, match="arrangement block: pass the views"):
+    with pytest.raises(ValueError, match="functional blocks: pass the views content_ids, arrangement_ids"):
         model.encode(same_content["input_ids"])
     with pytest.raises(ValueError, match="bar codes are 8 wide; this model reads 14"):
         model.decoder_forward(same_content["input_ids"][:, :3], z_bar=z[..., :8], z_segment=torch.zeros(2, 16))
@@ -223,7 +223,7 @@ def test_transfer_cli_writes_the_rearranged_piece(checkpoint, tmp_path):
     _score(MELODY, _block_chords([(50, 54, 57), (45, 49, 52)], "oompah")).dump_midi(str(b))
     assert cli.main(["transfer", str(tmp_path / "run" / "last"), str(a), "--arrangement-from", str(b),
                      "-o", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "a.arranged-as.b.mid").is_file()
+    assert (tmp_path / "out" / "a.arrangement-as.b.mid").is_file()
     plain = tmp_path / "plain"
     shutil.copytree(checkpoint, plain)
     assert cli.main(["transfer", str(plain), str(a), "--arrangement-from", str(b), "-o", str(tmp_path / "o2")]) == 2
@@ -277,3 +277,119 @@ def test_swap_metrics_on_known_windows(pipeline):
     assert got["density"] is None  # A and B agree: not a statistic the swap can move
     assert got["polyphony"] == pytest.approx(0.5) and got["rhythm"] == pytest.approx(0.5)
     assert moved(pa["texture"], pb["texture"], pb["texture"])["register"] == pytest.approx(1.0)
+
+
+# ---- the performance block --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def velocity_encoder():
+    from midistruct.tokens.encode import PieceEncoder
+
+    return PieceEncoder(load_config("tiny", ["tokenizer.use_velocities=true"]))
+
+
+def _played(score: symusic.Score, velocities) -> symusic.Score:
+    """The score with its notes' velocities set in order (cycling through ``velocities``)."""
+    out = score.copy()
+    k = 0
+    for track in out.tracks:
+        for note in track.notes:
+            note.velocity = velocities[k % len(velocities)]
+            k += 1
+    return out
+
+
+def test_performance_view_is_position_and_velocity_only(velocity_encoder):
+    vocab = velocity_encoder.vocab
+    score = _score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block"))
+    loud, soft = _played(score, [100, 60, 80]), _played(score, [40, 30, 35])
+    views = {name: window_views(velocity_encoder.tokenize(s), vocab, views=("content", "arrangement", "performance"))
+             for name, s in (("loud", loud), ("soft", soft))}
+    assert np.array_equal(views["loud"]["content"], views["soft"]["content"])
+    assert np.array_equal(views["loud"]["arrangement"], views["soft"]["arrangement"])
+    assert not np.array_equal(views["loud"]["performance"], views["soft"]["performance"])
+    kinds = set(vocab.base_kinds[views["loud"]["performance"]].tolist())
+    assert kinds == {"Bar", "TimeSig", "Position", "Velocity"}
+    up = velocity_encoder.tokenize(_played(_score([(o, d, p + 2) for o, d, p in MELODY],
+                                                  _block_chords([(50, 54, 57), (45, 49, 52)], "block")), [100, 60, 80]))
+    assert np.array_equal(window_views(up, vocab, views=("performance",))["performance"], views["loud"]["performance"])
+    plain = _no_velocity_vocab()
+    with pytest.raises(ValueError, match="needs velocity tokens"):
+        window_views(np.array([plain.bar_id]), plain, views=("performance",))
+
+
+def _no_velocity_vocab():
+    from midistruct.tokens.encode import PieceEncoder
+
+    return PieceEncoder(load_config("tiny")).vocab
+
+
+def test_a_model_with_three_blocks_reads_velocity_only_through_the_performance_code(velocity_encoder):
+    vocab = velocity_encoder.vocab
+    torch.manual_seed(0)
+    model = MidiStructModel(MidiStructConfig.tiny(vocab_size=vocab.size, arrangement_dim=6, performance_dim=3,
+                                                  max_positions=256)).eval()
+    assert model.config.views == ("content", "arrangement", "performance")
+    score = _score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block"))
+    windows = [velocity_encoder.tokenize(_played(score, v)) for v in ([100, 60, 80], [40, 30, 35])]
+    with torch.no_grad():
+        z = model.encode_batch(window_batch(windows, vocab, views=model.config.views)).z_bar
+    blocks = model.config.block_slices()
+    assert blocks["performance"] == slice(14, 17) and z.shape[-1] == 17
+    for name in ("content", "arrangement"):
+        assert torch.allclose(z[0, :, blocks[name]], z[1, :, blocks[name]], atol=1e-5)
+    assert not torch.allclose(z[0, :, blocks["performance"]], z[1, :, blocks["performance"]], atol=1e-3)
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    with pytest.raises(StrictDataclassClassValidationError, match="needs an arrangement block"):
+        MidiStructConfig.tiny(performance_dim=3)
+
+
+def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, tmp_path):
+    """From a content + arrangement run on data without velocity to one with a performance block on the same music
+    with velocity tokens: the old tokens' weights move to their new ids, so before any training the new model's
+    logits for the old tokens are the old model's."""
+    from midistruct.prepare import prepare
+
+    midi, data = checkpoint.parent.parent / "midi", checkpoint.parent.parent / "data"
+    two = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'two'}", "train.threads=1",
+                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
+                               "train.save_every=1"])
+    Trainer(two, init=checkpoint, progress=False).run()
+    source = tmp_path / "two" / "last"
+    sets = [f"data.sources=[{{kind: folder, path: '{midi}'}}]", f"data.output={tmp_path / 'vel'}",
+            "tokenizer.use_velocities=true", f"train.run_dir={tmp_path / 'three'}", "train.threads=1",
+            "model.arrangement_dim=4", "model.performance_dim=3", "train.max_steps=1", "train.eval_every=1",
+            "train.save_every=1"]
+    three = load_config("tiny", sets)
+    prepare(three, progress=False)
+    trainer = Trainer(three, init=source, progress=False)
+    new = trainer.model.eval()
+    old, old_tokenizer, _ = load_checkpoint(source)
+    assert new.config.vocab_size > old.config.vocab_size and new.config.views[-1] == "performance"
+    from midistruct.model.checkpoint import vocab_map
+    from midistruct.tokens.remi import RemiVocab
+
+    mapping = vocab_map(RemiVocab(old_tokenizer).base_tokens, RemiVocab(trainer.tokenizer).base_tokens)
+    old_ids = torch.tensor([[1, 4, 5, 30, 31, 40]]).clamp(max=old.config.vocab_size - 1)
+    new_ids = torch.from_numpy(np.array([np.flatnonzero(mapping == i)[0] for i in old_ids[0].tolist()]))[None]
+    z_old, z_segment = torch.randn(1, 2, old.config.bar_code_dim), torch.randn(1, old.config.latent_dim_segment)
+    z_new = torch.cat([z_old, torch.randn(1, 2, 3)], -1)
+    with torch.no_grad():
+        want = old.eval().decoder_forward(old_ids, z_bar=z_old, z_segment=z_segment).logits
+        got = new.decoder_forward(new_ids, z_bar=z_new, z_segment=z_segment).logits
+    known = torch.from_numpy(mapping >= 0)
+    torch.testing.assert_close(got[..., known], want[..., torch.from_numpy(mapping[mapping >= 0])], rtol=1e-4,
+                               atol=1e-4)
+    trainer.run()
+    ms = MidiStruct.from_pretrained(tmp_path / "three" / "last")
+    a = tmp_path / "a.mid"
+    _played(_score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block")), [100, 60, 80]).dump_midi(str(a))
+    assert cli.main(["transfer", str(tmp_path / "three" / "last"), str(a), "--performance-from", str(a),
+                     "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "a.performance-as.a.mid").is_file()
+    with pytest.raises(BlockError, match="no performance block"):
+        MidiStruct.from_pretrained(source).transfer(a, performance_from=a)
+    assert ms.blocks()["performance"] == slice(old.config.bar_code_dim, old.config.bar_code_dim + 3)
+    assert cli.main(["transfer", str(source), str(a), "-o", str(tmp_path / "o3")]) == 2  # no source given

@@ -311,17 +311,23 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    """The content of one piece with the arrangement of another (issue 19)."""
+    """The content of one piece with the arrangement and/or performance of others (issue 19)."""
+    if not args.arrangement_from and not args.performance_from:
+        raise UserError("transfer needs --arrangement-from MIDI and/or --performance-from MIDI")
     ms = _pipeline(args)
     placing = {"content_placing": _placing(args)}
-    if args.arrangement_time_signature or args.arrangement_downbeat is not None:
-        placing["arrangement_placing"] = {k: v for k, v in {"time_signature": args.arrangement_time_signature,
-                                                              "downbeat": args.arrangement_downbeat}.items()
-                                          if v is not None}
-    name = f"{Path(args.content).stem}.arranged-as.{Path(args.arrangement_from).stem}"
-    score = ms.transfer(args.content, arrangement_from=args.arrangement_from, **placing, **_sampling(args))
-    _write_outputs(args, {name: score}, {"content": args.content, "arrangement_from": args.arrangement_from,
-                                         **placing, **_sampling(args)})
+    sources = {}
+    for block in ("arrangement", "performance"):
+        path = getattr(args, f"{block}_from")
+        if path:
+            sources[f"{block}_from"] = path
+            given = {"time_signature": getattr(args, f"{block}_time_signature"),
+                     "downbeat": getattr(args, f"{block}_downbeat")}
+            placing[f"{block}_placing"] = {k: v for k, v in given.items() if v is not None}
+    name = Path(args.content).stem + "".join(f".{block.removesuffix('_from')}-as.{Path(path).stem}"
+                                             for block, path in sources.items())
+    score = ms.transfer(args.content, **sources, **placing, **_sampling(args))
+    _write_outputs(args, {name: score}, {"content": args.content, **sources, **placing, **_sampling(args)})
     return 0
 
 
@@ -589,17 +595,18 @@ def _add_generation_parsers(sub) -> None:
     _add_tag_args(p)
     _add_placing_args(p)
     p.set_defaults(handler=cmd_reconstruct)
-    p = sub.add_parser("transfer", help="play one piece's content (melody, harmony) with another's arrangement "
-                       "(a model with an arrangement block, e.g. configs/pop909-blocks-4bar.yaml)")
+    p = sub.add_parser("transfer", help="play one piece's content (melody, harmony) with another's arrangement and/or "
+                       "performance (a model with those blocks, e.g. configs/pop909-blocks-4bar.yaml)")
     _add_generation_args(p)
     p.add_argument("content", help="MIDI file whose melody and harmony are kept")
-    p.add_argument("--arrangement-from", required=True, metavar="MIDI",
-                   help="MIDI file whose arrangement (accompaniment rhythm, voicing, register) is taken")
     _add_placing_args(p)
-    p.add_argument("--arrangement-time-signature", default=None, metavar="N/D",
-                   help="--time-signature for the --arrangement-from file")
-    p.add_argument("--arrangement-downbeat", type=float, default=None, metavar="SECONDS",
-                   help="--downbeat for the --arrangement-from file")
+    for block, what in (("arrangement", "arrangement (accompaniment rhythm, voicing, register)"),
+                        ("performance", "performance (how hard each note is played)")):
+        p.add_argument(f"--{block}-from", default=None, metavar="MIDI", help=f"MIDI file whose {what} is taken")
+        p.add_argument(f"--{block}-time-signature", default=None, metavar="N/D",
+                       help=f"--time-signature for the --{block}-from file")
+        p.add_argument(f"--{block}-downbeat", type=float, default=None, metavar="SECONDS",
+                       help=f"--downbeat for the --{block}-from file")
     p.set_defaults(handler=cmd_transfer)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
     _add_generation_args(p)

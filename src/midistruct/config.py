@@ -189,6 +189,8 @@ class ModelSettings(_Section):
     conditioning: Literal["add", "prefix", "slot", "plan"] = "add"  # model.modeling.CONDITIONINGS
     arrangement_dim: int = Field(0, ge=0)  # issue 19: an arrangement code per bar beside the content code
     arrangement_layers: int = Field(2, ge=1)
+    performance_dim: int = Field(0, ge=0)  # issue 19: a performance (velocity) code per bar after the arrangement's
+    performance_layers: int = Field(1, ge=1)
     free_bits: float | int = Field(0.0, ge=0)
     word_dropout: float | int = Field(0.0, ge=0, lt=1)
     bag_of_words: float | int = Field(0.0, ge=0)

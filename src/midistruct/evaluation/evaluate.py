@@ -37,7 +37,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
-    ds = WindowDataset([folder], split, views=bool(model.config.arrangement_dim),
+    ds = WindowDataset([folder], split, views=model.config.views,
                        max_tokens=model.config.max_positions - 1)
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)

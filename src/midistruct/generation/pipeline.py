@@ -153,7 +153,7 @@ class MidiStruct:
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            batch = window_batch(chunk, self.vocab, views=bool(self.model.config.arrangement_dim),
+            batch = window_batch(chunk, self.vocab, views=self.model.config.views,
                                  max_tokens=self.model.config.max_positions - 1)
             latents = self.model.encode_batch({k: v.to(self.device) for k, v in batch.items()}, sample=sample)
             codes = latents.z_bar
@@ -260,19 +260,29 @@ class MidiStruct:
         """The functional blocks of this model's bar codes (``{"content": ..., "arrangement": ...}``, issue 19)."""
         return self.model.config.block_slices()
 
-    def transfer(self, content, *, arrangement_from, content_placing: dict | None = None,
-                 arrangement_placing: dict | None = None, **kw) -> "symusic.Score":  # noqa: F821
-        """``content``'s melody and harmony played with ``arrangement_from``'s arrangement (issue 19): both are encoded,
-        the arrangement part of every bar code of ``content`` is replaced by ``arrangement_from``'s (window by window,
-        bar by bar; a shorter arrangement source is repeated), and the result is decoded (greedy unless
-        ``temperature`` is given). ``*_placing``: ``time_signature`` / ``downbeat`` of each file (:meth:`windows`).
-        Needs a model with an arrangement block (``model.arrangement_dim`` > 0), else :class:`BlockError`."""
-        if "arrangement" not in self.blocks():
-            raise BlockError("this model has no arrangement block (model.arrangement_dim is 0): its codes are not "
-                             "split into content and arrangement; train one with configs/pop909-blocks-4bar.yaml")
+    def transfer(self, content, *, arrangement_from=None, performance_from=None, content_placing: dict | None = None,
+                 arrangement_placing: dict | None = None, performance_placing: dict | None = None,
+                 **kw) -> "symusic.Score":  # noqa: F821
+        """``content``'s melody and harmony played with ``arrangement_from``'s arrangement and/or
+        ``performance_from``'s performance (issue 19): the pieces are encoded, those blocks of every bar code of
+        ``content`` are replaced by the other pieces' (window by window, bar by bar; a shorter source is repeated),
+        and the result is decoded (greedy unless ``temperature`` is given). ``*_placing``: ``time_signature`` /
+        ``downbeat`` of each file (:meth:`windows`). A block the model lacks is a :class:`BlockError`."""
+        sources = {"arrangement": (arrangement_from, arrangement_placing),
+                   "performance": (performance_from, performance_placing)}
+        sources = {name: given for name, given in sources.items() if given[0] is not None}
+        if not sources:
+            raise BlockError("transfer needs an arrangement_from or a performance_from piece")
+        blocks = self.blocks()
+        for name in sources:
+            if name not in blocks:
+                raise BlockError(f"this model has no {name} block (its bar codes hold: {', '.join(blocks)}); train one "
+                                 f"with model.{name}_dim > 0 (configs/pop909-blocks-4bar.yaml, "
+                                 "configs/pop909-performance-4bar.yaml)")
         z = self.encode(content, **(content_placing or {}))
-        style = self.encode(arrangement_from, **(arrangement_placing or {}))
-        return self.decode(z.with_block(style, self.blocks()["arrangement"]), **kw)
+        for name, (piece, placing) in sources.items():
+            z = z.with_block(self.encode(piece, **(placing or {})), blocks[name])
+        return self.decode(z, **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
                     tag_strength: float = 1.0, **kw) -> list["symusic.Score"]:  # noqa: F821

@@ -225,37 +225,64 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
     load_model(model, Path(folder) / WEIGHTS_FILE)
 
 
-def load_grown_weights(folder: Path, model: torch.nn.Module) -> dict[str, int]:
-    """``--init`` into a model that adds an arrangement block (issue 19) to ``folder``'s: every weight of the same
-    shape is copied; a layer reading ``[bar code ; segment code]`` gets the arrangement columns inserted as zeros
-    (so the decoder starts as the checkpoint's and learns to read the new code); the arrangement encoder starts
-    as a copy of the checkpoint's encoder where the shapes agree. Returns how many tensors were copied, grown and
-    left at their initialisation."""
+def load_grown_weights(folder: Path, model: torch.nn.Module, *, vocab_map=None) -> dict[str, int]:
+    """``--init`` into a model that adds functional blocks (issue 19) to ``folder``'s, and maybe tokens.
+
+    Every weight of the same shape is copied. A layer reading ``[bar code ; segment code]`` keeps each old block's
+    columns at that block's new place, the new blocks' columns starting at zero (so the decoder starts as the
+    checkpoint's and learns to read the new codes). A new block's encoder starts as a copy of the checkpoint's
+    content encoder where the shapes agree. ``vocab_map`` (V_new,): the checkpoint's id of each new token id (-1:
+    a new token, which keeps its initialisation) for the rows of every vocabulary-sized weight (embeddings, output
+    layers), when the tokenizer gained tokens (velocity). Returns how many tensors were copied, grown (columns or
+    rows moved) and left at their initialisation."""
     from safetensors.torch import load_file
 
     saved = load_file(str(Path(folder) / WEIGHTS_FILE))
-    cfg = model.config
-    content, grown_by = cfg.latent_dim_bar, cfg.arrangement_dim
+    old_cfg, cfg = checkpoint_config(folder), model.config
+    old_blocks, new_blocks = old_cfg.block_slices(), cfg.block_slices()
+    old_codes, new_codes = old_cfg.bar_code_dim, cfg.bar_code_dim
+    rows = None if vocab_map is None else torch.as_tensor(vocab_map, dtype=torch.long)
     state = model.state_dict()
     counts = {"copied": 0, "grown": 0, "initialised": 0}
     for key, target in state.items():
         source = saved.get(key)
-        if source is None and key.startswith("arrangement.encoder."):
-            source = saved.get(key.removeprefix("arrangement."))
-        if source is not None and source.shape == target.shape:
-            target.copy_(source.to(target.dtype))
-            counts["copied"] += 1
-        elif (source is not None and source.ndim == 2 and target.ndim == 2 and source.shape[0] == target.shape[0]
-              and target.shape[1] == source.shape[1] + grown_by):
+        for block in ("arrangement", "performance"):
+            if source is None and key.startswith(f"{block}.encoder."):
+                source = saved.get(key.removeprefix(f"{block}."))
+        if source is None:
+            counts["initialised"] += 1
+            continue
+        source, remapped = source.to(target.dtype), False
+        if rows is not None and source.ndim >= 1 and source.shape[0] == old_cfg.vocab_size \
+                and target.shape[0] == len(rows):  # a vocabulary-sized weight (no other size equals the vocabulary's)
+            moved, known = source.new_zeros((len(rows), *source.shape[1:])), rows >= 0
+            moved[known] = source[rows[known]]
+            if moved.shape[1:] == target.shape[1:]:
+                moved[~known] = target[~known]  # new tokens keep their initialisation
+            source, remapped = moved, True
+        if source.shape == target.shape:
+            target.copy_(source)
+            counts["grown" if remapped else "copied"] += 1
+        elif (source.ndim == 2 and source.shape[0] == target.shape[0]
+              and target.shape[1] - source.shape[1] == new_codes - old_codes > 0):
             target.zero_()
-            target[:, :content] = source[:, :content].to(target.dtype)
-            target[:, content + grown_by :] = source[:, content:].to(target.dtype)
+            for name, old in old_blocks.items():
+                target[:, new_blocks[name]] = source[:, old]
+            target[:, new_codes:] = source[:, old_codes:]
             counts["grown"] += 1
         else:
             counts["initialised"] += 1
     if counts["copied"] == 0:
         raise CheckpointError(f"{folder}: none of its weights fit this model")
     return counts
+
+
+def vocab_map(old_tokens: list[str], new_tokens: list[str]):
+    """(V_new,) the old id of each new token string, -1 for tokens the old vocabulary lacks (numpy int64)."""
+    import numpy as np
+
+    old = {t: i for i, t in enumerate(old_tokens)}
+    return np.array([old.get(t, -1) for t in new_tokens], dtype=np.int64)
 
 
 def _checked_tokenizer(folder: Path, config):

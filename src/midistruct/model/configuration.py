@@ -47,6 +47,11 @@ class MidiStructConfig(PreTrainedConfig):
             (N)]`` (``bar_code_dim`` wide), and swapping the arrangement part of the codes re-arranges the
             content (``MidiStruct.transfer``). The arrangement code is deterministic in every ``latent_mode``.
         arrangement_layers: transformer blocks of the arrangement encoder.
+        performance_dim: 0 (the default): no performance block. N > 0 (with an arrangement block, on a tokenizer with
+            velocity tokens): a third encoder of ``performance_layers`` blocks reads the *performance* view (each
+            note's position and velocity) into an N-wide code per bar, after the arrangement code; the content and
+            arrangement views hold no velocity, so how hard the notes are played can only come from it.
+        performance_layers: transformer blocks of the performance encoder.
 
     Regularisation:
         free_bits: KL allowance in **bits** per latent group (each bar code, and the segment code), as in
@@ -109,6 +114,8 @@ class MidiStructConfig(PreTrainedConfig):
     conditioning: str = "add"
     arrangement_dim: int = 0
     arrangement_layers: int = 2
+    performance_dim: int = 0
+    performance_layers: int = 1
     free_bits: float | int = 0.0
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
@@ -147,8 +154,11 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError("pool_slots and pool_width must be >= 1, sequence_head_memory >= 0")
         if self.conditioning == "plan" and self.sequence_head <= 0:
             raise ValueError("conditioning 'plan' reads the sequence head: set sequence_head > 0")
-        if self.arrangement_dim < 0 or self.arrangement_layers < 1:
-            raise ValueError("arrangement_dim must be >= 0 and arrangement_layers >= 1")
+        if min(self.arrangement_dim, self.performance_dim) < 0 or min(self.arrangement_layers,
+                                                                     self.performance_layers) < 1:
+            raise ValueError("arrangement_dim and performance_dim must be >= 0, their layers >= 1")
+        if self.performance_dim and not self.arrangement_dim:
+            raise ValueError("a performance block (performance_dim > 0) needs an arrangement block (arrangement_dim > 0)")
         if self.arrangement_dim and (not self.bar_latents or self.latent_mode == "none"):
             raise ValueError("an arrangement block (arrangement_dim > 0) needs bar latents and an encoder "
                              "(bar_latents true, latent_mode vae or ae)")
@@ -166,15 +176,22 @@ class MidiStructConfig(PreTrainedConfig):
     def bar_code_dim(self) -> int:
         """Width of each bar code the decoder reads: ``latent_dim_bar`` (+ ``arrangement_dim``), 0 without bar
         latents."""
-        return (self.latent_dim_bar + self.arrangement_dim) if self.bar_latents else 0
+        return (self.latent_dim_bar + self.arrangement_dim + self.performance_dim) if self.bar_latents else 0
 
     def block_slices(self) -> dict[str, slice]:
-        """Where each functional block lies in a bar code: ``{"content": slice(0, Zb)}``, and
-        ``"arrangement": slice(Zb, Zb + N)`` with an arrangement block."""
-        blocks = {"content": slice(0, self.latent_dim_bar)}
-        if self.arrangement_dim:
-            blocks["arrangement"] = slice(self.latent_dim_bar, self.latent_dim_bar + self.arrangement_dim)
+        """Where each functional block lies in a bar code: ``{"content": slice(0, Zb)}``, then
+        ``"arrangement"`` and ``"performance"`` in that order for the blocks the model has."""
+        blocks, start = {"content": slice(0, self.latent_dim_bar)}, self.latent_dim_bar
+        for name, width in (("arrangement", self.arrangement_dim), ("performance", self.performance_dim)):
+            if width:
+                blocks[name], start = slice(start, start + width), start + width
         return blocks
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views of a window its encoders read (``midistruct.tokens.views``): () for a model without blocks
+        (its encoder reads the window itself), else the content view and one per block."""
+        return tuple(self.block_slices()) if self.arrangement_dim else ()
 
     @classmethod
     def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":

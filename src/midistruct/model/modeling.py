@@ -324,19 +324,19 @@ class Bottleneck(nn.Module):
         return latents
 
 
-class ArrangementEncoder(nn.Module):
-    """The arrangement block (``arrangement_dim`` > 0, issue 19): an encoder of ``arrangement_layers`` blocks over
-    the arrangement view of a window (``midistruct.tokens.views``), its states averaged per bar and projected to
-    an ``arrangement_dim``-wide code per bar (deterministic)."""
+class BlockEncoder(nn.Module):
+    """A functional block (issue 19): an encoder of ``layers`` blocks over one view of a window
+    (``midistruct.tokens.views``: the arrangement's or the performance's), its states averaged per bar and projected
+    to a ``dim``-wide code per bar (deterministic)."""
 
-    def __init__(self, config: MidiStructConfig):
+    def __init__(self, config: MidiStructConfig, *, layers: int, dim: int):
         super().__init__()
-        self.encoder = Encoder(config, layers=config.arrangement_layers)
-        self.code = nn.Linear(config.d_model, config.arrangement_dim)
+        self.encoder = Encoder(config, layers=layers)
+        self.code = nn.Linear(config.d_model, dim)
 
     def forward(self, input_ids, *, attention_mask, bar_ids, n_bars: int):
-        """Codes (B, NB, arrangement_dim) float32 for the view (B, T'); bars the view lacks get the code of no
-        notes (the mean of nothing is 0)."""
+        """Codes (B, NB, dim) float32 for the view (B, T'); bars the view lacks get the code of no notes (the
+        mean of nothing is 0)."""
         states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)
         pooled, _ = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids.clamp(max=n_bars - 1),
                               n_bars=n_bars)
@@ -688,7 +688,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         plain_lm = config.latent_mode == "none"
         self.encoder = None if plain_lm else Encoder(config)
         self.bottleneck = None if plain_lm else Bottleneck(config)
-        self.arrangement = ArrangementEncoder(config) if config.arrangement_dim else None
+        self.arrangement = self.performance = None  # the functional blocks beside the content (issue 19)
+        if config.arrangement_dim:
+            self.arrangement = BlockEncoder(config, layers=config.arrangement_layers, dim=config.arrangement_dim)
+        if config.performance_dim:
+            self.performance = BlockEncoder(config, layers=config.performance_layers, dim=config.performance_dim)
         self.decoder = Decoder(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.bow_head = None  # the bag-of-words head: [bar code ; segment code] -> token logits
@@ -725,20 +729,25 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         return self.lm_head
 
     def encode(self, input_ids, attention_mask=None, bar_ids=None, *, sample: bool | None = None,
-               content_ids=None, content_mask=None, content_bar_ids=None, arrangement_ids=None,
-               arrangement_mask=None, arrangement_bar_ids=None) -> Latents:
+               **views) -> Latents:
         """Latents of a batch of segments (B, T). ``attention_mask`` defaults to ``input_ids != pad``, ``bar_ids``
         to counting Bar tokens. ``sample`` (default: ``self.training``) draws z from the posterior, else z = mu.
 
-        With an arrangement block (``config.arrangement_dim``) the encoders read the window's two views instead of
-        ``input_ids``: ``content_*`` and ``arrangement_*`` (B, T'), as ``window_batch(..., views=True)`` and the
-        training batches give them (``midistruct.tokens.views``); ``z_bar`` is then ``[content ; arrangement]`` per
-        bar, and ``mu_bar`` / ``logvar_bar`` describe the content part."""
-        if self.arrangement is not None:
-            if content_ids is None or arrangement_ids is None:
-                raise ValueError("this model has an arrangement block: pass the views content_ids and arrangement_ids "
-                                 "(with their masks and bar ids), e.g. from window_batch(windows, vocab, views=True)")
-            input_ids, attention_mask, bar_ids = content_ids, content_mask, content_bar_ids
+        With functional blocks (``config.views``) the encoders read the window's views instead of ``input_ids``:
+        ``content_ids``, ``arrangement_ids`` (and ``performance_ids``), each with ``<view>_mask`` and
+        ``<view>_bar_ids`` (B, T'), as ``window_batch(..., views=config.views)`` and the training batches give them
+        (``midistruct.tokens.views``); ``z_bar`` is then ``[content ; arrangement ; performance]`` per bar
+        (``config.block_slices()``), and ``mu_bar`` / ``logvar_bar`` describe the content part."""
+        unknown = sorted(set(views) - set(self.VIEW_KEYS))
+        if unknown:
+            raise TypeError(f"encode() got unexpected keyword arguments {unknown}")
+        blocks = self.config.views
+        if blocks:
+            missing = [f"{v}_ids" for v in blocks if views.get(f"{v}_ids") is None]
+            if missing:
+                raise ValueError(f"this model has functional blocks: pass the views {', '.join(missing)} (with their "
+                                 "masks and bar ids), e.g. from window_batch(windows, vocab, views=config.views)")
+            input_ids, attention_mask, bar_ids = (views.get(f"content_{k}") for k in ("ids", "mask", "bar_ids"))
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         if bar_ids is None:
@@ -750,18 +759,17 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)  # (B, T, D)
         sample = self.training if sample is None else sample
         latents = self.bottleneck(states, attention_mask=attention_mask, bar_ids=bar_ids, sample=sample)
-        if self.arrangement is not None:
-            if arrangement_mask is None:
-                arrangement_mask = (arrangement_ids != self.config.pad_token_id).long()
-            if arrangement_bar_ids is None:
-                arrangement_bar_ids = count_bars(arrangement_ids, bar_token_ids=self.bar_token_ids)
-            z_a = self.arrangement(arrangement_ids, attention_mask=arrangement_mask, bar_ids=arrangement_bar_ids,
-                                   n_bars=latents.z_bar.shape[1])  # (B, NB, N)
-            latents.z_bar = torch.cat([latents.z_bar, z_a.to(latents.z_bar.dtype)], dim=-1)
+        for name in blocks[1:]:
+            ids, mask, bars = (views.get(f"{name}_{k}") for k in ("ids", "mask", "bar_ids"))
+            mask = (ids != self.config.pad_token_id).long() if mask is None else mask
+            bars = count_bars(ids, bar_token_ids=self.bar_token_ids) if bars is None else bars
+            code = getattr(self, name)(ids, attention_mask=mask, bar_ids=bars, n_bars=latents.z_bar.shape[1])
+            latents.z_bar = torch.cat([latents.z_bar, code.to(latents.z_bar.dtype)], dim=-1)  # (B, NB, ...)
         return latents
 
-    VIEW_KEYS = ("content_ids", "content_mask", "content_bar_ids", "arrangement_ids", "arrangement_mask",
-                 "arrangement_bar_ids")
+    # the keyword arguments of encode (and forward) that carry a window's views
+    VIEW_KEYS = tuple(f"{view}_{k}" for view in ("content", "arrangement", "performance")
+                      for k in ("ids", "mask", "bar_ids"))
 
     def encode_batch(self, batch: dict, *, sample: bool | None = None) -> Latents:
         """``encode`` of a collated batch (``window_batch`` / ``collate``): its input ids, mask, bar ids and, when
@@ -886,6 +894,9 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         arrangement_ids=None,
         arrangement_mask=None,
         arrangement_bar_ids=None,
+        performance_ids=None,
+        performance_mask=None,
+        performance_bar_ids=None,
         beta: float = 1.0,
         sample: bool | None = None,
         cache: Cache | None = None,
@@ -899,16 +910,18 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         (the generation path). Otherwise ``input_ids`` are encoded and the decoder reads ``shift_right(input_ids)``
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
         the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
-        ``content_*`` / ``arrangement_*``: the views an arrangement block's encoders read (see ``encode``).
+        ``content_*`` / ``arrangement_*`` / ``performance_*``: the views a model with blocks reads (see ``encode``).
         """
         latents = None
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
         if z_segment is None:
-            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample, content_ids=content_ids,
-                                  content_mask=content_mask, content_bar_ids=content_bar_ids,
-                                  arrangement_ids=arrangement_ids, arrangement_mask=arrangement_mask,
-                                  arrangement_bar_ids=arrangement_bar_ids)
+            views = {"content_ids": content_ids, "content_mask": content_mask, "content_bar_ids": content_bar_ids,
+                     "arrangement_ids": arrangement_ids, "arrangement_mask": arrangement_mask,
+                     "arrangement_bar_ids": arrangement_bar_ids, "performance_ids": performance_ids,
+                     "performance_mask": performance_mask, "performance_bar_ids": performance_bar_ids}
+            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample,
+                                  **{k: v for k, v in views.items() if v is not None})
             z_bar, z_segment = latents.z_bar, latents.z_segment
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)

@@ -3,9 +3,8 @@
 Items are dicts of 1-D LongTensors: ``input_ids`` (L,) -- the window's tokens then EOS --
 and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last bar); :func:`window_item`
 makes one, for the dataset and for every window that does not come from shards (:func:`window_batch`).
-For a model with an arrangement block (issue 19) items also hold the window's views
-(:mod:`midistruct.tokens.views`): ``content_ids``, ``content_bar_ids``, ``arrangement_ids``,
-``arrangement_bar_ids``.
+For a model with functional blocks (issue 19) items also hold the window's views
+(:mod:`midistruct.tokens.views`): ``<view>_ids`` and ``<view>_bar_ids`` for each view it reads.
 :func:`collate` pads a list of items into the batch the model reads:
 ``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding; and, with views,
 ``<view>_ids``, ``<view>_mask``, ``<view>_bar_ids`` (B, T') for each.
@@ -24,27 +23,28 @@ from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - r
 from midistruct.tokens.views import VIEWS, window_views
 
 
-def window_item(ids: np.ndarray, bars: np.ndarray, *, views: RemiVocab | None = None,
+def window_item(ids: np.ndarray, bars: np.ndarray, *, vocab: RemiVocab | None = None, views: tuple[str, ...] = (),
                 max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The model input of one window: its token ids (L,) then EOS, and their bar indices (L,) within the
-    window then the last one again for EOS; both (L+1,) LongTensors. With ``views`` (the vocabulary), also the
-    window's views (:func:`~midistruct.tokens.views.window_views`, each cut to ``max_tokens``) and their bars."""
+    window then the last one again for EOS; both (L+1,) LongTensors. With ``views`` (names from
+    :data:`~midistruct.tokens.views.VIEWS`; needs ``vocab``), also those views of the window
+    (:func:`~midistruct.tokens.views.window_views`, each cut to ``max_tokens``) and their bars."""
     ids, bars = np.asarray(ids, dtype=np.int64), np.asarray(bars, dtype=np.int64)
     item = {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
             "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))}
-    if views is not None:
-        for name, view in window_views(ids, views, max_tokens=max_tokens).items():
+    if views:
+        for name, view in window_views(ids, vocab, views=tuple(views), max_tokens=max_tokens).items():
             item[f"{name}_ids"] = torch.from_numpy(view)
-            item[f"{name}_bar_ids"] = torch.from_numpy(views.bar_index(view))
+            item[f"{name}_bar_ids"] = torch.from_numpy(vocab.bar_index(view))
     return item
 
 
-def window_batch(windows: list[np.ndarray], vocab: RemiVocab, *, views: bool = False,
+def window_batch(windows: list[np.ndarray], vocab: RemiVocab, *, views: tuple[str, ...] = (),
                  max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The padded batch (see :func:`collate`) of token windows (each starting at a bar, without BOS/EOS),
-    their bars counted by ``vocab`` (right under BPE too); with ``views``, the views an arrangement block reads,
-    each cut to ``max_tokens``."""
-    return collate([window_item(ids, vocab.bar_index(ids), views=vocab if views else None, max_tokens=max_tokens)
+    their bars counted by ``vocab`` (right under BPE too); with ``views`` (``model.config.views``: what a model
+    with functional blocks reads), those views, each cut to ``max_tokens``."""
+    return collate([window_item(ids, vocab.bar_index(ids), vocab=vocab, views=views, max_tokens=max_tokens)
                     for ids in windows])
 
 
@@ -58,16 +58,16 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
-                 views: bool = False, max_tokens: int | None = None):
+                 views: tuple[str, ...] = (), max_tokens: int | None = None):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
         self.transpose = tuple(transpose)
         self.seed, self.epoch = seed, 0
         self.vocab = self._transposing_vocab() if self.transpose != (0, 0) else None
-        # views: each item also holds the window's views (an arrangement block's inputs), cut to max_tokens
-        self.views = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if views else None
-        self.max_tokens = max_tokens
+        # views: each item also holds these views of the window (what a model's blocks read), cut to max_tokens
+        self.views, self.max_tokens = tuple(views), max_tokens
+        self.view_vocab = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if self.views else None
 
     def __len__(self) -> int:
         return int(self.cum[-1])
@@ -94,7 +94,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ids, bars = self.arrays[which].window(index - int(self.cum[which]))
         if self.vocab is not None:
             ids = self._transpose(ids, index)
-        return window_item(ids, bars, views=self.views, max_tokens=self.max_tokens)
+        return window_item(ids, bars, vocab=self.view_vocab, views=self.views, max_tokens=self.max_tokens)
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
         low, high = self.vocab.allowed_shifts(ids, *self.transpose)

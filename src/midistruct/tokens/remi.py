@@ -102,6 +102,8 @@ class RemiVocab:
         self._pitch_id[base_pitch[base_pitch >= 0]] = np.flatnonzero(base_pitch >= 0)
         self.position_of = self._numbers("Position")  # (Vb,) position in the bar, -1 elsewhere
         self.duration_of = self._durations()  # (Vb,) length in positions, -1 elsewhere
+        self.velocity_of = self._numbers("Velocity")  # (Vb,) MIDI velocity, -1 elsewhere
+        self.has_velocities = bool((self.velocity_of >= 0).any())
 
     def _durations(self) -> np.ndarray:
         """(Vb,) each ``Duration`` id's length in positions (miditok writes ``beats.ticks.resolution``), -1

@@ -12,8 +12,11 @@ its own encoder, so that each code can only know what its view shows:
   by its *register and rank*: ``12 * octave + k`` for the k-th lowest note of its onset (k at most 11). How many
   notes sound together, where and how high, and their rhythm stay; which pitch classes they are does not, so
   the arrangement code cannot carry the harmony.
+- **performance** (tokenizers with velocity tokens): each note's position and velocity, nothing else -- how hard
+  each note is played, its accents and dynamics, without what or how many pitches (timing deviations are not in
+  it: POP909's onsets lie on the grid, docs/RESULTS.md "Does a performance survive the tokenizer?").
 
-Both views keep every bar (a ``Bar`` and the bar's ``TimeSig``), so their bar codes line up with the window's.
+Every view keeps every bar (a ``Bar`` and the bar's ``TimeSig``), so their bar codes line up with the window's.
 Views are built from base ids (a BPE window is expanded first) and come back as base ids. Nothing here imports
 torch; :class:`~midistruct.tokens.remi.RemiVocab` is the only reader of token strings.
 """
@@ -26,7 +29,7 @@ import numpy as np
 
 from midistruct.tokens.remi import RemiVocab
 
-VIEWS = ("content", "arrangement")
+VIEWS = ("content", "arrangement", "performance")
 CHORD_OCTAVE = 48  # C3: the harmony of the content view is written in C3-B3
 MAX_RANK = 11
 
@@ -39,6 +42,7 @@ class Notes(NamedTuple):
     pitch: np.ndarray  # (N,) MIDI pitch
     duration_id: np.ndarray  # (N,) the note's Duration id
     length: np.ndarray  # (N,) duration in positions
+    velocity_id: np.ndarray  # (N,) the note's Velocity id, -1 without velocity tokens
     bar_meters: list[int]  # (NB,) the TimeSig id of each bar (-1: none)
 
 
@@ -46,7 +50,7 @@ def notes_of(ids, vocab: RemiVocab) -> Notes:
     """Parse a window's ids (T,) into its notes and each bar's meter token."""
     base = vocab.to_base(ids)
     kinds = vocab.base_kinds[base]
-    bar, position, pitch, rows, meters = -1, 0, -1, [], []
+    bar, position, pitch, velocity, rows, meters = -1, 0, -1, -1, [], []
     for i, kind in zip(base.tolist(), kinds.tolist()):
         if kind == "Bar":
             bar, position, pitch = bar + 1, 0, -1
@@ -56,33 +60,43 @@ def notes_of(ids, vocab: RemiVocab) -> Notes:
         elif kind == "Position":
             position = int(vocab.position_of[i])
         elif kind == "Pitch":
-            pitch = int(vocab.pitch_of[i])
+            pitch, velocity = int(vocab.pitch_of[i]), -1
+        elif kind == "Velocity":
+            velocity = i
         elif kind == "Duration" and pitch >= 0 and bar >= 0:
-            rows.append((bar, position, pitch, i, int(vocab.duration_of[i])))
+            rows.append((bar, position, pitch, i, int(vocab.duration_of[i]), velocity))
             pitch = -1
-    table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return Notes(*table.T, bar_meters=meters)
 
 
-def window_views(ids, vocab: RemiVocab, *, max_tokens: int | None = None) -> dict[str, np.ndarray]:
-    """``{"content": ids, "arrangement": ids}`` (base ids, each starting at a ``Bar``) of a window (T,), each cut
-    to ``max_tokens`` when longer."""
+def window_views(ids, vocab: RemiVocab, *, views: tuple[str, ...] = VIEWS[:2],
+                 max_tokens: int | None = None) -> dict[str, np.ndarray]:
+    """``{view: ids}`` (base ids, each starting at a ``Bar``) of a window (T,) for each name in ``views``
+    (:data:`VIEWS`), each cut to ``max_tokens`` when longer."""
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown:
+        raise ValueError(f"unknown views {unknown}; valid: {', '.join(VIEWS)}")
+    if "performance" in views and not vocab.has_velocities:
+        raise ValueError("the performance view needs velocity tokens (prepare with tokenizer.use_velocities: true)")
     notes = notes_of(ids, vocab)
-    n_bars = len(notes.bar_meters)
-    if n_bars == 0:
+    if len(notes.bar_meters) == 0:
         raise ValueError("a window starts with a Bar token")
     bar_length, bar_start = bar_grid(notes, vocab)
     onset = bar_start[notes.bar] + notes.position  # (N,) absolute position
     top = skyline(onset, notes.pitch, notes.length)
-    events: dict[str, list[tuple[int, int, int, int]]] = {
-        "content": [(int(b), int(p), int(q), int(d)) for b, p, q, d in
-                    zip(notes.bar[top], notes.position[top], notes.pitch[top], notes.duration_id[top])],
-        "arrangement": _arrangement(notes, onset, ~top),
-    }
-    events["content"] += _chords(notes, onset, ~top, vocab, bar_length, bar_start)
     out = {}
-    for view in VIEWS:
-        seq = _emit(events[view], notes.bar_meters, vocab)
+    for view in views:
+        if view == "content":
+            events = [((int(b), int(p)), (int(q), vocab.pitch_id(int(q)), int(d))) for b, p, q, d in
+                      zip(notes.bar[top], notes.position[top], notes.pitch[top], notes.duration_id[top])]
+            events += _chords(notes, onset, ~top, vocab, bar_length, bar_start)
+        elif view == "arrangement":
+            events = _arrangement(notes, onset, ~top, vocab)
+        else:
+            events = [((int(b), int(p)), (0, int(v))) for b, p, v in
+                      zip(notes.bar, notes.position, notes.velocity_id) if v >= 0]
+        seq = _emit(events, notes.bar_meters, vocab)
         out[view] = seq[:max_tokens] if max_tokens else seq
     return out
 
@@ -121,8 +135,9 @@ def skyline(onset: np.ndarray, pitch: np.ndarray, length: np.ndarray) -> np.ndar
     return top
 
 
-def _arrangement(notes: Notes, onset: np.ndarray, keep: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The kept notes with each pitch replaced by ``12 * octave + rank`` (rank among the kept notes of its onset)."""
+def _arrangement(notes: Notes, onset: np.ndarray, keep: np.ndarray, vocab: RemiVocab) -> list:
+    """The kept notes with each pitch replaced by ``12 * octave + rank`` (rank among the kept notes of its onset),
+    as :func:`_emit` events."""
     index = np.flatnonzero(keep)
     order = index[np.lexsort((notes.pitch[index], onset[index]))]
     out, previous, rank = [], None, 0
@@ -130,13 +145,15 @@ def _arrangement(notes: Notes, onset: np.ndarray, keep: np.ndarray) -> list[tupl
         rank = rank + 1 if onset[i] == previous else 0
         previous = onset[i]
         pitch = 12 * (int(notes.pitch[i]) // 12) + min(rank, MAX_RANK)
-        out.append((int(notes.bar[i]), int(notes.position[i]), pitch, int(notes.duration_id[i])))
+        out.append(((int(notes.bar[i]), int(notes.position[i])),
+                    (pitch, vocab.pitch_id(pitch), int(notes.duration_id[i]))))
     return out
 
 
 def _chords(notes: Notes, onset: np.ndarray, keep: np.ndarray, vocab: RemiVocab, bar_length: np.ndarray,
-            bar_start: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """For each beat (a quarter note), the pitch classes of the kept notes sounding in it, as beat-long notes."""
+            bar_start: np.ndarray) -> list:
+    """For each beat (a quarter note), the pitch classes of the kept notes sounding in it, as beat-long notes
+    (:func:`_emit` events)."""
     per_beat = vocab.positions_per_beat
     beat_id = _duration_id(vocab, per_beat)
     start, end = onset[keep], onset[keep] + np.maximum(notes.length[keep], 1)
@@ -146,7 +163,8 @@ def _chords(notes: Notes, onset: np.ndarray, keep: np.ndarray, vocab: RemiVocab,
         for position in range(0, length, per_beat):
             lo, hi = first + position, first + min(position + per_beat, length)
             sounding = np.unique(classes[(start < hi) & (end > lo)])
-            out += [(bar, position, CHORD_OCTAVE + int(pc), beat_id) for pc in sounding.tolist()]
+            out += [((bar, position), (CHORD_OCTAVE + pc, vocab.pitch_id(CHORD_OCTAVE + pc), beat_id))
+                    for pc in sounding.tolist()]
     return out
 
 
@@ -156,21 +174,21 @@ def _duration_id(vocab: RemiVocab, positions: int) -> int:
     return int(ids[np.argmin(np.abs(vocab.duration_of[ids] - positions))])
 
 
-def _emit(events: list[tuple[int, int, int, int]], bar_meters: list[int], vocab: RemiVocab) -> np.ndarray:
-    """REMI base ids of (bar, position, pitch, duration id) notes: every bar, its meter, then its notes by position
-    and pitch."""
-    by_bar: list[list[tuple[int, int, int]]] = [[] for _ in bar_meters]
-    for bar, position, pitch, duration in events:
-        by_bar[bar].append((position, pitch, duration))
+def _emit(events: list, bar_meters: list[int], vocab: RemiVocab) -> np.ndarray:
+    """REMI base ids of ``((bar, position), (sort key, *ids))`` events: every bar, its meter, then at each position
+    its events' ids, in sort-key order."""
+    by_bar: list[list] = [[] for _ in bar_meters]
+    for (bar, position), event in events:
+        by_bar[bar].append((position, event))
     out = []
     for bar, meter in enumerate(bar_meters):
         out.append(vocab.bar_id)
         if meter >= 0:
             out.append(meter)
         previous = None
-        for position, pitch, duration in sorted(by_bar[bar]):
+        for position, event in sorted(by_bar[bar]):
             if position != previous:
                 out.append(vocab.position_id(position))
                 previous = position
-            out += [vocab.pitch_id(pitch), duration]
+            out += event[1:]
     return np.asarray(out, dtype=np.int64)

@@ -87,30 +87,68 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
     return init if init.meta.get("init") else None
 
 
-# Model keys that add a functional block (issue 19) to a checkpoint that has none: taken from the config, and the
+# Model keys that add functional blocks (issue 19) to a checkpoint that lacks them: taken from the config, and the
 # checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
-BLOCK_KEYS = ("arrangement_dim", "arrangement_layers")
+BLOCK_KEYS = ("arrangement_dim", "arrangement_layers", "performance_dim", "performance_layers")
+BLOCK_DIMS = ("arrangement_dim", "performance_dim")
+
+
+def grows(cfg: Config, init: InitCheckpoint) -> bool:
+    """Whether ``cfg``'s model adds a functional block to the ``init`` checkpoint's (a block it lacks)."""
+    return any(getattr(cfg.model, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
 
 
 def adds_blocks(init: InitCheckpoint, model_config) -> bool:
-    """Whether the run's model (a ``MidiStructConfig``) adds an arrangement block to the ``init`` checkpoint's."""
-    return bool(model_config.arrangement_dim) and not init.config.arrangement_dim
+    """Whether the run's model (a ``MidiStructConfig``) has a functional block the ``init`` checkpoint lacks."""
+    return any(getattr(model_config, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
 
 
 def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
     """``cfg`` with the checkpoint's model (every key of its config.json) and tokenizer settings, and what of
     ``cfg`` is not used for that: ``"model.d_model=32 (checkpoint: 256)"`` per model key it sets otherwise, and
-    ``"tokenizer"`` when its tokenizer section differs. A config that adds an arrangement block (``BLOCK_KEYS``)
-    to a checkpoint without one keeps those keys."""
+    ``"tokenizer"`` when its tokenizer section differs.
+
+    A config that adds a functional block the checkpoint lacks (``BLOCK_KEYS``) keeps its block keys and its
+    tokenizer: a performance block needs velocity tokens the checkpoint may not have, and the checkpoint's weights
+    are then moved to the new token ids (:func:`vocab_remap`). A block the checkpoint has keeps its size."""
     settings = {k: getattr(init.config, k) for k in ModelSettings.model_fields}
-    if cfg.model.arrangement_dim and not init.config.arrangement_dim:
-        settings.update({k: getattr(cfg.model, k) for k in BLOCK_KEYS})
-    ignored = [f"model.{k}={v!r} (checkpoint: {settings[k]!r})"
-               for k, v in cfg.model.overrides().items() if _differs(v, settings[k])]
     tokenizer = init.run_config.tokenizer
+    if grows(cfg, init):
+        for key in BLOCK_DIMS:
+            have, want = getattr(init.config, key), getattr(cfg.model, key)
+            if have and want != have:
+                raise InitError(f"{init.given} has model.{key}={have}; a run adding blocks to it keeps that size "
+                                f"(the config asks {want})")
+        settings.update({k: getattr(cfg.model, k) for k in BLOCK_KEYS if not getattr(init.config, k.replace(
+            "_layers", "_dim"))})
+        tokenizer = cfg.tokenizer
+        for key in ("vocab_size", "bar_token_id", "bar_token_ids"):  # the data's tokenizer decides these
+            settings.pop(key)
+    ignored = [f"model.{k}={v!r} (checkpoint: {settings[k]!r})"
+               for k, v in cfg.model.overrides().items() if k in settings and _differs(v, settings[k])]
     if cfg.tokenizer != tokenizer:
         ignored.append("tokenizer")
     return cfg.model_copy(update={"model": ModelSettings(**settings), "tokenizer": tokenizer}), ignored
+
+
+def vocab_remap(init: InitCheckpoint, tokenizer):
+    """None when ``tokenizer`` (the run's data's) has the checkpoint's vocabulary; else (V,) the checkpoint's id of
+    each of its token ids (-1 for a token the checkpoint lacks), for ``load_grown_weights``. :class:`InitError` when
+    the checkpoint has tokens the data's tokenizer lacks."""
+    from midistruct.model.checkpoint import vocab_map
+    from midistruct.tokens.remi import RemiVocab
+    from midistruct.tokens.tokenizer import load_tokenizer
+
+    old, new = RemiVocab(load_tokenizer(init.folder)), RemiVocab(tokenizer)
+    if old.base_tokens == new.base_tokens and old.size == new.size:
+        return None
+    if old.is_bpe or new.is_bpe:
+        raise InitError(f"{init.given}: adding tokens to a BPE vocabulary is not supported")
+    lost = sorted(set(old.base_tokens) - set(new.base_tokens))
+    if lost:
+        raise InitError(f"the data's tokenizer lacks {len(lost)} of {init.given}'s tokens (e.g. {lost[0]}); prepare "
+                        "it with the checkpoint's tokenizer settings plus what the new block needs")
+    return vocab_map(old.base_tokens, new.base_tokens)
 
 
 def prepare_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
@@ -129,11 +167,14 @@ def prepare_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]
     return cfg.model_copy(update={"tokenizer": run.tokenizer, "segments": segments}), changed
 
 
-def check_data(shards, init: InitCheckpoint) -> None:
+def check_data(shards, init: InitCheckpoint, *, adding_blocks: bool = False) -> None:
     """:class:`InitError` unless the shard folder ``shards`` (a ``ShardSet``) was made with the checkpoint's
-    tokenizer and its windows fit the model (bars, tokens + BOS)."""
+    tokenizer (or, ``adding_blocks``, one holding all of its tokens: :func:`vocab_remap`) and its windows fit the
+    model (bars, tokens + BOS)."""
     want = init.meta.get("tokenizer_hash")
-    if shards.tokenizer_hash != want:
+    if adding_blocks:
+        vocab_remap(init, shards.tokenizer())
+    elif shards.tokenizer_hash != want:
         raise InitError(f"{shards.folder} was prepared with tokenizer {shards.tokenizer_hash}, but {init.given} reads "
                         f"tokenizer {want}; prepare the data with its tokenizer: "
                         f"midistruct prepare --config CONFIG --init {init.given}")

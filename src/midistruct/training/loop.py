@@ -65,6 +65,9 @@ def model_config(cfg: Config, tokenizer):
     if unknown:
         raise TrainError(f"unknown model keys {unknown}; valid: {', '.join(sorted(valid))}")
     vocab = RemiVocab(tokenizer)
+    if cfg.model.performance_dim and not vocab.has_velocities:
+        raise TrainError("model.performance_dim reads each note's velocity, and this data has no velocity tokens; "
+                         "prepare it with --set tokenizer.use_velocities=true")
     derived = {
         "vocab_size": vocab.size, "bar_token_id": vocab.bar_id,
         "max_positions": cfg.segments.max_tokens + 1, "max_bars": cfg.segments.bars,
@@ -98,10 +101,10 @@ class Trainer:
         torch.manual_seed(self.t.seed)
         shards = ShardSet(cfg.data.output)
         if init is not None:
-            finetune.check_data(shards, start)
+            finetune.check_data(shards, start, adding_blocks=finetune.grows(cfg, start))
         self.tokenizer = shards.tokenizer()
         model_cfg = model_config(cfg, self.tokenizer)
-        views = {"views": bool(model_cfg.arrangement_dim), "max_tokens": model_cfg.max_positions - 1}
+        views = {"views": model_cfg.views, "max_tokens": model_cfg.max_positions - 1}
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
                                       **views)
         self.valid_ds = WindowDataset([cfg.data.output], "valid", **views)
@@ -111,7 +114,7 @@ class Trainer:
         self._lengths = self.train_ds.lengths()
         self.model = MidiStructModel(model_cfg).to(self.device)
         if init is not None and finetune.adds_blocks(start, model_cfg):
-            load_grown_weights(start.folder, self.model)
+            load_grown_weights(start.folder, self.model, vocab_map=finetune.vocab_remap(start, self.tokenizer))
         elif init is not None:
             load_weights(start.folder, self.model)
         # where the run started, for midistruct.json: the --init checkpoint, or the resumed run's record of it
