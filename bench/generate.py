@@ -10,6 +10,8 @@ Prints JSON with two parts, each measured against a baseline in the same run:
   (``--check-batch`` rows, after the first process's timing) runs both paths greedily on the same latents and
   reports whether they wrote identical tokens, how far their logits differ, and how many tokens the decoder was
   fed (B*N with the cache, B*N(N+1)/2 without: proof that ``use_cache=False`` recomputes everything).
+  These rows time the bare decoder on purpose, with no REMI grammar constraint (the cache's effect alone, on
+  exactly ``--tokens`` tokens); the grammar-constrained path users get is timed by ``interpolation`` below.
 - ``interpolation``: wall time of ``MidiStruct.interpolate(a, b, steps=8)`` (greedy, slerp, the REMI grammar
   on; encoding included) between the first 4 bars of two Nottingham tunes (synthetic 4-bar pieces when
   ``../shared/datasets`` is absent), with ``runs/small/best`` (else a random-init ``small`` model); goal < 2 s.

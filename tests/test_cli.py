@@ -43,7 +43,9 @@ MINIMAL = {
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
                                                                         "continue", "sample", "form", "transfer")}}
 RUNS_MODEL = ["reconstruct", "transfer", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
-             "form", "prior", "embed", "radio", "map"]
+             "form", "prior", "embed", "radio", "map", "train"]
+# --device / --threads default to (and override) the config's section: train.device, train.threads
+CONFIG_DEVICE = {"train"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -94,11 +96,45 @@ def test_out_dir_is_a_deprecated_alias_that_warns(command, capsys):
 def test_every_model_command_takes_device(command):
     parser = _subparsers()[command]
     device = _option(parser, "--device")
-    assert device is not None and tuple(device.choices) == cli.DEVICES and device.default == "auto"
+    assert device is not None and tuple(device.choices) == cli.DEVICES
+    assert device.default == (None if command in CONFIG_DEVICE else "auto")
     assert cli.build_parser().parse_args([command, *MINIMAL[command], "--device", "cpu"]).device == "cpu"
     with pytest.raises(SystemExit) as stop:
         cli.build_parser().parse_args([command, *MINIMAL[command], "--device", "tpu"])
     assert stop.value.code == 2
+
+
+def test_train_device_and_threads_set_the_train_section(monkeypatch):
+    """train's --device / --threads land in train.device / train.threads (the trainer reads them there); without
+    them the config's values stand."""
+    from midistruct.training import loop
+
+    class Stop(Exception):
+        pass
+
+    def trainer(cfg, **kwargs):
+        raise Stop(cfg)
+
+    monkeypatch.setattr(loop, "Trainer", trainer)
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(Stop) as given:
+            cli.main(["train", "--config", "tiny", "--device", "cpu", "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    assert (given.value.args[0].train.device, given.value.args[0].train.threads) == ("cpu", 1)
+    with pytest.raises(Stop) as default:
+        cli.main(["train", "--config", "tiny", "--set", "train.device=cpu"])
+    assert default.value.args[0].train.device == "cpu"
+    assert cli.main(["train", "--config", "tiny", "--threads", "0"]) == 2
+
+
+def test_encode_takes_only_the_options_it_uses():
+    """encode decodes nothing: no --temperature / --top-p (its --seed is for --sample); decode samples with them."""
+    encode, decode = _subparsers()["encode"], _subparsers()["decode"]
+    assert _option(encode, "--temperature") is None and _option(encode, "--top-p") is None
+    assert _option(encode, "--seed") is not None and _option(encode, "--sample") is not None
+    assert all(_option(decode, flag) is not None for flag in ("--temperature", "--top-p", "--seed"))
 
 
 def test_choose_device_names_the_setting_of_an_absent_device():

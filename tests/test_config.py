@@ -162,10 +162,26 @@ def test_plain_lm_without_encoder_is_valid():
     ("splits.vaild=0.1", "splits.vaild: unknown key; did you mean valid?"),
     ("augment.transpos=[0, 1]", "augment.transpos: unknown key; did you mean transpose?"),
     ("trian.lr=1", "trian: unknown key; did you mean train?"),
-    ("model.zzz=1", "model.zzz: unknown key; valid: vocab_size, d_model"),  # nothing close: the list alone
+    ("model.zzz=1", "model.zzz: unknown key; valid: d_model, n_heads"),  # nothing close: the list alone
 ])
 def test_unknown_keys_suggest_the_closest(override, expected):
     assert _error(override).startswith(f"invalid config: {expected}")
+
+
+DATA_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id", "bar_token_id",
+             "bar_token_ids")
+
+
+def test_data_derived_model_keys_are_accepted_but_not_suggested():
+    """The data sets the vocabulary and special ids: checkpoints and saved run configs carry them, so they load,
+    but the "unknown key" message does not offer them to a user as settings."""
+    cfg = load_config("tiny", ["model.vocab_size=300", "model.bar_token_id=4", "model.bar_token_ids=[4, 7]"])
+    assert cfg.model.overrides()["bar_token_ids"] == [4, 7]
+    for typo in ("model.zzz=1", "model.vocab_sise=3", "model.bar_token=4"):
+        message = _error(typo)
+        valid = message.split("valid: ", 1)[1].split(", ")
+        assert "d_model" in valid and not set(DATA_KEYS) & set(valid)
+        assert not any(f"did you mean {key}?" in message for key in DATA_KEYS)
 
 
 # ---- files and overrides ------------------------------------------------------------------------

@@ -91,6 +91,15 @@ def test_output_tuple_starts_with_loss(batch):
     assert out[0] is out.loss
 
 
+def test_forward_rejects_a_misspelt_keyword(batch):
+    """A typo (``labelz``) fails instead of silently returning no loss; transformers' generic flags pass."""
+    model = make_model()
+    with pytest.raises(TypeError, match="labelz"):
+        model(input_ids=batch["input_ids"], labelz=batch["labels"])
+    out = model(**batch, output_attentions=False, output_hidden_states=False)
+    assert out.loss is not None
+
+
 def test_word_dropout_masks_inputs_only_in_training():
     model = make_model(word_dropout=0.5)
     ids = torch.tensor([[BOS] + list(range(10, 40)) + [PAD]])

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-from midistruct.errors import MidiStructError
+from midistruct.errors import MidiStructError, one_line
 from midistruct.tags import CONDITIONING_TAGS
 
 
@@ -80,11 +80,15 @@ def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
                    help="checkpoint folder (e.g. runs/small/best) or a shipped model name (midistruct models)")
 
 
-def _add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="where the model runs; auto: cuda if available, else mps, else cpu (default: auto)")
+def _add_device_arg(p: argparse.ArgumentParser, *, config: str | None = None) -> None:
+    """``--device`` and ``--threads``; with ``config`` (a section, e.g. ``train``) they default to, and override,
+    that section's ``device`` and ``threads`` (``_device_overrides``)."""
+    where = f"the config's {config}.device, auto unless set" if config else "auto"
+    p.add_argument("--device", choices=DEVICES, default=None if config else "auto",
+                   help=f"where the model runs; auto: cuda if available, else mps, else cpu (default: {where})")
+    threads = f"the config's {config}.threads, else torch's choice" if config else "torch's choice"
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch (default: torch's choice, one per core). Use 1 while another job "
+                   help=f"CPU threads for torch (default: {threads}, one per core). Use 1 while another job "
                         "keeps a core busy: on 2 shared cores a 16-bar evaluate took 213 s with the default, 17 s with 1")
 
 
@@ -100,6 +104,15 @@ def _device(args: argparse.Namespace):
 
         torch.set_num_threads(threads)
     return choose_device(args.device, name="--device")
+
+
+def _device_overrides(args: argparse.Namespace, *, section: str) -> list[str]:
+    """``--set`` assignments for the --device and --threads given to a command whose config says where it runs
+    (``train``: ``train.device``, ``train.threads``); none when they were not given."""
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    found = {"device": args.device, "threads": args.threads}
+    return [f"{section}.{key}={value}" for key, value in found.items() if value is not None]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -132,7 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     another checkpoint's weights (fine-tuning)."""
     from midistruct.config import load_config
 
-    cfg = load_config(args.config, args.overrides)  # before torch is imported: a typo reports at once
+    # before torch is imported: a typo reports at once; --device / --threads override train.device / train.threads
+    cfg = load_config(args.config, [*args.overrides, *_device_overrides(args, section="train")])
+    if args.device is not None:
+        _device(args)  # a device this machine lacks: one line naming --device, before the trainer starts
     from midistruct.training.loop import Trainer
 
     trainer = Trainer(cfg, resume=args.resume, init=args.init, overwrite=args.overwrite, progress=not args.quiet)
@@ -508,7 +524,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _add_generation_args(p: argparse.ArgumentParser, *, writes_folder: bool = True, temperature: float = 0.0) -> None:
     """The checkpoint, device and sampling options of every generating command; with ``writes_folder``
-    also -o/--output DIR, --plot and --audio (encode and decode add their own -o/--output FILE)."""
+    also -o/--output DIR, --plot and --audio (decode adds its own -o/--output FILE; encode, which decodes
+    nothing, takes the checkpoint, device and --seed only)."""
     _add_checkpoint_arg(p)
     _add_device_arg(p)
     p.add_argument("--temperature", type=TEMPERATURE, default=temperature,
@@ -564,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "from step 0")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in train.run_dir (its checkpoints and metrics) with a new one")
+    _add_device_arg(p, config="train")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
     p = sub.add_parser("quickstart", help="the main job: interpolate two tunes with the shipped model, or without "
@@ -686,7 +704,9 @@ def _add_latent_parsers(sub) -> None:
                    help="a tag value is kept when at least N windows have it (default: 20)")
     p.set_defaults(handler=cmd_prior)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
-    _add_generation_args(p, writes_folder=False)
+    _add_checkpoint_arg(p)
+    _add_device_arg(p)
+    p.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible --sample")
     p.add_argument("input", help="MIDI file to encode")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="latents file to write (.safetensors or .npz)")
@@ -1113,12 +1133,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not _is_user_error(err):
             raise
-        print(f"midistruct: error: {err}", file=sys.stderr)
+        # one line, and long enough for a config error's several keys and lists of valid keys (~500 each)
+        print(f"midistruct: error: {one_line(err, limit=2000)}", file=sys.stderr)
         return 2
 
 
 def _is_user_error(err: Exception) -> bool:
-    """Errors the user can fix (one line, exit 2); anything else is a bug and keeps its traceback."""
+    """Errors the user can fix (one line, exit 2); anything else is a bug and keeps its traceback.
+    FileNotFoundError stays here while a missing user file can still raise it bare: a soundfont that
+    ``$MIDISTRUCT_SOUNDFONT`` names (``render.audio.find_soundfont``, with --audio)."""
     return isinstance(err, (MidiStructError, FileNotFoundError))
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -208,6 +208,12 @@ class ModelSettings(_Section):
     bar_token_ids: list[int] | None = None  # with BPE: every id that opens a bar (issue 13)
     tie_word_embeddings: bool = True
     use_cache: bool = True
+
+    # set by the data (the tokenizer's vocabulary and special ids), not by a user: accepted, since checkpoints and
+    # saved run configs carry them, but left out of the keys an "unknown key" message suggests
+    DATA_KEYS: ClassVar[frozenset[str]] = frozenset({
+        "vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id", "bar_token_id",
+        "bar_token_ids"})
 
     @field_validator("n_heads")
     @classmethod
@@ -438,7 +444,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _fields_at(loc: tuple) -> list[str]:
-    """Field names of the config section at ``loc`` (for 'unknown key' messages)."""
+    """Field names of the config section at ``loc`` a user may set (for 'unknown key' messages): all but
+    the section's ``DATA_KEYS``."""
     model: type[BaseModel] = Config
     for part in loc:
         field = model.model_fields.get(str(part))
@@ -446,7 +453,8 @@ def _fields_at(loc: tuple) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    hidden = getattr(model, "DATA_KEYS", frozenset())
+    return [name for name in model.model_fields if name not in hidden]
 
 
 def dump_config(cfg: Config) -> str:

@@ -911,7 +911,15 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
         the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
         ``content_*`` / ``arrangement_*`` / ``performance_*``: the views a model with blocks reads (see ``encode``).
+        Any other keyword is a ``TypeError``, except transformers' generic ``output_attentions``,
+        ``output_hidden_states``, ``cache_position`` and ``position_ids``, which are accepted and ignored.
         """
+        # transformers' model-agnostic keywords (generate keeps them in its model_kwargs; our
+        # prepare_inputs_for_generation does not pass them on, but another caller may)
+        ignored = {"output_attentions", "output_hidden_states", "cache_position", "position_ids"}
+        unknown = sorted(set(kwargs) - ignored)
+        if unknown:
+            raise TypeError(f"forward() got unexpected keyword arguments {unknown}")
         latents = None
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
