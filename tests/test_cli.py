@@ -43,9 +43,9 @@ MINIMAL = {
 WRITES_FOLDER = {"quickstart": "out/quickstart", **{c: "out" for c in ("reconstruct", "interpolate", "grid",
                                                                         "continue", "sample", "form", "transfer")}}
 RUNS_MODEL = ["reconstruct", "transfer", "interpolate", "grid", "continue", "sample", "encode", "decode", "attributes", "evaluate",
-             "form", "prior", "embed", "radio", "map", "train"]
+             "form", "prior", "embed", "radio", "map", "train", "quickstart"]
 # --device / --threads default to (and override) the config's section: train.device, train.threads
-CONFIG_DEVICE = {"train"}
+CONFIG_DEVICE = {"train", "quickstart"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

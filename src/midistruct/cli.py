@@ -166,7 +166,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from midistruct import quickstart
     from midistruct.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *_device_overrides(args, section="train")])
+    if args.device is not None:
+        _device(args)  # a device this machine lacks: one line naming --device
     s = quickstart.run(cfg, out_dir=args.output, train=args.train, progress=not args.quiet)
     print(_quickstart_report(s))
     return 0
@@ -592,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true",
                    help="prepare and train even when the shipped model that quickstart.pretrained names is installed")
     _add_output_dir(p, default="out/quickstart", what="the interpolation MIDI, PNG and quickstart.json")
+    _add_device_arg(p, config="train")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_quickstart)
     _add_generation_parsers(sub)

@@ -46,10 +46,18 @@ def run_pretrained(cfg: Config, *, out_dir: Path) -> dict:
     _say(f"[1/1] interpolating between the two example pieces of the shipped model {name} "
          "(nothing to prepare or train; `midistruct quickstart --train` trains a model here instead)")
     summary = interpolate_pieces(name, *examples[:2], out_dir, steps=q.steps, bars=q.bars,
-                                 origin=f"example pieces of {name}, held out from its training")
+                                 origin=f"example pieces of {name}, held out from its training",
+                                 device=_device(cfg))
     summary.update({"data": None, "checkpoint": name, "pretrained": name,
                     "trained_steps": pretrained.describe(name).get("steps") or 0})
     return _finish(summary, out_dir, started)
+
+
+def _device(cfg: Config):
+    """Where the interpolation runs: ``cfg.train.device`` (``quickstart --device``), as training does."""
+    from midistruct.training.distributed import choose_device
+
+    return choose_device(cfg.train.device)
 
 
 def run_training(cfg: Config, *, out_dir: Path, progress: bool = True) -> dict:
@@ -72,7 +80,7 @@ def run_training(cfg: Config, *, out_dir: Path, progress: bool = True) -> dict:
     trainer = Trainer(cfg, resume=resume, overwrite=not resume, progress=progress)  # quickstart's own run folder
     trainer.run()
     _say("[3/3] interpolating between two held-out pieces")
-    summary = interpolate_held_out(run_dir / "best", Path(cfg.data.output), out_dir,
+    summary = interpolate_held_out(run_dir / "best", Path(cfg.data.output), out_dir, device=_device(cfg),
                                    steps=cfg.quickstart.steps, bars=cfg.quickstart.bars)
     summary.update({"data": data["output"], "checkpoint": str(run_dir / "best"),
                     "trained_steps": trainer.state["step"]})
@@ -119,28 +127,29 @@ def held_out_pieces(data: Path, *, n: int = 2, bars: int = 4) -> list[dict]:
     return chosen
 
 
-def interpolate_held_out(checkpoint: Path, data: Path, out_dir: Path, *, steps: int = 8, bars: int = 4) -> dict:
+def interpolate_held_out(checkpoint: Path, data: Path, out_dir: Path, *, steps: int = 8, bars: int = 4,
+                         device="cpu") -> dict:
     """:func:`interpolate_pieces` between the first two held-out pieces of the shard folder ``data``
     (:func:`held_out_pieces`), named by their piece ids."""
     a, b = held_out_pieces(data, bars=bars)
     return interpolate_pieces(checkpoint, Path(a["path"]), Path(b["path"]), out_dir, steps=steps, bars=bars,
-                              names=(_slug(a["id"]), _slug(b["id"])), origin="the held-out originals")
+                              names=(_slug(a["id"]), _slug(b["id"])), origin="the held-out originals", device=device)
 
 
 def interpolate_pieces(checkpoint: str | Path, a: Path, b: Path, out_dir: Path, *, steps: int = 8, bars: int = 4,
-                       names: tuple[str, str] | None = None, origin: str = "the inputs") -> dict:
+                       names: tuple[str, str] | None = None, origin: str = "the inputs", device="cpu") -> dict:
     """Interpolate by slerp in ``steps`` steps between the first ``bars`` bars of the MIDI files ``a`` and ``b``
     with ``checkpoint`` (a folder or a shipped model's name).
 
     Writes into ``out_dir``: ``A.<name>.mid``, ``step00.mid`` ... and ``B.<name>.mid`` (the cut inputs around
     the path), ``interpolation.png``, a WAV per piece and ``index.html`` (every piece's piano roll and player).
-    ``names`` default to the files' stems; ``origin`` says on the page what A and B are.
-    Returns ``{"a", "b", "out_dir", "midi", "plot", "audio", "page"}`` for quickstart.json.
+    ``names`` default to the files' stems; ``origin`` says on the page what A and B are; the model runs on
+    ``device``. Returns ``{"a", "b", "out_dir", "midi", "plot", "audio", "page"}`` for quickstart.json.
     """
     from midistruct.generation.pipeline import MidiStruct
     from midistruct.tokens.segment import crop_bars
 
-    ms = MidiStruct.from_pretrained(checkpoint)
+    ms = MidiStruct.from_pretrained(checkpoint, device=device)
     names = names or (_slug(Path(a).stem), _slug(Path(b).stem))
     first, last = (crop_bars(ms.load(p), bars) for p in (a, b))
     path = ms.interpolate(first, last, steps=steps, method="slerp")

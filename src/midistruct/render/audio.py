@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct.errors import MidiStructError
+
 SOUNDFONT_ENV = "MIDISTRUCT_SOUNDFONT"
 BUNDLED_SOUNDFONT = ("pretty_midi", "TimGM6mb.sf2")  # (package, file): a 6 MB GM soundfont in its wheel
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
@@ -84,6 +86,10 @@ def write_wav(score, path: str | Path, *, sample_rate: int = 22050, soundfont: s
     return backend
 
 
+class SoundfontError(MidiStructError, FileNotFoundError):
+    """A soundfont named by the user (argument or ``$MIDISTRUCT_SOUNDFONT``) that does not exist."""
+
+
 def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
     """The soundfont to use: the argument, then ``$MIDISTRUCT_SOUNDFONT``, then :func:`bundled_soundfont`,
     then the first of :data:`SOUNDFONT_PATHS` that exists.
@@ -93,7 +99,7 @@ def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
     for explicit in (soundfont, os.environ.get(SOUNDFONT_ENV) or None):
         if explicit is not None:
             if not Path(explicit).is_file():
-                raise FileNotFoundError(f"soundfont {explicit}: no such file")
+                raise SoundfontError(f"soundfont {explicit}: no such file")
             return Path(explicit)
     found = [bundled_soundfont(), *(Path(p) for p in SOUNDFONT_PATHS)]
     return next((p for p in found if p is not None and p.is_file()), None)
