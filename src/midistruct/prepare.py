@@ -22,9 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct import __version__
 from midistruct.config import Config, dump_config
 from midistruct.corpus import Piece, SourceError, iter_pieces, source_failures
+from midistruct.shards import bpe
+from midistruct.shards.lock import OutputLock
+from midistruct.shards.reader import ShardError, ShardSet
 from midistruct.shards.splits import assign_split
+from midistruct.shards.writer import ShardWriter, remove_stale_temporaries, replace_problem
+from midistruct.tokens import encode
+from midistruct.tokens.encode import Skipped
+from midistruct.tokens.tokenizer import build_tokenizer, save_tokenizer, settings_hash
 
 
 @dataclass
@@ -89,8 +97,6 @@ def _encode_all(cfg: Config, pieces: list[Piece], workers: int, progress: bool) 
     """Yield ``(piece, Encoded | Skipped)`` in input order, encoding in ``workers`` processes."""
     from tqdm import tqdm
 
-    from midistruct.tokens import encode
-
     # (path, meter override, first bar line, where the source's labels start)
     tasks = [(str(p.path), *encode.task_of(p.tags), encode.label_tick_of(p.tags)) for p in pieces]
     bar = tqdm(total=len(pieces), desc="prepare", unit="file", disable=not progress, file=sys.stderr)
@@ -121,9 +127,6 @@ def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> P
     Temporaries of killed runs are removed first. Raises :class:`SourceError` when a source finds
     nothing or every file is skipped; the output is then left as it was.
     """
-    from midistruct.shards.lock import OutputLock
-    from midistruct.shards.writer import remove_stale_temporaries
-
     out = Path(cfg.data.output)
     _check_output_path(cfg, out)
     with OutputLock(out):
@@ -133,10 +136,6 @@ def prepare(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> P
 
 
 def _prepare_locked(cfg: Config, out: Path, progress: bool) -> PrepareSummary:
-    from midistruct.shards import bpe
-    from midistruct.shards.reader import ShardSet
-    from midistruct.tokens.tokenizer import build_tokenizer
-
     tokenizer = build_tokenizer(cfg.tokenizer)
     if cfg.tokenizer.bpe_vocab_size:
         bpe.check_vocab_size(tokenizer, cfg.tokenizer.bpe_vocab_size)  # before the corpus pass, not after it
@@ -155,8 +154,6 @@ def _prepare_locked(cfg: Config, out: Path, progress: bool) -> PrepareSummary:
 def _check_output_path(cfg: Config, out: Path) -> None:
     """Raise :class:`ShardError` when ``out`` names no folder of its own, or is, holds or lies
     inside a folder a source reads."""
-    from midistruct.shards.reader import ShardError
-
     if out.name in ("", ".", ".."):
         raise ShardError(f"data.output {str(out)!r} must name a folder of its own, such as data/mycorpus")
     target = out.expanduser().resolve()
@@ -180,10 +177,6 @@ def _source_folders(sources: list[dict]) -> list[Path]:
 def _check_output(cfg: Config, out: Path, *, overwrite: bool) -> None:
     """Raise :class:`ShardError` unless ``out`` may be replaced (absent, empty or a shard folder)
     by shards of this tokenizer config; ``overwrite`` allows another config, nothing else."""
-    from midistruct.shards.reader import ShardError, ShardSet
-    from midistruct.shards.writer import replace_problem
-    from midistruct.tokens.tokenizer import settings_hash
-
     problem = replace_problem(out)
     if problem:
         raise ShardError(f"{out} {problem}; choose another data.output (--overwrite replaces only shard folders)")
@@ -197,9 +190,6 @@ def _encode_corpus(cfg: Config, pieces: list[Piece], failed: list, tokenizer, ou
 
     ``failed`` are pieces a source could not convert: reported, counted as read and skipped.
     """
-    from midistruct.shards.writer import ShardWriter
-    from midistruct.tokens.encode import Skipped
-
     workers = cfg.data.workers or os.cpu_count() or 1
     summary = PrepareSummary(output=Path(cfg.data.output), files=len(pieces) + len(failed))
     report, seen = list(failed), {}
@@ -223,10 +213,6 @@ def _encode_corpus(cfg: Config, pieces: list[Piece], failed: list, tokenizer, ou
 
 def _apply_bpe(cfg: Config, tokenizer, base, out: Path) -> dict[str, dict[str, int]]:
     """Learn BPE on ``base``'s train split and write the re-encoded shards to ``out``."""
-    from midistruct.shards import bpe
-    from midistruct.shards.writer import ShardWriter
-    from midistruct.tokens.tokenizer import settings_hash
-
     bpe.train_bpe(tokenizer, base, cfg.tokenizer.bpe_vocab_size)
     with ShardWriter(out, vocab_size=tokenizer.vocab_size) as writer:
         bpe.reencode(tokenizer, base, writer)
@@ -238,8 +224,6 @@ def _apply_bpe(cfg: Config, tokenizer, base, out: Path) -> dict[str, dict[str, i
 
 
 def _write_side_files(folder: Path, cfg: Config, tokenizer, report: list | None) -> None:
-    from midistruct.tokens.tokenizer import save_tokenizer
-
     save_tokenizer(tokenizer, folder)
     (folder / "config.yaml").write_text(dump_config(cfg))
     if report is not None:
@@ -301,9 +285,6 @@ def _first_line(path: Path) -> str:
 
 def _manifest(cfg: Config, tokenizer, summary: PrepareSummary) -> dict:
     import miditok
-
-    from midistruct import __version__
-    from midistruct.tokens.tokenizer import settings_hash
 
     return {
         "midistruct_version": __version__,

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from midistruct.evaluation.probes import fit_probe, piece_test_mask
+from midistruct.metrics.features import estimated_key
+from midistruct.shards.reader import ShardSet
 from midistruct.tokens.views import melody_and_rest
 
 TEXTURE = ("polyphony", "density", "register", "length", "rhythm")
@@ -84,8 +87,6 @@ def swap_pairs(folder, vocab, *, n: int = 100, bars: int, split: str = "test", s
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` pairs of full 4/4 windows of ``bars`` bars from a shard split, the two of each pair from different
     pieces, each window used once."""
-    from midistruct.shards.reader import ShardSet
-
     arrays = ShardSet(folder).split(split)
     rng = np.random.default_rng(seed)
     pieces = np.asarray(arrays.windows[:, 2])
@@ -157,10 +158,6 @@ def probe_blocks(ms, folder, *, split: str = "test", windows: int = 1500, seed: 
     block's bar codes (averaged over the window) to a content attribute -- the window's tonic (Krumhansl) -- and
     an arrangement attribute -- its accompaniment's polyphony, in three classes (the corpus's terciles); with
     each probe's majority-class rate (chance)."""
-    from midistruct.evaluation.probes import fit_probe, piece_test_mask
-    from midistruct.metrics.features import estimated_key
-    from midistruct.shards.reader import ShardSet
-
     arrays = ShardSet(folder).split(split)
     rng = np.random.default_rng(seed)
     pieces = np.asarray(arrays.windows[:, 2])

@@ -11,6 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midistruct.evaluation.heldout import recurring_windows
+from midistruct.evaluation.probes import probe_latents
+from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
+from midistruct.evaluation.statistics import sample_statistics
+from midistruct.generation.pipeline import MidiStruct
+from midistruct.model.checkpoint import load_checkpoint
+from midistruct.model.pretrained import resolve
+from midistruct.model.prior import load_prior
+from midistruct.shards.dataset import WindowDataset, collate
+from midistruct.shards.reader import ShardSet
 from midistruct.training import validation
 
 
@@ -30,10 +40,6 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     :mod:`midistruct.evaluation.statistics`). Free-running metrics: :func:`free_running_metrics` on the
     first ``free_run`` held-out windows (greedy, and sampled at ``sample_temperature`` unless 0). Every model
     (the checkpoint's and the judge) runs on ``device``."""
-    from midistruct.model.checkpoint import load_checkpoint
-    from midistruct.shards.dataset import WindowDataset, collate
-    from midistruct.shards.reader import ShardSet
-
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
@@ -42,8 +48,6 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)
     if exclude_recurring and split != "train":
-        from midistruct.evaluation.heldout import recurring_windows
-
         recurring = recurring_windows(shards, split=split)
         order = order[~recurring[order]]
     pick = order[:windows]
@@ -58,28 +62,16 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     out.update(free_running_metrics(model, tokenizer, free_batches, sample_temperature=sample_temperature, seed=seed,
                                     device=device))
     if interpolations:
-        from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
-        from midistruct.generation.pipeline import MidiStruct
-
         ms = MidiStruct(model, tokenizer, meta, device=device)
         judge_model = load_checkpoint(judge, device=device)[0] if judge else None
         found = measure_interpolations(ms, held_out_pairs(ms, folder, n=interpolations, split=split, seed=seed),
                                        judge=judge_model)
         out.update({f"interpolation.{k}": v for k, v in found.items()})
     if probes:
-        from midistruct.evaluation.probes import probe_latents
-        from midistruct.generation.pipeline import MidiStruct
-
         found = probe_latents(MidiStruct(model, tokenizer, meta, device=device), folder, split=split,
                               windows=probes, seed=seed)
         out.update({f"probe.{k}": v for k, v in found.items()})
     if samples:
-        from midistruct.evaluation.statistics import sample_statistics
-        from midistruct.generation.pipeline import MidiStruct
-
-        from midistruct.model.pretrained import resolve
-        from midistruct.model.prior import load_prior
-
         prior = load_prior(resolve(checkpoint))  # a fitted code prior when the checkpoint has one, else N(0, I)
         found = sample_statistics(MidiStruct(model, tokenizer, meta, device=device, prior=prior), folder,
                                   n=samples, seed=seed, split=split)

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from midistruct.evaluation.statistics import duration_histogram, pitch_class_histogram
+from midistruct.metrics.notes import notes_of
+from midistruct.shards.reader import ShardSet
 from midistruct.tags import PITCH_CLASSES, TAGS, parse_key  # noqa: F401 - re-exported
+from midistruct.tokens.tokenizer import decode_ids
 
 TARGETS = TAGS  # the probes' targets are the tags (midistruct.tags owns them)
 
@@ -145,10 +148,6 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     ``targets`` (default: all of :data:`TARGETS`); pieces are split 75/25 by a hash of their group
     and ``seed``. Also returns ``windows``, ``pieces`` and ``test_pieces``.
     """
-    from midistruct.metrics.notes import notes_of
-    from midistruct.shards.reader import ShardSet
-    from midistruct.tokens.tokenizer import decode_ids
-
     targets = list(targets or TARGETS)
     for target in targets:
         if target not in TARGETS:

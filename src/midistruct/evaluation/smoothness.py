@@ -12,7 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from midistruct.metrics.steps import STEPS_PER_QUARTER, n_steps_of, step_distance
+from midistruct.metrics.notes import notes_of, window_quarters
+from midistruct.metrics.steps import STEPS_PER_QUARTER, n_steps_of, step_accuracy, step_distance
+from midistruct.shards.reader import ShardSet
+from midistruct.tokens.tokenizer import decode_ids
 
 
 def pianoroll_distance(a: np.ndarray, b: np.ndarray, *, n_steps: int | None = None) -> float:
@@ -84,10 +87,7 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     token of the inputs, of the path ends and of the inner steps (``judge_nll_*``): interpolants
     that stay on the data manifold score about as the ends do.
     """
-    from midistruct.generation.interpolation import path as latent_path
-    from midistruct.metrics.notes import notes_of, window_quarters
-    from midistruct.metrics.steps import step_accuracy
-    from midistruct.tokens.tokenizer import decode_ids
+    from midistruct.generation.interpolation import path as latent_path  # (imports torch: kept local)
 
     z = ms.encode_windows([w for pair in pairs for w in pair])
     latents = []
@@ -98,7 +98,7 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
             latents.append(za.with_codes(zbar, zseg))
     import torch
 
-    from midistruct.generation.latents import PieceLatents
+    from midistruct.generation.latents import PieceLatents  # (imports torch: kept local)
 
     joined = PieceLatents(torch.cat([z.z_bar for z in latents]), torch.cat([z.z_segment for z in latents]),
                           [b for z in latents for b in z.bars], [t for z in latents for t in z.time_signatures])
@@ -134,7 +134,7 @@ def token_nll(model, windows: list, *, vocab, batch_size: int = 64) -> float:
     ``vocab`` is the :class:`~midistruct.tokens.remi.RemiVocab` of the windows' (and the model's) tokenizer."""
     import torch
 
-    from midistruct.shards.dataset import window_batch
+    from midistruct.shards.dataset import window_batch  # (imports torch: kept local)
 
     total, count = 0.0, 0
     with torch.no_grad():
@@ -151,8 +151,6 @@ def token_nll(model, windows: list, *, vocab, batch_size: int = 64) -> float:
 
 def held_out_pairs(ms, folder, *, n: int = 32, split: str = "test", seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` pairs of full windows of one shard ``split``, from different pieces, each pair in one meter."""
-    from midistruct.shards.reader import ShardSet
-
     arrays = ShardSet(folder).split(split)
     rng = np.random.default_rng(seed)
     by_meter: dict[str, list[tuple[int, np.ndarray]]] = {}

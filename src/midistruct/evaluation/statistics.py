@@ -24,6 +24,9 @@ from typing import Callable
 import numpy as np
 
 from midistruct.metrics import features
+from midistruct.metrics.notes import notes_of, window_quarters
+from midistruct.shards.reader import ShardSet
+from midistruct.tokens.tokenizer import decode_ids
 
 # Duration classes: the nearest power-of-two note value in log scale (class boundaries at sqrt(2)
 # times a value), the shortest and longest open-ended. A dotted note goes to the longer class.
@@ -164,10 +167,6 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     generated windows without a note).
     """
     import torch
-
-    from midistruct.metrics.notes import notes_of, window_quarters
-    from midistruct.shards.reader import ShardSet
-    from midistruct.tokens.tokenizer import decode_ids
 
     arrays = ShardSet(folder).split(split)
     windows = []

@@ -25,6 +25,8 @@ import numpy as np
 from midistruct.evaluation.probes import Probe, fit_probe
 from midistruct.evaluation.statistics import duration_histogram, pitch_class_histogram
 from midistruct.metrics.features import key_correlations
+from midistruct.metrics.notes import notes_of, window_quarters
+from midistruct.tokens.tokenizer import decode_ids
 
 ONSET_BINS = 12  # onset position within the beat (a quarter note), in twelfths: straight and triplet grids
 N_FEATURES = 12 + 5 + ONSET_BINS + 24 + 2
@@ -58,9 +60,6 @@ class Judge:
 def window_features(ms, windows: list[np.ndarray], meters: list[str]) -> np.ndarray:
     """(W, N_FEATURES + M) :func:`note_features` of each token window (decoded with ``ms``'s tokenizer), then its
     meter one-hot over ``meters`` (its TimeSig token)."""
-    from midistruct.metrics.notes import notes_of, window_quarters
-    from midistruct.tokens.tokenizer import decode_ids
-
     rows = []
     for ids in windows:
         score = decode_ids(ms.tokenizer, list(ids))
@@ -95,7 +94,7 @@ def judge_windows(judge: Judge, ms, windows: list[np.ndarray]) -> list[str]:
 def _free_latents(ms, n: int, *, scale: float = 1.0):
     """``n`` one-window codes drawn without tags, their meters in the training windows' proportions (the
     prior's ``meter`` tag; all 4/4 without it)."""
-    from midistruct.generation.latents import PieceLatents
+    from midistruct.generation.latents import PieceLatents  # (imports torch: kept local)
 
     group = ms.prior.tags.get("meter") if ms.prior is not None else None
     if group is None:

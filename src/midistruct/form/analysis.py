@@ -19,6 +19,8 @@ import numpy as np
 from midistruct.form import FormError
 from midistruct.form import bars as bar_features
 from midistruct.form import segment
+from midistruct.form import supervised
+from midistruct.tokens.validate import Skip, load_score
 
 FEATURES = ("tracks", "notes", "codes")
 
@@ -121,8 +123,6 @@ def find_boundaries(ssm: np.ndarray, settings: Settings, *, x: np.ndarray | None
     """The boundary evidence per bar line (NB,) and the section bounds [0, ..., NB] by ``settings.method``;
     ``supervised`` also reads the bar vectors ``x`` (NB, D)."""
     if settings.method == "supervised":
-        from midistruct.form import supervised
-
         block = None if settings.features == "codes" else 12 + bar_features.POSITIONS  # one track's histograms
         return supervised.boundaries(ssm if x is None else x, ssm, block=block, min_bars=settings.min_bars)
     if settings.method == "foote":
@@ -141,7 +141,7 @@ def _features(score, settings: Settings, *, model, name: str) -> tuple[np.ndarra
         return x, grid, {}
     if model is None:
         raise FormError('features "codes" need a model (a checkpoint folder or a shipped model name)')
-    from midistruct.form.codes import bar_codes
+    from midistruct.form.codes import bar_codes  # (imports torch: kept local)
 
     codes = bar_codes(model, score, hop=settings.hop, segment_weight=settings.segment_weight, name=name)
     notes = {"windows_too_long": codes.dropped_windows, "bars_cut": codes.cut_bars} if codes.dropped_windows else {}
@@ -150,8 +150,6 @@ def _features(score, settings: Settings, *, model, name: str) -> tuple[np.ndarra
 
 def load(midi):
     """A symusic Score from a path (or the Score given); :class:`FormError` naming the file and the reason."""
-    from midistruct.tokens.validate import Skip, load_score
-
     if not isinstance(midi, (str, Path)):
         return midi
     if not (Path(midi).exists() or Path(midi).is_symlink()):

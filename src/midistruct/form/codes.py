@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from midistruct.form import FormError
+from midistruct.tokens.validate import Skip
 
 
 class BarCodes(NamedTuple):
@@ -40,8 +41,6 @@ def bar_codes(ms, score, *, hop: int = 1, segment_weight: float = 0.0, name: str
 
     Raises :class:`~midistruct.form.FormError` when the score cannot be tokenized.
     """
-    from midistruct.tokens.validate import Skip
-
     try:
         ids = ms.piece_encoder.tokenize(score)
     except Skip as skip:

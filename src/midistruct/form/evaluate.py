@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct.corpus.pop909 import labels_zero_tick, meter_of
 from midistruct.form import FormError
+from midistruct.shards.splits import assign_split
+from midistruct.tags import parse_phrase_labels
+from midistruct.tokens.segment import bar_start_ticks
 
 SIXTEENTHS = {"2/4": ("4/4", 16), "4/4": ("4/4", 16), "3/4": ("3/4", 12)}  # index meter -> labels' bar, length
 
@@ -43,16 +47,11 @@ def song_role(song: str, split_cfg) -> str:
     """``"eval"`` for a POP909 song (``"001"``) of the test or valid split of ``split_cfg`` (a
     :class:`~midistruct.config.SplitConfig`; the project's deterministic song split), else ``"train"``: the
     songs a learnt form head may see (docs/scripts/form_train_head.py) and the evaluation never scores."""
-    from midistruct.shards.splits import assign_split
-
     return "eval" if assign_split(f"pop909/{song}", split_cfg) in ("test", "valid") else "train"
 
 
 def reference(song: str, *, pop909: Path, phrases: Path, index_row: dict) -> Reference:
     """The labels of ``song`` ("001") aligned to ``pop909/NNN/NNN.mid``; :class:`FormError` saying why not."""
-    from midistruct.corpus.pop909 import labels_zero_tick, meter_of
-    from midistruct.tags import parse_phrase_labels
-
     meter = meter_of(index_row.get("num_beats_per_measure", ""), index_row.get("num_quavers_per_beat", ""))
     if meter not in SIXTEENTHS:
         raise FormError(f"{song}: meter {meter} not evaluated (only 2/4, 4/4 and 3/4 songs)")
@@ -71,8 +70,6 @@ def aligned_score(score, ref: Reference):
     """A copy of ``score`` in the labels' bars: moved so their bar 0 is tick 0, in their meter, cut at the
     end of their last bar (notes before bar 0 or after the end dropped)."""
     import symusic
-
-    from midistruct.tokens.segment import bar_start_ticks
 
     num, den = (int(x) for x in ref.meter.split("/"))
     out = score.shift_time(-ref.zero_tick)  # tempos and meters move too; clip keeps what starts in [0, end)

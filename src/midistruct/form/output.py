@@ -4,6 +4,7 @@ meta-event, the section's label, at each section start, which DAWs show on their
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def write(form, score, out_dir: str | Path, *, stem: str = "song", plot: bool = 
 def plot_png(form) -> bytes:
     """PNG bytes: the self-similarity matrix, section boundaries as lines, labels along the top, and the
     boundary evidence (``form.novelty``) below it with the boundaries marked."""
-    import io
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

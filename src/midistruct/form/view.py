@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from midistruct.form.analysis import with_meter
+from midistruct.render.pianoroll import draw_pianoroll
+
 ALPHA = 0.2  # shading of a section's span under the notes
 PALETTE = "Dark2"  # 8 colours, none the blue that render gives a piano's notes
 
@@ -40,9 +43,6 @@ def form_view(score, form, *, reference=None, title: str | None = None, path: st
         ``fig.axes[1]`` the matrix, ``fig.axes[2]`` the reference strip when one was given.
     """
     from matplotlib.figure import Figure
-
-    from midistruct.form.analysis import with_meter
-    from midistruct.render.pianoroll import draw_pianoroll
 
     score = with_meter(score, form.settings.time_signature)
     n = len(form.novelty)

@@ -17,13 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
+from midistruct.config import Config
 from midistruct.errors import MidiStructError
+from midistruct.generation import attributes
+from midistruct.generation.attributes import corpus_windows_with_pieces
+from midistruct.generation.attributes import shift as shift_codes
+from midistruct.generation.constraints import RemiGrammar
+from midistruct.generation.interpolation import path
 from midistruct.generation.latents import PieceLatents
+from midistruct.metrics.features import estimated_key
+from midistruct.metrics.notes import notes_of
+from midistruct.model.checkpoint import load_checkpoint
+from midistruct.model.pretrained import resolve
+from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
-from midistruct.tags import CONDITIONING_TAGS
-from midistruct.tokens.segment import cut_windows
-from midistruct.tokens.tokenizer import strip_special
+from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
+from midistruct.tokens.encode import PieceEncoder
+from midistruct.tokens.segment import bar_start_ticks, cut_windows
+from midistruct.tokens.tokenizer import decode_ids, strip_special
+from midistruct.tokens.validate import Skip, load_score
 
 # Generation budget per bar: the model's average, (max_positions - 1) / max_bars (training windows hold at
 # most segments.max_tokens tokens over segments.bars bars), but at least MIN_TOKENS_PER_BAR so a dense bar
@@ -49,9 +63,6 @@ class MidiStruct:
     """
 
     def __init__(self, model, tokenizer, meta: dict, *, device: str | torch.device = "cpu", prior=None):
-        from midistruct.config import Config
-        from midistruct.tokens.encode import PieceEncoder
-
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
         self.device = torch.device(device)
         self.cfg = Config.model_validate(meta["run_config"])
@@ -67,10 +78,6 @@ class MidiStruct:
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
         """Load a checkpoint folder (``runs/<name>/best``) or a shipped model by name (``midistruct models``)
         in one call, the model in float32 on ``device``."""
-        from midistruct.model.checkpoint import load_checkpoint
-        from midistruct.model.pretrained import resolve
-        from midistruct.model.prior import PriorError, load_prior
-
         folder = resolve(folder)
         model, tokenizer, meta = load_checkpoint(folder, device=device)
         try:
@@ -83,8 +90,6 @@ class MidiStruct:
 
     def load(self, midi) -> "symusic.Score":  # noqa: F821
         """A symusic Score from a path or a Score; errors become :class:`InputError`."""
-        from midistruct.tokens.validate import Skip, load_score
-
         if not isinstance(midi, (str, Path)):
             return midi
         if not (Path(midi).exists() or Path(midi).is_symlink()):  # folders and broken links get their own reason
@@ -106,8 +111,6 @@ class MidiStruct:
         ``name`` labels a Score in error messages (a path names itself). A window with more tokens than the
         model reads is an :class:`InputError`, or with ``drop_long`` left out (an error only if all are).
         """
-        from midistruct.tokens.validate import Skip
-
         name = name or _name(midi)
         try:
             ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature, downbeat=downbeat)
@@ -214,9 +217,6 @@ class MidiStruct:
         """Decode windows and lay them end to end, each starting where the previous one's bars end."""
         import symusic
 
-        from midistruct.tokens.segment import bar_start_ticks
-        from midistruct.tokens.tokenizer import decode_ids
-
         out, offset, tracks = None, 0, {}
         for ids in windows:
             part = decode_ids(self.tokenizer, ids)
@@ -251,8 +251,6 @@ class MidiStruct:
         z.tempo = _tempo_of(score)
         z = self.retag(z, tags, strength=tag_strength)
         if shift:
-            from midistruct.generation.attributes import shift as shift_codes
-
             z = shift_codes(z, vectors, shift)
         return self.decode(z, **kw)
 
@@ -292,8 +290,6 @@ class MidiStruct:
         each step takes the meters and tempo of the nearer endpoint (A's up to the middle).
         ``tags`` moves both ends to those tag values first (:meth:`retag`).
         """
-        from midistruct.generation.interpolation import path
-
         self._check_tags(tags or {})
         za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b]))
         bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
@@ -306,8 +302,6 @@ class MidiStruct:
         """``windows`` new windows leading from the end of ``a`` to the start of ``b``: their codes lie on the path
         from ``a``'s last window's codes to ``b``'s first window's, endpoints left out (a medley's join). Full
         windows of the model's bars, in ``a``'s last meter before the middle and ``b``'s first after it."""
-        from midistruct.generation.interpolation import path
-
         if windows < 1:
             raise InputError(f"a bridge needs at least 1 window, got {windows}")
         za, zb = self.encode(a), self.encode(b)
@@ -338,8 +332,6 @@ class MidiStruct:
     def grid(self, corners: list, steps: int = 5, *, method: str = "slerp", **kw) -> list[list["symusic.Score"]]:  # noqa: F821
         """A ``steps`` x ``steps`` grid between four pieces [top-left, top-right, bottom-left, bottom-right]
         (magenta.js's 4-corner interpolation): each column interpolates between the top and bottom edges."""
-        from midistruct.generation.interpolation import path
-
         if len(corners) != 4:
             raise InputError(f"a grid needs 4 corner pieces, got {len(corners)}")
         tl, tr, bl, br = self._aligned(corners)
@@ -382,8 +374,6 @@ class MidiStruct:
         window), else from the primer's own last window, moved to ``tags`` (:meth:`retag`) when given.
         The result keeps the primer's tempo.
         """
-        from midistruct.tokens.validate import Skip
-
         self._check_tags(tags or {})
         if bars < 1:
             raise InputError(f"bars must be >= 1, got {bars}")
@@ -437,8 +427,6 @@ class MidiStruct:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
         z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale, tags=tags, tag_strength=tag_strength)
         if shift:
-            from midistruct.generation.attributes import shift as shift_codes
-
             z = shift_codes(z, vectors, shift)
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
         return [self.stitch([ids]) for ids in tokens]
@@ -478,8 +466,6 @@ class MidiStruct:
     def set_prior(self, prior) -> None:
         """Use ``prior`` (a :class:`~midistruct.model.prior.CodePrior`) for sampling; :class:`InputError` when it
         describes codes of another shape than this model's window."""
-        from midistruct.model.prior import PriorError
-
         cfg = self.model.config
         try:
             prior.check(bars=self.bars, bar_dim=cfg.latent_dim_bar if cfg.bar_latents else 0,
@@ -498,10 +484,6 @@ class MidiStruct:
         ``tags`` (names of :data:`midistruct.tags.TAGS`; default the musical ones) are read from each window's
         piece and kept in the prior for their values with ``min_tag_windows`` windows, so that :meth:`sample`
         and the other commands can be given tags (issue 18); ``()`` fits no tags."""
-        from midistruct.generation.attributes import corpus_windows_with_pieces
-        from midistruct.model.prior import CodePrior, PriorError
-        from midistruct.tags import BAR_TAGS, TAGS, known, window_tags
-
         for name in tags:
             if not known(name):
                 raise InputError(f"unknown tag {name!r}; valid: {', '.join([*TAGS, *BAR_TAGS])}")
@@ -537,8 +519,6 @@ class MidiStruct:
         return {name: list(g.values) for name, g in self.prior.tags.items()} if self.prior is not None else {}
 
     def _check_tags(self, tags: dict[str, str]) -> None:
-        from midistruct.tags import TagError
-
         if not tags:
             return
         if self.prior is None:
@@ -554,11 +534,6 @@ class MidiStruct:
         one the Krumhansl-Schmuckler key finder hears in all of them, by the smaller interval that keeps every
         pitch in range; and the tags left for :meth:`retag` (``key`` becomes its ``mode``, when the prior knows
         that value). Windows under BPE, or without a tonic tag, come back as they are."""
-        from midistruct.metrics.features import estimated_key
-        from midistruct.metrics.notes import notes_of
-        from midistruct.tags import parse_key
-        from midistruct.tokens.tokenizer import decode_ids
-
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
         if rest == tags:
             return windows, rest
@@ -595,8 +570,6 @@ class MidiStruct:
                           names: list[str] | None = None, seed: int = 0) -> "AttributeVectors":  # noqa: F821
         """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
         checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
-        from midistruct.generation import attributes
-
         folder = data or self.cfg.data.output
         return attributes.compute(self, attributes.corpus_windows(folder, split=split, limit=windows, seed=seed),
                                   names=names)
@@ -613,10 +586,6 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
     if tokenizer.is_trained:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
         raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
                          "tokens); encode works, or train without tokenizer.bpe_vocab_size")
-    from transformers import LogitsProcessorList
-
-    from midistruct.generation.constraints import RemiGrammar
-
     cfg, device = model.config, model.device
     sampling = temperature > 0
     prompt_len = 1 if prompt is None else prompt.shape[1]

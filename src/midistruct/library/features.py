@@ -8,10 +8,13 @@ duration and 8 duration bins, each part summing to 1; its "bar codes" are the sa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from midistruct.tokens.validate import Skip, load_score
 
 FEATURES = ("codes", "histogram")
 DURATION_EDGES = np.array([0.1875, 0.375, 0.75, 1.5, 3.0, 6.0, 12.0])  # quarters; 8 bins around 16th..whole
@@ -27,9 +30,7 @@ class PieceCodes(NamedTuple):
 def select_tracks(score, pattern: str | None, *, name: str):
     """``score`` with only the tracks whose name matches the regular expression ``pattern`` (case ignored; all
     tracks for None); :class:`~midistruct.generation.pipeline.InputError` naming the tracks when none does."""
-    import re
-
-    from midistruct.generation.pipeline import InputError
+    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
     if pattern is None:
         return score
@@ -46,7 +47,7 @@ def code_features(ms, *, tracks: str | None = None) -> Callable[[str | Path], Pi
     """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`), of the
     tracks whose name matches ``tracks`` (a regular expression; all for None); unreadable input raises its
     :class:`~midistruct.generation.pipeline.InputError`."""
-    from midistruct.generation.pipeline import InputError
+    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
     def encode(path: str | Path) -> PieceCodes:
         score = select_tracks(ms.load(path), tracks, name=str(path))
@@ -65,8 +66,7 @@ def histogram_features(*, tracks: str | None = None) -> Callable[[str | Path], P
     """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline) of the tracks whose name
     matches ``tracks`` (all for None); a file that is not readable MIDI or has no notes raises
     :class:`~midistruct.generation.pipeline.InputError`."""
-    from midistruct.generation.pipeline import InputError
-    from midistruct.tokens.validate import Skip, load_score
+    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
     def encode(path: str | Path) -> PieceCodes:
         try:

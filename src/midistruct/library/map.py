@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct.corpus import SourceError
+from midistruct.corpus.folder import read_tags_csv
 from midistruct.library import LibraryError
 from midistruct.library.search import Space
 from midistruct.library.store import Library
+from midistruct.tokens.validate import Skip, load_score
 
 METHODS = ("tsne", "umap", "pca")
 MAX_EMBEDDED = 2000  # pieces whose MIDI bytes go into the page; a larger library links to the files
@@ -127,8 +130,6 @@ def estimate_key(pitch_classes: np.ndarray) -> str:
 def file_tags(path: Path) -> dict[str, str]:
     """``meter`` (the first time signature; 4/4, the MIDI default, without one) and ``key`` of a MIDI file;
     both :data:`UNKNOWN` when it cannot be read."""
-    from midistruct.tokens.validate import Skip, load_score
-
     try:
         score = load_score(path).to("quarter")
     except Skip:
@@ -146,9 +147,6 @@ def read_tags(path: str | Path) -> dict[str, dict[str, str]]:
     """A user's CSV: a ``path`` column (relative to the library root) and any other columns, as
     ``{path: {column: value}}``; empty cells are left out. The format of a folder source's ``tags`` file
     (:func:`midistruct.corpus.folder.read_tags_csv`); its errors become :class:`LibraryError`."""
-    from midistruct.corpus import SourceError
-    from midistruct.corpus.folder import read_tags_csv
-
     try:
         return read_tags_csv(path)
     except SourceError as err:

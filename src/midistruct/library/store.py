@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from midistruct.errors import MidiStructError, one_line
 from midistruct.library import LibraryError
 from midistruct.library.features import PieceCodes
 
@@ -112,8 +113,6 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
     that is stopped loses little: given back as ``previous``, those pieces are not encoded again."""
     from tqdm import tqdm
 
-    from midistruct.errors import MidiStructError, one_line
-
     files = midi_files(folder)
     reuse = _reusable(previous, model=model, features=features, tracks=tracks)
     rows, skipped, encoded = [], {}, 0
@@ -144,7 +143,7 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
 
 def model_id(checkpoint: str | Path) -> str:
     """``NAME@<sha256 of model.safetensors, 12 hex>``: a library's cache is reused only for the same weights."""
-    from midistruct.model.pretrained import resolve
+    from midistruct.model.pretrained import resolve  # (imports torch and transformers: kept local)
 
     weights = Path(resolve(checkpoint)) / "model.safetensors"
     return f"{checkpoint}@{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"

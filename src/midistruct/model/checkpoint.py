@@ -31,10 +31,16 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.torch_version import TorchVersion
+from transformers.utils import logging as hf_logging
 
+from midistruct import __version__
+from midistruct.config import ConfigError, validate_config
 from midistruct.errors import MidiStructError, one_line
 from midistruct.fsutil import replace_dir
+from midistruct.model import MidiStructConfig, MidiStructModel
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 
@@ -63,10 +69,6 @@ def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict[str, Any], sta
 
     ``state`` is the trainer state (see the module docstring) or None for a weights-only folder.
     """
-    from midistruct import __version__
-
-    from transformers.utils import logging as hf_logging
-
     folder = Path(folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -149,9 +151,6 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu"):
     names and shapes against the model config.json builds, and the tokenizer against the model's
     vocabulary before loading; any mismatch is a :class:`CheckpointError`.
     """
-    from transformers.utils import logging as hf_logging
-
-    from midistruct.model import MidiStructModel
     from midistruct.model.pretrained import resolve  # it imports this module
 
     folder = resolve(folder)
@@ -173,8 +172,6 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu"):
 def checkpoint_config(folder: Path):
     """The ``MidiStructConfig`` in ``folder/config.json``; :class:`CheckpointError` when it is not one."""
     from huggingface_hub.errors import StrictDataclassError
-
-    from midistruct.model import MidiStructConfig
 
     path = Path(folder) / "config.json"
     raw = _read_json(path)
@@ -279,8 +276,6 @@ def load_grown_weights(folder: Path, model: torch.nn.Module, *, vocab_map=None) 
 
 def vocab_map(old_tokens: list[str], new_tokens: list[str]):
     """(V_new,) the old id of each new token string, -1 for tokens the old vocabulary lacks (numpy int64)."""
-    import numpy as np
-
     old = {t: i for i, t in enumerate(old_tokens)}
     return np.array([old.get(t, -1) for t in new_tokens], dtype=np.int64)
 
@@ -305,8 +300,6 @@ def _checked_tokenizer(folder: Path, config):
 
 def _check_run_config(meta: dict[str, Any], path: Path) -> None:
     """``meta["run_config"]`` must validate as a :class:`~midistruct.config.Config` (generation reads it)."""
-    from midistruct.config import ConfigError, validate_config
-
     if not isinstance(meta.get("run_config"), dict):
         raise CheckpointError(f"{path} has no run_config")
     try:
@@ -380,8 +373,6 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
 def _load_legacy_state(path: Path) -> dict[str, Any]:
     """``trainer_state.pt`` (a torch pickle, before issue 20) through torch's restricted unpickler, which
     builds tensors and plain containers only and refuses anything else without running it."""
-    from torch.torch_version import TorchVersion
-
     if TorchVersion(torch.__version__) < "2.6":  # weights_only had a known escape before 2.6 (CVE-2025-32434)
         raise CheckpointError(f"{path} was written by an older midistruct; resuming from it needs torch >= 2.6 "
                               "to read it safely; upgrade torch or start a new run")

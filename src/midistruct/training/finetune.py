@@ -21,7 +21,10 @@ from typing import Any
 
 from midistruct.config import Config, ModelSettings
 from midistruct.errors import MidiStructError
-from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config
+from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config, vocab_map
+from midistruct.model.pretrained import names, resolve
+from midistruct.tokens.remi import RemiVocab
+from midistruct.tokens.tokenizer import load_tokenizer
 
 
 class InitError(MidiStructError, ValueError):
@@ -59,8 +62,6 @@ def starting_point(cfg: Config, *, init: str | Path | None, resume: bool
 
 def open_init(name_or_folder: str | Path) -> InitCheckpoint:
     """The checkpoint folder or shipped model ``name_or_folder``, checked; :class:`CheckpointError` otherwise."""
-    from midistruct.model.pretrained import resolve
-
     folder = resolve(name_or_folder)
     meta = check_checkpoint(folder)
     return InitCheckpoint(str(name_or_folder), folder, meta, checkpoint_config(folder))
@@ -70,8 +71,6 @@ def record(init: InitCheckpoint) -> dict[str, Any]:
     """What ``midistruct.json["init"]`` says: the checkpoint as given, whether it is a shipped model, its step and
     tokenizer, and the data sources its weights were trained on (its own init's included: the licence check of
     ``midistruct export`` reads them)."""
-    from midistruct.model.pretrained import names
-
     earlier = init.meta.get("init") or {}
     sources = init.meta["run_config"].get("data", {}).get("sources", []) + earlier.get("sources", [])
     return {"checkpoint": init.given, "shipped": init.given in names() and not Path(init.given).exists(),
@@ -135,10 +134,6 @@ def vocab_remap(init: InitCheckpoint, tokenizer):
     """None when ``tokenizer`` (the run's data's) has the checkpoint's vocabulary; else (V,) the checkpoint's id of
     each of its token ids (-1 for a token the checkpoint lacks), for ``load_grown_weights``. :class:`InitError` when
     the checkpoint has tokens the data's tokenizer lacks."""
-    from midistruct.model.checkpoint import vocab_map
-    from midistruct.tokens.remi import RemiVocab
-    from midistruct.tokens.tokenizer import load_tokenizer
-
     old, new = RemiVocab(load_tokenizer(init.folder)), RemiVocab(tokenizer)
     if old.base_tokens == new.base_tokens and old.size == new.size:
         return None

@@ -10,6 +10,8 @@ Only rank 0 evaluates, logs and saves when run under torchrun.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import math
 import shutil
@@ -20,14 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from transformers import get_cosine_schedule_with_warmup
 
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
+from midistruct.model import MidiStructConfig, MidiStructModel
 from midistruct.model.checkpoint import (
     META_FILE, check_checkpoint, load_grown_weights, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
 )
+from midistruct.shards.dataset import WindowDataset, collate
+from midistruct.shards.reader import ShardSet
 from midistruct.tokens.remi import RemiVocab
-from midistruct.training import distributed, finetune
+from midistruct.tokens.tokenizer import settings_hash
+from midistruct.training import distributed, finetune, validation
 
 
 class TrainError(MidiStructError, ValueError):
@@ -56,10 +64,6 @@ def clear_run(run_dir: Path) -> None:
 
 def model_config(cfg: Config, tokenizer):
     """``MidiStructConfig`` from ``cfg.model`` plus what the data decides (vocab, ids, lengths)."""
-    import dataclasses
-
-    from midistruct.model import MidiStructConfig
-
     valid = {f.name for f in dataclasses.fields(MidiStructConfig)}
     unknown = sorted(set(cfg.model.overrides()) - valid)
     if unknown:
@@ -87,10 +91,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, *, resume: bool = False, init: str | Path | None = None, overwrite: bool = False,
                  progress: bool = True):
-        from midistruct.model import MidiStructModel
-        from midistruct.shards.dataset import WindowDataset
-        from midistruct.shards.reader import ShardSet
-
         cfg, start, ignored = finetune.starting_point(cfg, init=init, resume=resume)
         self.cfg, self.t, self.progress = cfg, cfg.train, progress
         self.device = distributed.choose_device(self.t.device)
@@ -124,8 +124,6 @@ class Trainer:
                   f"the config: {', '.join(ignored)}", file=sys.stderr)
         self.net = self._wrap(self.model)
         self.optimizer = self._optimizer()
-        from transformers import get_cosine_schedule_with_warmup
-
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, self.t.warmup_steps, self.t.max_steps)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": math.inf}
         # wall seconds spent in earlier invocations of this run (--resume), and when this one's clock started
@@ -144,8 +142,6 @@ class Trainer:
     def _wrap(self, model):
         if self.dist.world == 1:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -169,10 +165,6 @@ class Trainer:
     def _check_same_model(self, last: Path) -> None:
         """``--resume`` with a config whose model differs from the checkpoint's: one clear line, not a
         state-dict error (e.g. a ``--set model.X=`` given at the start and forgotten on resume)."""
-        import inspect
-
-        from midistruct.model import MidiStructConfig
-
         saved = json.loads((last / "config.json").read_text())
         now = self.model.config.to_dict()
         keys = list(inspect.get_annotations(MidiStructConfig))  # our fields, not PreTrainedConfig's
@@ -188,8 +180,6 @@ class Trainer:
     def batches(self):
         """Endless ``collate``d batches for this rank, from the saved data position on (the training loop's
         data; scripts that time or inspect training read it too)."""
-        from midistruct.shards.dataset import collate
-
         order_epoch, order = None, []
         while True:
             epoch, k = self.state["epoch"], self.state["batch_in_epoch"]
@@ -219,8 +209,6 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _eval_batches(self) -> list[dict]:
-        from midistruct.shards.dataset import collate
-
         n = min(len(self.valid_ds), self.t.eval_batches * self.t.batch_size)
         idx = np.random.default_rng(self.t.seed).permutation(len(self.valid_ds))[:n]
         return [collate([self.valid_ds[int(i)] for i in idx[s : s + self.t.batch_size]])
@@ -329,9 +317,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (teacher-forced and free-running); warns on posterior collapse."""
-        from midistruct.shards.dataset import collate
-        from midistruct.training import validation
-
         self.model.eval()
         out = validation.teacher_forced(self.model, self._eval_batches(), device=self.device, autocast=self.autocast)
         sample = collate([self.valid_ds[i] for i in range(min(self.t.free_run_samples, len(self.valid_ds)))])
@@ -352,8 +337,6 @@ class Trainer:
     def save(self, name: str) -> None:
         if not self.dist.is_main:
             return
-        from midistruct.tokens.tokenizer import settings_hash
-
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "position": {**self.state, "seconds": self.seconds()}, "rng": rng_state(self.device)}
         meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
