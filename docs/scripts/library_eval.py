@@ -7,6 +7,7 @@ pitch-class + duration histogram baseline, chance, and (Nottingham) the meter al
     python docs/scripts/library_eval.py --speed --work /tmp/lib              # + radio time at 10,000 pieces
     python docs/scripts/library_eval.py --corpora pop909 --tracks melody    # POP909's melody track alone
     python docs/scripts/library_eval.py --corpora music21     # the music21 collections prepare converted
+    python docs/scripts/library_eval.py --model RUN/best --corpora pop909 --blocks   # each block of a model with blocks
 
 Libraries are embedded with ``midistruct.library`` exactly as ``midistruct embed`` does and kept in ``--work``
 (``<corpus>-<features>.npz``), so a second run only measures. Nottingham is GPL-3: evaluation only.
@@ -175,6 +176,36 @@ def music21_collections(features: list[str], args) -> dict:
     return labelled("music21", folder, features, args, lambda path: path.split("/")[0])
 
 
+def version_ranks(vectors: np.ndarray, song: np.ndarray, originals: list[int], versions: list[int]) -> dict:
+    """Each version ranks the originals by cosine similarity: MRR, recall@1, recall@10 of its own song."""
+    space = Space(vectors[originals])
+    ranks = []
+    for v in versions:
+        order = np.argsort(-space.similarity(vectors[v]), kind="stable")
+        ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
+    ranks = np.array(ranks)
+    return {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
+            "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks)}
+
+
+def block_versions(lib: Library, song: np.ndarray, originals: list[int], versions: list[int], args) -> dict:
+    """Version retrieval from each functional block of a model with blocks (issue 19): a piece's vector from that
+    block's part of its bar codes alone (mean over bars; the content block with the segment code, which the
+    content encoder writes too)."""
+    from midistruct.model.checkpoint import checkpoint_config
+    from midistruct.model.pretrained import resolve
+
+    cfg = checkpoint_config(resolve(args.model))
+    width = cfg.bar_code_dim
+    out = {}
+    for name, part in cfg.block_slices().items():
+        vectors = np.stack([np.concatenate([lib.piece_bars(i)[:, part].mean(0),
+                                            lib.vectors[i][width:] if name == "content" else []])
+                            for i in range(len(lib))])
+        out[name] = version_ranks(vectors, song, originals, versions)
+    return out
+
+
 def pop909(features: list[str], args) -> dict:
     folder = DATASETS / "pop909" / "songs"
     out = {}
@@ -185,14 +216,10 @@ def pop909(features: list[str], args) -> dict:
         have = set(song[originals])  # a version whose original was skipped (too dense for the model) has no answer
         versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p and song[i] in have]
         space = Space(lib.vectors[originals])
-        ranks = []
-        for v in versions:
-            order = np.argsort(-space.similarity(lib.vectors[v]), kind="stable")
-            ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
-        ranks = np.array(ranks)
-        out[f] = {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
-                  "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks), "originals": len(originals),
+        out[f] = {**version_ranks(lib.vectors, song, originals, versions), "originals": len(originals),
                   "continuation": continuation(lib, originals)}
+        if f == "codes" and args.blocks:
+            out[f]["blocks"] = block_versions(lib, song, originals, versions, args)
     n = out[features[0]]["originals"]
     out["chance"] = {"mrr": float(np.mean(1 / np.arange(1, n + 1))), "recall@1": 1 / n, "recall@10": 10 / n}
     return out
@@ -227,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--speed", action="store_true")
     p.add_argument("--tracks", default=None, help="embed only the tracks whose name matches (e.g. melody)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--blocks", action="store_true",
+                   help="POP909 with a model with functional blocks: version retrieval from each block alone too")
     args = p.parse_args(argv)
     import torch
 
