@@ -416,3 +416,18 @@ def test_the_swap_measure_runs_on_held_out_windows(checkpoint, tmp_path):
     probes = probe_blocks(ms, data, split="train", windows=40)
     assert set(probes) == {"windows", "content->tonic", "content->polyphony", "arrangement->tonic",
                            "arrangement->polyphony"}
+
+
+def test_dynamics_statistics_for_a_performance_swap(velocity_encoder):
+    from midistruct.evaluation.blocks import DYNAMICS, moved, window_parts
+
+    vocab = velocity_encoder.vocab
+    score = _score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block"))
+    loud, soft = (window_parts(velocity_encoder.tokenize(_played(score, v)), vocab)["texture"]
+                  for v in ([110, 110, 110], [30, 50, 70]))
+    assert loud["loudness"] > 100 and loud["spread"] < 5 and 40 < soft["loudness"] < 60 and soft["spread"] > 10
+    assert loud["accents"].shape == (32,) and loud["accents"][0] > 100 and loud["accents"][1] == 0
+    result = moved(loud, soft, soft, names=DYNAMICS)
+    assert result == {"loudness": 1.0, "spread": 1.0, "accents": 1.0}
+    assert window_parts(_no_velocity_vocab().bar_id * np.ones(1, dtype=np.int64), _no_velocity_vocab())[
+        "texture"]["loudness"] == 0.0

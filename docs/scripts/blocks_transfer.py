@@ -25,12 +25,14 @@ def main() -> None:
     parser.add_argument("--probe-windows", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", action="store_true", help="keep every pair's scores in the output")
+    parser.add_argument("--block", default="arrangement", choices=["arrangement", "performance"],
+                        help="the block swapped (performance: a model with velocity tokens)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     pairs = swap_pairs(args.data, ms.vocab, n=args.pairs, bars=ms.bars)
-    swaps = measure_swaps(ms, pairs)
+    swaps = measure_swaps(ms, pairs, block=args.block)
     if not args.rows:
         swaps.pop("rows")
     probes = probe_blocks(ms, args.data, windows=args.probe_windows) if "arrangement" in ms.blocks() else None

@@ -8,11 +8,12 @@ arrangement part (``PieceLatents.with_block``), greedy. Read as the content view
 - **content kept**: melody F1 -- the output's melody notes (onset position and pitch, exact) against A's -- and
   chord accuracy -- per beat, the Jaccard overlap of the accompaniment's pitch classes with A's (two empty beats
   agree). Beside them the same against B (what copying B would score) and for A decoded without a swap.
-- **arrangement moved**: texture statistics of the accompaniment: ``polyphony`` (notes per onset), ``density``
+- **arrangement moved** (``block="arrangement"``): texture statistics of the accompaniment: ``polyphony`` (notes per onset), ``density``
   (notes per bar), ``register`` (mean pitch), ``length`` (mean duration in positions) and ``rhythm`` (the
   histogram of onset positions within the bar). For each, ``moved = |out - A| / (|out - A| + |out - B|)``
   (an L1 distance for the histogram): 0 is A's, 1 is B's, 0.5 halfway. Pairs where A and B agree on a statistic
-  are left out of it.
+  are left out of it. With ``block="performance"`` (velocity tokens), the statistics are every note's
+  :data:`DYNAMICS`: mean velocity, its spread, and the mean velocity at each position of the bar.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ from midistruct.shards.reader import ShardSet
 from midistruct.tokens.views import melody_and_rest
 
 TEXTURE = ("polyphony", "density", "register", "length", "rhythm")
+# the performance block's statistics (every note, tokenizers with velocity): mean and spread of the velocities, and
+# the mean velocity at each position of the bar (the accent pattern; positions without notes count 0)
+DYNAMICS = ("loudness", "spread", "accents")
+STATISTICS = {"arrangement": TEXTURE, "performance": DYNAMICS}
 
 
 def window_parts(ids, vocab) -> dict[str, Any]:
     """``melody`` (set of (onset, pitch)), ``chords`` (list of frozensets of pitch classes per beat) and the
-    ``texture`` statistics of a window's accompaniment."""
+    ``texture`` statistics: :data:`TEXTURE` of the accompaniment, :data:`DYNAMICS` of every note (0 without
+    velocity tokens)."""
     notes, onset, top = melody_and_rest(ids, vocab)
     n_bars = max(len(notes.bar_meters), 1)
     per_beat, bar = vocab.positions_per_beat, vocab.positions_per_bar("4/4")
@@ -49,6 +55,15 @@ def window_parts(ids, vocab) -> dict[str, Any]:
         "length": float(notes.length[rest].mean()) if rest.any() else 0.0,
         "rhythm": rhythm / rhythm.sum() if rhythm.sum() else rhythm,
     }
+    velocity = vocab.velocity_of[np.maximum(notes.velocity_id, 0)] if len(onset) else np.zeros(0)
+    played = notes.velocity_id >= 0
+    accents = np.bincount(onset[played] % bar, weights=velocity[played], minlength=bar)
+    counts = np.bincount(onset[played] % bar, minlength=bar)
+    texture.update({
+        "loudness": float(velocity[played].mean()) if played.any() else 0.0,
+        "spread": float(velocity[played].std()) if played.any() else 0.0,
+        "accents": accents / np.maximum(counts, 1),
+    })
     return {"melody": set(zip(onset[top].tolist(), notes.pitch[top].tolist())), "chords": chords, "texture": texture}
 
 
@@ -73,10 +88,12 @@ def _distance(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).sum())
 
 
-def moved(content: dict, style: dict, out: dict, *, floor: float = 1e-6) -> dict[str, float | None]:
-    """Per texture statistic, where ``out`` lies from ``content`` (0) to ``style`` (1); None where the two agree."""
+def moved(content: dict, style: dict, out: dict, *, floor: float = 1e-6,
+          names: tuple[str, ...] = TEXTURE) -> dict[str, float | None]:
+    """Per statistic in ``names``, where ``out`` lies from ``content`` (0) to ``style`` (1); None where the two
+    agree."""
     result = {}
-    for name in TEXTURE:
+    for name in names:
         to_content, to_style = _distance(out[name], content[name]), _distance(out[name], style[name])
         apart = _distance(content[name], style[name])
         result[name] = None if apart <= floor else to_content / max(to_content + to_style, floor)
@@ -128,13 +145,13 @@ def measure_swaps(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, block: str 
             "chord_accuracy": chord_accuracy(pa["chords"], po["chords"]),
             "chord_accuracy_no_swap": chord_accuracy(pa["chords"], pr["chords"]),
             "chord_accuracy_style_source": chord_accuracy(pa["chords"], pb["chords"]),
-            "moved": moved(pa["texture"], pb["texture"], po["texture"]),
-            "moved_no_swap": moved(pa["texture"], pb["texture"], pr["texture"]),
+            "moved": moved(pa["texture"], pb["texture"], po["texture"], names=STATISTICS[block]),
+            "moved_no_swap": moved(pa["texture"], pb["texture"], pr["texture"], names=STATISTICS[block]),
         })
-    return {"pairs": len(rows), "block": block, **summarise(rows), "rows": rows}
+    return {"pairs": len(rows), "block": block, **summarise(rows, names=STATISTICS[block]), "rows": rows}
 
 
-def summarise(rows: list[dict]) -> dict[str, Any]:
+def summarise(rows: list[dict], *, names: tuple[str, ...] = TEXTURE) -> dict[str, Any]:
     """Means of the content scores; per texture statistic the median and mean of ``moved`` and the share of pairs
     past halfway, with and without the swap."""
     out: dict[str, Any] = {}
@@ -143,7 +160,7 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             out[key] = float(np.mean([r[key] for r in rows]))
     for key in ("moved", "moved_no_swap"):
         stats = {}
-        for name in TEXTURE:
+        for name in names:
             values = np.array([r[key][name] for r in rows if r[key][name] is not None], dtype=float)
             stats[name] = {"median": float(np.median(values)) if len(values) else None,
                            "mean": float(values.mean()) if len(values) else None,
