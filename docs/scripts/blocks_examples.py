@@ -83,10 +83,9 @@ def main() -> None:
         (out / f"{name}.wav").unlink()  # embedded in index.html
     report = {"checkpoint": args.checkpoint, "content_piece": content[0], "sources": {"B": picked[b][0],
                                                                                        "C": picked[c][0]}}
-    generated = {name: [w for w in ms.piece_encoder.tokenize(scores[name])] for name in scores}
+    ref = window_parts(np.concatenate(content[1]), ms.vocab)
     for name in scores:
-        parts = window_parts(np.asarray(generated[name]), ms.vocab)
-        ref = window_parts(np.concatenate(content[1]), ms.vocab)
+        parts = window_parts(ms.piece_encoder.tokenize(scores[name]), ms.vocab)
         report[name] = {"melody_f1_vs_A": melody_f1(ref["melody"], parts["melody"]),
                         "chord_accuracy_vs_A": chord_accuracy(ref["chords"], parts["chords"]),
                         **{k: (float(v) if np.ndim(v) == 0 else None) for k, v in parts["texture"].items()}}

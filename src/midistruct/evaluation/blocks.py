@@ -25,7 +25,7 @@ import numpy as np
 from midistruct.evaluation.probes import fit_probe, piece_test_mask
 from midistruct.metrics.features import estimated_key
 from midistruct.shards.reader import ShardSet
-from midistruct.tokens.views import melody_and_rest
+from midistruct.tokens.views import bar_grid, melody_and_rest
 
 TEXTURE = ("polyphony", "density", "register", "length", "rhythm")
 # the performance block's statistics (every note, tokenizers with velocity): mean and spread of the velocities, and
@@ -40,13 +40,13 @@ def window_parts(ids, vocab) -> dict[str, Any]:
     velocity tokens)."""
     notes, onset, top = melody_and_rest(ids, vocab)
     n_bars = max(len(notes.bar_meters), 1)
-    per_beat, bar = vocab.positions_per_beat, vocab.positions_per_bar("4/4")
+    per_beat, bar = vocab.positions_per_beat, int(max(bar_grid(notes, vocab)[0], default=1))  # the longest bar
     rest = ~top
     span = int(max(n_bars * bar, (onset.max() + 1) if len(onset) else 0))
     starts, ends = onset[rest], onset[rest] + np.maximum(notes.length[rest], 1)
     classes = notes.pitch[rest] % 12
     chords = [frozenset(classes[(starts < b + per_beat) & (ends > b)].tolist()) for b in range(0, span, per_beat)]
-    rhythm = np.bincount(onset[rest] % bar, minlength=bar).astype(float)
+    rhythm = np.bincount(notes.position[rest], minlength=bar).astype(float)
     onsets = len(np.unique(starts))
     texture = {
         "polyphony": rest.sum() / onsets if onsets else 0.0,
@@ -57,8 +57,8 @@ def window_parts(ids, vocab) -> dict[str, Any]:
     }
     velocity = vocab.velocity_of[np.maximum(notes.velocity_id, 0)] if len(onset) else np.zeros(0)
     played = notes.velocity_id >= 0
-    accents = np.bincount(onset[played] % bar, weights=velocity[played], minlength=bar)
-    counts = np.bincount(onset[played] % bar, minlength=bar)
+    accents = np.bincount(notes.position[played], weights=velocity[played], minlength=bar)
+    counts = np.bincount(notes.position[played], minlength=bar)
     texture.update({
         "loudness": float(velocity[played].mean()) if played.any() else 0.0,
         "spread": float(velocity[played].std()) if played.any() else 0.0,

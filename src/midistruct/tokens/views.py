@@ -79,12 +79,10 @@ def window_views(ids, vocab: RemiVocab, *, views: tuple[str, ...] = VIEWS[:2],
         raise ValueError(f"unknown views {unknown}; valid: {', '.join(VIEWS)}")
     if "performance" in views and not vocab.has_velocities:
         raise ValueError("the performance view needs velocity tokens (prepare with tokenizer.use_velocities: true)")
-    notes = notes_of(ids, vocab)
+    notes, onset, top = melody_and_rest(ids, vocab)
     if len(notes.bar_meters) == 0:
         raise ValueError("a window starts with a Bar token")
     bar_length, bar_start = bar_grid(notes, vocab)
-    onset = bar_start[notes.bar] + notes.position  # (N,) absolute position
-    top = skyline(onset, notes.pitch, notes.length)
     out = {}
     for view in views:
         if view == "content":

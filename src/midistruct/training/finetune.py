@@ -92,14 +92,10 @@ BLOCK_KEYS = ("arrangement_dim", "arrangement_layers", "performance_dim", "perfo
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
 
 
-def grows(cfg: Config, init: InitCheckpoint) -> bool:
-    """Whether ``cfg``'s model adds a functional block to the ``init`` checkpoint's (a block it lacks)."""
-    return any(getattr(cfg.model, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
-
-
-def adds_blocks(init: InitCheckpoint, model_config) -> bool:
-    """Whether the run's model (a ``MidiStructConfig``) has a functional block the ``init`` checkpoint lacks."""
-    return any(getattr(model_config, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
+def adds_blocks(init: InitCheckpoint, model) -> bool:
+    """Whether ``model`` (a config's ``model`` section or a ``MidiStructConfig``) has a functional block the ``init``
+    checkpoint lacks."""
+    return any(getattr(model, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
 
 
 def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
@@ -112,7 +108,7 @@ def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
     are then moved to the new token ids (:func:`vocab_remap`). A block the checkpoint has keeps its size."""
     settings = {k: getattr(init.config, k) for k in ModelSettings.model_fields}
     tokenizer = init.run_config.tokenizer
-    if grows(cfg, init):
+    if adds_blocks(init, cfg.model):
         for key in BLOCK_DIMS:
             have, want = getattr(init.config, key), getattr(cfg.model, key)
             if have and want != have:

@@ -101,7 +101,7 @@ class Trainer:
         torch.manual_seed(self.t.seed)
         shards = ShardSet(cfg.data.output)
         if init is not None:
-            finetune.check_data(shards, start, adding_blocks=finetune.grows(cfg, start))
+            finetune.check_data(shards, start, adding_blocks=finetune.adds_blocks(start, cfg.model))
         self.tokenizer = shards.tokenizer()
         model_cfg = model_config(cfg, self.tokenizer)
         views = {"views": model_cfg.views, "max_tokens": model_cfg.max_positions - 1}
