@@ -257,7 +257,7 @@ def test_the_content_view_finds_pop909s_sung_melody(shared_datasets, pipeline):
 
 
 def test_swap_metrics_on_known_windows(pipeline):
-    from midistruct.evaluation.blocks import chord_accuracy, melody_f1, moved, window_parts
+    from midistruct.evaluation.blocks import chord_accuracy, melody_f1, melody_scores, moved, window_parts
 
     c_g = [(48, 52, 55), (43, 47, 50)]
     a = pipeline.piece_encoder.tokenize(_score(MELODY, _block_chords(c_g, "block")))
@@ -266,6 +266,11 @@ def test_swap_metrics_on_known_windows(pipeline):
     pa, pb = window_parts(a, pipeline.vocab), window_parts(b, pipeline.vocab)
     assert melody_f1(pa["melody"], pa["melody"]) == 1.0
     assert melody_f1(pa["melody"], pb["melody"]) == pytest.approx(0.75)
+    # B's melody has A's rhythm, one pitch of four changed: the miss is in the pitch, not the onsets
+    assert melody_scores(pa["melody"], pb["melody"]) == pytest.approx(
+        {"melody_f1": 0.75, "melody_onset_f1": 1.0, "melody_pitch": 0.75})
+    late = {(onset + 1, pitch) for onset, pitch in pa["melody"]}  # every note a position late: nothing shared
+    assert melody_scores(pa["melody"], late) == {"melody_f1": 0.0, "melody_onset_f1": 0.0, "melody_pitch": 0.0}
     assert chord_accuracy(pa["chords"], pa["chords"]) == 1.0
     assert chord_accuracy(pa["chords"], pb["chords"]) == 0.0  # C vs D major, G vs A major: no common pitch class
     c_em = pipeline.piece_encoder.tokenize(_score(MELODY, _block_chords([(48, 52, 55), (52, 55, 59)], "block")))
@@ -398,7 +403,7 @@ def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, tmp_path)
 def test_the_swap_measure_runs_on_held_out_windows(checkpoint, tmp_path):
     """evaluation.blocks end to end on a tiny block model: pairs from different pieces, the swap and no-swap
     decodes scored against both sources, and the cross-block probes (values are the untrained model's)."""
-    from midistruct.evaluation.blocks import TEXTURE, measure_swaps, probe_blocks, swap_pairs
+    from midistruct.evaluation.blocks import TEXTURE, measure_reconstruction, measure_swaps, probe_blocks, swap_pairs
 
     data = checkpoint.parent.parent / "data"
     cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
@@ -410,8 +415,14 @@ def test_the_swap_measure_runs_on_held_out_windows(checkpoint, tmp_path):
     assert len(pairs) == 3 and all(not np.array_equal(a, b) for a, b in pairs)
     result = measure_swaps(ms, pairs)
     assert result["pairs"] == 3 and len(result["rows"]) == 3
-    for key in ("melody_f1", "melody_f1_no_swap", "chord_accuracy", "chord_accuracy_style_source"):
+    for key in ("melody_f1", "melody_f1_no_swap", "melody_onset_f1", "melody_pitch_style_source", "chord_accuracy",
+                "chord_accuracy_style_source"):
         assert 0.0 <= result[key] <= 1.0
+    # the bound for any model: its own reconstruction of the content windows, scored the same way
+    alone = measure_reconstruction(ms, [a for a, _ in pairs])
+    assert alone["windows"] == 3
+    assert set(alone) == {"windows", "melody_f1", "melody_onset_f1", "melody_pitch", "chord_accuracy"}
+    assert alone["melody_f1"] == pytest.approx(result["melody_f1_no_swap"])  # the same greedy decode
     assert set(result["moved"]) == set(TEXTURE)
     probes = probe_blocks(ms, data, split="train", windows=40)
     assert set(probes) == {"windows", "content->tonic", "content->polyphony", "arrangement->tonic",

@@ -2,6 +2,9 @@
 (content kept? arrangement moved?) and probe each block for the other's attributes. Writes JSON to stdout.
 
     python docs/scripts/blocks_transfer.py RUN/best --data data/pop909-4bar --pairs 100 > blocks.json
+
+A model without the block (``pop909-4bar``) gets the content scores of its own reconstruction of the same
+windows instead (``reconstruction``): what a swap could keep at best.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 
 import torch
 
-from midistruct.evaluation.blocks import measure_swaps, probe_blocks, swap_pairs
+from midistruct.evaluation.blocks import measure_reconstruction, measure_swaps, probe_blocks, swap_pairs
 from midistruct.generation.pipeline import MidiStruct
 
 
@@ -32,12 +35,17 @@ def main() -> None:
     start = time.time()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     pairs = swap_pairs(args.data, ms.vocab, n=args.pairs, bars=ms.bars)
-    swaps = measure_swaps(ms, pairs, block=args.block)
-    if not args.rows:
-        swaps.pop("rows")
-    probes = probe_blocks(ms, args.data, windows=args.probe_windows) if "arrangement" in ms.blocks() else None
-    json.dump({"checkpoint": args.checkpoint, "data": args.data, "swaps": swaps, "probes": probes,
-               "seconds": round(time.time() - start, 1)}, sys.stdout, indent=2)
+    result = {"checkpoint": args.checkpoint, "data": args.data}
+    if args.block in ms.blocks():
+        swaps = measure_swaps(ms, pairs, block=args.block)
+        if not args.rows:
+            swaps.pop("rows")
+        result.update(swaps=swaps, probes=probe_blocks(ms, args.data, windows=args.probe_windows))
+    else:
+        print(f"{args.checkpoint} has no {args.block} block: scoring its reconstruction of the same content windows",
+              file=sys.stderr)
+        result["reconstruction"] = measure_reconstruction(ms, [a for a, _ in pairs])
+    json.dump({**result, "seconds": round(time.time() - start, 1)}, sys.stdout, indent=2)
     print()
 
 

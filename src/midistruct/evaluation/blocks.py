@@ -5,9 +5,12 @@ For a pair (content window A, arrangement window B, from different pieces), the 
 arrangement part (``PieceLatents.with_block``), greedy. Read as the content view reads music
 (:func:`midistruct.tokens.views.melody_and_rest`: the melody is the skyline, the rest is the accompaniment):
 
-- **content kept**: melody F1 -- the output's melody notes (onset position and pitch, exact) against A's -- and
-  chord accuracy -- per beat, the Jaccard overlap of the accompaniment's pitch classes with A's (two empty beats
-  agree). Beside them the same against B (what copying B would score) and for A decoded without a swap.
+- **content kept**: melody F1 -- the output's melody notes (onset position and pitch, exact) against A's, split
+  into its rhythm (the F1 of the melody's onsets alone) and its pitch (at A's melody onsets the output also has,
+  the share where the output's melody has A's pitch) -- and chord accuracy -- per beat, the Jaccard overlap of the
+  accompaniment's pitch classes with A's (two empty beats agree). Beside them the same against B (what copying B
+  would score) and for A decoded without a swap; :func:`measure_reconstruction` gives the no-swap scores for any
+  model, one without blocks too (what the content can keep at best).
 - **arrangement moved** (``block="arrangement"``): texture statistics of the accompaniment: ``polyphony`` (notes per onset), ``density``
   (notes per bar), ``register`` (mean pitch), ``length`` (mean duration in positions) and ``rhythm`` (the
   histogram of onset positions within the bar). For each, ``moved = |out - A| / (|out - A| + |out - B|)``
@@ -75,6 +78,16 @@ def melody_f1(reference: set, estimate: set) -> float:
     return 2 * hits / (len(reference) + len(estimate))
 
 
+def melody_scores(reference: set, estimate: set) -> dict[str, float]:
+    """``melody_f1`` (:func:`melody_f1`), ``melody_onset_f1`` (the F1 of the two melodies' onsets) and
+    ``melody_pitch`` (at the reference's onsets the estimate shares, the share of equal pitches; 0 when none)."""
+    want, got = dict(reference), dict(estimate)  # onset -> pitch (a melody has one note per onset)
+    shared = want.keys() & got.keys()
+    return {"melody_f1": melody_f1(reference, estimate),
+            "melody_onset_f1": melody_f1(set(want), set(got)),
+            "melody_pitch": sum(want[o] == got[o] for o in shared) / len(shared) if shared else 0.0}
+
+
 def chord_accuracy(reference: list, estimate: list) -> float:
     """Mean over the reference's beats of the Jaccard overlap of pitch-class sets (missing beats are empty)."""
     scores = []
@@ -128,6 +141,22 @@ def swap_pairs(folder, vocab, *, n: int = 100, bars: int, split: str = "test", s
     return pairs
 
 
+def _content_scores(reference: dict, estimate: dict, suffix: str = "") -> dict[str, float]:
+    """The melody scores (:func:`melody_scores`) and chord accuracy of ``estimate``'s parts against
+    ``reference``'s, each key with ``suffix``."""
+    scores = {**melody_scores(reference["melody"], estimate["melody"]),
+              "chord_accuracy": chord_accuracy(reference["chords"], estimate["chords"])}
+    return {key + suffix: value for key, value in scores.items()}
+
+
+def measure_reconstruction(ms, windows: list[np.ndarray]) -> dict[str, Any]:
+    """Decode each window from its own codes (greedy) and score the content against it: the means of
+    :func:`_content_scores` over the windows. Any model, with or without blocks: what a swap can keep at best."""
+    decoded = ms.generate_tokens(ms.encode_windows(windows))
+    rows = [_content_scores(window_parts(a, ms.vocab), window_parts(out, ms.vocab)) for a, out in zip(windows, decoded)]
+    return {"windows": len(rows), **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}} if rows else {}
+
+
 def measure_swaps(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, block: str = "arrangement") -> dict[str, Any]:
     """Decode every pair's content window with the other's ``block`` codes and without a swap (greedy); the
     summary (means, medians, shares) and one row per pair."""
@@ -139,12 +168,7 @@ def measure_swaps(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, block: str 
     for a, b, out, again in zip(contents, styles, swapped, plain):
         pa, pb, po, pr = (window_parts(x, ms.vocab) for x in (a, b, out, again))
         rows.append({
-            "melody_f1": melody_f1(pa["melody"], po["melody"]),
-            "melody_f1_no_swap": melody_f1(pa["melody"], pr["melody"]),
-            "melody_f1_style_source": melody_f1(pa["melody"], pb["melody"]),
-            "chord_accuracy": chord_accuracy(pa["chords"], po["chords"]),
-            "chord_accuracy_no_swap": chord_accuracy(pa["chords"], pr["chords"]),
-            "chord_accuracy_style_source": chord_accuracy(pa["chords"], pb["chords"]),
+            **_content_scores(pa, po), **_content_scores(pa, pr, "_no_swap"), **_content_scores(pa, pb, "_style_source"),
             "moved": moved(pa["texture"], pb["texture"], po["texture"], names=STATISTICS[block]),
             "moved_no_swap": moved(pa["texture"], pb["texture"], pr["texture"], names=STATISTICS[block]),
         })

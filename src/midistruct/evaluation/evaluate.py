@@ -43,8 +43,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
-    ds = WindowDataset([folder], split, views=model.config.views,
-                       max_tokens=model.config.max_positions - 1)
+    ds = WindowDataset([folder], split, **model.config.view_options())
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)
     if exclude_recurring and split != "train":

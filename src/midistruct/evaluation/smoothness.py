@@ -139,8 +139,7 @@ def token_nll(model, windows: list, *, vocab, batch_size: int = 64) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
-            batch = window_batch(windows[start : start + batch_size], vocab, views=model.config.views,
-                                 max_tokens=model.config.max_positions - 1)
+            batch = window_batch(windows[start : start + batch_size], vocab, **model.config.view_options())
             batch = {k: v.to(model.device) for k, v in batch.items()}  # the model's device (evaluate --device)
             out = model.eval()(**batch, beta=1.0)
             tokens = int((batch["labels"] != -100).sum())

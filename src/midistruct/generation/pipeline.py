@@ -156,8 +156,7 @@ class MidiStruct:
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            batch = window_batch(chunk, self.vocab, views=self.model.config.views,
-                                 max_tokens=self.model.config.max_positions - 1)
+            batch = window_batch(chunk, self.vocab, **self.model.config.view_options())
             latents = self.model.encode_batch({k: v.to(self.device) for k, v in batch.items()}, sample=sample)
             codes = latents.z_bar
             if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform

@@ -193,6 +193,13 @@ class MidiStructConfig(PreTrainedConfig):
         (its encoder reads the window itself), else the content view and one per block."""
         return tuple(self.block_slices()) if self.arrangement_dim else ()
 
+    def view_options(self) -> dict:
+        """What ``window_batch`` / ``WindowDataset`` take to build the views this model's encoders read:
+        ``views`` and ``max_tokens`` ({} for a model without blocks)."""
+        if not self.views:
+            return {}
+        return {"views": self.views, "max_tokens": self.max_positions - 1}
+
     @classmethod
     def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":
         """A config small enough for unit tests (d_model 32, 2 + 2 layers, no dropout)."""

@@ -735,7 +735,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
 
         With functional blocks (``config.views``) the encoders read the window's views instead of ``input_ids``:
         ``content_ids``, ``arrangement_ids`` (and ``performance_ids``), each with ``<view>_mask`` and
-        ``<view>_bar_ids`` (B, T'), as ``window_batch(..., views=config.views)`` and the training batches give them
+        ``<view>_bar_ids`` (B, T'), as ``window_batch(..., **config.view_options())`` and the training batches give them
         (``midistruct.tokens.views``); ``z_bar`` is then ``[content ; arrangement ; performance]`` per bar
         (``config.block_slices()``), and ``mu_bar`` / ``logvar_bar`` describe the content part."""
         unknown = sorted(set(views) - set(self.VIEW_KEYS))
@@ -746,7 +746,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             missing = [f"{v}_ids" for v in blocks if views.get(f"{v}_ids") is None]
             if missing:
                 raise ValueError(f"this model has functional blocks: pass the views {', '.join(missing)} (with their "
-                                 "masks and bar ids), e.g. from window_batch(windows, vocab, views=config.views)")
+                                 "masks and bar ids), e.g. from window_batch(windows, vocab, **config.view_options())")
             input_ids, attention_mask, bar_ids = (views.get(f"content_{k}") for k in ("ids", "mask", "bar_ids"))
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()

@@ -43,7 +43,8 @@ def window_batch(windows: list[np.ndarray], vocab: RemiVocab, *, views: tuple[st
                  max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The padded batch (see :func:`collate`) of token windows (each starting at a bar, without BOS/EOS),
     their bars counted by ``vocab`` (right under BPE too); with ``views`` (``model.config.views``: what a model
-    with functional blocks reads), those views, each cut to ``max_tokens``."""
+    with functional blocks reads; ``**config.view_options()`` gives both), those views, each cut to
+    ``max_tokens``."""
     return collate([window_item(ids, vocab.bar_index(ids), vocab=vocab, views=views, max_tokens=max_tokens)
                     for ids in windows])
 

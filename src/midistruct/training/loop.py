@@ -104,7 +104,7 @@ class Trainer:
             finetune.check_data(shards, start, adding_blocks=finetune.adds_blocks(start, cfg.model))
         self.tokenizer = shards.tokenizer()
         model_cfg = model_config(cfg, self.tokenizer)
-        views = {"views": model_cfg.views, "max_tokens": model_cfg.max_positions - 1}
+        views = model_cfg.view_options()
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
                                       **views)
         self.valid_ds = WindowDataset([cfg.data.output], "valid", **views)
