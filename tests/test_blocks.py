@@ -442,3 +442,26 @@ def test_dynamics_statistics_for_a_performance_swap(velocity_encoder):
     assert result == {"loudness": 1.0, "spread": 1.0, "accents": 1.0}
     assert window_parts(_no_velocity_vocab().bar_id * np.ones(1, dtype=np.int64), _no_velocity_vocab())[
         "texture"]["loudness"] == 0.0
+
+
+def test_the_model_card_names_the_blocks_and_how_to_swap_them(checkpoint, tmp_path):
+    """An exported model with blocks (issue 19, item 1: documented in the model card): card.json gives each block's
+    width, the README says what each holds and shows `midistruct transfer`; a model without blocks says neither."""
+    from midistruct.model import pretrained
+
+    data = checkpoint.parent.parent / "data"
+    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
+                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
+                               "train.save_every=1"])
+    Trainer(cfg, init=checkpoint, progress=False).run()
+    card = {"description": "A tiny block model.", "models": "2-bar synthetic pieces", "data": "10 random pieces",
+            "licence": "MIT", "metric": {"name": "nothing", "value": 0.0, "command": "none"}}
+    written = pretrained.export(tmp_path / "run" / "last", tmp_path / "tiny-blocks", card=card)
+    assert written["blocks"] == {"content": 8, "arrangement": 4}
+    readme = (tmp_path / "tiny-blocks" / "README.md").read_text()
+    assert "| functional blocks (bar code) | content (8 numbers a bar: the melody" in readme
+    assert "arrangement (4: the other notes' rhythm" in readme
+    assert "midistruct transfer tiny-blocks song.mid --arrangement-from other.mid -o out/" in readme
+    plain = pretrained.export(checkpoint, tmp_path / "tiny-plain", card=card)
+    assert "blocks" not in plain
+    assert "transfer" not in (tmp_path / "tiny-plain" / "README.md").read_text()

@@ -293,7 +293,23 @@ def _facts(model, meta: dict, dtype: str) -> dict[str, Any]:
                             f"bar code {c.latent_dim_bar if c.bar_latents else 0}, segment code {c.latent_dim_segment}, "
                             f"{c.conditioning} conditioning",
             "midistruct_version": __version__,
+            **({"blocks": {name: part.stop - part.start for name, part in c.block_slices().items()}}
+               if c.views else {}),
             **({"fine_tuned_from": _init_text(meta["init"])} if meta.get("init") else {})}
+
+
+# what each functional block of a bar code holds (issue 19; midistruct.tokens.views), for the model card
+BLOCK_TEXT = {
+    "content": "the melody (the skyline) and the harmony (one block chord per beat)",
+    "arrangement": "the other notes' rhythm, voicing count and register, without their pitch classes",
+    "performance": "each note's position and velocity",
+}
+
+
+def _blocks_text(blocks: dict[str, int]) -> str:
+    """``"content (64 numbers a bar: ...); arrangement (32: ...)"``."""
+    return "; ".join(f"{name} ({width}{' numbers a bar' if i == 0 else ''}: {BLOCK_TEXT.get(name, name)})"
+                     for i, (name, width) in enumerate(blocks.items()))
 
 
 def _init_text(init: dict[str, Any]) -> str:
@@ -309,6 +325,7 @@ def model_card(card: dict[str, Any], *, notes: str = "") -> str:
     m = card["metric"]
     rows = [("what it models", card["models"]), ("bars per window", card["bars"]),
             ("parameters", f"{card['parameters']:,}"), ("architecture", card["architecture"]),
+            *([("functional blocks (bar code)", _blocks_text(card["blocks"]))] if card.get("blocks") else []),
             ("config", f"`{card['config']}`"), ("training steps", card["steps"]),
             *([("fine-tuned from", card["fine_tuned_from"])] if card.get("fine_tuned_from") else []),
             ("data", card["data"]),
@@ -324,6 +341,8 @@ def model_card(card: dict[str, Any], *, notes: str = "") -> str:
                or "vae" in str(card.get("architecture", "")).split(",")[0] else "")
             + (f"midistruct tags {name}   # what --tag NAME=VALUE takes, e.g. sample {name} --tag mode=minor\n"
                if "tags for `--tag`" in card.get("code_prior", "") else "")
+            + "".join(f"midistruct transfer {name} song.mid --{block}-from other.mid -o out/\n"
+                      for block in card.get("blocks", {}) if block != "content")
             + "```\n\n"
             f"```python\nfrom midistruct.generation.pipeline import MidiStruct\n"
             f"ms = MidiStruct.from_pretrained({name!r})\n```\n"
