@@ -33,6 +33,7 @@ from midistruct.errors import one_line
 from midistruct.fsutil import replace_dir
 from midistruct.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from midistruct.model.prior import PRIOR_FILE, load_prior
+from midistruct.tokens.views import VIEW_TEXT
 
 ENV_VAR = "MIDISTRUCT_PRETRAINED_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -298,17 +299,9 @@ def _facts(model, meta: dict, dtype: str) -> dict[str, Any]:
             **({"fine_tuned_from": _init_text(meta["init"])} if meta.get("init") else {})}
 
 
-# what each functional block of a bar code holds (issue 19; midistruct.tokens.views), for the model card
-BLOCK_TEXT = {
-    "content": "the melody (the skyline) and the harmony (one block chord per beat)",
-    "arrangement": "the other notes' rhythm, voicing count and register, without their pitch classes",
-    "performance": "each note's position and velocity",
-}
-
-
 def _blocks_text(blocks: dict[str, int]) -> str:
-    """``"content (64 numbers a bar: ...); arrangement (32: ...)"``."""
-    return "; ".join(f"{name} ({width}{' numbers a bar' if i == 0 else ''}: {BLOCK_TEXT.get(name, name)})"
+    """``"content (64 numbers a bar: ...); arrangement (32: ...)"``: each block and what its view shows."""
+    return "; ".join(f"{name} ({width}{' numbers a bar' if i == 0 else ''}: {VIEW_TEXT.get(name, name)})"
                      for i, (name, width) in enumerate(blocks.items()))
 
 

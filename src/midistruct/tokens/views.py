@@ -30,6 +30,12 @@ import numpy as np
 from midistruct.tokens.remi import RemiVocab
 
 VIEWS = ("content", "arrangement", "performance")
+# what each view shows, in a line (model cards)
+VIEW_TEXT = {
+    "content": "the melody (the skyline) and the harmony (one block chord per beat)",
+    "arrangement": "the other notes' rhythm, voicing count and register, without their pitch classes",
+    "performance": "each note's position and velocity",
+}
 CHORD_OCTAVE = 48  # C3: the harmony of the content view is written in C3-B3
 MAX_RANK = 11
 
