@@ -20,7 +20,7 @@ from midistruct.generation.pipeline import BlockError, MidiStruct
 from midistruct.model import MidiStructConfig, MidiStructModel
 from midistruct.model.checkpoint import load_checkpoint, load_grown_weights
 from midistruct.shards.dataset import window_batch
-from midistruct.tokens.views import CHORD_OCTAVE, skyline, notes_of, window_views
+from midistruct.tokens.views import CHORD_OCTAVE, melody_and_rest, notes_of, skyline, window_views
 from midistruct.training.loop import Trainer
 
 EIGHTH = TPQ // 2
@@ -102,6 +102,28 @@ def test_arrangement_view_does_not_see_the_harmony(pipeline):
     assert not np.array_equal(c_then_f["content"], d_then_g["content"])
     ranks = [p % 12 for _, _, p in _notes(pipeline, c_then_f["arrangement"])]
     assert set(ranks) <= {0, 1}  # the bass alone on the beat, the two upper notes on the off-beat
+
+
+def test_the_exact_arrangement_view_keeps_the_pitches_and_so_the_harmony(pipeline):
+    """arrangement_pitch="exact" (a diagnostic) writes the accompaniment's own pitches: C then F and D then G differ,
+    each note where the window has it; the model config carries the choice to every batch (view_options)."""
+    windows = [_views(pipeline, _score(MELODY, _block_chords(chords, "oompah")))[0]
+               for chords in ([(48, 52, 55), (53, 57, 60)], [(50, 54, 57), (55, 59, 62)])]
+    exact = [window_views(w, pipeline.vocab, views=("arrangement",), arrangement_pitch="exact")["arrangement"]
+             for w in windows]
+    assert not np.array_equal(exact[0], exact[1])
+    _, onset, top = melody_and_rest(windows[0], pipeline.vocab)
+    notes = notes_of(windows[0], pipeline.vocab)
+    assert sorted(p for _, _, p in _notes(pipeline, exact[0])) == sorted(notes.pitch[~top].tolist())
+    with pytest.raises(ValueError, match="arrangement_pitch"):
+        window_views(windows[0], pipeline.vocab, arrangement_pitch="pitch-class")
+    config = MidiStructConfig.tiny(vocab_size=pipeline.vocab.size, arrangement_dim=4, arrangement_pitch="exact",
+                                   max_positions=256)
+    assert config.view_options()["arrangement_pitch"] == "exact"
+    batch = window_batch(windows, pipeline.vocab, **config.view_options())
+    assert batch["arrangement_ids"][0, : len(exact[0])].tolist() == exact[0].tolist()
+    with pytest.raises(Exception, match="unknown arrangement_pitch 'pitch-class'"):  # the config's class validation
+        MidiStructConfig.tiny(vocab_size=pipeline.vocab.size, arrangement_dim=4, arrangement_pitch="pitch-class")
 
 
 def testskyline_keeps_a_held_melody_note_over_the_figure_under_it():

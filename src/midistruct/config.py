@@ -189,6 +189,7 @@ class ModelSettings(_Section):
     conditioning: Literal["add", "prefix", "slot", "plan"] = "add"  # model.modeling.CONDITIONINGS
     arrangement_dim: int = Field(0, ge=0)  # issue 19: an arrangement code per bar beside the content code
     arrangement_layers: int = Field(2, ge=1)
+    arrangement_pitch: Literal["rank", "exact"] = "rank"  # model.configuration.ARRANGEMENT_PITCHES; exact: a diagnostic
     performance_dim: int = Field(0, ge=0)  # issue 19: a performance (velocity) code per bar after the arrangement's
     performance_layers: int = Field(1, ge=1)
     free_bits: float | int = Field(0.0, ge=0)

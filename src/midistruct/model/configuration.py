@@ -5,6 +5,7 @@ from transformers import PreTrainedConfig
 
 LATENT_MODES = ("vae", "ae", "none")
 BAR_POOLINGS = ("mean", "slots", "flat")
+ARRANGEMENT_PITCHES = ("rank", "exact")  # tokens.views.ARRANGEMENT_PITCHES
 
 
 @strict
@@ -47,6 +48,9 @@ class MidiStructConfig(PreTrainedConfig):
             (N)]`` (``bar_code_dim`` wide), and swapping the arrangement part of the codes re-arranges the
             content (``MidiStruct.transfer``). The arrangement code is deterministic in every ``latent_mode``.
         arrangement_layers: transformer blocks of the arrangement encoder.
+        arrangement_pitch: ``"rank"`` (the default): the arrangement view writes each pitch as register and rank, so
+            the arrangement code cannot hold the harmony. ``"exact"``: the pitches as they are -- a diagnostic
+            that leaks the harmony into the arrangement code, to measure what the abstraction costs.
         performance_dim: 0 (the default): no performance block. N > 0 (with an arrangement block, on a tokenizer with
             velocity tokens): a third encoder of ``performance_layers`` blocks reads the *performance* view (each
             note's position and velocity) into an N-wide code per bar, after the arrangement code; the content and
@@ -114,6 +118,7 @@ class MidiStructConfig(PreTrainedConfig):
     conditioning: str = "add"
     arrangement_dim: int = 0
     arrangement_layers: int = 2
+    arrangement_pitch: str = "rank"
     performance_dim: int = 0
     performance_layers: int = 1
     free_bits: float | int = 0.0
@@ -157,6 +162,9 @@ class MidiStructConfig(PreTrainedConfig):
         if min(self.arrangement_dim, self.performance_dim) < 0 or min(self.arrangement_layers,
                                                                      self.performance_layers) < 1:
             raise ValueError("arrangement_dim and performance_dim must be >= 0, their layers >= 1")
+        if self.arrangement_pitch not in ARRANGEMENT_PITCHES:
+            raise ValueError(f"unknown arrangement_pitch {self.arrangement_pitch!r}; valid: "
+                             f"{', '.join(ARRANGEMENT_PITCHES)}")
         if self.performance_dim and not self.arrangement_dim:
             raise ValueError("a performance block (performance_dim > 0) needs an arrangement block (arrangement_dim > 0)")
         if self.arrangement_dim and (not self.bar_latents or self.latent_mode == "none"):
@@ -195,10 +203,10 @@ class MidiStructConfig(PreTrainedConfig):
 
     def view_options(self) -> dict:
         """What ``window_batch`` / ``WindowDataset`` take to build the views this model's encoders read:
-        ``views`` and ``max_tokens`` ({} for a model without blocks)."""
+        ``views``, ``arrangement_pitch`` and ``max_tokens`` ({} for a model without blocks)."""
         if not self.views:
             return {}
-        return {"views": self.views, "max_tokens": self.max_positions - 1}
+        return {"views": self.views, "arrangement_pitch": self.arrangement_pitch, "max_tokens": self.max_positions - 1}
 
     @classmethod
     def tiny(cls, *, vocab_size: int = 50, **overrides) -> "MidiStructConfig":

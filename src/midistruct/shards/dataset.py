@@ -24,7 +24,7 @@ from midistruct.tokens.views import VIEWS, window_views
 
 
 def window_item(ids: np.ndarray, bars: np.ndarray, *, vocab: RemiVocab | None = None, views: tuple[str, ...] = (),
-                max_tokens: int | None = None) -> dict[str, torch.Tensor]:
+                arrangement_pitch: str = "rank", max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The model input of one window: its token ids (L,) then EOS, and their bar indices (L,) within the
     window then the last one again for EOS; both (L+1,) LongTensors. With ``views`` (names from
     :data:`~midistruct.tokens.views.VIEWS`; needs ``vocab``), also those views of the window
@@ -33,20 +33,21 @@ def window_item(ids: np.ndarray, bars: np.ndarray, *, vocab: RemiVocab | None = 
     item = {"input_ids": torch.from_numpy(np.append(ids, EOS_ID)),
             "bar_ids": torch.from_numpy(np.append(bars, bars[-1]))}
     if views:
-        for name, view in window_views(ids, vocab, views=tuple(views), max_tokens=max_tokens).items():
+        for name, view in window_views(ids, vocab, views=tuple(views), arrangement_pitch=arrangement_pitch,
+                                              max_tokens=max_tokens).items():
             item[f"{name}_ids"] = torch.from_numpy(view)
             item[f"{name}_bar_ids"] = torch.from_numpy(vocab.bar_index(view))
     return item
 
 
 def window_batch(windows: list[np.ndarray], vocab: RemiVocab, *, views: tuple[str, ...] = (),
-                 max_tokens: int | None = None) -> dict[str, torch.Tensor]:
+                 arrangement_pitch: str = "rank", max_tokens: int | None = None) -> dict[str, torch.Tensor]:
     """The padded batch (see :func:`collate`) of token windows (each starting at a bar, without BOS/EOS),
     their bars counted by ``vocab`` (right under BPE too); with ``views`` (``model.config.views``: what a model
-    with functional blocks reads; ``**config.view_options()`` gives both), those views, each cut to
+    with functional blocks reads; ``**config.view_options()`` gives these arguments), those views, each cut to
     ``max_tokens``."""
-    return collate([window_item(ids, vocab.bar_index(ids), vocab=vocab, views=views, max_tokens=max_tokens)
-                    for ids in windows])
+    return collate([window_item(ids, vocab.bar_index(ids), vocab=vocab, views=views,
+                                arrangement_pitch=arrangement_pitch, max_tokens=max_tokens) for ids in windows])
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -59,7 +60,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
-                 views: tuple[str, ...] = (), max_tokens: int | None = None):
+                 views: tuple[str, ...] = (), arrangement_pitch: str = "rank", max_tokens: int | None = None):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
@@ -67,7 +68,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seed, self.epoch = seed, 0
         self.vocab = self._transposing_vocab() if self.transpose != (0, 0) else None
         # views: each item also holds these views of the window (what a model's blocks read), cut to max_tokens
-        self.views, self.max_tokens = tuple(views), max_tokens
+        self.views, self.arrangement_pitch, self.max_tokens = tuple(views), arrangement_pitch, max_tokens
         self.view_vocab = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if self.views else None
 
     def __len__(self) -> int:
@@ -95,7 +96,8 @@ class WindowDataset(torch.utils.data.Dataset):
         ids, bars = self.arrays[which].window(index - int(self.cum[which]))
         if self.vocab is not None:
             ids = self._transpose(ids, index)
-        return window_item(ids, bars, vocab=self.view_vocab, views=self.views, max_tokens=self.max_tokens)
+        return window_item(ids, bars, vocab=self.view_vocab, views=self.views, arrangement_pitch=self.arrangement_pitch,
+                           max_tokens=self.max_tokens)
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
         low, high = self.vocab.allowed_shifts(ids, *self.transpose)

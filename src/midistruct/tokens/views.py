@@ -30,6 +30,9 @@ import numpy as np
 from midistruct.tokens.remi import RemiVocab
 
 VIEWS = ("content", "arrangement", "performance")
+# how the arrangement view writes a pitch: "rank" (12 * octave + rank at its onset: no pitch classes) or "exact" (the
+# pitch itself: a diagnostic that leaks the harmony, to see what the abstraction costs reconstruction)
+ARRANGEMENT_PITCHES = ("rank", "exact")
 # what each view shows, in a line (model cards)
 VIEW_TEXT = {
     "content": "the melody (the skyline) and the harmony (one block chord per beat)",
@@ -76,13 +79,16 @@ def notes_of(ids, vocab: RemiVocab) -> Notes:
     return Notes(*table.T, bar_meters=meters)
 
 
-def window_views(ids, vocab: RemiVocab, *, views: tuple[str, ...] = VIEWS[:2],
+def window_views(ids, vocab: RemiVocab, *, views: tuple[str, ...] = VIEWS[:2], arrangement_pitch: str = "rank",
                  max_tokens: int | None = None) -> dict[str, np.ndarray]:
     """``{view: ids}`` (base ids, each starting at a ``Bar``) of a window (T,) for each name in ``views``
-    (:data:`VIEWS`), each cut to ``max_tokens`` when longer."""
+    (:data:`VIEWS`), each cut to ``max_tokens`` when longer; ``arrangement_pitch`` (:data:`ARRANGEMENT_PITCHES`):
+    the arrangement's pitches as register and rank, or as they are."""
     unknown = sorted(set(views) - set(VIEWS))
     if unknown:
         raise ValueError(f"unknown views {unknown}; valid: {', '.join(VIEWS)}")
+    if arrangement_pitch not in ARRANGEMENT_PITCHES:
+        raise ValueError(f"unknown arrangement_pitch {arrangement_pitch!r}; valid: {', '.join(ARRANGEMENT_PITCHES)}")
     if "performance" in views and not vocab.has_velocities:
         raise ValueError("the performance view needs velocity tokens (prepare with tokenizer.use_velocities: true)")
     notes, onset, top = melody_and_rest(ids, vocab)
@@ -96,7 +102,7 @@ def window_views(ids, vocab: RemiVocab, *, views: tuple[str, ...] = VIEWS[:2],
                       zip(notes.bar[top], notes.position[top], notes.pitch[top], notes.duration_id[top])]
             events += _chords(notes, onset, ~top, vocab, bar_length, bar_start)
         elif view == "arrangement":
-            events = _arrangement(notes, onset, ~top, vocab)
+            events = _arrangement(notes, onset, ~top, vocab, exact=arrangement_pitch == "exact")
         else:
             events = [((int(b), int(p)), (0, int(v))) for b, p, v in
                       zip(notes.bar, notes.position, notes.velocity_id) if v >= 0]
@@ -139,16 +145,16 @@ def skyline(onset: np.ndarray, pitch: np.ndarray, length: np.ndarray) -> np.ndar
     return top
 
 
-def _arrangement(notes: Notes, onset: np.ndarray, keep: np.ndarray, vocab: RemiVocab) -> list:
-    """The kept notes with each pitch replaced by ``12 * octave + rank`` (rank among the kept notes of its onset),
-    as :func:`_emit` events."""
+def _arrangement(notes: Notes, onset: np.ndarray, keep: np.ndarray, vocab: RemiVocab, *, exact: bool = False) -> list:
+    """The kept notes with each pitch replaced by ``12 * octave + rank`` (rank among the kept notes of its onset;
+    ``exact``: the pitch kept), as :func:`_emit` events."""
     index = np.flatnonzero(keep)
     order = index[np.lexsort((notes.pitch[index], onset[index]))]
     out, previous, rank = [], None, 0
     for i in order.tolist():
         rank = rank + 1 if onset[i] == previous else 0
         previous = onset[i]
-        pitch = 12 * (int(notes.pitch[i]) // 12) + min(rank, MAX_RANK)
+        pitch = int(notes.pitch[i]) if exact else 12 * (int(notes.pitch[i]) // 12) + min(rank, MAX_RANK)
         out.append(((int(notes.bar[i]), int(notes.position[i])),
                     (pitch, vocab.pitch_id(pitch), int(notes.duration_id[i]))))
     return out
