@@ -153,8 +153,10 @@ def _batch(pipeline, scores):
     return window_batch(windows, pipeline.vocab, views=("content", "arrangement"))
 
 
-def test_bar_codes_are_content_then_arrangement_each_from_its_own_view(pipeline):
-    model = _block_model(pipeline.vocab.size)
+@pytest.mark.parametrize("pooling", ["mean", "flat"])
+def test_bar_codes_are_content_then_arrangement_each_from_its_own_view(pipeline, pooling):
+    model = _block_model(pipeline.vocab.size, block_pooling=pooling)
+    assert (model.arrangement.pool is None) == (pooling == "mean")
     chords = [(48, 52, 55), (43, 47, 50)]
     same_content = _batch(pipeline, [_score(MELODY, _block_chords(chords, "block")),
                                      _score(MELODY, _block_chords(chords, "oompah"))])
@@ -170,20 +172,25 @@ def test_bar_codes_are_content_then_arrangement_each_from_its_own_view(pipeline)
         model.decoder_forward(same_content["input_ids"][:, :3], z_bar=z[..., :8], z_segment=torch.zeros(2, 16))
 
 
-def test_a_block_model_trains_on_its_views(pipeline):
-    model = _block_model(pipeline.vocab.size, conditioning="plan", sequence_head=1.0, sequence_head_memory=2, bag_of_words=1.0).train()
+@pytest.mark.parametrize("pooling", ["mean", "flat"])
+def test_a_block_model_trains_on_its_views(pipeline, pooling):
+    model = _block_model(pipeline.vocab.size, conditioning="plan", sequence_head=1.0, sequence_head_memory=2,
+                         bag_of_words=1.0, block_pooling=pooling).train()
     batch = _batch(pipeline, [_score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block"))] * 2)
     out = model(**batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert model.arrangement.encoder.embed_tokens.weight.grad is not None
+    if pooling == "flat":
+        assert model.arrangement.pool.out.weight.grad is not None
 
 
-def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path):
+@pytest.mark.parametrize("pooling", ["mean", "flat"])
+def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path, pooling):
     """--init into a model with an arrangement block: the old weights are copied, the arrangement columns start at
     zero, so with the same content code the decoder's logits are the checkpoint's whatever the arrangement code."""
     old, _, _ = load_checkpoint(checkpoint)
-    cfg = MidiStructConfig(**{**old.config.to_dict(), "arrangement_dim": 5, "dtype": None})
+    cfg = MidiStructConfig(**{**old.config.to_dict(), "arrangement_dim": 5, "block_pooling": pooling, "dtype": None})
     new = MidiStructModel(cfg).eval()
     counts = load_grown_weights(checkpoint, new)
     assert counts["grown"] >= 1 and counts["copied"] > counts["initialised"]

@@ -238,7 +238,7 @@ def test_unknown_config_name_lists_the_named_ones():
 def test_model_settings_equal_midistruct_config():
     """Same fields, defaults and types as ``MidiStructConfig``'s own keyword arguments: they cannot drift."""
     from midistruct.model import CONDITIONINGS, LATENT_MODES, MidiStructConfig
-    from midistruct.model.configuration import ARRANGEMENT_PITCHES, BAR_POOLINGS
+    from midistruct.model.configuration import ARRANGEMENT_PITCHES, BAR_POOLINGS, BLOCK_POOLINGS
 
     ours = inspect.signature(MidiStructConfig.__init__).parameters.values()
     ours = {p.name: p for p in ours if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -246,7 +246,7 @@ def test_model_settings_equal_midistruct_config():
     assert list(fields) == list(ours)
     assert {k: f.default for k, f in fields.items()} == {k: p.default for k, p in ours.items()}
     narrowed = {"latent_mode": LATENT_MODES, "conditioning": tuple(CONDITIONINGS), "bar_pooling": BAR_POOLINGS,
-                "arrangement_pitch": ARRANGEMENT_PITCHES}  # str there, the names here
+                "arrangement_pitch": ARRANGEMENT_PITCHES, "block_pooling": BLOCK_POOLINGS}  # str there, the names here
     for name, param in ours.items():
         if name in narrowed:
             assert param.annotation is str and typing.get_args(fields[name].annotation) == narrowed[name]

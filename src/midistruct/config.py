@@ -190,6 +190,7 @@ class ModelSettings(_Section):
     arrangement_dim: int = Field(0, ge=0)  # issue 19: an arrangement code per bar beside the content code
     arrangement_layers: int = Field(2, ge=1)
     arrangement_pitch: Literal["rank", "exact"] = "rank"  # model.configuration.ARRANGEMENT_PITCHES; exact: a diagnostic
+    block_pooling: Literal["mean", "flat"] = "mean"  # model.configuration.BLOCK_POOLINGS
     performance_dim: int = Field(0, ge=0)  # issue 19: a performance (velocity) code per bar after the arrangement's
     performance_layers: int = Field(1, ge=1)
     free_bits: float | int = Field(0.0, ge=0)

@@ -6,6 +6,7 @@ from transformers import PreTrainedConfig
 LATENT_MODES = ("vae", "ae", "none")
 BAR_POOLINGS = ("mean", "slots", "flat")
 ARRANGEMENT_PITCHES = ("rank", "exact")  # tokens.views.ARRANGEMENT_PITCHES
+BLOCK_POOLINGS = ("mean", "flat")
 
 
 @strict
@@ -51,6 +52,9 @@ class MidiStructConfig(PreTrainedConfig):
         arrangement_pitch: ``"rank"`` (the default): the arrangement view writes each pitch as register and rank, so
             the arrangement code cannot hold the harmony. ``"exact"``: the pitches as they are -- a diagnostic
             that leaks the harmony into the arrangement code, to measure what the abstraction costs.
+        block_pooling: how the arrangement and performance encoders pool their states into a code per bar:
+            ``"mean"`` (the default) averages them (which notes, not in what order); ``"flat"`` lays the bar's first
+            ``pool_slots`` states side by side as the main encoder's ``bar_pooling="flat"`` does (order kept).
         performance_dim: 0 (the default): no performance block. N > 0 (with an arrangement block, on a tokenizer with
             velocity tokens): a third encoder of ``performance_layers`` blocks reads the *performance* view (each
             note's position and velocity) into an N-wide code per bar, after the arrangement code; the content and
@@ -119,6 +123,7 @@ class MidiStructConfig(PreTrainedConfig):
     arrangement_dim: int = 0
     arrangement_layers: int = 2
     arrangement_pitch: str = "rank"
+    block_pooling: str = "mean"
     performance_dim: int = 0
     performance_layers: int = 1
     free_bits: float | int = 0.0
@@ -165,6 +170,8 @@ class MidiStructConfig(PreTrainedConfig):
         if self.arrangement_pitch not in ARRANGEMENT_PITCHES:
             raise ValueError(f"unknown arrangement_pitch {self.arrangement_pitch!r}; valid: "
                              f"{', '.join(ARRANGEMENT_PITCHES)}")
+        if self.block_pooling not in BLOCK_POOLINGS:
+            raise ValueError(f"unknown block_pooling {self.block_pooling!r}; valid: {', '.join(BLOCK_POOLINGS)}")
         if self.performance_dim and not self.arrangement_dim:
             raise ValueError("a performance block (performance_dim > 0) needs an arrangement block (arrangement_dim > 0)")
         if self.arrangement_dim and (not self.bar_latents or self.latent_mode == "none"):

@@ -326,20 +326,22 @@ class Bottleneck(nn.Module):
 
 class BlockEncoder(nn.Module):
     """A functional block (issue 19): an encoder of ``layers`` blocks over one view of a window
-    (``midistruct.tokens.views``: the arrangement's or the performance's), its states averaged per bar and projected
-    to a ``dim``-wide code per bar (deterministic)."""
+    (``midistruct.tokens.views``: the arrangement's or the performance's), its states pooled per bar (averaged, or
+    ``block_pooling="flat"``: side by side in order, :class:`FlatPooling`) and projected to a ``dim``-wide code per
+    bar (deterministic)."""
 
     def __init__(self, config: MidiStructConfig, *, layers: int, dim: int):
         super().__init__()
         self.encoder = Encoder(config, layers=layers)
+        self.pool = FlatPooling(config) if config.block_pooling == "flat" else None  # None: the mean
         self.code = nn.Linear(config.d_model, dim)
 
     def forward(self, input_ids, *, attention_mask, bar_ids, n_bars: int):
         """Codes (B, NB, dim) float32 for the view (B, T'); bars the view lacks get the code of no notes (the
         mean of nothing is 0)."""
         states = self.encoder(input_ids, attention_mask=attention_mask, bar_ids=bar_ids)
-        pooled, _ = pool_bars(states, attention_mask=attention_mask, bar_ids=bar_ids.clamp(max=n_bars - 1),
-                              n_bars=n_bars)
+        pool = pool_bars if self.pool is None else self.pool
+        pooled, _ = pool(states, attention_mask=attention_mask, bar_ids=bar_ids.clamp(max=n_bars - 1), n_bars=n_bars)
         return self.code(pooled.to(self.code.weight.dtype)).float()
 
 
