@@ -210,9 +210,13 @@ def test_init_adds_an_arrangement_block_then_resumes(checkpoint, tmp_path):
     data = checkpoint.parent.parent / "data"
     cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
                                "model.arrangement_dim=4", "model.arrangement_layers=1", "train.max_steps=2",
+                               "model.arrangement_pitch=exact", "model.block_pooling=flat",
                                "train.eval_every=2", "train.save_every=2"])
     trainer = Trainer(cfg, init=checkpoint, progress=False)
     assert trainer.model.config.arrangement_dim == 4 and trainer.model.arrangement is not None
+    # the new block's keys come from the config, and reach the model and the batches
+    assert trainer.model.config.arrangement_pitch == "exact" and trainer.model.arrangement.pool is not None
+    assert trainer.train_ds.arrangement_pitch == trainer.valid_ds.arrangement_pitch == "exact"
     assert "content_ids" in trainer.train_ds[0]
     trainer.run()
     resumed = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 3})}), resume=True,

@@ -3,9 +3,10 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from midistruct.tokens.views import ARRANGEMENT_PITCHES  # the views own it
+
 LATENT_MODES = ("vae", "ae", "none")
 BAR_POOLINGS = ("mean", "slots", "flat")
-ARRANGEMENT_PITCHES = ("rank", "exact")  # tokens.views.ARRANGEMENT_PITCHES
 BLOCK_POOLINGS = ("mean", "flat")
 
 

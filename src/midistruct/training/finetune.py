@@ -88,8 +88,10 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
 
 # Model keys that add functional blocks (issue 19) to a checkpoint that lacks them: taken from the config, and the
 # checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
-BLOCK_KEYS = ("arrangement_dim", "arrangement_layers", "arrangement_pitch", "block_pooling", "performance_dim",
-              "performance_layers")
+# each with the width that says whether the checkpoint has its block: a key is the config's when its block is new
+BLOCK_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arrangement_dim",
+              "arrangement_pitch": "arrangement_dim", "block_pooling": "arrangement_dim",
+              "performance_dim": "performance_dim", "performance_layers": "performance_dim"}
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
 
 
@@ -115,9 +117,7 @@ def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
             if have and want != have:
                 raise InitError(f"{init.given} has model.{key}={have}; a run adding blocks to it keeps that size "
                                 f"(the config asks {want})")
-        owner = {"arrangement_layers": "arrangement_dim", "arrangement_pitch": "arrangement_dim",
-                 "block_pooling": "arrangement_dim", "performance_layers": "performance_dim"}  # a key is the config's when its block is new
-        settings.update({k: getattr(cfg.model, k) for k in BLOCK_KEYS if not getattr(init.config, owner.get(k, k))})
+        settings.update({k: getattr(cfg.model, k) for k, dim in BLOCK_KEYS.items() if not getattr(init.config, dim)})
         tokenizer = cfg.tokenizer
         for key in ("vocab_size", "bar_token_id", "bar_token_ids"):  # the data's tokenizer decides these
             settings.pop(key)
