@@ -185,12 +185,14 @@ def test_a_block_model_trains_on_its_views(pipeline, pooling):
         assert model.arrangement.pool.out.weight.grad is not None
 
 
-@pytest.mark.parametrize("pooling", ["mean", "flat"])
-def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path, pooling):
-    """--init into a model with an arrangement block: the old weights are copied, the arrangement columns start at
-    zero, so with the same content code the decoder's logits are the checkpoint's whatever the arrangement code."""
+@pytest.mark.parametrize("pooling,memory", [("mean", 0), ("flat", 0), ("flat", 3)])
+def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path, pooling, memory):
+    """--init into a model with an arrangement block (and the decoder's memory reads): the old weights are copied,
+    the arrangement columns start at zero and the reads silent, so with the same content code the decoder's logits
+    are the checkpoint's whatever the arrangement code."""
     old, _, _ = load_checkpoint(checkpoint)
-    cfg = MidiStructConfig(**{**old.config.to_dict(), "arrangement_dim": 5, "block_pooling": pooling, "dtype": None})
+    cfg = MidiStructConfig(**{**old.config.to_dict(), "arrangement_dim": 5, "block_pooling": pooling,
+                              "decoder_memory": memory, "dtype": None})
     new = MidiStructModel(cfg).eval()
     counts = load_grown_weights(checkpoint, new)
     assert counts["grown"] >= 1 and counts["copied"] > counts["initialised"]

@@ -17,6 +17,7 @@ from midistruct.config import load_config
 from midistruct.model import pretrained
 from midistruct.model.checkpoint import META_FILE, check_checkpoint, load_checkpoint
 from midistruct.prepare import prepare
+from midistruct.shards.dataset import collate
 from midistruct.training.finetune import InitError
 from midistruct.training.loop import Trainer
 
@@ -66,6 +67,35 @@ def test_init_takes_the_model_settings_from_the_checkpoint_and_says_so(checkpoin
     assert "model.d_model=64 (checkpoint: 32)" in err and "model.dropout=0.3 (checkpoint: 0.1)" in err
     assert "ffn_dim" not in err  # the same as the checkpoint's
     assert trainer.model.config.d_model == 32 and trainer.cfg.model.d_model == 32
+
+
+def test_init_grows_the_decoders_memory_reads_and_starts_where_the_checkpoint_was(checkpoint, tmp_path, capsys):
+    """``model.decoder_memory`` is a part a run may add to a checkpoint without it: the checkpoint's weights are
+    copied, the reads start silent, so the first forward pass gives the checkpoint's logits; it then trains, and a
+    checkpoint that has the part keeps its size."""
+    saved, _, _ = load_checkpoint(checkpoint)
+    trainer = Trainer(_cfg(_data_of(checkpoint), tmp_path / "ft", "model.decoder_memory=2", "train.max_steps=2",
+                           "train.eval_every=2", "train.save_every=2"), init=checkpoint, progress=False)
+    assert trainer.model.config.decoder_memory == 2 and len(trainer.model.decoder.reads) == saved.config.decoder_layers
+    for name, value in saved.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    batch = collate([trainer.valid_ds[0], trainer.valid_ds[1]])
+    with torch.no_grad():
+        want = saved.eval()(**batch).logits
+        got = trainer.model.eval()(**batch).logits
+    torch.testing.assert_close(got, want)
+    trainer.run()
+    grown = tmp_path / "ft" / "last"
+    assert load_checkpoint(grown)[0].config.decoder_memory == 2
+    reads = load_file(str(grown / "model.safetensors"))["decoder.reads.0.out.weight"]
+    assert float(reads.abs().max()) > 0  # it learnt to read
+    kept = Trainer(_cfg(_data_of(checkpoint), tmp_path / "kept", "model.decoder_memory=3"), init=grown,
+                   progress=False)
+    assert kept.model.config.decoder_memory == 2
+    assert "model.decoder_memory=3 (checkpoint: 2)" in capsys.readouterr().err
+    with pytest.raises(InitError, match="decoder_memory=2"):  # growing another part keeps this one's size
+        Trainer(_cfg(_data_of(checkpoint), tmp_path / "again", "model.decoder_memory=3", "model.arrangement_dim=4"),
+                init=grown, progress=False)
 
 
 def test_a_fine_tuned_run_resumes_with_the_config_it_started_with(checkpoint, tmp_path):

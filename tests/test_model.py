@@ -231,9 +231,17 @@ def test_incremental_decoding_equals_teacher_forcing(conditioning, batch):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("conditioning", sorted(CONDITIONINGS))
-def test_generate_with_and_without_cache_agree(conditioning, batch):
-    model = make_model(conditioning=conditioning).eval()
+def _reading(model):
+    """``model`` with its decoder's memory reads switched on (their output layers start at zero)."""
+    torch.manual_seed(1)
+    for read in model.decoder.reads or []:
+        torch.nn.init.normal_(read.out.weight, std=0.5)
+    return model
+
+
+@pytest.mark.parametrize("conditioning,memory", [(c, 0) for c in sorted(CONDITIONINGS)] + [("add", 3), ("plan", 3)])
+def test_generate_with_and_without_cache_agree(conditioning, memory, batch):
+    model = _reading(make_model(conditioning=conditioning, decoder_memory=memory)).eval()
     latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
     prompt = shift_right(batch["input_ids"], bos_token_id=BOS)[:, :8]  # crosses the first segment's bar line
     kwargs = dict(input_ids=prompt, max_new_tokens=6, do_sample=False, return_dict_in_generate=True)
@@ -623,3 +631,64 @@ def test_place_parts_start_at_default_scales_and_survive_a_save(tmp_path, batch)
     model.save_pretrained(tmp_path)
     loaded = MidiStructModel.from_pretrained(tmp_path).eval()
     assert torch.equal(loaded(**batch).logits, model.eval()(**batch).logits)
+
+
+# --------------------------------------------------------------------------- decoder memory (issues 14, 19)
+
+
+def test_code_attention_reads_only_the_memory_of_each_tokens_bar():
+    from midistruct.model.modeling import CodeAttention
+
+    torch.manual_seed(0)
+    read = CodeAttention(MidiStructConfig.tiny(vocab_size=50, dropout=0.0)).eval()
+    assert float(read.out.weight.abs().max()) == 0.0  # starts silent...
+    torch.nn.init.normal_(read.out.weight)  # ...and is made to speak here
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 3, 4, 32)  # 3 bars of 4 memory vectors
+    bars = torch.tensor([[0, 0, 1, 2, 5], [0, 1, 1, 1, 1]])  # bar 5 is past the last coded bar: it reads bar 2
+    base = read(x, memory=memory, bar_index=bars)
+    changed = memory.clone()
+    changed[0, 1] += 3.0  # row 0, bar 1
+    moved = read(x, memory=changed, bar_index=bars)
+    torch.testing.assert_close(moved[0, [0, 1, 3, 4]], base[0, [0, 1, 3, 4]])
+    assert not torch.allclose(moved[0, 2], base[0, 2])
+    torch.testing.assert_close(moved[1], base[1])  # rows do not mix
+    last = memory.clone()
+    last[0, 2] += 3.0
+    assert not torch.allclose(read(x, memory=last, bar_index=bars)[0, 4], base[0, 4])
+
+
+@pytest.mark.parametrize("conditioning", ["add", "plan"])
+def test_decoder_memory_starts_as_the_decoder_without_it_then_reads_the_codes(conditioning, batch):
+    plain = make_model(conditioning=conditioning).eval()
+    model = make_model(conditioning=conditioning, decoder_memory=3).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.") for k in missing)
+    torch.testing.assert_close(model(**batch).logits, plain(**batch).logits)
+    latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
+    decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
+    base = _reading(model).decoder_forward(decoder_ids, **latents.codes()).logits
+    torch.testing.assert_close(plain.decoder_forward(decoder_ids, **latents.codes()).logits.shape, base.shape)
+    assert not torch.allclose(base, plain.decoder_forward(decoder_ids, **latents.codes()).logits)
+    # through the memory alone: the conditioning's own reading of the codes is switched off
+    model.decoder.conditioning.proj.weight.data.zero_()
+    if conditioning == "plan":
+        model.decoder.conditioning.plan_proj.weight.data.zero_()
+    z_bar = latents.z_bar.clone()
+    base = model.decoder_forward(decoder_ids, z_bar=z_bar, z_segment=latents.z_segment).logits
+    z_bar[0, 1] += 3.0
+    moved = model.decoder_forward(decoder_ids, z_bar=z_bar, z_segment=latents.z_segment).logits
+    first_bar = count_bars(decoder_ids, bar_token_ids=[BAR])[0] == 0
+    torch.testing.assert_close(moved[0, first_bar], base[0, first_bar])
+    assert not torch.allclose(moved[0, ~first_bar], base[0, ~first_bar])
+
+
+def test_decoder_memory_is_checked_and_survives_a_save(tmp_path, batch):
+    with pytest.raises(Exception, match="decoder_memory"):
+        MidiStructConfig.tiny(conditioning="prefix", decoder_memory=2)
+    with pytest.raises(Exception, match="decoder_memory"):
+        MidiStructConfig.tiny(decoder_memory=-1)
+    model = _reading(make_model(decoder_memory=2, bar_latents=False)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = MidiStructModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.decoder_memory == 2
+    torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)

@@ -74,6 +74,21 @@ def test_resume_continues_exactly(shards, tmp_path):
     assert saved["seconds"] >= valid[1]["seconds"] - 0.05 > 0  # the logged value is rounded to 0.1 s
 
 
+def test_resume_drops_the_rows_of_steps_it_trains_again(shards, tmp_path):
+    """A run stopped between saves logged steps whose weights were lost; the resumed run trains them again, so
+    metrics.jsonl keeps one row per step and split (and not a last line a kill cut short)."""
+    cfg = _cfg(shards, tmp_path / "run", "train.log_every=1")
+    Trainer(cfg, progress=False).run(stop_after=3)  # saved at 3
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lost = [json.dumps({"step": s, "split": "train", "loss": 9.0}) for s in (4, 5)]
+    metrics.write_text(metrics.read_text() + "\n".join(lost) + '\n{"step": 6, "spl')
+    Trainer(cfg, resume=True, progress=False).run()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    train = [r["step"] for r in records if r["split"] == "train"]
+    assert train == [1, 2, 3, 4, 5, 6] and all(r.get("loss") != 9.0 for r in records)
+    assert [r["step"] for r in records if r["split"] == "valid"] == [3, 6]
+
+
 def test_resume_without_checkpoint_fails_clearly(shards, tmp_path):
     with pytest.raises(CheckpointError, match="cannot resume: .*none.last does not exist"):
         Trainer(_cfg(shards, tmp_path / "none"), resume=True, progress=False)

@@ -187,6 +187,7 @@ class ModelSettings(_Section):
     pool_slots: int = Field(32, gt=0)
     pool_width: int = Field(32, gt=0)
     conditioning: Literal["add", "prefix", "slot", "plan"] = "add"  # model.modeling.CONDITIONINGS
+    decoder_memory: int = Field(0, ge=0)  # every decoder layer attends to M memory vectors of its bar's codes
     arrangement_dim: int = Field(0, ge=0)  # issue 19: an arrangement code per bar beside the content code
     arrangement_layers: int = Field(2, ge=1)
     arrangement_pitch: Literal["rank", "exact"] = "rank"  # model.configuration.ARRANGEMENT_PITCHES; exact: a diagnostic

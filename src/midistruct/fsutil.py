@@ -21,3 +21,12 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and one rename: readers see the old file or
+    the new one, never a half-written one."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -40,6 +40,12 @@ class MidiStructConfig(PreTrainedConfig):
             out at the within-bar slot of the token to predict, ``FFN(LN(Linear(codes) + query[slot]))``, issue 14,
             slots counted up to ``sequence_slots``; ``"plan"``: "add" plus the sequence head's reading of the codes at
             the bar and slot of the token to predict, needs ``sequence_head > 0``). Checked when the model is built.
+        decoder_memory: 0 (the default): the decoder reads the codes only through its conditioning. M > 0: the
+            codes of each bar ([bar code ; segment code]) also become M memory vectors, and every decoder layer
+            attends to those of its token's bar (``modeling.CodeAttention``; issue 14's "cross-attention from every
+            layer"), so each position picks its part of the codes with its own context -- where a code's parts do
+            not line up slot by slot with the window, as a functional block's view does not. Its output layers
+            start at zero: a checkpoint grown by it (``--init``) decodes as before. Not with "prefix".
 
     Functional blocks (issue 19):
         arrangement_dim: 0 (the default): one encoder reads the window and its bar codes hold everything. N > 0: two
@@ -121,6 +127,7 @@ class MidiStructConfig(PreTrainedConfig):
     pool_slots: int = 32
     pool_width: int = 32
     conditioning: str = "add"
+    decoder_memory: int = 0
     arrangement_dim: int = 0
     arrangement_layers: int = 2
     arrangement_pitch: str = "rank"
@@ -163,6 +170,11 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
         if self.pool_slots < 1 or self.pool_width < 1 or self.sequence_head_memory < 0:
             raise ValueError("pool_slots and pool_width must be >= 1, sequence_head_memory >= 0")
+        if self.decoder_memory < 0:
+            raise ValueError(f"decoder_memory must be >= 0, got {self.decoder_memory}")
+        if self.decoder_memory and (self.conditioning == "prefix" or self.latent_mode == "none"):
+            raise ValueError("decoder_memory reads the codes beside conditioning add, slot or plan (not prefix), "
+                             "and needs an encoder (latent_mode vae or ae)")
         if self.conditioning == "plan" and self.sequence_head <= 0:
             raise ValueError("conditioning 'plan' reads the sequence head: set sequence_head > 0")
         if min(self.arrangement_dim, self.performance_dim) < 0 or min(self.arrangement_layers,

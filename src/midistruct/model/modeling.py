@@ -478,6 +478,38 @@ def build_conditioning(config: MidiStructConfig) -> nn.Module:
 # --------------------------------------------------------------------------- decoder
 
 
+class CodeAttention(nn.Module):
+    """Cross-attention from decoder states to the memory vectors of each token's bar (``decoder_memory`` M > 0):
+    the query is the decoder's own state, so a position picks the part of its bar's codes it needs by what it has
+    decoded so far -- e.g. "the third melody note" where the content code holds the melody by its own slots, not
+    by the window's. Pre-LN; its output layer starts at zero (``zero_init``), so a grown checkpoint decodes as
+    before until it learns to read."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.n_heads, self.dropout = config.n_heads, config.dropout
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        nn.init.zeros_(self.out.weight)
+        self.out.zero_init = True  # and again in MidiStructPreTrainedModel._init_weights, which redraws every layer
+
+    def forward(self, x, *, memory, bar_index):
+        """Read-outs (B, T, D) for states x (B, T, D), memory (B, NB, M, D) and each state's bar (B, T); a token
+        past the last coded bar reads the last bar's memory, as ``gather_bar_codes`` does."""
+        B, T, D = x.shape
+        NB, M, H = memory.shape[1], memory.shape[2], self.n_heads
+        q = self.query(self.norm(x)).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
+        kv = self.key_value(memory.flatten(1, 2)).view(B, NB * M, 2, H, D // H)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # 2 x (B, H, NB * M, Dh)
+        key_bar = torch.arange(NB, device=x.device).repeat_interleave(M)  # (NB * M,)
+        own = bar_index.clamp(max=NB - 1)[:, None, :, None] == key_bar  # (B, 1, T, NB * M)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=own, dropout_p=p)  # (B, H, T, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+
 class Decoder(nn.Module):
     """Causal pre-LN transformer reading token + position + bar-position embeddings and the latents."""
 
@@ -491,6 +523,21 @@ class Decoder(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer_idx=i) for i in range(config.decoder_layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.n_memory = config.decoder_memory
+        self.memory = self.memory_norm = self.reads = None  # decoder_memory: each layer reads its bar's codes
+        if self.n_memory:
+            self.memory = nn.Linear(config.latent_dim_segment + config.bar_code_dim, self.n_memory * config.d_model)
+            self.memory_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+            self.reads = nn.ModuleList(CodeAttention(config) for _ in range(config.decoder_layers))
+
+    def code_memory(self, z_bar, z_segment):
+        """The memory vectors (B, NB, M, D) of each bar's [bar code ; segment code] (the segment code alone, as one
+        bar, without bar latents)."""
+        codes = z_segment[:, None, :]  # (B, 1, Zs)
+        if z_bar is not None:
+            codes = torch.cat([z_bar, codes.expand(-1, z_bar.shape[1], -1)], dim=-1)  # (B, NB, Zb + Zs)
+        memory = self.memory(codes.to(self.memory.weight.dtype))  # (B, NB, M * D)
+        return self.memory_norm(memory.view(*codes.shape[:2], self.n_memory, -1))  # (B, NB, M, D)
 
     def cached_tokens(self, cache: Cache | None, *, z_bar, z_segment) -> int:
         """How many tokens (not prefix vectors) the cache already holds."""
@@ -514,8 +561,12 @@ class Decoder(nn.Module):
         x = self.drop(x)  # (B, P + T, D) on the first step, else (B, T, D)
         # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
-        for block in self.blocks:
+        memory = None if self.reads is None else self.code_memory(z_bar, z_segment)
+        read_bars = bar_index if z_bar is not None else torch.zeros_like(bar_index)
+        for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
+            if memory is not None:  # never with a prefix (configuration), so x is (B, T, D) like bar_index
+                x = x + self.drop(self.reads[i](x, memory=memory, bar_index=read_bars))
         return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
 
 
@@ -667,6 +718,8 @@ class MidiStructPreTrainedModel(PreTrainedModel):
             init.normal_(module.out.weight, mean=0.0, std=std)
         elif isinstance(module, FeedForward):
             init.normal_(module.down.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            init.zeros_(module.weight)  # CodeAttention's output: a grown decoder starts as the checkpoint's
         elif isinstance(module, nn.Linear) and getattr(module, "is_code_projection", False):
             # Scaled so that the added code starts as large as a token embedding (std initializer_range),
             # not sqrt(Zb + Zs) times larger: a sampled, noisy code must not drown the tokens it is added to.

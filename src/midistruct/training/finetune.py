@@ -86,13 +86,15 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
     return init if init.meta.get("init") else None
 
 
-# Model keys that add functional blocks (issue 19) to a checkpoint that lacks them: taken from the config, and the
-# checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
-# each with the width that says whether the checkpoint has its block: a key is the config's when its block is new
-BLOCK_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arrangement_dim",
+# Model keys that grow a checkpoint by a part it lacks: a functional block (issue 19) or the decoder's memory reads
+# (``decoder_memory``). Each maps to the width that says whether the checkpoint has that part; a key is the config's
+# when its part is new, and the checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
+GROWN_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arrangement_dim",
               "arrangement_pitch": "arrangement_dim", "block_pooling": "arrangement_dim",
-              "performance_dim": "performance_dim", "performance_layers": "performance_dim"}
+              "performance_dim": "performance_dim", "performance_layers": "performance_dim",
+              "decoder_memory": "decoder_memory"}
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
+GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory")
 
 
 def adds_blocks(init: InitCheckpoint, model) -> bool:
@@ -101,23 +103,31 @@ def adds_blocks(init: InitCheckpoint, model) -> bool:
     return any(getattr(model, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
 
 
+def grows(init: InitCheckpoint, model) -> bool:
+    """Whether ``model`` has a part the ``init`` checkpoint lacks (``GROWN_PARTS``): its weights are then loaded by
+    ``load_grown_weights``, the new parts starting where they leave the checkpoint's outputs as they were."""
+    return any(getattr(model, k) and not getattr(init.config, k) for k in GROWN_PARTS)
+
+
 def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
     """``cfg`` with the checkpoint's model (every key of its config.json) and tokenizer settings, and what of
     ``cfg`` is not used for that: ``"model.d_model=32 (checkpoint: 256)"`` per model key it sets otherwise, and
     ``"tokenizer"`` when its tokenizer section differs.
 
-    A config that adds a functional block the checkpoint lacks (``BLOCK_KEYS``) keeps its block keys and its
-    tokenizer: a performance block needs velocity tokens the checkpoint may not have, and the checkpoint's weights
-    are then moved to the new token ids (:func:`vocab_remap`). A block the checkpoint has keeps its size."""
+    A config that adds a part the checkpoint lacks (``GROWN_KEYS``: a functional block, the decoder's memory reads)
+    keeps that part's keys. One that adds a functional block also keeps its tokenizer: a performance block needs
+    velocity tokens the checkpoint may not have, and the checkpoint's weights are then moved to the new token ids
+    (:func:`vocab_remap`). A part the checkpoint has keeps its size."""
     settings = {k: getattr(init.config, k) for k in ModelSettings.model_fields}
     tokenizer = init.run_config.tokenizer
-    if adds_blocks(init, cfg.model):
-        for key in BLOCK_DIMS:
+    if grows(init, cfg.model):
+        for key in GROWN_PARTS:
             have, want = getattr(init.config, key), getattr(cfg.model, key)
-            if have and want != have:
-                raise InitError(f"{init.given} has model.{key}={have}; a run adding blocks to it keeps that size "
+            if have and want and want != have:
+                raise InitError(f"{init.given} has model.{key}={have}; a run growing it keeps that size "
                                 f"(the config asks {want})")
-        settings.update({k: getattr(cfg.model, k) for k, dim in BLOCK_KEYS.items() if not getattr(init.config, dim)})
+        settings.update({k: getattr(cfg.model, k) for k, part in GROWN_KEYS.items() if not getattr(init.config, part)})
+    if adds_blocks(init, cfg.model):
         tokenizer = cfg.tokenizer
         for key in ("vocab_size", "bar_token_id", "bar_token_ids"):  # the data's tokenizer decides these
             settings.pop(key)

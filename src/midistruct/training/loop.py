@@ -27,6 +27,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from midistruct.config import Config, dump_config
 from midistruct.errors import MidiStructError
+from midistruct.fsutil import replace_text
 from midistruct.model import MidiStructConfig, MidiStructModel
 from midistruct.model.checkpoint import (
     META_FILE, check_checkpoint, load_grown_weights, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
@@ -113,7 +114,7 @@ class Trainer:
                              "windows are both needed; prepare more data or raise splits.valid")
         self._lengths = self.train_ds.lengths()
         self.model = MidiStructModel(model_cfg).to(self.device)
-        if init is not None and finetune.adds_blocks(start, model_cfg):
+        if init is not None and finetune.grows(start, model_cfg):
             load_grown_weights(start.folder, self.model, vocab_map=finetune.vocab_remap(start, self.tokenizer))
         elif init is not None:
             load_weights(start.folder, self.model)
@@ -249,7 +250,8 @@ class Trainer:
         from tqdm import tqdm
 
         self._start_run_dir()
-        logger = _Logger(self.run_dir, tensorboard=self.t.tensorboard, enabled=self.dist.is_main)
+        logger = _Logger(self.run_dir, tensorboard=self.t.tensorboard, enabled=self.dist.is_main,
+                         step=self.state["step"])
         start, logs = time.monotonic(), []
         self._clock = start
         bar = tqdm(total=self.t.max_steps, initial=self.state["step"], desc="train", unit="step",
@@ -350,13 +352,38 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
 
 
+def drop_rows_after(path: Path, step: int) -> int:
+    """Remove the rows of ``path`` (metrics.jsonl) logged after ``step``, and a last line cut short by a kill: a
+    resumed run trains those steps again, and a row per step and split must stay one row. Returns how many rows
+    were dropped; the file is replaced at once (``fsutil.replace_text``)."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            keep = int(row["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        replace_text(path, "".join(line + "\n" for line in kept))
+    return dropped
+
+
 class _Logger:
     """metrics.jsonl (always) and TensorBoard (when installed and enabled), rank 0 only."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool, enabled: bool):
+    def __init__(self, run_dir: Path, *, tensorboard: bool, enabled: bool, step: int = 0):
+        """``step``: where the run (re)starts; rows logged after it by a run stopped before its next save are
+        dropped, since those steps are trained again (``drop_rows_after``)."""
         self.enabled, self.tb = enabled, None
         if not enabled:
             return
+        drop_rows_after(run_dir / "metrics.jsonl", step)
         self.file = open(run_dir / "metrics.jsonl", "a")
         if tensorboard:
             try:
