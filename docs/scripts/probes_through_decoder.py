@@ -5,7 +5,7 @@ and of the true notes. Writes JSON to stdout.
     python docs/scripts/probes_through_decoder.py folk-2bar --data data/nottingham-2bar --target key_signature
     python docs/scripts/probes_through_decoder.py folk-2bar --data data/folk-2bar --target key
 
-The windows, the split by piece and the probe are ``midistruct evaluate --probes``'s (``evaluation.probes``), with
+The windows, the split by piece and the probe are ``midistruct evaluate --probes``'s (``evaluation.probes.probe_windows``), with
 the same seed, so the ``segment`` / ``bar_mean`` / ``histogram`` rows equal its ``latent`` / ``bar_latent`` /
 ``histogram`` accuracies; ``bars_concat`` probes the window's bar codes side by side instead of their mean.
 """
@@ -19,10 +19,14 @@ import sys
 import numpy as np
 import torch
 
-from midistruct.evaluation.probes import TARGETS, baseline_features, piece_test_mask, run_probes
+from midistruct.evaluation.probes import (
+    TARGETS,
+    baseline_features,
+    probe_windows,
+    run_probes,
+)
 from midistruct.generation.pipeline import MidiStruct
 from midistruct.metrics.notes import notes_of
-from midistruct.shards.reader import ShardSet
 from midistruct.tokens.tokenizer import decode_ids
 
 
@@ -37,14 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     ms = MidiStruct.from_pretrained(args.checkpoint)
-    arrays = ShardSet(args.data).split(args.split)
-    pieces = arrays.pieces()
-    pick = np.sort(np.random.default_rng(args.seed).permutation(arrays.n_windows)[:args.windows])
-    ids = [arrays.window(int(i))[0] for i in pick]
-    owners = [pieces[int(arrays.windows[i][2])] for i in pick]
-    groups = [p.get("group") or p["id"] for p in owners]
-    meters = [ms.vocab.meter(w) for w in ids]
-    labels = {args.target: [TARGETS[args.target](p.get("tags", {}), p["id"], m) for p, m in zip(owners, meters)]}
+    chosen = probe_windows(ms.vocab, args.data, split=args.split, windows=args.windows, targets=[args.target],
+                           seed=args.seed)
+    ids = chosen.ids
     z = ms.encode_windows(ids)
     real = np.arange(z.z_bar.shape[1])[None, :] < np.array(z.bars)[:, None]  # (W, NB) bars the window has
     bars = z.z_bar.numpy().astype(np.float64) * real[..., None]
@@ -56,7 +55,7 @@ def main() -> None:
     features = {"segment": z.z_segment.numpy().astype(np.float64), "bar_mean": bars.sum(1) / real.sum(1, keepdims=True),
                 "bars_concat": bars.reshape(len(ids), -1), "decoded_histogram": histograms(decoded),
                 "histogram": histograms(ids)}
-    result = run_probes(features, labels, piece_test_mask(groups, seed=args.seed))
+    result = run_probes(features, chosen.labels, chosen.test)
     json.dump({"checkpoint": args.checkpoint, "data": args.data, "target": args.target, "windows": len(ids),
                **{k: v for k, v in result.items() if "accuracy" in k or k.endswith("windows")}},
               sys.stdout, indent=2)

@@ -138,32 +138,59 @@ def usable_labels(column: np.ndarray, test: np.ndarray, min_windows: int) -> tup
 
 # ---- on a checkpoint ------------------------------------------------------------------------
 
-def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targets: list[str] | None = None,
-                  seed: int = 0) -> dict:
-    """Probe ``ms``'s codes (posterior means) of a seeded random subset of ``windows`` windows of
-    the shard folder's ``split`` against the baseline histogram (:func:`run_probes`):
-    ``<target>.latent_accuracy`` (the segment code), ``<target>.bar_latent_accuracy`` (the mean of
-    the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`).
+@dataclass
+class ProbeWindows:
+    """The windows a probe reads: their ids, each one's labels per target, and which are test windows."""
 
-    ``targets`` (default: all of :data:`TARGETS`); pieces are split 75/25 by a hash of their group
-    and ``seed``. Also returns ``windows``, ``pieces`` and ``test_pieces``.
-    """
+    ids: list[np.ndarray]
+    labels: dict[str, list[str | None]]
+    test: np.ndarray  # (W,) bool: the windows of the test pieces
+    groups: list[str]
+
+    def counts(self) -> dict[str, int]:
+        return {"windows": len(self.ids), "pieces": len(set(self.groups)),
+                "test_pieces": len(set(np.array(self.groups)[self.test])) if self.ids else 0}
+
+
+def checked_targets(targets: list[str] | None) -> list[str]:
+    """``targets`` (default: all of :data:`TARGETS`); a ``KeyError`` naming the valid ones for an unknown one."""
     targets = list(targets or TARGETS)
     for target in targets:
         if target not in TARGETS:
             raise KeyError(f"unknown probe target {target!r}; valid: {', '.join(TARGETS)}")
+    return targets
+
+
+def probe_windows(vocab, folder, *, split: str = "test", windows: int = 2000, targets: list[str] | None = None,
+                  seed: int = 0) -> ProbeWindows:
+    """A seeded random subset of ``windows`` windows of the shard folder's ``split``, labelled for ``targets``
+    (default: all of :data:`TARGETS`; ``vocab`` reads each window's meter), its pieces split 75/25 by a hash of
+    their group and ``seed`` (:func:`piece_test_mask`). :func:`probe_latents` and the scripts that probe other
+    features of the same windows read them from here."""
+    targets = checked_targets(targets)
     arrays = ShardSet(folder).split(split)
     pieces = arrays.pieces()
     pick = np.sort(np.random.default_rng(seed).permutation(arrays.n_windows)[:windows])
     ids = [arrays.window(int(i))[0] for i in pick]
     owners = [pieces[int(arrays.windows[i][2])] for i in pick]
     groups = [p.get("group") or p["id"] for p in owners]
-    test = piece_test_mask(groups, seed=seed)
-    meters = [ms.vocab.meter(w) for w in ids]
+    meters = [vocab.meter(w) for w in ids]
     labels = {t: [TARGETS[t](p.get("tags", {}), p["id"], m) for p, m in zip(owners, meters)] for t in targets}
-    out = {"windows": len(ids), "pieces": len(set(groups)), "test_pieces": len(set(np.array(groups)[test]))}
+    return ProbeWindows(ids, labels, piece_test_mask(groups, seed=seed), groups)
+
+
+def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targets: list[str] | None = None,
+                  seed: int = 0) -> dict:
+    """Probe ``ms``'s codes (posterior means) of :func:`probe_windows`'s windows against the baseline histogram
+    (:func:`run_probes`): ``<target>.latent_accuracy`` (the segment code), ``<target>.bar_latent_accuracy`` (the
+    mean of the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`). Also returns
+    ``windows``, ``pieces`` and ``test_pieces``.
+    """
+    targets = checked_targets(targets)
+    chosen = probe_windows(ms.vocab, folder, split=split, windows=windows, targets=targets, seed=seed)
+    ids, out = chosen.ids, chosen.counts()
     if not ids:
-        return out | {f"skipped.{t}": "no windows" for t in targets}
+        return out | {f"skipped.{t}": "no windows" for t in chosen.labels}
     z = ms.encode_windows(ids)
     real = np.arange(z.z_bar.shape[1])[None, :] < np.array(z.bars)[:, None]  # (W, NB) bars the window has
     features = {"latent": z.z_segment.numpy().astype(np.float64),
@@ -171,4 +198,4 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
                 "histogram": np.stack([baseline_features(notes_of(decode_ids(ms.tokenizer, w))) for w in ids])}
     if not z.z_bar.shape[-1]:  # a segment-only model has no bar codes to probe
         del features["bar_latent"]
-    return out | run_probes(features, labels, test)
+    return out | run_probes(features, chosen.labels, chosen.test)
