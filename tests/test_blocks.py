@@ -185,14 +185,71 @@ def test_a_block_model_trains_on_its_views(pipeline, pooling):
         assert model.arrangement.pool.out.weight.grad is not None
 
 
-@pytest.mark.parametrize("pooling,memory", [("mean", 0), ("flat", 0), ("flat", 3)])
-def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path, pooling, memory):
+def test_sequence_views_ask_each_code_for_its_own_view_in_order(pipeline):
+    """``sequence_views``: the content head reads [content code ; segment code] and names the content view slot by
+    slot, the arrangement head reads the arrangement code and names the arrangement view; their states at every
+    slot are memory the decoder reads, and all of it trains."""
+    model = _block_model(pipeline.vocab.size, sequence_head=1.0, sequence_head_memory=2, decoder_memory=3,
+                         sequence_views=True, block_pooling="flat").train()
+    assert set(model.view_sequence_heads()) == {"content", "arrangement"}
+    batch = _batch(pipeline, [_score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block")),
+                              _score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "oompah"))])
+    out = model(**batch)
+    out.loss.backward()
+    assert torch.isfinite(out.seq_loss) and model.view_heads["arrangement"].slots.weight.grad is not None
+    assert model.decoder.reads[0].key_value.weight.grad is not None
+    model.eval()
+    latents = model.encode_batch(batch)
+    views = {k: batch[k] for k in model.VIEW_KEYS if k in batch}
+    with torch.no_grad():
+        base = model.view_sequence_nll(latents, views)
+        # the order of a view's tokens is what is scored: the content view's bar 0 reversed scores differently
+        ids = views["content_ids"].clone()
+        first = (views["content_bar_ids"][0] == 0) & views["content_mask"][0].bool()
+        ids[0, first] = ids[0, first].flip(0)
+        assert not torch.allclose(model.view_sequence_nll(latents, {**views, "content_ids": ids})[0], base[0])
+        # the content head reads no arrangement code
+        codes = model.view_codes(latents.z_bar, latents.z_segment)
+        moved = latents.z_bar.clone()
+        moved[..., model.config.block_slices()["arrangement"]] += 5.0
+        other = model.view_codes(moved, latents.z_segment)
+        torch.testing.assert_close(other["content"], codes["content"])
+        assert not torch.allclose(other["arrangement"], codes["arrangement"])
+        memory = model.decoder_memory(latents.z_bar, latents.z_segment)
+    cfg = model.config  # the arrangement encoder pools flat (pool_slots), the content encoder by the mean
+    assert model.view_memory_slots() == {"content": cfg.sequence_slots, "arrangement": cfg.pool_slots} \
+        and cfg.pool_slots < cfg.sequence_slots
+    assert memory.shape == (2, latents.z_bar.shape[1], 3 + cfg.sequence_slots + cfg.pool_slots, cfg.d_model)
+    with pytest.raises(ValueError, match="pass arrangement_ids"):
+        model.view_sequence_nll(latents, {k: v for k, v in views.items() if not k.startswith("arrangement")})
+    with pytest.raises(Exception, match="sequence_views needs"):
+        MidiStructConfig.tiny(arrangement_dim=4, sequence_head=1.0, sequence_views=True)  # no decoder memory
+
+
+def test_sequence_views_decode_the_same_with_and_without_the_cache(pipeline):
+    model = _block_model(pipeline.vocab.size, sequence_head=1.0, sequence_head_memory=2, decoder_memory=3,
+                         sequence_views=True).eval()
+    torch.manual_seed(1)
+    for read in model.decoder.reads:  # speak (they start silent)
+        torch.nn.init.normal_(read.out.weight, std=0.5)
+    z_bar, z_segment = torch.randn(2, 2, model.config.bar_code_dim), torch.randn(2, model.config.latent_dim_segment)
+    kwargs = dict(input_ids=torch.tensor([[1], [1]]), max_new_tokens=8, do_sample=False, z_bar=z_bar,
+                  z_segment=z_segment, return_dict_in_generate=True, output_logits=True)
+    cached, uncached = model.generate(**kwargs, use_cache=True), model.generate(**kwargs, use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(torch.stack(cached.logits), torch.stack(uncached.logits), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling,memory,views", [("mean", 0, False), ("flat", 0, False), ("flat", 3, False),
+                                                  ("flat", 3, True)])
+def test_grown_weights_decode_as_the_checkpoint_did(checkpoint, tmp_path, pooling, memory, views):
     """--init into a model with an arrangement block (and the decoder's memory reads): the old weights are copied,
     the arrangement columns start at zero and the reads silent, so with the same content code the decoder's logits
     are the checkpoint's whatever the arrangement code."""
     old, _, _ = load_checkpoint(checkpoint)
+    heads = {"sequence_head": 1.0, "sequence_head_memory": 2, "sequence_views": True} if views else {}
     cfg = MidiStructConfig(**{**old.config.to_dict(), "arrangement_dim": 5, "block_pooling": pooling,
-                              "decoder_memory": memory, "dtype": None})
+                              "decoder_memory": memory, "dtype": None, **heads})
     new = MidiStructModel(cfg).eval()
     counts = load_grown_weights(checkpoint, new)
     assert counts["grown"] >= 1 and counts["copied"] > counts["initialised"]

@@ -98,6 +98,21 @@ def test_init_grows_the_decoders_memory_reads_and_starts_where_the_checkpoint_wa
                 init=grown, progress=False)
 
 
+def test_a_run_adding_memory_reads_may_change_the_conditioning(checkpoint, tmp_path):
+    """``sequence_views`` replaces "plan" with "add": a run growing the memory reads takes its conditioning from the
+    config, keeping the projection every conditioning but "prefix" shares; without growing, the checkpoint's."""
+    saved, _, _ = load_checkpoint(checkpoint)
+    assert saved.config.conditioning == "add"
+    grown = Trainer(_cfg(_data_of(checkpoint), tmp_path / "a", "model.decoder_memory=2", "model.conditioning=slot"),
+                    init=checkpoint, progress=False)
+    assert grown.model.config.conditioning == "slot"
+    key = "decoder.conditioning.proj.weight"
+    assert torch.equal(grown.model.state_dict()[key], saved.state_dict()[key])
+    kept = Trainer(_cfg(_data_of(checkpoint), tmp_path / "b", "model.conditioning=slot"), init=checkpoint,
+                   progress=False)
+    assert kept.model.config.conditioning == "add"
+
+
 def test_a_fine_tuned_run_resumes_with_the_config_it_started_with(checkpoint, tmp_path):
     """The run's model is the checkpoint's, not the config's (d_model 64): --resume must rebuild that model."""
     cfg = _cfg(_data_of(checkpoint), tmp_path / "ft", "model.d_model=64")

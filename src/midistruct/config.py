@@ -200,6 +200,7 @@ class ModelSettings(_Section):
     sequence_head: float | int = Field(0.0, ge=0)
     sequence_head_layers: int = Field(1, ge=0)
     sequence_head_memory: int = Field(0, ge=0)
+    sequence_views: bool = False  # issue 19: a sequence head per view, read by the decoder's memory reads
     sequence_slots: int = Field(64, ge=1)
     layer_norm_eps: float = Field(1e-5, gt=0)
     initializer_range: float = Field(0.02, gt=0)

@@ -88,6 +88,12 @@ class MidiStructConfig(PreTrainedConfig):
             code becomes M memory vectors that each slot's query attends to (``modeling.CodeReader``), so slot k
             can pick its part of the code (multiplicative, where an added code needs the layers to untangle it;
             issue 14: with "flat" pooling this took the held-out pitch slots from 0.42 to 0.92).
+        sequence_views: with functional blocks (issue 19), the sequence head names the tokens of the *content view*
+            by their slots in it, from [content code ; segment code], and each other block gets a head of its own
+            naming its view from its code: the window's k-th token is not any view's k-th, so a head asked for
+            the window's order cannot read it off codes that each hold one view in order. The heads' states are
+            then memory the decoder reads by attention (needs ``decoder_memory`` > 0, and conditioning add or
+            slot: "plan" picks by the window's slot).
         sequence_slots: the most tokens per bar the head predicts (its slot table); later tokens go unscored. Also
             the slot table of the "slot" conditioning (later tokens share its last slot).
         dropout: dropout in embeddings, attention and feed-forward layers.
@@ -140,6 +146,7 @@ class MidiStructConfig(PreTrainedConfig):
     sequence_head: float | int = 0.0
     sequence_head_layers: int = 1
     sequence_head_memory: int = 0
+    sequence_views: bool = False
     sequence_slots: int = 64
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -175,6 +182,10 @@ class MidiStructConfig(PreTrainedConfig):
         if self.decoder_memory and (self.conditioning == "prefix" or self.latent_mode == "none"):
             raise ValueError("decoder_memory reads the codes beside conditioning add, slot or plan (not prefix), "
                              "and needs an encoder (latent_mode vae or ae)")
+        if self.sequence_views and not (self.arrangement_dim and self.sequence_head > 0 and self.decoder_memory
+                                        and self.conditioning in ("add", "slot")):
+            raise ValueError("sequence_views needs functional blocks (arrangement_dim > 0), a sequence head "
+                             "(sequence_head > 0) and decoder_memory > 0, with conditioning add or slot")
         if self.conditioning == "plan" and self.sequence_head <= 0:
             raise ValueError("conditioning 'plan' reads the sequence head: set sequence_head > 0")
         if min(self.arrangement_dim, self.performance_dim) < 0 or min(self.arrangement_layers,

@@ -551,7 +551,11 @@ class Decoder(nn.Module):
         return self.embed_tokens(input_ids) + self.embed_positions(positions) + bars  # (B, T, D)
 
     def forward(self, input_ids, *, bar_index, z_bar, z_segment, cache: Cache | None = None, slot_index=None,
-                plan=None):
+                plan=None, memory=None):
+        """``memory`` (B, NB, S, D): what the memory reads attend to in each bar (``MidiStructModel.decoder_memory``),
+        needed when the decoder has them."""
+        if self.reads is not None and memory is None:
+            raise ValueError("this decoder reads memory (decoder_memory > 0): pass MidiStructModel.decoder_memory(...)")
         T = input_ids.shape[1]
         seen = cache.get_seq_length() if cache is not None else 0
         start = self.cached_tokens(cache, z_bar=z_bar, z_segment=z_segment)
@@ -561,11 +565,10 @@ class Decoder(nn.Module):
         x = self.drop(x)  # (B, P + T, D) on the first step, else (B, T, D)
         # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
-        memory = None if self.reads is None else self.code_memory(z_bar, z_segment)
         read_bars = bar_index if z_bar is not None else torch.zeros_like(bar_index)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
-            if memory is not None:  # never with a prefix (configuration), so x is (B, T, D) like bar_index
+            if self.reads is not None:  # never with a prefix (configuration), so x is (B, T, D) like bar_index
                 x = x + self.drop(self.reads[i](x, memory=memory, bar_index=read_bars))
         return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
 
@@ -623,9 +626,10 @@ class SequenceHead(nn.Module):
     order: the codes must say which pitch comes first, not only which pitches occur. Its hidden states are the
     "plan" the decoder reads with ``conditioning="plan"``."""
 
-    def __init__(self, config: MidiStructConfig):
+    def __init__(self, config: MidiStructConfig, *, in_dim: int | None = None):
+        """``in_dim``: the width of the codes it reads (default: [bar code ; segment code])."""
         super().__init__()
-        in_dim = config.latent_dim_segment + config.bar_code_dim
+        in_dim = config.latent_dim_segment + config.bar_code_dim if in_dim is None else in_dim
         self.reader = CodeReader(config, in_dim) if config.sequence_head_memory > 0 else None
         if self.reader is None:
             self.code_proj = nn.Linear(in_dim, config.d_model)
@@ -755,6 +759,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             in_dim = config.latent_dim_segment + config.bar_code_dim
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
         self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
+        self.view_heads = None  # sequence_views: the sequence head names the content view, each block's head its own
+        if config.sequence_views:
+            self.sequence_head = SequenceHead(config, in_dim=config.latent_dim_bar + config.latent_dim_segment)
+            self.view_heads = nn.ModuleDict({name: SequenceHead(config, in_dim=part.stop - part.start)
+                                             for name, part in list(config.block_slices().items())[1:]})
         self.post_init()
         self._default_init_place_parts()
 
@@ -766,6 +775,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         learnt pitch no faster than with an added code (0.29 of the pitch slots after 1,250 steps)."""
         parts = [getattr(self.bottleneck, "bar_pool", None) if self.bottleneck is not None else None]
         parts.append(self.sequence_head if self.sequence_head is not None and self.sequence_head.reader else None)
+        parts.extend(head for head in (self.view_heads or {}).values() if head.reader)
         for part in parts:
             if isinstance(part, (FlatPooling, SequenceHead)):
                 for module in part.modules():
@@ -871,6 +881,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         hidden = self.decoder(
             decoder_input_ids, bar_index=decoder_bar_ids, slot_index=decoder_slot_ids, z_bar=z_bar,
             z_segment=z_segment, cache=cache, plan=self._plan_for(z_bar, z_segment, decoder_slot_ids, cache),
+            memory=self._memory_for(z_bar, z_segment, cache),
         )  # (B, T, D)
         return MidiStructOutput(logits=self.lm_head(hidden), cache=cache if use_cache else None)
 
@@ -887,6 +898,54 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             kept = self.plan(z_bar, z_segment, slot_ids=full)  # (B, NB, sequence_slots, D)
             cache.midistruct_plan = kept
         return kept
+
+    def _memory_for(self, z_bar, z_segment, cache: Cache | None):
+        """:meth:`decoder_memory` for one decoder call, computed once per decoding and kept on the cache (the codes
+        do not change while decoding; the view heads are causal over their slots, as for the plan)."""
+        if self.decoder.reads is None:
+            return None
+        if cache is None:
+            return self.decoder_memory(z_bar, z_segment)
+        kept = getattr(cache, "midistruct_memory", None)
+        if kept is None or cache.get_seq_length() == 0:
+            kept = cache.midistruct_memory = self.decoder_memory(z_bar, z_segment)
+        return kept
+
+    def decoder_memory(self, z_bar, z_segment):
+        """What the decoder's memory reads attend to in each bar (B, NB, S, D): ``decoder_memory`` vectors made
+        from the bar's codes, then with ``sequence_views`` the states of each view's sequence head at all
+        :meth:`view_memory_slots` slots (the content view's, then each block's). None without memory reads."""
+        if self.decoder.reads is None:
+            return None
+        memory = self.decoder.code_memory(z_bar, z_segment)  # (B, NB, M, D)
+        if self.view_heads is None:
+            return memory
+        codes, slots = self.view_codes(z_bar, z_segment), self.view_memory_slots()
+        plans = [head.hidden(codes[name], n_slots=slots[name])
+                 for name, head in self.view_sequence_heads().items()]  # each (B, NB, K_view, D)
+        return torch.cat([memory, *(p.to(memory.dtype) for p in plans)], dim=2)  # (B, NB, M + views * K, D)
+
+    def view_memory_slots(self) -> dict[str, int]:
+        """How many of each view head's slots join the decoder's memory: ``sequence_slots``, at most
+        ``pool_slots`` where the view's encoder pools "flat" (``bar_pooling`` for the content, ``block_pooling``
+        for the blocks), which writes no later token into the codes in order."""
+        cfg = self.config
+        flat = {name: (cfg.bar_pooling if name == "content" else cfg.block_pooling) == "flat"
+                for name in self.view_sequence_heads()}
+        return {name: min(cfg.sequence_slots, cfg.pool_slots) if f else cfg.sequence_slots for name, f in flat.items()}
+
+    def view_sequence_heads(self) -> dict[str, "SequenceHead"]:
+        """``sequence_views``: each view's sequence head, the content view's first."""
+        return {"content": self.sequence_head, **(self.view_heads or {})}
+
+    def view_codes(self, z_bar, z_segment) -> dict[str, torch.Tensor]:
+        """``sequence_views``: what each view's head reads per bar: [content code ; segment code] (B, NB, Zb + Zs),
+        and each block's own code (B, NB, width)."""
+        slices = self.config.block_slices()
+        segment = z_segment[:, None, :].expand(-1, z_bar.shape[1], -1)
+        codes = {"content": torch.cat([z_bar[..., slices["content"]], segment], dim=-1)}
+        codes.update({name: z_bar[..., slices[name]] for name in self.view_heads or {}})
+        return codes
 
     def plan(self, z_bar, z_segment, *, slot_ids):
         """``conditioning="plan"``: the sequence head's states (B, NB, K, D) for the codes, K covering the
@@ -975,7 +1034,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         unknown = sorted(set(kwargs) - ignored)
         if unknown:
             raise TypeError(f"forward() got unexpected keyword arguments {unknown}")
-        latents = None
+        latents, views = None, {}
         if z_segment is None and input_ids is None:
             raise ValueError("pass input_ids to autoencode, or z_segment (and z_bar) to decode; see Latents.codes()")
         if z_segment is None:
@@ -983,8 +1042,8 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
                      "arrangement_ids": arrangement_ids, "arrangement_mask": arrangement_mask,
                      "arrangement_bar_ids": arrangement_bar_ids, "performance_ids": performance_ids,
                      "performance_mask": performance_mask, "performance_bar_ids": performance_bar_ids}
-            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample,
-                                  **{k: v for k, v in views.items() if v is not None})
+            views = {k: v for k, v in views.items() if v is not None}
+            latents = self.encode(input_ids, attention_mask, bar_ids, sample=sample, **views)
             z_bar, z_segment = latents.z_bar, latents.z_segment
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(input_ids, bos_token_id=self.config.bos_token_id)
@@ -1000,7 +1059,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids=decoder_slot_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
-                                                             bar_ids=bar_ids)
+                                                             bar_ids=bar_ids, views=views)
         return MidiStructOutput(logits=out.logits, cache=out.cache, **terms)
 
     @staticmethod
@@ -1026,14 +1085,38 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
     def sequence_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each bar's tokens, slot by slot, under the sequence head (``config.sequence_head``)."""
         codes, bar_ids = self.bar_codes(latents, bar_ids)  # (B, NB, Zb+Zs), (B, T)
+        return self._slot_nll(self.sequence_head, codes, labels=labels, bar_ids=bar_ids)
+
+    def view_sequence_nll(self, latents: Latents, views: dict):
+        """``sequence_views``: summed NLL (B,) of each view's tokens, slot by slot in its bars, under its own head
+        (:meth:`view_codes`); ``views`` holds ``<view>_ids`` (B, T') and, optionally, ``_mask`` and ``_bar_ids``."""
+        codes = self.view_codes(latents.z_bar, latents.z_segment)
+        total = 0.0
+        for name, head in self.view_sequence_heads().items():
+            ids = views.get(f"{name}_ids")
+            if ids is None:
+                raise ValueError(f"sequence_views scores each view: pass {name}_ids (window_batch(..., "
+                                 "**config.view_options()))")
+            mask, bars = views.get(f"{name}_mask"), views.get(f"{name}_bar_ids")
+            mask = ids != self.config.pad_token_id if mask is None else mask.bool()
+            bars = count_bars(ids, bar_token_ids=self.bar_token_ids) if bars is None else bars
+            bars = bars.clamp(max=codes[name].shape[1] - 1)
+            total = total + self._slot_nll(head, codes[name], labels=ids.masked_fill(~mask, -100), bar_ids=bars)
+        return total  # (B,)
+
+    def _slot_nll(self, head, codes, *, labels, bar_ids):
+        """Summed NLL (B,) of ``labels`` (B, T) slot by slot in their bars ``bar_ids`` under ``head`` reading
+        ``codes`` (B, NB, in)."""
         targets = slot_targets(labels, bar_ids, n_bars=codes.shape[1], max_slots=self.config.sequence_slots)
-        logits = self.sequence_head(codes, n_slots=targets.shape[-1]).float()  # (B, NB, K, V)
+        logits = head(codes, n_slots=targets.shape[-1]).float()  # (B, NB, K, V)
         nll = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=-100, reduction="none")
         return nll.view(targets.shape).sum((1, 2))  # (B,)
 
-    def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None) -> dict[str, torch.Tensor]:
+    def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None,
+                     views: dict | None = None) -> dict[str, torch.Tensor]:
         """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
-        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses)."""
+        (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses; ``views``, the
+        window's views, for the sequence loss of ``sequence_views``)."""
         kl_bar, kl_segment, penalty = self.kl_terms(latents)
         terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
         terms["kl"] = (kl_bar + kl_segment).mean()
@@ -1050,7 +1133,10 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             terms["bow_loss"] = self.bag_of_words_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.bag_of_words * terms["bow_loss"]
         if self.sequence_head is not None:
-            terms["seq_loss"] = self.sequence_nll(latents, labels=labels, bar_ids=bar_ids).mean()
+            if self.view_heads is not None:
+                terms["seq_loss"] = self.view_sequence_nll(latents, views or {}).mean()
+            else:
+                terms["seq_loss"] = self.sequence_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.sequence_head * terms["seq_loss"]
         return terms
 
