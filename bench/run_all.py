@@ -2,7 +2,8 @@
 
 Each benchmark prints JSON that compares midistruct with a baseline measured in the same run
 (prepare vs the bare symusic + miditok loop, training MFU vs a plain causal LM, generation with vs
-without the KV cache, free-running evaluation batched vs one window at a time). This runner calls
+without the KV cache, free-running evaluation batched vs one window at a time, song form from a shipped model's
+codes vs from the notes alone). This runner calls
 them one after the other in fresh processes, then replaces the block between the ``bench:start`` /
 ``bench:end`` markers of the results file with one table per benchmark (every number of its JSON),
 headed by the command, date and machine.
@@ -30,6 +31,7 @@ BENCHES = {  # name -> (script, full-size arguments, quick arguments)
     "train": ("bench/train.py", [], ["--quick"]),
     "generate": ("bench/generate.py", [], ["--quick"]),
     "evaluate": ("bench/evaluate.py", [], ["--quick"]),
+    "form": ("bench/form.py", [], ["--quick"]),
 }
 
 

@@ -103,6 +103,23 @@ def test_evaluate_quick_reports_rates_and_consistent_speedups():
         assert out["no_cache"][metric] == out["batched"][metric]
 
 
+def test_form_quick_times_a_shipped_model_against_the_notes_alone(tmp_path):
+    """bench/form.py on synthetic 3-minute songs (no dataset): each song analysed from the shipped model's codes and
+    from the notes; the summary is the songs' own times and the goal is judged on the slowest."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "form.py"), "--quick", "--data", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["benchmark"] == "form" and out["machine"]["threads"] == 1
+    assert out["config"]["source"] == "synthetic" and out["config"]["model"] == "pop909-4bar"
+    songs = out["songs"]
+    assert len(songs) == 2 and all(s["bars"] == 90 and s["minutes"] == 3.0 and s["sections_codes"] >= 1 for s in songs)
+    assert out["codes"]["seconds_max"] == max(s["codes_seconds"] for s in songs) > 0
+    assert out["tracks"]["seconds_max"] == max(s["tracks_seconds"] for s in songs) > 0
+    assert out["model_load_seconds"] > 0
+    assert out["goal_met"] == (out["codes"]["seconds_per_3_minutes_max"] < 5.0)
+
+
 def test_model_cards_reads_each_card_command_and_metric():
     """bench/model_cards.py turns a card's evaluate command into the same evaluation on the shipped weights."""
     spec = importlib.util.spec_from_file_location("bench_model_cards", REPO / "bench" / "model_cards.py")
