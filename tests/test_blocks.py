@@ -226,7 +226,7 @@ def test_sequence_views_ask_each_code_for_its_own_view_in_order(pipeline):
         MidiStructConfig.tiny(arrangement_dim=4, sequence_head=1.0, sequence_views=True)  # no decoder memory
 
 
-def test_sequence_views_decode_the_same_with_and_without_the_cache(pipeline):
+def test_sequence_views_decode_the_same_with_and_without_the_cache_reading_the_memory_once(pipeline):
     model = _block_model(pipeline.vocab.size, sequence_head=1.0, sequence_head_memory=2, decoder_memory=3,
                          sequence_views=True).eval()
     torch.manual_seed(1)
@@ -235,7 +235,17 @@ def test_sequence_views_decode_the_same_with_and_without_the_cache(pipeline):
     z_bar, z_segment = torch.randn(2, 2, model.config.bar_code_dim), torch.randn(2, model.config.latent_dim_segment)
     kwargs = dict(input_ids=torch.tensor([[1], [1]]), max_new_tokens=8, do_sample=False, z_bar=z_bar,
                   z_segment=z_segment, return_dict_in_generate=True, output_logits=True)
-    cached, uncached = model.generate(**kwargs, use_cache=True), model.generate(**kwargs, use_cache=False)
+    calls = {"heads": 0, "keys": 0}
+    hidden, keys = model.sequence_head.hidden, model.decoder.reads[0].keys_values
+
+    def count(name, fn):
+        return lambda *a, **k: calls.__setitem__(name, calls[name] + 1) or fn(*a, **k)
+
+    model.sequence_head.hidden = count("heads", hidden)
+    model.decoder.reads[0].keys_values = count("keys", keys)
+    cached = model.generate(**kwargs, use_cache=True)
+    assert calls == {"heads": 1, "keys": 1}  # once per decoding, not once per token
+    uncached = model.generate(**kwargs, use_cache=False)
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(torch.stack(cached.logits), torch.stack(uncached.logits), atol=1e-5, rtol=1e-5)
 

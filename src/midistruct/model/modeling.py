@@ -495,14 +495,21 @@ class CodeAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         self.out.zero_init = True  # and again in MidiStructPreTrainedModel._init_weights, which redraws every layer
 
-    def forward(self, x, *, memory, bar_index):
+    def keys_values(self, memory):
+        """The memory's keys and values, 2 x (B, H, NB * M, Dh): fixed while decoding, so kept on the cache."""
+        B, NB, M, D = memory.shape
+        kv = self.key_value(memory.flatten(1, 2)).view(B, NB * M, 2, self.n_heads, D // self.n_heads)
+        k, v = kv.permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x, *, memory, bar_index, keys_values=None):
         """Read-outs (B, T, D) for states x (B, T, D), memory (B, NB, M, D) and each state's bar (B, T); a token
-        past the last coded bar reads the last bar's memory, as ``gather_bar_codes`` does."""
+        past the last coded bar reads the last bar's memory, as ``gather_bar_codes`` does. ``keys_values``:
+        :meth:`keys_values` of the memory, when already computed."""
         B, T, D = x.shape
         NB, M, H = memory.shape[1], memory.shape[2], self.n_heads
         q = self.query(self.norm(x)).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
-        kv = self.key_value(memory.flatten(1, 2)).view(B, NB * M, 2, H, D // H)
-        k, v = kv.permute(2, 0, 3, 1, 4)  # 2 x (B, H, NB * M, Dh)
+        k, v = self.keys_values(memory) if keys_values is None else keys_values  # 2 x (B, H, NB * M, Dh)
         key_bar = torch.arange(NB, device=x.device).repeat_interleave(M)  # (NB * M,)
         own = bar_index.clamp(max=NB - 1)[:, None, :, None] == key_bar  # (B, 1, T, NB * M)
         p = self.dropout if self.training else 0.0
@@ -566,10 +573,15 @@ class Decoder(nn.Module):
         # Nothing cached: plain causal attention. Otherwise the new queries see all the cache and their past.
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
         read_bars = bar_index if z_bar is not None else torch.zeros_like(bar_index)
+        kvs = [None] * len(self.blocks)
+        if self.reads is not None and cache is not None:  # decoding: the memory's keys and values once per decoding
+            kvs = getattr(cache, "midistruct_memory_kv", None)
+            if kvs is None or seen == 0:
+                kvs = cache.midistruct_memory_kv = [read.keys_values(memory) for read in self.reads]
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
             if self.reads is not None:  # never with a prefix (configuration), so x is (B, T, D) like bar_index
-                x = x + self.drop(self.reads[i](x, memory=memory, bar_index=read_bars))
+                x = x + self.drop(self.reads[i](x, memory=memory, bar_index=read_bars, keys_values=kvs[i]))
         return self.norm(x[:, -T:])  # (B, T, D): the prefix positions predict nothing
 
 
