@@ -770,12 +770,13 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if config.bag_of_words > 0 and not plain_lm:
             in_dim = config.latent_dim_segment + config.bar_code_dim
             self.bow_head = nn.Linear(in_dim, config.vocab_size)
-        self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
         self.view_heads = None  # sequence_views: the sequence head names the content view, each block's head its own
         if config.sequence_views:
             self.sequence_head = SequenceHead(config, in_dim=config.latent_dim_bar + config.latent_dim_segment)
             self.view_heads = nn.ModuleDict({name: SequenceHead(config, in_dim=part.stop - part.start)
                                              for name, part in list(config.block_slices().items())[1:]})
+        else:
+            self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
         self.post_init()
         self._default_init_place_parts()
 
