@@ -48,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=str(POP909), help="POP909 songs folder (synthetic songs when absent)")
     parser.add_argument("--bars", type=int, default=90, help="bars of a synthetic song (90 bars of 4/4 at 120 bpm: "
                                                              "3 minutes)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, choices=range(1, 11), metavar="1..10")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.quick:
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 wall[kind] += seconds
                 cpu[kind] += time.process_time() - cpu_start
                 if kind == "codes":
-                    sections = len(form.sections)
-        rows.append({"song": name, "minutes": round(minutes, 2), "bars": int(len(form.grid) - 1),
-                     "sections_codes": sections,
+                    by_codes = form
+        rows.append({"song": name, "minutes": round(minutes, 2), "bars": int(len(by_codes.grid) - 1),
+                     "sections_codes": len(by_codes.sections),
                      **{f"{k}_seconds": round(best[k], 4) for k in settings},
                      **{f"{k}_cpu_busy_fraction": round(cpu[k] / wall[k], 3) if wall[k] else None for k in settings}})
 

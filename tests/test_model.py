@@ -667,8 +667,7 @@ def test_decoder_memory_starts_as_the_decoder_without_it_then_reads_the_codes(co
     latents = model.encode(batch["input_ids"], batch["attention_mask"], batch["bar_ids"])
     decoder_ids = shift_right(batch["input_ids"], bos_token_id=BOS)
     base = _reading(model).decoder_forward(decoder_ids, **latents.codes()).logits
-    torch.testing.assert_close(plain.decoder_forward(decoder_ids, **latents.codes()).logits.shape, base.shape)
-    assert not torch.allclose(base, plain.decoder_forward(decoder_ids, **latents.codes()).logits)
+    assert not torch.allclose(base, plain.decoder_forward(decoder_ids, **latents.codes()).logits)  # once it reads
     # through the memory alone: the conditioning's own reading of the codes is switched off
     model.decoder.conditioning.proj.weight.data.zero_()
     if conditioning == "plan":

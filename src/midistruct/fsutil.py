@@ -23,10 +23,11 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def replace_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and one rename: readers see the old file or
-    the new one, never a half-written one."""
+def replace_text(path: str | Path, text: str, *, tmp: str | Path | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it and one rename: readers see the old file
+    or the new one, never a half-written one. ``tmp``: the temporary's path where a folder's checks know its name
+    (default ``.<name>.<pid>.tmp``)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    tmp = Path(tmp) if tmp is not None else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

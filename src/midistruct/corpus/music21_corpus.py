@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from midistruct.corpus import Piece, SourceError
+from midistruct.fsutil import replace_text
 
 TICKS_PER_QUARTER = 480  # music21's default 10,080 makes long pieces unreadable by pretty_midi
 INDEX_FORMAT = 1  # bump when conversion changes: older indexes are then converted again
@@ -599,9 +600,7 @@ def _write_index(path: Path, pieces: dict[str, dict[str, Any]]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": INDEX_FORMAT, "music21": music21.__version__, "pieces": pieces}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_text(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
 
 
 def _is_current(entry: dict[str, Any] | None, folder: Path, settings: Settings) -> bool:

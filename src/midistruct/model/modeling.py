@@ -348,6 +348,27 @@ class BlockEncoder(nn.Module):
 # --------------------------------------------------------------------------- decoder conditionings
 
 
+def bar_code_rows(z_bar, z_segment):
+    """[bar code ; segment code] per bar (B, NB, Zb + Zs); without bar latents (``z_bar`` None) the segment code
+    alone, as one bar (B, 1, Zs)."""
+    if z_bar is None:
+        return z_segment[:, None, :]
+    return torch.cat([z_bar, z_segment[:, None, :].expand(-1, z_bar.shape[1], -1)], dim=-1)
+
+
+def per_decoding(cache: Cache | None, name: str, compute):
+    """``compute()``, and while decoding with a cache, once per decoding: the codes do not change from token to token,
+    so what is made of them alone (the plan, the decoder's memory and its keys and values) is kept on the cache under
+    ``name`` and made again when the cache is empty (a new decoding)."""
+    if cache is None:
+        return compute()
+    kept = getattr(cache, name, None)
+    if kept is None or cache.get_seq_length() == 0:
+        kept = compute()
+        setattr(cache, name, kept)
+    return kept
+
+
 def gather_bar_codes(z_bar, bar_index):
     """The code of each token's bar: z_bar (B, NB, Zb) at bar_index (B, T) -> (B, T, Zb).
 
@@ -538,11 +559,8 @@ class Decoder(nn.Module):
             self.reads = nn.ModuleList(CodeAttention(config) for _ in range(config.decoder_layers))
 
     def code_memory(self, z_bar, z_segment):
-        """The memory vectors (B, NB, M, D) of each bar's [bar code ; segment code] (the segment code alone, as one
-        bar, without bar latents)."""
-        codes = z_segment[:, None, :]  # (B, 1, Zs)
-        if z_bar is not None:
-            codes = torch.cat([z_bar, codes.expand(-1, z_bar.shape[1], -1)], dim=-1)  # (B, NB, Zb + Zs)
+        """The memory vectors (B, NB, M, D) of each bar's codes (:func:`bar_code_rows`)."""
+        codes = bar_code_rows(z_bar, z_segment)  # (B, NB, Zb + Zs)
         memory = self.memory(codes.to(self.memory.weight.dtype))  # (B, NB, M * D)
         return self.memory_norm(memory.view(*codes.shape[:2], self.n_memory, -1))  # (B, NB, M, D)
 
@@ -574,10 +592,8 @@ class Decoder(nn.Module):
         mask = None if seen == 0 else causal_mask(x.shape[1], seen + x.shape[1], x.device)  # (T, S)
         read_bars = bar_index if z_bar is not None else torch.zeros_like(bar_index)
         kvs = [None] * len(self.blocks)
-        if self.reads is not None and cache is not None:  # decoding: the memory's keys and values once per decoding
-            kvs = getattr(cache, "midistruct_memory_kv", None)
-            if kvs is None or seen == 0:
-                kvs = cache.midistruct_memory_kv = [read.keys_values(memory) for read in self.reads]
+        if self.reads is not None and cache is not None:  # the memory's keys and values, once per decoding
+            kvs = per_decoding(cache, "midistruct_memory_kv", lambda: [read.keys_values(memory) for read in self.reads])
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask, is_causal=seen == 0, cache=cache)
             if self.reads is not None:  # never with a prefix (configuration), so x is (B, T, D) like bar_index
@@ -905,24 +921,15 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         token made a 16-bar window take minutes to decode."""
         if cache is None or self.config.conditioning != "plan" or self.sequence_head is None:
             return self.plan(z_bar, z_segment, slot_ids=slot_ids)
-        kept = getattr(cache, "midistruct_plan", None)
-        if kept is None or cache.get_seq_length() == 0:
-            full = slot_ids.new_full((1, 1), self.config.sequence_slots - 1)
-            kept = self.plan(z_bar, z_segment, slot_ids=full)  # (B, NB, sequence_slots, D)
-            cache.midistruct_plan = kept
-        return kept
+        full = slot_ids.new_full((1, 1), self.config.sequence_slots - 1)
+        return per_decoding(cache, "midistruct_plan", lambda: self.plan(z_bar, z_segment, slot_ids=full))
 
     def _memory_for(self, z_bar, z_segment, cache: Cache | None):
-        """:meth:`decoder_memory` for one decoder call, computed once per decoding and kept on the cache (the codes
-        do not change while decoding; the view heads are causal over their slots, as for the plan)."""
+        """:meth:`decoder_memory` for one decoder call, once per decoding (:func:`per_decoding`; the view heads are
+        causal over their slots, as for the plan)."""
         if self.decoder.reads is None:
             return None
-        if cache is None:
-            return self.decoder_memory(z_bar, z_segment)
-        kept = getattr(cache, "midistruct_memory", None)
-        if kept is None or cache.get_seq_length() == 0:
-            kept = cache.midistruct_memory = self.decoder_memory(z_bar, z_segment)
-        return kept
+        return per_decoding(cache, "midistruct_memory", lambda: self.decoder_memory(z_bar, z_segment))
 
     def decoder_memory(self, z_bar, z_segment):
         """What the decoder's memory reads attend to in each bar (B, NB, S, D): ``decoder_memory`` vectors made
@@ -965,7 +972,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         slots in ``slot_ids`` (B, T); None for every other conditioning."""
         if self.config.conditioning != "plan" or self.sequence_head is None:
             return None
-        codes, _ = self.bar_codes(Latents(z_bar=z_bar, z_segment=z_segment), torch.zeros_like(slot_ids))  # (B, NB, Zb+Zs)
+        codes = bar_code_rows(z_bar, z_segment)  # (B, NB, Zb + Zs)
         n_slots = min(int(slot_ids.max()) + 1, self.config.sequence_slots)
         return self.sequence_head.hidden(codes, n_slots=n_slots)
 
@@ -1079,12 +1086,10 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
     def bar_codes(latents: Latents, bar_ids):
         """[bar code ; segment code] per bar (B, NB, Zb + Zs) and ``bar_ids`` (B, T) clamped to them; without bar
         latents the segment code alone, as one bar (B, 1, Zs), and every token in bar 0."""
-        z_segment = latents.z_segment  # (B, Zs)
+        codes = bar_code_rows(latents.z_bar, latents.z_segment)  # (B, NB, Zb + Zs)
         if latents.z_bar is None:
-            return z_segment[:, None, :], torch.zeros_like(bar_ids)
-        n_bars = latents.z_bar.shape[1]
-        codes = torch.cat([latents.z_bar, z_segment[:, None, :].expand(-1, n_bars, -1)], dim=-1)  # (B, NB, Zb+Zs)
-        return codes, bar_ids.clamp(max=n_bars - 1)
+            return codes, torch.zeros_like(bar_ids)
+        return codes, bar_ids.clamp(max=codes.shape[1] - 1)
 
     def bag_of_words_nll(self, latents: Latents, *, labels, bar_ids):
         """Summed NLL (B,) of each labelled token under a softmax over the vocabulary predicted from the

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from midistruct.fsutil import replace_dir
+from midistruct.fsutil import replace_dir, replace_text
 from midistruct.shards import FORMAT_VERSION, MANIFEST, SPLITS
 from midistruct.shards.lock import pid_alive
 from midistruct.shards.reader import ShardError
@@ -207,6 +207,5 @@ def _remove_temporary(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    # the temporary's name is one the folder's checks know (TOP_FILES)
+    replace_text(path, json.dumps(data, indent=2, ensure_ascii=False), tmp=path.with_suffix(path.suffix + ".tmp"))
