@@ -35,17 +35,19 @@ DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 def library(corpus: str, folder: Path, features: str, args) -> Library:
     """The cached library of ``folder``, embedded (and saved as it goes) if it is not complete yet."""
-    suffix = f"-{args.tracks}" if args.tracks else ""
+    suffix = (f"-{args.tracks}" if args.tracks else "") + (f"-{args.time_signature.replace('/', '')}"
+                                                            if args.time_signature else "")
     path = Path(args.work) / f"{corpus}-{features}{suffix}.npz"
     previous = Library.load(path) if path.exists() else None
     if features == "histogram":
-        encode, model = histogram_features(tracks=args.tracks), "none"
+        encode, model = histogram_features(tracks=args.tracks, time_signature=args.time_signature), "none"
     else:
         from midistruct.generation.pipeline import MidiStruct
 
         ms = MidiStruct.from_pretrained(args.model)
-        encode, model = code_features(ms, tracks=args.tracks), model_id(args.model)
-    lib = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks, previous=previous,
+        encode, model = code_features(ms, tracks=args.tracks, time_signature=args.time_signature), model_id(args.model)
+    lib = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks,
+                       time_signature=args.time_signature, previous=previous,
                        save=lambda partial: partial.save(path), progress=True)
     lib.save(path)
     return lib
@@ -253,6 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--corpora", default="nottingham,pop909")
     p.add_argument("--speed", action="store_true")
     p.add_argument("--tracks", default=None, help="embed only the tracks whose name matches (e.g. melody)")
+    p.add_argument("--time-signature", default=None, metavar="N/D",
+                   help="read every file in this meter (4/4 for POP909, whose files declare 1/4 or 2/4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--blocks", action="store_true",
                    help="POP909 with a model with functional blocks: version retrieval from each block alone too")

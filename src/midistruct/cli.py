@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 
-from midistruct.errors import MidiStructError, one_line
+from midistruct.errors import MidiStructError, MidiStructWarning, one_line
 from midistruct.tags import CONDITIONING_TAGS
 
 
@@ -415,12 +416,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """Interpolate from A to B in latent space; unless --no-audio also a WAV per step and index.html, one
     page with every step's piano roll and player (audio embedded, so it plays offline)."""
     ms = _pipeline(args)
-    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_tags(args), **_sampling(args))
+    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_tags(args), **_placing(args),
+                           **_sampling(args))
     a, b = Path(args.a).stem, Path(args.b).stem
     scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
     page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
-                                  **_sampling(args), **_tags(args), **page})
+                                  **_sampling(args), **_tags(args), **_placing(args), **page})
     if args.audio:
         from midistruct.render import write_outputs_page
 
@@ -447,10 +449,10 @@ def cmd_continue(args: argparse.Namespace) -> int:
     """Continue a primer, optionally steered by another piece's latent."""
     ms = _pipeline(args)
     latent = ms.encode(args.style) if args.style else None
-    score = ms.continue_(args.primer, args.bars, latent=latent, **_tags(args), **_sampling(args))
+    score = ms.continue_(args.primer, args.bars, latent=latent, **_tags(args), **_placing(args), **_sampling(args))
     name = f"{Path(args.primer).stem}.continue" + (f".{Path(args.style).stem}" if args.style else "")
     _write_outputs(args, {name: score}, {"primer": args.primer, "bars": args.bars, "style": args.style,
-                                         **_sampling(args), **_tags(args)})
+                                         **_sampling(args), **_tags(args), **_placing(args)})
     return 0
 
 
@@ -636,6 +638,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
     _add_method_arg(p)
     _add_tag_args(p)
+    _add_placing_args(p)
     p.add_argument("--no-audio", dest="audio", action="store_false",
                    help="skip the WAV files and index.html (written by default: one page with every step's "
                         "piano roll and player)")
@@ -653,6 +656,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--bars", type=POSITIVE, default=4, help="bars to add")
     p.add_argument("--style", default=None, help="a MIDI file whose latent steers the continuation")
     _add_tag_args(p)
+    _add_placing_args(p)
     p.set_defaults(handler=cmd_continue)
     p = sub.add_parser("sample", help="decode codes drawn from the model's prior (a VAE's N(0, I), or the code "
                        "prior `midistruct prior` fitted)")
@@ -879,28 +883,34 @@ def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
     features = args.features or ("codes" if checkpoint else "histogram")
     if features == "codes" and checkpoint is None:
         raise UserError(f"--features codes needs a model: midistruct {command} CHECKPOINT {what}")
-    tracks = getattr(args, "tracks", None)
+    placing = {"tracks": getattr(args, "tracks", None), "time_signature": getattr(args, "time_signature", None)}
     if features == "histogram":
-        return features, path, lf.histogram_features(tracks=tracks), "none"
+        return features, path, lf.histogram_features(**placing), "none"
     from midistruct.library.store import model_id
 
     args.checkpoint = checkpoint
     args.pipeline = getattr(args, "pipeline", None) or _pipeline(args)  # radio --library DIR asks twice
-    return features, path, lf.code_features(args.pipeline, tracks=tracks), model_id(checkpoint)
+    return features, path, lf.code_features(args.pipeline, **placing), model_id(checkpoint)
 
 
 def _embed_into(args: argparse.Namespace, folder: str, cache: Path, *, command: str, what: str, fresh: bool = False):
-    """``folder`` embedded with the command's model and features (``_features_and_model``) and ``--tracks``,
-    reusing what ``cache`` already holds (unless ``fresh``), saved into ``cache`` as it goes and at the end:
-    the one embedding path of embed, map and radio."""
+    """``folder`` embedded with the command's model and features (``_features_and_model``), ``--tracks`` and
+    ``--time-signature``, reusing what ``cache`` already holds (unless ``fresh``), saved into ``cache`` as it goes
+    and at the end: the one embedding path of embed, map and radio. The files the model warned about are
+    summed up in one warning."""
     from midistruct.library.store import Library, embed_folder
 
     features, _, encode, model = _features_and_model(args, command=command, what=what)
     previous = Library.load(cache) if cache.exists() and not fresh else None
     cache.parent.mkdir(parents=True, exist_ok=True)
     library = embed_folder(folder, encode, model=model, features=features, tracks=getattr(args, "tracks", None),
-                           previous=previous, progress=not args.quiet, save=lambda partial: partial.save(cache))
+                           time_signature=getattr(args, "time_signature", None), previous=previous,
+                           progress=not args.quiet, save=lambda partial: partial.save(cache))
     library.save(cache)
+    if library.warned:
+        first = next(iter(library.warned.values()))
+        print(f"midistruct: warning: {len(library.warned)} of the {library.encoded} files encoded now were read in a "
+              f"meter the model rarely saw; the first: {one_line(first, limit=2000)}", file=sys.stderr)
     return library
 
 
@@ -926,7 +936,9 @@ def cmd_radio(args: argparse.Namespace) -> int:
 
     _device(args)  # an unavailable device fails at once
     library = _radio_library(args) if Path(args.library).is_dir() else Library.load(args.library)
-    args.features, args.tracks = args.features or library.features, library.tracks  # the seed as the library
+    # the seed as the library
+    args.features, args.tracks, args.time_signature = args.features or library.features, library.tracks, \
+        library.time_signature
     if args.features != library.features:
         raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
     if args.medley and library.features == "histogram":
@@ -1096,6 +1108,10 @@ def _add_library_features(p: argparse.ArgumentParser) -> None:
                    help="codes: the model's [mean bar code ; mean segment code]; histogram: pitch classes weighted "
                         "by duration and note durations, no model (the baseline) (default: codes with a "
                         "CHECKPOINT, else histogram; radio: the library's)")
+    p.add_argument("--time-signature", default=None, metavar="N/D",
+                   help="read every file in this meter, whatever it declares (e.g. 4/4 for POP909, whose files say "
+                        "1/4 or 2/4); recorded in the library, and radio reads its seed the same way (default: each "
+                        "file's own meters)")
 
 
 def _add_method_arg(p: argparse.ArgumentParser) -> None:
@@ -1129,7 +1145,10 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", MidiStructWarning)
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except KeyboardInterrupt:
         print("midistruct: interrupted", file=sys.stderr)
         return 130
@@ -1139,6 +1158,14 @@ def main(argv: list[str] | None = None) -> int:
         # one line, and long enough for a config error's several keys and lists of valid keys (~500 each)
         print(f"midistruct: error: {one_line(err, limit=2000)}", file=sys.stderr)
         return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The package's own warnings as one ``midistruct: warning:`` line on stderr; others as Python shows them."""
+    if issubclass(category, MidiStructWarning):
+        print(f"midistruct: warning: {one_line(message, limit=2000)}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _is_user_error(err: Exception) -> bool:

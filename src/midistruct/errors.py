@@ -13,6 +13,11 @@ class MidiStructError(Exception):
     """A failure the user can fix; ``str(err)`` is one line naming what and why."""
 
 
+class MidiStructWarning(UserWarning):
+    """Something the user should know before trusting a result, with what to do about it; one line. The CLI
+    prints it as ``midistruct: warning: ...``; the Python API raises it through :mod:`warnings`."""
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """``str(err)`` on one line, at most ``limit`` characters (library messages can span many)."""
     text = " ".join(str(err).split()) or type(err).__name__

@@ -13,6 +13,7 @@ decoded windows are stitched back with their meters and the source's tempo.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from midistruct.config import Config
-from midistruct.errors import MidiStructError
+from midistruct.errors import MidiStructError, MidiStructWarning
 from midistruct.generation import attributes
 from midistruct.generation.attributes import corpus_windows_with_pieces
 from midistruct.generation.attributes import shift as shift_codes
@@ -45,6 +46,9 @@ from midistruct.tokens.validate import Skip, load_score
 # 128 tokens per bar of most shipped configs and was the fixed budget before it was derived; _generate
 # still caps every call at max_positions.
 MIN_TOKENS_PER_BAR = 160
+# A meter that fewer than this share of the model's training windows were in (its code prior counts them) is
+# likely a file's wrong declaration (POP909's 2/4 songs are 4/4 music); the music then comes back sparse.
+RARE_METER = 0.01
 
 
 class InputError(MidiStructError, ValueError):
@@ -125,6 +129,8 @@ class MidiStruct:
         if covered < len(starts):  # the tail, shorter than a window
             out.append(ids[starts[covered] :])
         out = [self.vocab.from_base(window)[0] for window in out]
+        if time_signature is None:
+            self.warn_rare_meters(out, name=name)
         longest = self.model.config.max_positions - 1  # EOS takes a position
         for k, window in enumerate(out):
             if len(window) > longest and not (drop_long and any(len(w) <= longest for w in out)):
@@ -132,6 +138,26 @@ class MidiStruct:
                                  f"{len(window)} tokens; this model reads at most {longest} per window (the music "
                                  "is too dense for it)")
         return [w for w in out if len(w) <= longest]
+
+    def warn_rare_meters(self, windows: list[np.ndarray], *, name: str) -> None:
+        """A :class:`~midistruct.errors.MidiStructWarning` when some of ``windows`` are in a meter under
+        :data:`RARE_METER` of the model's training windows (as its code prior counted them; nothing is said by
+        a model without one): the model has hardly seen such bars and decodes them poorly."""
+        trained = self.prior.meter_counts() if self.prior is not None else {}
+        total = sum(trained.values())
+        if not total:
+            return
+        meters = [self.vocab.meter(w) for w in windows]
+        rare = sorted({m for m in meters if trained.get(m, 0) < RARE_METER * total}, key=meters.index)
+        if not rare:
+            return
+        usual = max(trained, key=trained.get)
+        seen = ", ".join(f"{m} in {sum(x == m for x in meters)} of its {len(meters)} windows "
+                         f"({100 * trained.get(m, 0) / total:.1f} % of the model's training windows)" for m in rare)
+        warnings.warn(f"{name}: {seen}; this model learnt mostly {usual} ({100 * trained[usual] / total:.0f} %) "
+                      f"and decodes rare meters poorly. If the file's bars are really {usual} bars, give the meter: "
+                      f"--time-signature {usual} (time_signature={usual!r} in Python)", MidiStructWarning,
+                      stacklevel=3)
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
                time_signature: str | None = None, downbeat: float | None = None,
@@ -282,15 +308,18 @@ class MidiStruct:
         return self.decode(z, **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
-                    tag_strength: float = 1.0, **kw) -> list["symusic.Score"]:  # noqa: F821
+                    tag_strength: float = 1.0, time_signature: str | None = None, downbeat: float | None = None,
+                    **kw) -> list["symusic.Score"]:  # noqa: F821
         """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
 
         Both are cut to the same number of windows (the shorter piece's) and bars per window;
         each step takes the meters and tempo of the nearer endpoint (A's up to the middle).
-        ``tags`` moves both ends to those tag values first (:meth:`retag`).
+        ``tags`` moves both ends to those tag values first (:meth:`retag`). ``time_signature`` and ``downbeat``
+        place both pieces' bar lines (:meth:`windows`).
         """
         self._check_tags(tags or {})
-        za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b]))
+        placing = {"time_signature": time_signature, "downbeat": downbeat}
+        za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b], **placing))
         bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
         # each step keeps the meters and tempo of the nearer endpoint, so B's end decodes as B does
@@ -346,13 +375,14 @@ class MidiStruct:
         scores = dict(zip(cells, self.decode_many(list(cells.values()), **kw)))
         return [[scores[row, col] for col in range(steps)] for row in range(steps)]
 
-    def _aligned(self, pieces: list) -> list[PieceLatents]:
+    def _aligned(self, pieces: list, **placing) -> list[PieceLatents]:
         """Latents of several pieces cut to a common number of windows and bars per window
-        (a piece shorter than one window cuts the others to its bars)."""
+        (a piece shorter than one window cuts the others to its bars); ``placing``: :meth:`encode`'s
+        ``time_signature`` / ``downbeat``, for every piece."""
         zs, errors = [], []
         for piece in pieces:  # every bad piece is named, not only the first
             try:
-                zs.append(self.encode(piece))
+                zs.append(self.encode(piece, **placing))
             except InputError as err:
                 errors.append(str(err))
         if errors:
@@ -364,7 +394,8 @@ class MidiStruct:
 
     def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
                   latent: PieceLatents | None = None, seed: int | None = None, tags: dict[str, str] | None = None,
-                  tag_strength: float = 1.0) -> "symusic.Score":  # noqa: F821
+                  tag_strength: float = 1.0, time_signature: str | None = None,
+                  downbeat: float | None = None) -> "symusic.Score":  # noqa: F821
         """The primer followed by ``bars`` new bars.
 
         The decoder reads the last bars of the music so far as its prompt (half a window) and
@@ -378,11 +409,12 @@ class MidiStruct:
             raise InputError(f"bars must be >= 1, got {bars}")
         if seed is not None:
             torch.manual_seed(seed)
+        placing = {"time_signature": time_signature, "downbeat": downbeat}
         try:
-            ids = self.vocab.from_base(self.piece_encoder.tokenize(self.load(primer)))[0]
+            ids = self.vocab.from_base(self.piece_encoder.tokenize(self.load(primer), **placing))[0]
         except Skip as skip:
             raise InputError(f"{_name(primer)}: {skip}") from None
-        style = latent if latent is not None else self.encode(primer)
+        style = latent if latent is not None else self.encode(primer, **placing)
         style = style.window(len(style) - 1) if latent is None else style.window(0)
         style = self.retag(style, tags or {}, strength=tag_strength)
         meter = self.vocab.meter(ids[self.vocab.bar_starts(ids)[-1]:])

@@ -43,16 +43,19 @@ def select_tracks(score, pattern: str | None, *, name: str):
     return out
 
 
-def code_features(ms, *, tracks: str | None = None) -> Callable[[str | Path], PieceCodes]:
+def code_features(ms, *, tracks: str | None = None,
+                  time_signature: str | None = None) -> Callable[[str | Path], PieceCodes]:
     """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`), of the
-    tracks whose name matches ``tracks`` (a regular expression; all for None); unreadable input raises its
+    tracks whose name matches ``tracks`` (a regular expression; all for None), read in ``time_signature``
+    (``"4/4"``) whatever the files declare (None: their own meters); unreadable input raises its
     :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
     def encode(path: str | Path) -> PieceCodes:
         score = select_tracks(ms.load(path), tracks, name=str(path))
         try:
-            latents = ms.encode(score, drop_long=True)  # a few too-dense bars do not cost a piece its place
+            # a few too-dense bars do not cost a piece its place
+            latents = ms.encode(score, drop_long=True, time_signature=time_signature)
         except InputError as err:
             raise InputError(f"{path}: {err}") from None
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
@@ -62,11 +65,15 @@ def code_features(ms, *, tracks: str | None = None) -> Callable[[str | Path], Pi
     return encode
 
 
-def histogram_features(*, tracks: str | None = None) -> Callable[[str | Path], PieceCodes]:
+def histogram_features(*, tracks: str | None = None,
+                       time_signature: str | None = None) -> Callable[[str | Path], PieceCodes]:
     """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline) of the tracks whose name
-    matches ``tracks`` (all for None); a file that is not readable MIDI or has no notes raises
-    :class:`~midistruct.generation.pipeline.InputError`."""
+    matches ``tracks`` (all for None), bars of ``time_signature`` (None: each file's first); a file that is not
+    readable MIDI or has no notes raises :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
+
+    if time_signature is not None and not re.fullmatch(r"[1-9]\d*/(1|2|4|8|16|32|64)", time_signature):
+        raise InputError(f"time signature {time_signature!r}: expected N/D, such as 4/4 or 6/8")
 
     def encode(path: str | Path) -> PieceCodes:
         try:
@@ -77,7 +84,7 @@ def histogram_features(*, tracks: str | None = None) -> Callable[[str | Path], P
         if not notes:
             raise InputError(f"{path}: no notes")
         time, pitch, duration = (np.array(c, dtype=np.float64) for c in zip(*notes))
-        bar = _bar_of(score, time)
+        bar = _bar_of(score, time, time_signature)
         bars = np.stack([histogram(pitch[bar == b], duration[bar == b]) for b in range(int(bar.max()) + 1)])
         return PieceCodes(histogram(pitch, duration), bars)
 
@@ -92,8 +99,13 @@ def histogram(pitch: np.ndarray, duration: np.ndarray) -> np.ndarray:
     return np.concatenate([pcs / max(pcs.sum(), 1e-9), durs / max(durs.sum(), 1)]).astype(np.float32)
 
 
-def _bar_of(score, time: np.ndarray) -> np.ndarray:
-    """The bar index of each onset (quarters), under the score's first time signature (4/4 without one)."""
-    sig = score.time_signatures[0] if len(score.time_signatures) else None
-    length = sig.numerator * 4.0 / sig.denominator if sig is not None else 4.0
+def _bar_of(score, time: np.ndarray, time_signature: str | None = None) -> np.ndarray:
+    """The bar index of each onset (quarters), in bars of ``time_signature`` ("3/4"), else of the score's first
+    time signature (4/4 without one)."""
+    if time_signature is not None:
+        numerator, denominator = (int(x) for x in time_signature.split("/"))
+        length = numerator * 4.0 / denominator
+    else:
+        sig = score.time_signatures[0] if len(score.time_signatures) else None
+        length = sig.numerator * 4.0 / sig.denominator if sig is not None else 4.0
     return np.floor(time / length).astype(int)

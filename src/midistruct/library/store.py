@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from midistruct.errors import MidiStructError, one_line
+from midistruct.errors import MidiStructError, MidiStructWarning, one_line
 from midistruct.library import LibraryError
 from midistruct.library.features import PieceCodes
 
@@ -39,7 +40,9 @@ class Library:
     offsets: np.ndarray
     skipped: dict[str, str] = field(default_factory=dict)
     tracks: str | None = None  # the tracks embedded: a regular expression over track names; None for all
+    time_signature: str | None = None  # the meter every file was read in ("4/4"); None: each file's own
     encoded: int = 0  # pieces encoded by the run that made this object (the rest came from the cache); not saved
+    warned: dict[str, str] = field(default_factory=dict)  # {path: warning} from this run's encoding; not saved
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,7 +64,8 @@ class Library:
         if path.suffix != ".npz":
             raise LibraryError(f"a library file ends in .npz, got {path.name}")
         meta = {"format": FORMAT, "root": self.root, "model": self.model, "features": self.features,
-                "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped, "tracks": self.tracks}
+                "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped, "tracks": self.tracks,
+                "time_signature": self.time_signature}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         # bar vectors in float16: only cosines are taken of them, and they are most of the file (POP909's 2,898
         # songs hold 780k bars: 200 MB in float32)
@@ -84,7 +88,8 @@ class Library:
         if meta.get("format") != FORMAT:
             raise LibraryError(f"{path}: library format {meta.get('format')}, this version reads {FORMAT}")
         return cls(root=meta["root"], model=meta["model"], features=meta["features"], paths=meta["paths"],
-                   hashes=meta["hashes"], skipped=meta["skipped"], tracks=meta.get("tracks"), **arrays)
+                   hashes=meta["hashes"], skipped=meta["skipped"], tracks=meta.get("tracks"),
+                   time_signature=meta.get("time_signature"), **arrays)
 
 
 def midi_files(folder: str | Path) -> list[Path]:
@@ -103,26 +108,33 @@ def content_hash(path: Path) -> str:
 
 
 def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, model: str, features: str,
-                 tracks: str | None = None, previous: Library | None = None, progress: bool = True,
-                 save: Callable[[Library], object] | None = None, save_every: int = 500) -> Library:
+                 tracks: str | None = None, time_signature: str | None = None, previous: Library | None = None,
+                 progress: bool = True, save: Callable[[Library], object] | None = None,
+                 save_every: int = 500) -> Library:
     """Embed every MIDI file under ``folder`` with ``encode`` (:mod:`midistruct.library.features`), reusing
-    ``previous``'s vectors for files whose content it holds when it was made by the same model, features and
-    ``tracks`` (recorded in the library: the regular expression over track names ``encode`` was made with).
+    ``previous``'s vectors for files whose content it holds when it was made by the same model, features,
+    ``tracks`` and ``time_signature`` (recorded in the library: the regular expression over track names and the
+    meter ``encode`` was made with). A :class:`~midistruct.errors.MidiStructWarning` while a file is encoded
+    (a meter the model rarely saw) is kept in the result's ``warned``, not printed: one line per file would
+    bury the progress bar.
 
     ``save`` is called with the library so far after every ``save_every`` encoded pieces, so that a long run
     that is stopped loses little: given back as ``previous``, those pieces are not encoded again."""
     from tqdm import tqdm
 
     files = midi_files(folder)
-    reuse = _reusable(previous, model=model, features=features, tracks=tracks)
-    rows, skipped, encoded = [], {}, 0
+    reuse = _reusable(previous, model=model, features=features, tracks=tracks, time_signature=time_signature)
+    rows, skipped, warned, encoded = [], {}, {}, 0
+    placing = {"tracks": tracks, "time_signature": time_signature}
     for path in tqdm(files, desc="embed", unit="piece", disable=not progress):
         rel, digest = path.relative_to(folder).as_posix(), content_hash(path)
         if digest in reuse:
             rows.append((rel, digest, *reuse[digest]))
             continue
         try:
-            piece = encode(path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MidiStructWarning)
+                piece = encode(path)
         except MidiStructError as err:
             skipped[rel] = one_line(err)
             continue
@@ -131,14 +143,22 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
             continue
         encoded += 1
         rows.append((rel, digest, piece.vector, piece.bars))
+        notes = [str(w.message) for w in caught if issubclass(w.category, MidiStructWarning)]
+        if notes:
+            warned[rel] = " ".join(notes)
+        for w in caught:  # anything else is shown as it would have been
+            if not issubclass(w.category, MidiStructWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if save is not None and encoded % save_every == 0:
             save(_library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded,
-                          tracks=tracks))
+                          **placing))
     if not rows:
         raise LibraryError(f"{folder}: none of {len(files)} MIDI files could be embedded "
                            f"(first: {next(iter(skipped.items()))})")
-    return _library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded,
-                    tracks=tracks)
+    library = _library(Path(folder), rows, model=model, features=features, skipped=skipped, encoded=encoded,
+                       **placing)
+    library.warned = warned
+    return library
 
 
 def model_id(checkpoint: str | Path) -> str:
@@ -154,9 +174,10 @@ def same_model(a: str, b: str) -> bool:
     return a.split("@")[-1] == b.split("@")[-1]
 
 
-def _reusable(previous: Library | None, *, model: str, features: str,
-              tracks: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if previous is None or (previous.features, previous.tracks) != (features, tracks):
+def _reusable(previous: Library | None, *, model: str, features: str, tracks: str | None,
+              time_signature: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if previous is None or (previous.features, previous.tracks, previous.time_signature) != (
+            features, tracks, time_signature):
         return {}
     if not same_model(previous.model, model):
         return {}
@@ -164,10 +185,10 @@ def _reusable(previous: Library | None, *, model: str, features: str,
 
 
 def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int,
-             tracks: str | None) -> Library:
+             tracks: str | None, time_signature: str | None) -> Library:
     paths, hashes, vectors, bars = zip(*rows)
     offsets = np.cumsum([0, *(len(b) for b in bars)])
     return Library(root=str(root.resolve()), model=model, features=features, paths=list(paths),
                    hashes=list(hashes), vectors=np.stack(vectors).astype(np.float32),
                    bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded,
-                   tracks=tracks)
+                   tracks=tracks, time_signature=time_signature)

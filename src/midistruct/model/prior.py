@@ -27,6 +27,7 @@ given codes from the value they are nearest to (diagonal LDA) to the value asked
 
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,15 @@ class CodePrior:
             if meters:
                 return max(meters, key=meters.get)
         return None
+
+    def meter_counts(self) -> dict[str, int]:
+        """Windows per meter among those the prior was fitted on, from the tag group that counted the most of
+        them ({} when the prior was fitted without tags, or without meters)."""
+        counts = [collections.Counter() for _ in self.tags.values()]
+        for total, group in zip(counts, self.tags.values()):
+            for meters in group.meters:
+                total.update(meters)
+        return dict(max(counts, key=lambda c: sum(c.values()), default={}))
 
     def check(self, *, bars: int, bar_dim: int, segment_dim: int, where: str = "the code prior") -> None:
         """Raise :class:`PriorError` unless the prior describes codes of this shape (a model's window)."""
