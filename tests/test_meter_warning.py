@@ -56,18 +56,32 @@ def test_a_rare_meter_warns_with_the_remedy_and_a_given_meter_does_not(own_check
     waltz, common = tmp_path / "waltz.mid", tmp_path / "common.mid"
     make_score((3, 4), bars=4, seed=1).dump_midi(str(waltz))
     make_score((4, 4), bars=4, seed=1).dump_midi(str(common))
+    assert set(ms.training_meters()) == {"4/4"}  # the trainer counted its windows: the tiny corpus is 4/4
     with pytest.warns(MidiStructWarning) as caught:
         ms.encode(waltz)
     (message,) = [str(w.message) for w in caught]
-    assert "waltz.mid: 3/4 in 2 of its 2 windows (0.5 % of the model's training windows)" in message
+    assert "waltz.mid: 3/4 in 2 of its 2 windows (0.0 % of the model's training windows)" in message
     assert "mostly 4/4 (100 %)" in message and "--time-signature 4/4" in message and "\n" not in message
+    del ms.meta["meters"]  # a checkpoint from before the trainer counted: the code prior's counts
+    with pytest.warns(MidiStructWarning, match=r"3/4 in 2 of its 2 windows \(0.5 % of the model's training"):
+        ms.encode(waltz)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MidiStructWarning)
         ms.encode(common)  # its meter is the model's own
         z = ms.encode(waltz, time_signature="4/4")  # the user said what the bars are
         assert set(z.time_signatures) == {"4/4"}
-        ms.prior = None  # no prior, no counts: nothing is claimed
+        ms.prior = None  # no counts at all: nothing is claimed
         ms.encode(waltz)
+
+
+def test_the_trainer_counts_its_windows_meters(checkpoint):
+    """``meters`` in every checkpoint's midistruct.json: each training window's meter (the tiny corpus: 4/4)."""
+    from midistruct.model.checkpoint import check_checkpoint
+    from midistruct.shards.dataset import WindowDataset
+
+    train = WindowDataset([checkpoint.parent.parent / "data"], "train")
+    assert check_checkpoint(checkpoint)["meters"] == {"4/4": len(train)}
+    assert train.meter_counts(limit=3) == {"4/4": 3}
 
 
 def test_the_cli_prints_the_warning_as_one_line_and_every_reading_command_takes_the_meter(own_checkpoint, tmp_path,

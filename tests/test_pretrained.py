@@ -367,6 +367,7 @@ def test_pop909_4bar_reads_pop909s_own_files_once_their_bar_lines_are_placed(one
     import numpy as np
 
     from midistruct.corpus import iter_pieces
+    from midistruct.errors import MidiStructWarning
     from midistruct.generation.pipeline import MidiStruct
     from midistruct.metrics.notes import notes_of, onset_f1
     from midistruct.tokens.tokenizer import decode_ids
@@ -384,5 +385,7 @@ def test_pop909_4bar_reads_pop909s_own_files_once_their_bar_lines_are_placed(one
         return np.mean([onset_f1(notes_of(decode_ids(ms.tokenizer, a.tolist())), notes_of(decode_ids(ms.tokenizer, b)))
                         for a, b in zip(windows, tokens)])
 
-    placed, as_is = f1(**placing), f1()
+    placed = f1(**placing)
+    with pytest.warns(MidiStructWarning, match="--time-signature 4/4"):  # as the file is: 2/4, and it says so
+        as_is = f1()
     assert placed > 0.45 and placed > as_is + 0.15, (placed, as_is)

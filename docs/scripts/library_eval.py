@@ -178,12 +178,15 @@ def music21_collections(features: list[str], args) -> dict:
     return labelled("music21", folder, features, args, lambda path: path.split("/")[0])
 
 
-def version_ranks(vectors: np.ndarray, song: np.ndarray, originals: list[int], versions: list[int]) -> dict:
-    """Each version ranks the originals by cosine similarity: MRR, recall@1, recall@10 of its own song."""
-    space = Space(vectors[originals])
+def version_ranks(vectors: np.ndarray | list[np.ndarray], song: np.ndarray, originals: list[int],
+                  versions: list[int]) -> dict:
+    """Each version ranks the originals by cosine similarity: MRR, recall@1, recall@10 of its own song. A list
+    of vector sets (the same pieces, in the same order) ranks by the mean of their cosines."""
+    sets = vectors if isinstance(vectors, list) else [vectors]
+    spaces = [Space(x[originals]) for x in sets]
     ranks = []
     for v in versions:
-        order = np.argsort(-space.similarity(vectors[v]), kind="stable")
+        order = np.argsort(-sum(sp.similarity(x[v]) for sp, x in zip(spaces, sets)), kind="stable")
         ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
     ranks = np.array(ranks)
     return {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
@@ -210,18 +213,28 @@ def block_versions(lib: Library, song: np.ndarray, originals: list[int], version
 
 def pop909(features: list[str], args) -> dict:
     folder = DATASETS / "pop909" / "songs"
-    out = {}
+    out, libs = {}, {}
     for f in features:
         lib = library("pop909", folder, f, args)
         originals = [i for i, p in enumerate(lib.paths) if "/versions/" not in p]
         song = np.array([p.split("/")[0] for p in lib.paths])
         have = set(song[originals])  # a version whose original was skipped (too dense for the model) has no answer
         versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p and song[i] in have]
-        space = Space(lib.vectors[originals])
         out[f] = {**version_ranks(lib.vectors, song, originals, versions), "originals": len(originals),
                   "continuation": continuation(lib, originals)}
         if f == "codes" and args.blocks:
             out[f]["blocks"] = block_versions(lib, song, originals, versions, args)
+        libs[f] = lib
+    if {"codes", "histogram"} <= set(libs):  # ranked by the mean of the codes' and the histogram's cosines
+        codes, hist = libs["codes"], libs["histogram"]
+        row = {h: i for i, h in enumerate(hist.hashes)}
+        both = [i for i, h in enumerate(codes.hashes) if h in row]
+        song = np.array([codes.paths[i].split("/")[0] for i in both])
+        originals = [k for k, i in enumerate(both) if "/versions/" not in codes.paths[i]]
+        have = set(song[originals])
+        versions = [k for k, i in enumerate(both) if "/versions/" in codes.paths[i] and song[k] in have]
+        out["codes+histogram"] = version_ranks([codes.vectors[both], hist.vectors[[row[codes.hashes[i]] for i in both]]],
+                                               song, originals, versions)
     n = out[features[0]]["originals"]
     out["chance"] = {"mrr": float(np.mean(1 / np.arange(1, n + 1))), "recall@1": 1 / n, "recall@10": 10 / n}
     return out

@@ -46,7 +46,7 @@ from midistruct.tokens.validate import Skip, load_score
 # 128 tokens per bar of most shipped configs and was the fixed budget before it was derived; _generate
 # still caps every call at max_positions.
 MIN_TOKENS_PER_BAR = 160
-# A meter that fewer than this share of the model's training windows were in (its code prior counts them) is
+# A meter that fewer than this share of the model's training windows were in (MidiStruct.training_meters) is
 # likely a file's wrong declaration (POP909's 2/4 songs are 4/4 music); the music then comes back sparse.
 RARE_METER = 0.01
 
@@ -139,11 +139,18 @@ class MidiStruct:
                                  "is too dense for it)")
         return [w for w in out if len(w) <= longest]
 
+    def training_meters(self) -> dict[str, int]:
+        """Training windows per meter: counted by the trainer (``meters`` in ``midistruct.json``), else by the
+        code prior's tags (checkpoints from before the trainer counted them); {} when neither did."""
+        if self.meta.get("meters"):
+            return dict(self.meta["meters"])
+        return self.prior.meter_counts() if self.prior is not None else {}
+
     def warn_rare_meters(self, windows: list[np.ndarray], *, name: str) -> None:
         """A :class:`~midistruct.errors.MidiStructWarning` when some of ``windows`` are in a meter under
-        :data:`RARE_METER` of the model's training windows (as its code prior counted them; nothing is said by
-        a model without one): the model has hardly seen such bars and decodes them poorly."""
-        trained = self.prior.meter_counts() if self.prior is not None else {}
+        :data:`RARE_METER` of the model's training windows (:meth:`training_meters`; nothing is said when they
+        are not known): the model has hardly seen such bars and decodes them poorly."""
+        trained = self.training_meters()
         total = sum(trained.values())
         if not total:
             return

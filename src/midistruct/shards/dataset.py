@@ -85,6 +85,17 @@ class WindowDataset(torch.utils.data.Dataset):
         parts = [np.asarray(a.windows[:, 1] - a.windows[:, 0]) + 1 for a in self.arrays]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def meter_counts(self, limit: int = 20000) -> dict[str, int]:
+        """Windows per meter (``{"4/4": 18330, ...}``) among up to ``limit`` evenly spaced windows (every window
+        when there are fewer), as they were written, before any transposition."""
+        vocab = RemiVocab(self.sets[0].tokenizer()) if len(self) else None
+        counts: dict[str, int] = {}
+        for index in np.unique(np.linspace(0, len(self) - 1, min(limit, len(self))).astype(np.int64)):
+            which = int(np.searchsorted(self.cum, index, side="right") - 1)
+            meter = vocab.meter(self.arrays[which].window(int(index) - int(self.cum[which]))[0])
+            counts[meter] = counts.get(meter, 0) + 1
+        return counts
+
     def set_epoch(self, epoch: int) -> None:
         """Change the transposition draw (call once per epoch)."""
         self.epoch = epoch

@@ -113,6 +113,7 @@ class Trainer:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")
         self._lengths = self.train_ds.lengths()
+        self.meters = self.train_ds.meter_counts()  # saved with every checkpoint: what generation warns against
         self.model = MidiStructModel(model_cfg).to(self.device)
         if init is not None and finetune.grows(start, model_cfg):
             load_grown_weights(start.folder, self.model, vocab_map=finetune.vocab_remap(start, self.tokenizer))
@@ -343,7 +344,7 @@ class Trainer:
                  "position": {**self.state, "seconds": self.seconds()}, "rng": rng_state(self.device)}
         meta = {"tokenizer_hash": settings_hash(self.cfg.tokenizer, self.tokenizer), "step": self.state["step"],
                 "run_config": self.cfg.model_dump(mode="json"), "segment_bars": self.cfg.segments.bars,
-                **({"init": self.init} if self.init else {})}
+                "meters": self.meters, **({"init": self.init} if self.init else {})}
         save_checkpoint(self.run_dir / name, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
 
     def _start_run_dir(self) -> None:
