@@ -61,10 +61,20 @@ def test_a_rare_meter_warns_with_the_remedy_and_a_given_meter_does_not(own_check
         ms.encode(waltz)
     (message,) = [str(w.message) for w in caught]
     assert "waltz.mid: 3/4 in 2 of its 2 windows (0.0 % of the model's training windows)" in message
-    assert "mostly 4/4 (100 %)" in message and "--time-signature 4/4" in message and "\n" not in message
+    assert "mostly 4/4 (100 %) and" in message and "--time-signature 4/4" in message and "\n" not in message
     del ms.meta["meters"]  # a checkpoint from before the trainer counted: the code prior's counts
     with pytest.warns(MidiStructWarning, match=r"3/4 in 2 of its 2 windows \(0.5 % of the model's training"):
         ms.encode(waltz)
+    ms.meta["meters"] = {"6/8": 50, "2/2": 40, "3/8": 9, "3/4": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MidiStructWarning)
+        ms.encode(waltz)  # 1 % of the training windows is not rare
+    ms.meta["meters"] = {"6/8": 50, "2/2": 40, "3/8": 10}  # several meters: the user must say which
+    with pytest.warns(MidiStructWarning) as caught:
+        ms.encode(waltz)
+    (message,) = [str(w.message) for w in caught]
+    assert "mostly 6/8 (50 %), 2/2 (40 %), 3/8 (10 %) and" in message and "--time-signature N/D" in message
+    del ms.meta["meters"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", MidiStructWarning)
         ms.encode(common)  # its meter is the model's own

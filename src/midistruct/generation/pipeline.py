@@ -158,13 +158,17 @@ class MidiStruct:
         rare = sorted({m for m in meters if trained.get(m, 0) < RARE_METER * total}, key=meters.index)
         if not rare:
             return
-        usual = max(trained, key=trained.get)
+        usual = sorted(trained, key=trained.get, reverse=True)
         seen = ", ".join(f"{m} in {sum(x == m for x in meters)} of its {len(meters)} windows "
                          f"({100 * trained.get(m, 0) / total:.1f} % of the model's training windows)" for m in rare)
-        warnings.warn(f"{name}: {seen}; this model learnt mostly {usual} ({100 * trained[usual] / total:.0f} %) "
-                      f"and decodes rare meters poorly. If the file's bars are really {usual} bars, give the meter: "
-                      f"--time-signature {usual} (time_signature={usual!r} in Python)", MidiStructWarning,
-                      stacklevel=3)
+        learnt = ", ".join(f"{m} ({100 * trained[m] / total:.0f} %)" for m in usual[:3])
+        # one meter most of the training was in is the likely truth; with several, only the user knows
+        meter = usual[0] if trained[usual[0]] >= 0.8 * total else None
+        remedy = (f"If the file's bars are really {meter} bars, give the meter: --time-signature {meter} "
+                  f"(time_signature={meter!r} in Python)" if meter else
+                  "If its bars are in another meter, give it: --time-signature N/D (time_signature='N/D' in Python)")
+        warnings.warn(f"{name}: {seen}; this model learnt mostly {learnt} and decodes rare meters poorly. {remedy}",
+                      MidiStructWarning, stacklevel=3)
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
                time_signature: str | None = None, downbeat: float | None = None,
