@@ -499,7 +499,34 @@ def build_conditioning(config: MidiStructConfig) -> nn.Module:
 # --------------------------------------------------------------------------- decoder
 
 
-class CodeAttention(nn.Module):
+class MemoryAttention(nn.Module):
+    """Multi-head attention from queries to a set of memory vectors: the one reading mechanism of
+    :class:`CodeAttention` (the decoder's reads of its bar's codes) and :class:`CodeReader` (the sequence head's)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def keys_values(self, memory):
+        """Keys and values of memory (B, S, D): 2 x (B, H, S, Dh)."""
+        B, S, D = memory.shape
+        k, v = self.key_value(memory).view(B, S, 2, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(self, queries, keys_values, *, mask=None, dropout: float = 0.0):
+        """Read-outs (B, T, D) for queries (B, T, D) (before :attr:`query`) and :meth:`keys_values`; ``mask``
+        (B, 1, T, S) True where a query may look."""
+        B, T, D = queries.shape
+        q = self.query(queries).view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        k, v = keys_values
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class CodeAttention(MemoryAttention):
     """Cross-attention from decoder states to the memory vectors of each token's bar (``decoder_memory`` M > 0):
     the query is the decoder's own state, so a position picks the part of its bar's codes it needs by what it has
     decoded so far -- e.g. "the third melody note" where the content code holds the melody by its own slots, not
@@ -507,35 +534,26 @@ class CodeAttention(nn.Module):
     before until it learns to read."""
 
     def __init__(self, config: MidiStructConfig):
-        super().__init__()
-        self.n_heads, self.dropout = config.n_heads, config.dropout
+        super().__init__(config)
+        self.dropout = config.dropout
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.query = nn.Linear(config.d_model, config.d_model)
-        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
         nn.init.zeros_(self.out.weight)
         self.out.zero_init = True  # and again in MidiStructPreTrainedModel._init_weights, which redraws every layer
 
     def keys_values(self, memory):
-        """The memory's keys and values, 2 x (B, H, NB * M, Dh): fixed while decoding, so kept on the cache."""
-        B, NB, M, D = memory.shape
-        kv = self.key_value(memory.flatten(1, 2)).view(B, NB * M, 2, self.n_heads, D // self.n_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4)
-        return k, v
+        """The memory's (B, NB, M, D) keys and values, 2 x (B, H, NB * M, Dh): fixed while decoding, so kept on
+        the cache."""
+        return super().keys_values(memory.flatten(1, 2))
 
     def forward(self, x, *, memory, bar_index, keys_values=None):
         """Read-outs (B, T, D) for states x (B, T, D), memory (B, NB, M, D) and each state's bar (B, T); a token
         past the last coded bar reads the last bar's memory, as ``gather_bar_codes`` does. ``keys_values``:
         :meth:`keys_values` of the memory, when already computed."""
-        B, T, D = x.shape
-        NB, M, H = memory.shape[1], memory.shape[2], self.n_heads
-        q = self.query(self.norm(x)).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
-        k, v = self.keys_values(memory) if keys_values is None else keys_values  # 2 x (B, H, NB * M, Dh)
+        NB, M = memory.shape[1], memory.shape[2]
         key_bar = torch.arange(NB, device=x.device).repeat_interleave(M)  # (NB * M,)
         own = bar_index.clamp(max=NB - 1)[:, None, :, None] == key_bar  # (B, 1, T, NB * M)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=own, dropout_p=p)  # (B, H, T, Dh)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return self.attend(self.norm(x), self.keys_values(memory) if keys_values is None else keys_values,
+                           mask=own, dropout=self.dropout if self.training else 0.0)
 
 
 class Decoder(nn.Module):
@@ -618,7 +636,7 @@ def slot_targets(labels, bar_ids, *, n_bars: int, max_slots: int) -> torch.Tenso
     return targets[:, :spare].view(B, n_bars, n_slots)
 
 
-class CodeReader(nn.Module):
+class CodeReader(MemoryAttention):
     """Reads a code by attention (``sequence_head_memory`` = M > 0, issue 14): [bar code ; segment code] becomes M
     memory vectors, and each query (one per slot) attends to them, so slot k can pick its part of the code.
     Added to the query instead, the code is the same vector at every slot and only the layers after it can
@@ -626,22 +644,15 @@ class CodeReader(nn.Module):
     0.42 to 0.92 of the pitch slots in 1,000 steps (docs/RESULTS.md)."""
 
     def __init__(self, config: MidiStructConfig, in_dim: int):
-        super().__init__()
-        self.n_memory, self.n_heads = config.sequence_head_memory, config.n_heads
+        super().__init__(config)
+        self.n_memory = config.sequence_head_memory
         self.memory = nn.Linear(in_dim, self.n_memory * config.d_model)
-        self.query = nn.Linear(config.d_model, config.d_model)
-        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
 
     def forward(self, codes, queries):
         """Read-outs (N, K, D) for codes (N, Zb + Zs) and queries (N, K, D)."""
         N, K, D = queries.shape
-        H, M = self.n_heads, self.n_memory
-        memory = self.memory(codes).view(N, M, D)  # (N, M, D)
-        q = self.query(queries).view(N, K, H, D // H).transpose(1, 2)  # (N, H, K, Dh)
-        k, v = self.key_value(memory).view(N, M, 2, H, D // H).permute(2, 0, 3, 1, 4)  # 2 x (N, H, M, Dh)
-        y = F.scaled_dot_product_attention(q, k, v)  # (N, H, K, Dh)
-        return self.out(y.transpose(1, 2).reshape(N, K, D))  # (N, K, D)
+        memory = self.memory(codes).view(N, self.n_memory, D)  # (N, M, D)
+        return self.attend(queries, self.keys_values(memory))
 
 
 class SequenceHead(nn.Module):
