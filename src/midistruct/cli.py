@@ -619,7 +619,7 @@ def _add_generation_parsers(sub) -> None:
     _add_placing_args(p)
     p.set_defaults(handler=cmd_reconstruct)
     p = sub.add_parser("transfer", help="play one piece's content (melody, harmony) with another's arrangement and/or "
-                       "performance (a model with those blocks, e.g. configs/pop909-blocks-4bar.yaml)")
+                       "performance (a model with those blocks, e.g. configs/pop909-blocks-views-4bar.yaml)")
     _add_generation_args(p)
     p.add_argument("content", help="MIDI file whose melody and harmony are kept")
     _add_placing_args(p)
