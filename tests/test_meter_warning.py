@@ -150,6 +150,10 @@ def test_histogram_bars_follow_the_given_meter(tmp_path):
     assert len(halves.bars) == 2 * len(own.bars) and np.array_equal(own.vector, halves.vector)
     with pytest.raises(InputError, match="expected N/D"):
         histogram_features(time_signature="four")
+    from midistruct.library.features import code_features
+
+    with pytest.raises(InputError, match="expected N/D"):
+        code_features(None, time_signature="4:4")  # refused before any model or file is touched
 
 
 @pytest.mark.shared_data

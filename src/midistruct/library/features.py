@@ -51,6 +51,8 @@ def code_features(ms, *, tracks: str | None = None,
     :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
+    _check_meter(time_signature)
+
     def encode(path: str | Path) -> PieceCodes:
         score = select_tracks(ms.load(path), tracks, name=str(path))
         try:
@@ -72,8 +74,7 @@ def histogram_features(*, tracks: str | None = None,
     readable MIDI or has no notes raises :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
-    if time_signature is not None and not re.fullmatch(r"[1-9]\d*/(1|2|4|8|16|32|64)", time_signature):
-        raise InputError(f"time signature {time_signature!r}: expected N/D, such as 4/4 or 6/8")
+    _check_meter(time_signature)
 
     def encode(path: str | Path) -> PieceCodes:
         try:
@@ -97,6 +98,15 @@ def histogram(pitch: np.ndarray, duration: np.ndarray) -> np.ndarray:
     pcs = np.bincount(pitch.astype(int) % 12, weights=duration, minlength=12)
     durs = np.bincount(np.searchsorted(DURATION_EDGES, duration), minlength=len(DURATION_EDGES) + 1)
     return np.concatenate([pcs / max(pcs.sum(), 1e-9), durs / max(durs.sum(), 1)]).astype(np.float32)
+
+
+def _check_meter(time_signature: str | None) -> None:
+    """:class:`~midistruct.generation.pipeline.InputError` unless ``time_signature`` is None or N/D: said once,
+    before a library's thousands of files would each be skipped for it."""
+    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
+
+    if time_signature is not None and not re.fullmatch(r"[1-9]\d*/(1|2|4|8|16|32|64)", time_signature):
+        raise InputError(f"time signature {time_signature!r}: expected N/D, such as 4/4 or 6/8")
 
 
 def _bar_of(score, time: np.ndarray, time_signature: str | None = None) -> np.ndarray:
