@@ -211,15 +211,21 @@ def block_versions(lib: Library, song: np.ndarray, originals: list[int], version
     return out
 
 
+def songs_and_versions(paths: list[str]) -> tuple[np.ndarray, list[int], list[int]]:
+    """POP909 library paths -> (each path's song, the originals' rows, the rows of the versions whose original is
+    there: a version whose original was skipped, too dense for the model, has no answer)."""
+    song = np.array([p.split("/")[0] for p in paths])
+    originals = [i for i, p in enumerate(paths) if "/versions/" not in p]
+    have = set(song[originals])
+    return song, originals, [i for i, p in enumerate(paths) if "/versions/" in p and song[i] in have]
+
+
 def pop909(features: list[str], args) -> dict:
     folder = DATASETS / "pop909" / "songs"
     out, libs = {}, {}
     for f in features:
         lib = library("pop909", folder, f, args)
-        originals = [i for i, p in enumerate(lib.paths) if "/versions/" not in p]
-        song = np.array([p.split("/")[0] for p in lib.paths])
-        have = set(song[originals])  # a version whose original was skipped (too dense for the model) has no answer
-        versions = [i for i, p in enumerate(lib.paths) if "/versions/" in p and song[i] in have]
+        song, originals, versions = songs_and_versions(lib.paths)
         out[f] = {**version_ranks(lib.vectors, song, originals, versions), "originals": len(originals),
                   "continuation": continuation(lib, originals)}
         if f == "codes" and args.blocks:
@@ -229,10 +235,7 @@ def pop909(features: list[str], args) -> dict:
         codes, hist = libs["codes"], libs["histogram"]
         row = {h: i for i, h in enumerate(hist.hashes)}
         both = [i for i, h in enumerate(codes.hashes) if h in row]
-        song = np.array([codes.paths[i].split("/")[0] for i in both])
-        originals = [k for k, i in enumerate(both) if "/versions/" not in codes.paths[i]]
-        have = set(song[originals])
-        versions = [k for k, i in enumerate(both) if "/versions/" in codes.paths[i] and song[k] in have]
+        song, originals, versions = songs_and_versions([codes.paths[i] for i in both])
         out["codes+histogram"] = version_ranks([codes.vectors[both], hist.vectors[[row[codes.hashes[i]] for i in both]]],
                                                song, originals, versions)
     n = out[features[0]]["originals"]

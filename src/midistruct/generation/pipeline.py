@@ -172,16 +172,17 @@ class MidiStruct:
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
                time_signature: str | None = None, downbeat: float | None = None,
-               drop_long: bool = False) -> PieceLatents:
+               drop_long: bool = False, name: str | None = None) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
 
         ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require; ``downbeat``
         (seconds) puts a bar line there (see :meth:`windows`).
         ``drop_long`` leaves out windows too dense for the model instead of refusing the piece (the latents
         then cover only the other windows: for a piece's summary, not for decoding it back).
+        ``name`` labels the piece in errors and warnings (default: its path; a Score given has none).
         """
         score = self.load(midi)
-        windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=_name(midi),
+        windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=name or _name(midi),
                                drop_long=drop_long)
         latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = _tempo_of(score)

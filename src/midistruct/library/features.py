@@ -49,17 +49,12 @@ def code_features(ms, *, tracks: str | None = None,
     tracks whose name matches ``tracks`` (a regular expression; all for None), read in ``time_signature``
     (``"4/4"``) whatever the files declare (None: their own meters); unreadable input raises its
     :class:`~midistruct.generation.pipeline.InputError`."""
-    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
-
     _check_meter(time_signature)
 
     def encode(path: str | Path) -> PieceCodes:
         score = select_tracks(ms.load(path), tracks, name=str(path))
-        try:
-            # a few too-dense bars do not cost a piece its place
-            latents = ms.encode(score, drop_long=True, time_signature=time_signature)
-        except InputError as err:
-            raise InputError(f"{path}: {err}") from None
+        # a few too-dense bars do not cost a piece its place
+        latents = ms.encode(score, drop_long=True, time_signature=time_signature, name=str(path))
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
         segment = latents.z_segment.numpy().mean(0)  # (Zs,)
         return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32))
