@@ -498,6 +498,14 @@ def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, tmp_path)
     assert (tmp_path / "out" / "a.performance-as.a.mid").is_file()
     with pytest.raises(BlockError, match="no performance block"):
         MidiStruct.from_pretrained(source).transfer(a, performance_from=a)
+    # the swap measure for this block: dynamics moved, and each block probed for the loudness too
+    from midistruct.evaluation.blocks import DYNAMICS, measure_swaps, probe_blocks, swap_pairs
+
+    pairs = swap_pairs(tmp_path / "vel", ms.vocab, n=2, bars=ms.bars, split="train")
+    assert set(measure_swaps(ms, pairs, block="performance")["moved"]) == set(DYNAMICS)
+    probes = probe_blocks(ms, tmp_path / "vel", split="train", windows=40)
+    assert {f"{b}->{t}" for b in ("content", "arrangement", "performance")
+            for t in ("tonic", "polyphony", "loudness")} | {"windows"} == set(probes)
     assert ms.blocks()["performance"] == slice(old.config.bar_code_dim, old.config.bar_code_dim + 3)
     assert cli.main(["transfer", str(source), str(a), "-o", str(tmp_path / "o3")]) == 2  # no source given
 

@@ -198,6 +198,8 @@ class ModelSettings(_Section):
     word_dropout: float | int = Field(0.0, ge=0, lt=1)
     bag_of_words: float | int = Field(0.0, ge=0)
     sequence_head: float | int = Field(0.0, ge=0)
+    section_head: float | int = Field(0.0, ge=0)  # issue 18: each bar's content code names its section (POP909)
+    section_classes: int = Field(9, ge=1)  # len(midistruct.tags.SECTION_CLASSES)
     sequence_head_layers: int = Field(1, ge=0)
     sequence_head_memory: int = Field(0, ge=0)
     sequence_views: bool = False  # issue 19: a sequence head per view, read by the decoder's memory reads

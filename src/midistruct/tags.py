@@ -93,17 +93,36 @@ def bar_sections(text: str) -> list[str]:
     return [SECTION_NAMES.get(letter, letter) for letter, bars in parse_phrase_labels(text) for _ in range(bars)]
 
 
-def _section(tags: dict, first_bar: int, n_bars: int) -> str | None:
-    """The section most of a window's bars lie in (the earliest on a tie), from the piece's ``phrases`` labels
-    and ``label_bar``, the bar of the tokens where the labels' bar 0 is (prepare writes it); None when the
-    piece has no labels or the window lies outside them."""
+# The classes a bar's section is supervised with (``model.section_head``, issue 18 item 5): POP909's first
+# melodic sections, its non-recurring melodic phrase and the four sections without melody. Later letters (E, F
+# ...) are rare and song-specific; their bars, like unlabelled ones, teach nothing.
+SECTION_CLASSES = ("A", "B", "C", "D", "X", "intro", "outro", "bridge", "other")
+
+
+def window_bar_sections(tags: dict, first_bar: int, n_bars: int) -> list[str | None] | None:
+    """The section of each of a window's ``n_bars`` bars from its piece's ``phrases`` labels and ``label_bar``,
+    the bar of the tokens where the labels' bar 0 is (prepare writes it); None for a bar outside the labels.
+    None when the piece has no (readable) labels."""
     if "phrases" not in tags or "label_bar" not in tags:
         return None
     try:
         sections, zero = bar_sections(tags["phrases"]), int(tags["label_bar"])
     except ValueError:
         return None
-    found = [sections[b - zero] for b in range(first_bar, first_bar + n_bars) if 0 <= b - zero < len(sections)]
+    return [sections[b - zero] if 0 <= b - zero < len(sections) else None for b in range(first_bar, first_bar + n_bars)]
+
+
+def bar_section_classes(tags: dict, first_bar: int, n_bars: int) -> list[int]:
+    """Each of a window's ``n_bars`` bars as its index in :data:`SECTION_CLASSES` (:func:`window_bar_sections`);
+    -100 for a bar without a label or of another section."""
+    index = {name: i for i, name in enumerate(SECTION_CLASSES)}
+    return [index.get(name, -100) for name in window_bar_sections(tags, first_bar, n_bars) or [None] * n_bars]
+
+
+def _section(tags: dict, first_bar: int, n_bars: int) -> str | None:
+    """The section most of a window's bars lie in (the earliest on a tie) (:func:`window_bar_sections`); None
+    when the piece has no labels or under half of the window lies inside them."""
+    found = [name for name in window_bar_sections(tags, first_bar, n_bars) or [] if name is not None]
     if 2 * len(found) <= n_bars:  # at least half of the window must be labelled
         return None
     return max(dict.fromkeys(found), key=found.count)

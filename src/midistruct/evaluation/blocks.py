@@ -197,8 +197,9 @@ def summarise(rows: list[dict], *, names: tuple[str, ...] = TEXTURE) -> dict[str
 def probe_blocks(ms, folder, *, split: str = "test", windows: int = 1500, seed: int = 0) -> dict[str, Any]:
     """Does each block hold the other's attributes? Linear probes (``evaluation.probes``, split by piece) from each
     block's bar codes (averaged over the window) to a content attribute -- the window's tonic (Krumhansl) -- and
-    an arrangement attribute -- its accompaniment's polyphony, in three classes (the corpus's terciles); with
-    each probe's majority-class rate (chance)."""
+    an arrangement attribute -- its accompaniment's polyphony, in three classes (the corpus's terciles) -- and,
+    where the tokens carry velocity, a performance attribute -- the mean velocity of its notes, in terciles too;
+    with each probe's majority-class rate (chance)."""
     arrays = ShardSet(folder).split(split)
     rng = np.random.default_rng(seed)
     pieces = np.asarray(arrays.windows[:, 2])
@@ -208,16 +209,19 @@ def probe_blocks(ms, folder, *, split: str = "test", windows: int = 1500, seed: 
     bars = np.array([max(ms.vocab.count_bars(w), 1) for w in ids])
     mask = np.arange(z.shape[1])[None, :] < bars[:, None]
     mean_code = (z * mask[..., None]).sum(1) / bars[:, None]  # (W, Zb)
-    tonic, polyphony = [], []
+    tonic, polyphony, loudness = [], [], []
     for w in ids:
         notes, onset, _ = melody_and_rest(w, ms.vocab)
         table = np.stack([onset, np.maximum(notes.length, 1), notes.pitch], axis=1).astype(float)  # (N, 3)
         key = estimated_key(table)
         tonic.append(None if key is None else key[0])
-        polyphony.append(window_parts(w, ms.vocab)["texture"]["polyphony"])
-    cuts = np.quantile(polyphony, [1 / 3, 2 / 3])
-    labels = {"tonic": np.array([-1 if t is None else t for t in tonic]),
-              "polyphony": np.digitize(polyphony, cuts)}
+        texture = window_parts(w, ms.vocab)["texture"]
+        polyphony.append(texture["polyphony"])
+        loudness.append(texture["loudness"])
+    terciles = (lambda values: np.digitize(values, np.quantile(values, [1 / 3, 2 / 3])))
+    labels = {"tonic": np.array([-1 if t is None else t for t in tonic]), "polyphony": terciles(polyphony)}
+    if ms.vocab.has_velocities:
+        labels["loudness"] = terciles(loudness)
     test = piece_test_mask([str(p) for p in pieces[picks]])
     out: dict[str, Any] = {"windows": len(ids)}
     for block, part in ms.blocks().items():

@@ -82,6 +82,11 @@ class MidiStructConfig(PreTrainedConfig):
             per slot (slot k = the bar's k-th token) and predicts every slot's token at once (cross-entropy over
             the bar's real tokens, nats per segment; without bar latents the segment is one "bar"). It trains the
             encoder, never the decoder, and is not used when decoding. 0 disables it (no extra weights).
+        section_head: weight of an auxiliary loss that asks each bar's content code which section the bar is in
+            (issue 18, item 5: tags as supervision): a linear head over ``section_classes`` classes
+            (``midistruct.tags.SECTION_CLASSES``, from POP909's phrase labels), cross-entropy summed over a
+            window's labelled bars. It trains the encoder only; unlabelled bars teach nothing. 0 disables it.
+        section_classes: how many section classes that head names.
         sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
             slot alone).
         sequence_head_memory: 0: the head reads the code as one vector added to each slot's query; M > 0: the
@@ -144,6 +149,8 @@ class MidiStructConfig(PreTrainedConfig):
     word_dropout: float | int = 0.0
     bag_of_words: float | int = 0.0
     sequence_head: float | int = 0.0
+    section_head: float | int = 0.0
+    section_classes: int = 9
     sequence_head_layers: int = 1
     sequence_head_memory: int = 0
     sequence_views: bool = False
@@ -173,6 +180,11 @@ class MidiStructConfig(PreTrainedConfig):
             raise ValueError(f"bag_of_words must be >= 0, got {self.bag_of_words}")
         if self.sequence_head < 0:
             raise ValueError(f"sequence_head must be >= 0, got {self.sequence_head}")
+        if self.section_head < 0 or self.section_classes < 1:
+            raise ValueError(f"section_head must be >= 0 and section_classes >= 1, got {self.section_head} and "
+                             f"{self.section_classes}")
+        if self.section_head and not self.bar_latents:
+            raise ValueError("section_head names each bar's section from its bar code: it needs bar_latents")
         if self.sequence_head_layers < 0 or self.sequence_slots < 1:
             raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
         if self.pool_slots < 1 or self.pool_width < 1 or self.sequence_head_memory < 0:

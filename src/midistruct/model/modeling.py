@@ -707,7 +707,8 @@ class SequenceHead(nn.Module):
 class MidiStructOutput(ModelOutput):
     """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
 
-    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss + config.sequence_head * seq_loss``
+    loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss + config.sequence_head * seq_loss
+        + config.section_head * section_loss``
         (when ``labels`` are given).
     recon_loss: token negative log-likelihood summed over a segment (nats per segment).
     token_nll: the same per real token (nats per token), for perplexity-style logging.
@@ -717,6 +718,8 @@ class MidiStructOutput(ModelOutput):
         the codes alone, summed over a segment (nats per segment).
     seq_loss: with ``config.sequence_head``, the sequence head's NLL of each bar's tokens in order from the codes
         alone, summed over a segment (nats per segment).
+    section_loss: with ``config.section_head`` and ``section_ids``, the section head's cross-entropy of each
+        labelled bar's section from its content code, summed over a segment.
     logits: (B, T, V).
     cache: the decoder's cache when ``use_cache``, under the name ``generate`` reads back after each step
         (transformers >= 5.24; earlier versions called it ``past_key_values``).
@@ -732,6 +735,7 @@ class MidiStructOutput(ModelOutput):
     kl_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
     seq_loss: torch.Tensor | None = None
+    section_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Cache | None = None
     z_bar: torch.Tensor | None = None
@@ -804,6 +808,9 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
                                              for name, part in list(config.block_slices().items())[1:]})
         else:
             self.sequence_head = SequenceHead(config) if config.sequence_head > 0 and not plain_lm else None
+        # section supervision (issue 18): each bar's content code names its section
+        self.section_head = (nn.Linear(config.latent_dim_bar, config.section_classes)
+                             if config.section_head > 0 and not plain_lm else None)
         self.post_init()
         self._default_init_place_parts()
 
@@ -1042,6 +1049,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         performance_ids=None,
         performance_mask=None,
         performance_bar_ids=None,
+        section_ids=None,
         beta: float = 1.0,
         sample: bool | None = None,
         cache: Cache | None = None,
@@ -1056,6 +1064,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         (unless ``decoder_input_ids`` are given). ``labels`` (B, T) -100 at padding -> ``loss``; ``beta`` weighs
         the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
         ``content_*`` / ``arrangement_*`` / ``performance_*``: the views a model with blocks reads (see ``encode``).
+        ``section_ids`` (B, NB): each bar's section class (-100 unlabelled), for ``config.section_head``'s loss.
         Any other keyword is a ``TypeError``, except transformers' generic ``output_attentions``,
         ``output_hidden_states``, ``cache_position`` and ``position_ids``, which are accepted and ignored.
         """
@@ -1090,7 +1099,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids=decoder_slot_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
-                                                             bar_ids=bar_ids, views=views)
+                                                             bar_ids=bar_ids, views=views, section_ids=section_ids)
         return MidiStructOutput(logits=out.logits, cache=out.cache, **terms)
 
     @staticmethod
@@ -1142,10 +1151,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         return nll.view(targets.shape).sum((1, 2))  # (B,)
 
     def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None,
-                     views: dict | None = None) -> dict[str, torch.Tensor]:
+                     views: dict | None = None, section_ids=None) -> dict[str, torch.Tensor]:
         """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
         (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses; ``views``, the
-        window's views, for the sequence loss of ``sequence_views``)."""
+        window's views, for the sequence loss of ``sequence_views``; ``section_ids`` (B, NB), for the section
+        head's)."""
         kl_bar, kl_segment, penalty = self.kl_terms(latents)
         terms = {name: getattr(latents, name) for name in Latents.__dataclass_fields__}
         terms["kl"] = (kl_bar + kl_segment).mean()
@@ -1167,7 +1177,23 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             else:
                 terms["seq_loss"] = self.sequence_nll(latents, labels=labels, bar_ids=bar_ids).mean()
             terms["loss"] = terms["loss"] + self.config.sequence_head * terms["seq_loss"]
+        if self.section_head is not None and section_ids is not None:
+            terms["section_loss"] = self.section_nll(latents, section_ids).mean()
+            terms["loss"] = terms["loss"] + self.config.section_head * terms["section_loss"]
         return terms
+
+    def section_logits(self, z_bar) -> torch.Tensor:
+        """(B, NB, section_classes) logits of each bar's section from its content code (``config.section_head``)."""
+        content = z_bar[..., self.config.block_slices()["content"]]  # (B, NB, Zb)
+        return self.section_head(content.to(self.section_head.weight.dtype)).float()
+
+    def section_nll(self, latents: Latents, section_ids) -> torch.Tensor:
+        """Summed cross-entropy (B,) of each labelled bar's section (``section_ids`` (B, NB'), -100 unlabelled)
+        from the bar's content code, under ``section_head``; bars past the codes' count are left out."""
+        n = min(latents.z_bar.shape[1], section_ids.shape[1])
+        logits = self.section_logits(latents.z_bar[:, :n])  # (B, n, C)
+        per_bar = F.cross_entropy(logits.transpose(1, 2), section_ids[:, :n], ignore_index=-100, reduction="none")
+        return per_bar.sum(-1)  # (B,)
 
     def prepare_inputs_for_generation(
         self, input_ids, *, cache=None, z_bar=None, z_segment=None, use_cache=None, **kwargs

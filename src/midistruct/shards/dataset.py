@@ -4,10 +4,12 @@ Items are dicts of 1-D LongTensors: ``input_ids`` (L,) -- the window's tokens th
 and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last bar); :func:`window_item`
 makes one, for the dataset and for every window that does not come from shards (:func:`window_batch`).
 For a model with functional blocks (issue 19) items also hold the window's views
-(:mod:`midistruct.tokens.views`): ``<view>_ids`` and ``<view>_bar_ids`` for each view it reads.
+(:mod:`midistruct.tokens.views`): ``<view>_ids`` and ``<view>_bar_ids`` for each view it reads; for a model
+supervised by sections (issue 18), ``section_ids``, each bar's section class (:func:`midistruct.tags.bar_section_classes`).
 :func:`collate` pads a list of items into the batch the model reads:
 ``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding; and, with views,
-``<view>_ids``, ``<view>_mask``, ``<view>_bar_ids`` (B, T') for each.
+``<view>_ids``, ``<view>_mask``, ``<view>_bar_ids`` (B, T') for each; with sections, ``section_ids`` (B, NB), -100
+where a bar has no label and past a window's last bar.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
+from midistruct.tags import bar_section_classes
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
 from midistruct.tokens.views import VIEWS, window_views
@@ -57,10 +60,13 @@ class WindowDataset(torch.utils.data.Dataset):
         transpose: inclusive semitone range for random transposition, e.g. ``(-5, 6)``;
             each item draws from it (clipped to the pitch range), deterministically from
             ``(seed, epoch, index)``. ``(0, 0)`` disables it.
+        sections: items also hold ``section_ids`` (NB,), each bar's section class from its piece's phrase
+            labels (POP909's), -100 where it has none.
     """
 
     def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
-                 views: tuple[str, ...] = (), arrangement_pitch: str = "rank", max_tokens: int | None = None):
+                 views: tuple[str, ...] = (), arrangement_pitch: str = "rank", max_tokens: int | None = None,
+                 sections: bool = False):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
@@ -70,6 +76,7 @@ class WindowDataset(torch.utils.data.Dataset):
         # views: each item also holds these views of the window (what a model's blocks read), cut to max_tokens
         self.views, self.arrangement_pitch, self.max_tokens = tuple(views), arrangement_pitch, max_tokens
         self.view_vocab = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if self.views else None
+        self.piece_tags = [[p.get("tags", {}) for p in a.pieces()] for a in self.arrays] if sections else None
 
     def __len__(self) -> int:
         return int(self.cum[-1])
@@ -96,6 +103,20 @@ class WindowDataset(torch.utils.data.Dataset):
             counts[meter] = counts.get(meter, 0) + 1
         return counts
 
+    def labelled_bars(self, limit: int = 2000) -> int:
+        """How many bars of up to ``limit`` evenly spaced windows have a section class (0 without ``sections``)."""
+        if self.piece_tags is None or not len(self):
+            return 0
+        picks = np.unique(np.linspace(0, len(self) - 1, min(limit, len(self))).astype(np.int64))
+        return sum(int((self._sections(int(i)) >= 0).sum()) for i in picks)
+
+    def _sections(self, index: int) -> torch.Tensor:
+        which = int(np.searchsorted(self.cum, index, side="right") - 1)
+        arrays, row = self.arrays[which], index - int(self.cum[which])
+        start, end, piece, first_bar = (int(v) for v in arrays.windows[row])
+        n_bars = int(arrays.bars[start:end].max()) - first_bar + 1 if end > start else 1
+        return torch.tensor(bar_section_classes(self.piece_tags[which][piece], first_bar, n_bars), dtype=torch.long)
+
     def set_epoch(self, epoch: int) -> None:
         """Change the transposition draw (call once per epoch)."""
         self.epoch = epoch
@@ -107,8 +128,11 @@ class WindowDataset(torch.utils.data.Dataset):
         ids, bars = self.arrays[which].window(index - int(self.cum[which]))
         if self.vocab is not None:
             ids = self._transpose(ids, index)
-        return window_item(ids, bars, vocab=self.view_vocab, views=self.views, arrangement_pitch=self.arrangement_pitch,
+        item = window_item(ids, bars, vocab=self.view_vocab, views=self.views, arrangement_pitch=self.arrangement_pitch,
                            max_tokens=self.max_tokens)
+        if self.piece_tags is not None:
+            item["section_ids"] = self._sections(index)
+        return item
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
         low, high = self.vocab.allowed_shifts(ids, *self.transpose)
@@ -136,6 +160,11 @@ def collate(items: list[dict[str, torch.Tensor]], *, pad_id: int = PAD_ID) -> di
         if f"{name}_ids" in items[0]:
             batch.update(_padded([it[f"{name}_ids"] for it in items], [it[f"{name}_bar_ids"] for it in items],
                                  prefix=name, pad_id=pad_id))
+    if "section_ids" in items[0]:
+        sections = torch.full((len(items), max(len(it["section_ids"]) for it in items)), -100, dtype=torch.long)
+        for row, it in enumerate(items):
+            sections[row, : len(it["section_ids"])] = it["section_ids"]
+        batch["section_ids"] = sections
     return batch
 
 

@@ -86,8 +86,8 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
     return init if init.meta.get("init") else None
 
 
-# Model keys that grow a checkpoint by a part it lacks: a functional block (issue 19) or the decoder's memory reads
-# (``decoder_memory``). Each maps to the width that says whether the checkpoint has that part; a key is the config's
+# Model keys that grow a checkpoint by a part it lacks: a functional block (issue 19), the decoder's memory reads
+# (``decoder_memory``) or the section head (issue 18). Each maps to the width that says whether the checkpoint has that part; a key is the config's
 # when its part is new, and the checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
 # A run adding memory reads may also change the conditioning (``sequence_views`` reads by attention what "plan"
 # picked by the window's slot): every conditioning but "prefix" shares the projection "add" has, which is kept.
@@ -95,9 +95,9 @@ GROWN_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arran
               "arrangement_pitch": "arrangement_dim", "block_pooling": "arrangement_dim",
               "performance_dim": "performance_dim", "performance_layers": "performance_dim",
               "decoder_memory": "decoder_memory", "sequence_views": "decoder_memory",
-              "conditioning": "decoder_memory"}
+              "conditioning": "decoder_memory", "section_head": "section_head", "section_classes": "section_head"}
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
-GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory")
+GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory", "section_head")
 
 
 def adds_blocks(init: InitCheckpoint, model) -> bool:

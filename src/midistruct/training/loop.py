@@ -106,12 +106,17 @@ class Trainer:
         self.tokenizer = shards.tokenizer()
         model_cfg = model_config(cfg, self.tokenizer)
         views = model_cfg.view_options()
+        sections = model_cfg.section_head > 0  # each bar's section from the pieces' phrase labels (issue 18)
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
-                                      **views)
-        self.valid_ds = WindowDataset([cfg.data.output], "valid", **views)
+                                      sections=sections, **views)
+        self.valid_ds = WindowDataset([cfg.data.output], "valid", sections=sections, **views)
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")
+        if sections and not self.train_ds.labelled_bars():
+            raise TrainError(f"model.section_head learns each bar's section from phrase labels, and no bar of "
+                             f"{cfg.data.output}'s training windows has one; prepare POP909 (its phrase labels are "
+                             "read with it) or set model.section_head=0")
         self._lengths = self.train_ds.lengths()
         self.meters = self.train_ds.meter_counts()  # saved with every checkpoint: what generation warns against
         self.model = MidiStructModel(model_cfg).to(self.device)
@@ -239,7 +244,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        aux = {k: float(getattr(out, k).detach()) for k in ("bow_loss", "seq_loss") if getattr(out, k) is not None}
+        aux = {k: float(getattr(out, k).detach()) for k in ("bow_loss", "seq_loss", "section_loss")
+               if getattr(out, k) is not None}
         out = {k: float(getattr(out, k).detach()) for k in ("loss", "token_nll", "kl")}
         return {"loss": out["loss"], "nll_per_token": out["token_nll"], "kl_bits": out["kl"] / math.log(2),
                 "beta": beta, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0], **aux}

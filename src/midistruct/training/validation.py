@@ -37,7 +37,8 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
     """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
     also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...; ``.Merged`` for
     BPE merges) and the NLL and negative ELBO per note (``*_per_note``: a note is a Pitch token). With the
-    auxiliary heads, their NLL per token from the codes alone (``bow_nll_per_token``, ``seq_nll_per_token``)."""
+    auxiliary heads, their NLL per token from the codes alone (``bow_nll_per_token``, ``seq_nll_per_token``); with
+    the section head, the share of labelled bars whose section it names (``section_accuracy``)."""
     from midistruct.model import latent_usage
 
     totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
@@ -64,6 +65,11 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         for key in ("bow_loss", "seq_loss"):  # the auxiliary heads' NLL from the codes alone, when the model has them
             if getattr(out, key, None) is not None:
                 totals[key] = totals.get(key, 0.0) + float(getattr(out, key)) * n_seg
+        if getattr(out, "section_loss", None) is not None:  # section supervision: each labelled bar's class named
+            sections = batch["section_ids"][:, : out.z_bar.shape[1]]
+            named = model.section_logits(out.z_bar[:, : sections.shape[1]]).argmax(-1)
+            totals["section_bars"] = totals.get("section_bars", 0) + int((sections >= 0).sum())
+            totals["section_right"] = totals.get("section_right", 0) + int(((named == sections) & (sections >= 0)).sum())
         totals["segments"] += n_seg
         mus.append(out.mu_segment.float().cpu())
     segs = max(totals["segments"], 1)
@@ -87,6 +93,8 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         **per_note,
         **{f"{key[:3]}_nll_per_token": totals[key] / max(totals["tokens"], 1)
            for key in ("bow_loss", "seq_loss") if key in totals},
+        **({"section_accuracy": totals["section_right"] / max(totals["section_bars"], 1),
+            "section_bars": totals["section_bars"]} if "section_bars" in totals else {}),
     }
 
 
