@@ -77,6 +77,14 @@ def test_the_section_loss_trains_the_encoder_and_validation_reports_it(labelled,
     assert "section_loss" in logs[-1]
     valid = [json_row for json_row in _metrics(tmp_path / "run") if json_row.get("split") == "valid"]
     assert valid and 0.0 <= valid[-1]["section_accuracy"] <= 1.0 and valid[-1]["section_bars"] > 0
+    # the saved model keeps its head and reads music as any other (form_eval.py --model reads its codes)
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained(tmp_path / "run" / "last")
+    assert ms.model.section_head is not None
+    torch.testing.assert_close(ms.model.section_head.weight, model.section_head.weight.to(ms.model.section_head.weight))
+    piece = sorted((labelled / "midi").glob("*.mid"))[0]
+    assert ms.encode(piece).z_bar.shape[-1] == ms.model.config.bar_code_dim
 
 
 def _metrics(run):
