@@ -87,8 +87,9 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
 
 
 # Model keys that grow a checkpoint by a part it lacks: a functional block (issue 19), the decoder's memory reads
-# (``decoder_memory``) or the section head (issue 18). Each maps to the width that says whether the checkpoint has that part; a key is the config's
-# when its part is new, and the checkpoint's weights are copied into the larger model (``checkpoint.load_grown_weights``).
+# (``decoder_memory``) or the section head (issue 18). Each maps to the width that says whether the checkpoint has
+# that part; a key is the config's when its part is new, and the checkpoint's weights are copied into the larger
+# model (``checkpoint.load_grown_weights``).
 # A run adding memory reads may also change the conditioning (``sequence_views`` reads by attention what "plan"
 # picked by the window's slot): every conditioning but "prefix" shares the projection "add" has, which is kept.
 GROWN_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arrangement_dim",
