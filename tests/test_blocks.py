@@ -549,7 +549,16 @@ def test_dynamics_statistics_for_a_performance_swap(velocity_encoder):
     assert loud["loudness"] > 100 and loud["spread"] < 5 and 40 < soft["loudness"] < 60 and soft["spread"] > 10
     assert loud["accents"].shape == (32,) and loud["accents"][0] > 100 and loud["accents"][1] == 0
     result = moved(loud, soft, soft, names=DYNAMICS)
-    assert result == {"loudness": 1.0, "spread": 1.0, "accents": 1.0}
+    assert result == {"loudness": 1.0, "spread": 1.0, "accents": 1.0, "accent_pattern": 1.0}
+    # the accent pattern compares only the positions both play, relative to each window's mean: the same
+    # velocities one step louder everywhere are the same pattern, and a position one of them does not play is
+    # not a difference
+    even = [110, 110, 110]
+    louder = window_parts(velocity_encoder.tokenize(_played(score, [120, 120, 120])), vocab)["texture"]
+    base = window_parts(velocity_encoder.tokenize(_played(score, even)), vocab)["texture"]
+    assert np.nanmax(np.abs(louder["accent_pattern"] - base["accent_pattern"])) < 1.0
+    assert np.isnan(loud["accent_pattern"][1]) and soft["accent_pattern"][0] < 0  # bar position 1 has no note
+    assert moved(base, soft, louder, names=("accent_pattern",))["accent_pattern"] < 0.1
     assert window_parts(_no_velocity_vocab().bar_id * np.ones(1, dtype=np.int64), _no_velocity_vocab())[
         "texture"]["loudness"] == 0.0
 

@@ -16,7 +16,8 @@ arrangement part (``PieceLatents.with_block``), greedy. Read as the content view
   histogram of onset positions within the bar). For each, ``moved = |out - A| / (|out - A| + |out - B|)``
   (an L1 distance for the histogram): 0 is A's, 1 is B's, 0.5 halfway. Pairs where A and B agree on a statistic
   are left out of it. With ``block="performance"`` (velocity tokens), the statistics are every note's
-  :data:`DYNAMICS`: mean velocity, its spread, and the mean velocity at each position of the bar.
+  :data:`DYNAMICS`: mean velocity, its spread, the mean velocity at each position of the bar, and the accent
+  pattern (at each position with notes, their velocity above the window's mean; compared where both have notes).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from midistruct.shards.reader import ShardSet
 from midistruct.tokens.views import bar_grid, melody_and_rest
 
 TEXTURE = ("polyphony", "density", "register", "length", "rhythm")
-# the performance block's statistics (every note, tokenizers with velocity): mean and spread of the velocities, and
-# the mean velocity at each position of the bar (the accent pattern; positions without notes count 0)
-DYNAMICS = ("loudness", "spread", "accents")
+# the performance block's statistics (every note, tokenizers with velocity): mean and spread of the velocities,
+# the mean velocity at each position of the bar (positions without notes count 0, so this also says where notes
+# fall), and the accent pattern proper: at each position that has notes, how much louder than the window's mean
+# its notes are (positions without notes are left out of the comparison)
+DYNAMICS = ("loudness", "spread", "accents", "accent_pattern")
 STATISTICS = {"arrangement": TEXTURE, "performance": DYNAMICS}
 
 
@@ -62,10 +65,12 @@ def window_parts(ids, vocab) -> dict[str, Any]:
     played = notes.velocity_id >= 0
     accents = np.bincount(notes.position[played], weights=velocity[played], minlength=bar)
     counts = np.bincount(notes.position[played], minlength=bar)
+    loudness = float(velocity[played].mean()) if played.any() else 0.0
     texture.update({
-        "loudness": float(velocity[played].mean()) if played.any() else 0.0,
+        "loudness": loudness,
         "spread": float(velocity[played].std()) if played.any() else 0.0,
         "accents": accents / np.maximum(counts, 1),
+        "accent_pattern": np.where(counts > 0, accents / np.maximum(counts, 1) - loudness, np.nan),
     })
     return {"melody": set(zip(onset[top].tolist(), notes.pitch[top].tolist())), "chords": chords, "texture": texture}
 
@@ -98,7 +103,13 @@ def chord_accuracy(reference: list, estimate: list) -> float:
 
 
 def _distance(a, b) -> float:
-    return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).sum())
+    """L1 distance; for arrays with NaN (``accent_pattern``: positions without notes), the mean absolute
+    difference over the positions both have (0 when they share none)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if np.isnan(a).any() or np.isnan(b).any():
+        both = ~np.isnan(a) & ~np.isnan(b)
+        return float(np.abs(a[both] - b[both]).mean()) if both.any() else 0.0
+    return float(np.abs(a - b).sum())
 
 
 def moved(content: dict, style: dict, out: dict, *, floor: float = 1e-6,
