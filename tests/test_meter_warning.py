@@ -171,3 +171,29 @@ def test_pop909_files_in_one_or_two_four_warn_with_the_shipped_piano_model(share
     with warnings.catch_warnings():
         warnings.simplefilter("error", MidiStructWarning)
         assert {ms.vocab.meter(w) for w in ms.windows(song, time_signature="4/4")} == {"4/4"}
+
+
+def test_a_transfer_source_in_a_rare_meter_is_told_its_own_option(checkpoint, tmp_path):
+    """transfer reads each source with its own placing (--arrangement-time-signature ...): the warning for a
+    source names that option, not the content's --time-signature."""
+    from midistruct.config import load_config
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.training.loop import Trainer
+
+    data = checkpoint.parent.parent / "data"
+    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
+                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
+                               "train.save_every=1"])
+    Trainer(cfg, init=checkpoint, progress=False).run()
+    ms = MidiStruct.from_pretrained(tmp_path / "run" / "last")
+    waltz, common = tmp_path / "waltz.mid", tmp_path / "common.mid"
+    make_score((3, 4), bars=4, seed=1).dump_midi(str(waltz))
+    make_score((4, 4), bars=4, seed=1).dump_midi(str(common))
+    with pytest.warns(MidiStructWarning) as caught:
+        ms.transfer(common, arrangement_from=waltz, temperature=0)
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{waltz}: 3/4") and "--arrangement-time-signature 4/4" in message
+    assert "arrangement_placing['time_signature']='4/4' in Python" in message and " --time-signature" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MidiStructWarning)
+        ms.transfer(common, arrangement_from=waltz, arrangement_placing={"time_signature": "4/4"}, temperature=0)

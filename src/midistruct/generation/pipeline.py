@@ -49,6 +49,8 @@ MIN_TOKENS_PER_BAR = 160
 # A meter that fewer than this share of the model's training windows were in (MidiStruct.training_meters) is
 # likely a file's wrong declaration (POP909's 2/4 songs are 4/4 music); the music then comes back sparse.
 RARE_METER = 0.01
+# how a user gives a file's meter, named by that warning: (command-line option, Python keyword)
+METER_OPTION = ("--time-signature", "time_signature")
 
 
 class InputError(MidiStructError, ValueError):
@@ -104,7 +106,8 @@ class MidiStruct:
             raise InputError(f"{midi}: {skip}") from None
 
     def windows(self, midi, *, time_signature: str | None = None, downbeat: float | None = None,
-                name: str | None = None, drop_long: bool = False) -> list[np.ndarray]:
+                name: str | None = None, drop_long: bool = False,
+                meter_option: tuple[str, str] = METER_OPTION) -> list[np.ndarray]:
         """Consecutive windows of the model's bar count covering the piece (last may be shorter), in the
         model's ids (BPE applied bar by bar, as in the shards).
 
@@ -114,6 +117,8 @@ class MidiStruct:
 
         ``name`` labels a Score in error messages (a path names itself). A window with more tokens than the
         model reads is an :class:`InputError`, or with ``drop_long`` left out (an error only if all are).
+        ``meter_option``: how the user gives this file's meter, (command-line option, Python keyword), named by the
+        rare-meter warning (:meth:`warn_rare_meters`).
         """
         name = name or _name(midi)
         try:
@@ -130,7 +135,7 @@ class MidiStruct:
             out.append(ids[starts[covered] :])
         out = [self.vocab.from_base(window)[0] for window in out]
         if time_signature is None:
-            self.warn_rare_meters(out, name=name)
+            self.warn_rare_meters(out, name=name, option=meter_option)
         longest = self.model.config.max_positions - 1  # EOS takes a position
         for k, window in enumerate(out):
             if len(window) > longest and not (drop_long and any(len(w) <= longest for w in out)):
@@ -146,7 +151,8 @@ class MidiStruct:
             return dict(self.meta["meters"])
         return self.prior.meter_counts() if self.prior is not None else {}
 
-    def warn_rare_meters(self, windows: list[np.ndarray], *, name: str) -> None:
+    def warn_rare_meters(self, windows: list[np.ndarray], *, name: str,
+                         option: tuple[str, str] = METER_OPTION) -> None:
         """A :class:`~midistruct.errors.MidiStructWarning` when some of ``windows`` are in a meter under
         :data:`RARE_METER` of the model's training windows (:meth:`training_meters`; nothing is said when they
         are not known): the model has hardly seen such bars and decodes them poorly."""
@@ -164,26 +170,29 @@ class MidiStruct:
         learnt = ", ".join(f"{m} ({100 * trained[m] / total:.0f} %)" for m in usual[:3])
         # one meter most of the training was in is the likely truth; with several, only the user knows
         meter = usual[0] if trained[usual[0]] >= 0.8 * total else None
-        remedy = (f"If the file's bars are really {meter} bars, give the meter: --time-signature {meter} "
-                  f"(time_signature={meter!r} in Python)" if meter else
-                  "If its bars are in another meter, give it: --time-signature N/D (time_signature='N/D' in Python)")
+        flag, keyword = option
+        remedy = (f"If the file's bars are really {meter} bars, give the meter: {flag} {meter} "
+                  f"({keyword}={meter!r} in Python)" if meter else
+                  f"If its bars are in another meter, give it: {flag} N/D ({keyword}='N/D' in Python)")
         warnings.warn(f"{name}: {seen}; this model learnt mostly {learnt} and decodes rare meters poorly. {remedy}",
                       MidiStructWarning, stacklevel=3)
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
                time_signature: str | None = None, downbeat: float | None = None,
-               drop_long: bool = False, name: str | None = None) -> PieceLatents:
+               drop_long: bool = False, name: str | None = None,
+               meter_option: tuple[str, str] = METER_OPTION) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
 
         ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require; ``downbeat``
         (seconds) puts a bar line there (see :meth:`windows`).
         ``drop_long`` leaves out windows too dense for the model instead of refusing the piece (the latents
         then cover only the other windows: for a piece's summary, not for decoding it back).
-        ``name`` labels the piece in errors and warnings (default: its path; a Score given has none).
+        ``name`` labels the piece in errors and warnings (default: its path; a Score given has none);
+        ``meter_option`` as in :meth:`windows`.
         """
         score = self.load(midi)
         windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=name or _name(midi),
-                               drop_long=drop_long)
+                               drop_long=drop_long, meter_option=meter_option)
         latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = _tempo_of(score)
         return latents
@@ -312,11 +321,13 @@ class MidiStruct:
         for name in sources:
             if name not in blocks:
                 raise BlockError(f"this model has no {name} block (its bar codes hold: {', '.join(blocks)}); train one "
-                                 f"with model.{name}_dim > 0 (configs/pop909-blocks-4bar.yaml, "
-                                 "configs/pop909-performance-4bar.yaml)")
+                                 f"with model.{name}_dim > 0 (configs/pop909-blocks-views-4bar.yaml, "
+                                 "configs/pop909-performance-views-4bar.yaml)")
         z = self.encode(content, **(content_placing or {}))
         for name, (piece, placing) in sources.items():
-            z = z.with_block(self.encode(piece, **(placing or {})), blocks[name])
+            # each source's meter is its own option (``transfer --performance-time-signature``)
+            option = (f"--{name}-time-signature", f"{name}_placing['time_signature']")
+            z = z.with_block(self.encode(piece, meter_option=option, **(placing or {})), blocks[name])
         return self.decode(z, **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
