@@ -49,8 +49,14 @@ def test_windows_carry_each_bars_section(labelled):
     ds = WindowDataset([labelled / "data"], "train", sections=True)
     items = [ds[i] for i in range(len(ds))]
     assert all(len(it["section_ids"]) == int(it["bar_ids"].max()) + 1 for it in items)
+    a, b = SECTION_CLASSES.index("A"), SECTION_CLASSES.index("B")
+    for i, it in enumerate(items):  # each bar its own label: bars 0-3 of a piece are A, 4-7 B
+        first_bar = int(ds.arrays[0].windows[i][3])
+        assert it["section_ids"].tolist() == [a if first_bar + k < 4 else b for k in range(len(it["section_ids"]))]
     seen = torch.cat([it["section_ids"] for it in items])
-    assert set(seen.tolist()) == {SECTION_CLASSES.index("A"), SECTION_CLASSES.index("B")}
+    assert set(seen.tolist()) == {a, b}
+    counts = ds.section_counts()
+    assert set(counts) == {"A", "B"} and sum(counts.values()) == len(seen)
     batch = collate(items[:3])
     assert batch["section_ids"].shape == (3, max(len(it["section_ids"]) for it in items[:3]))
     assert "section_ids" not in WindowDataset([labelled / "data"], "train")[0]

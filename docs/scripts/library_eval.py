@@ -189,6 +189,11 @@ def version_ranks(vectors: np.ndarray | list[np.ndarray], song: np.ndarray, orig
     for v in versions:
         order = np.argsort(-sum(sp.similarity(x[v]) for sp, x in zip(spaces, sets)), kind="stable")
         ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
+    return rank_summary(ranks)
+
+
+def rank_summary(ranks: list[int]) -> dict:
+    """MRR, recall@1 and recall@10 of each query's rank (1 = first) of its own song."""
     ranks = np.array(ranks)
     return {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
             "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks)}
@@ -210,9 +215,7 @@ def matched_version_ranks(lib: Library, song: np.ndarray, originals: list[int], 
         backward = np.add.reduceat(sims.max(0), starts[:-1]) / np.diff(starts)  # each original bar's best
         order = np.argsort(-(forward + backward) / 2, kind="stable")
         ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
-    ranks = np.array(ranks)
-    return {"mrr": float(np.mean(1 / ranks)), "recall@1": float(np.mean(ranks <= 1)),
-            "recall@10": float(np.mean(ranks <= 10)), "queries": len(ranks)}
+    return rank_summary(ranks)
 
 
 def block_versions(lib: Library, song: np.ndarray, originals: list[int], versions: list[int], args) -> dict:

@@ -97,6 +97,7 @@ def bar_sections(text: str) -> list[str]:
 # melodic sections, its non-recurring melodic phrase and the four sections without melody. Later letters (E, F
 # ...) are rare and song-specific; their bars, like unlabelled ones, teach nothing.
 SECTION_CLASSES = ("A", "B", "C", "D", "X", "intro", "outro", "bridge", "other")
+_SECTION_INDEX = {name: i for i, name in enumerate(SECTION_CLASSES)}
 
 
 def window_bar_sections(tags: dict, first_bar: int, n_bars: int) -> list[str | None] | None:
@@ -115,8 +116,7 @@ def window_bar_sections(tags: dict, first_bar: int, n_bars: int) -> list[str | N
 def bar_section_classes(tags: dict, first_bar: int, n_bars: int) -> list[int]:
     """Each of a window's ``n_bars`` bars as its index in :data:`SECTION_CLASSES` (:func:`window_bar_sections`);
     -100 for a bar without a label or of another section."""
-    index = {name: i for i, name in enumerate(SECTION_CLASSES)}
-    return [index.get(name, -100) for name in window_bar_sections(tags, first_bar, n_bars) or [None] * n_bars]
+    return [_SECTION_INDEX.get(name, -100) for name in window_bar_sections(tags, first_bar, n_bars) or [None] * n_bars]
 
 
 def _section(tags: dict, first_bar: int, n_bars: int) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
-from midistruct.tags import bar_section_classes
+from midistruct.tags import SECTION_CLASSES, bar_section_classes
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
 from midistruct.tokens.views import VIEWS, window_views
@@ -97,24 +97,41 @@ class WindowDataset(torch.utils.data.Dataset):
         when there are fewer), as they were written, before any transposition."""
         vocab = RemiVocab(self.sets[0].tokenizer()) if len(self) else None
         counts: dict[str, int] = {}
-        for index in np.unique(np.linspace(0, len(self) - 1, min(limit, len(self))).astype(np.int64)):
-            which = int(np.searchsorted(self.cum, index, side="right") - 1)
-            meter = vocab.meter(self.arrays[which].window(int(index) - int(self.cum[which]))[0])
+        for index in self._spread(limit):
+            which, row = self._locate(index)
+            meter = vocab.meter(self.arrays[which].window(row)[0])
             counts[meter] = counts.get(meter, 0) + 1
         return counts
 
-    def labelled_bars(self, limit: int = 2000) -> int:
-        """How many bars of up to ``limit`` evenly spaced windows have a section class (0 without ``sections``)."""
-        if self.piece_tags is None or not len(self):
-            return 0
-        picks = np.unique(np.linspace(0, len(self) - 1, min(limit, len(self))).astype(np.int64))
-        return sum(int((self._sections(int(i)) >= 0).sum()) for i in picks)
+    def section_counts(self, limit: int = 2000) -> dict[str, int]:
+        """Labelled bars per section class (``{"B": 650, "A": 610, ...}``, commonest first) among up to ``limit``
+        evenly spaced windows; {} without ``sections``."""
+        if self.piece_tags is None:
+            return {}
+        classes = [np.zeros(0, dtype=np.int64)]
+        for index in self._spread(limit):
+            which, row = self._locate(index)
+            classes.append(self._sections(which, row, self.arrays[which].window(row)[1]).numpy())
+        classes = np.concatenate(classes)
+        counts = np.bincount(classes[classes >= 0], minlength=len(SECTION_CLASSES))
+        return {SECTION_CLASSES[c]: int(counts[c]) for c in np.argsort(-counts, kind="stable") if counts[c]}
 
-    def _sections(self, index: int) -> torch.Tensor:
+    def _spread(self, limit: int) -> np.ndarray:
+        """Up to ``limit`` evenly spaced item indices."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.linspace(0, len(self) - 1, min(limit, len(self))).astype(np.int64))
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(which shard folder, window row in its split) of item ``index``."""
         which = int(np.searchsorted(self.cum, index, side="right") - 1)
-        arrays, row = self.arrays[which], index - int(self.cum[which])
-        start, end, piece, first_bar = (int(v) for v in arrays.windows[row])
-        n_bars = int(arrays.bars[start:end].max()) - first_bar + 1 if end > start else 1
+        return which, int(index) - int(self.cum[which])
+
+    def _sections(self, which: int, row: int, bars: np.ndarray) -> torch.Tensor:
+        """(NB,) section classes (``bar_section_classes``) of the window's bars, ``bars`` its tokens' bar indices
+        within it (``SplitArrays.window``'s)."""
+        _, _, piece, first_bar = (int(v) for v in self.arrays[which].windows[row])
+        n_bars = int(bars.max()) + 1 if len(bars) else 1
         return torch.tensor(bar_section_classes(self.piece_tags[which][piece], first_bar, n_bars), dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
@@ -124,14 +141,14 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        which = int(np.searchsorted(self.cum, index, side="right") - 1)
-        ids, bars = self.arrays[which].window(index - int(self.cum[which]))
+        which, row = self._locate(index)
+        ids, bars = self.arrays[which].window(row)
         if self.vocab is not None:
             ids = self._transpose(ids, index)
         item = window_item(ids, bars, vocab=self.view_vocab, views=self.views, arrangement_pitch=self.arrangement_pitch,
                            max_tokens=self.max_tokens)
         if self.piece_tags is not None:
-            item["section_ids"] = self._sections(index)
+            item["section_ids"] = self._sections(which, row, bars)
         return item
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:

@@ -113,7 +113,7 @@ class Trainer:
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")
-        if sections and not self.train_ds.labelled_bars():
+        if sections and not self.train_ds.section_counts():
             raise TrainError(f"model.section_head learns each bar's section from phrase labels, and no bar of "
                              f"{cfg.data.output}'s training windows has one; prepare POP909 (its phrase labels are "
                              "read with it) or set model.section_head=0")
