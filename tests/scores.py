@@ -58,3 +58,26 @@ def note_tuples(score: symusic.Score, *, start_tick: int = 0, end_tick: int | No
             if n.time >= start_tick and (end_tick is None or n.time < end_tick):
                 out.append((n.pitch, (n.time - start_tick) / score.tpq, n.duration / score.tpq, track.program))
     return sorted(out)
+
+
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
+
+
+def make_key_score(tonic: int, mode: str = "major", *, bars: int = 8, seed: int = 0, low: int = 60) -> symusic.Score:
+    """A 4/4 melody in one key: quarter notes from the scale of ``tonic`` (pitch class) and ``mode``, the tonic
+    on every bar's first beat and the tonic triad on its third, so that a key finder hears that key; pitches from
+    ``low`` up an octave and a half."""
+    rng = np.random.default_rng(seed)
+    scale = MAJOR_SCALE if mode == "major" else MINOR_SCALE
+    triad = (scale[0], scale[2], scale[4])
+    score = symusic.Score(TPQ)
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    track = symusic.Track(name="melody", program=0, is_drum=False)
+    for beat in range(4 * bars):
+        degree = 0 if beat % 4 == 0 else int(rng.choice(triad)) if beat % 4 == 2 else int(rng.choice(scale))
+        pitch = low + (tonic + degree) % 12 + 12 * int(rng.integers(0, 2))
+        track.notes.append(symusic.Note(beat * TPQ, TPQ, pitch, 90))
+    score.tracks.append(track)
+    return score

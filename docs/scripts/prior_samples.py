@@ -49,11 +49,13 @@ def main() -> None:
 
 def statistics_real(ms, folder, n):
     """The same statistics with the prior replaced by the codes of ``n`` other held-out windows."""
-    from midistruct.generation.attributes import corpus_windows
+    from midistruct.generation.attributes import corpus_windows_with_pieces
 
-    windows = [w for w in corpus_windows(folder, split="test", limit=4 * n, seed=7)
-               if ms.vocab.count_bars(w) == ms.bars][:n]
-    z = ms.encode_windows(windows)
+    rows = [row for row in corpus_windows_with_pieces(folder, split="test", limit=4 * n, seed=7)
+            if ms.vocab.count_bars(row[0]) == ms.bars][:n]
+    windows = [ids for ids, _, _ in rows]
+    # a model that reads a canonical key encodes each window moved by its piece's shift
+    z = ms.encode_windows(windows, shifts=ms.corpus_shifts(folder, "test", [piece["id"] for _, piece, _ in rows]))
 
     class Replay:  # a "prior" that hands out those codes in order
         bars, bar_dim, segment_dim = ms.bars, z.z_bar.shape[2], z.z_segment.shape[1]

@@ -402,7 +402,9 @@ def _print_sweeps(ms, vectors, *, windows: int) -> None:
     """Shift ``windows`` held-out windows along each attribute by -2..2; print the measured means and Spearman."""
     from midistruct.generation import attributes
 
-    held_out = ms.encode_windows(attributes.corpus_windows(ms.cfg.data.output, split="test", limit=windows, seed=1))
+    rows = attributes.corpus_windows_with_pieces(ms.cfg.data.output, split="test", limit=windows, seed=1)
+    held_out = ms.encode_windows([ids for ids, _, _ in rows],
+                                 shifts=ms.corpus_shifts(ms.cfg.data.output, "test", [p["id"] for _, p, _ in rows]))
     latents = [held_out.window(i) for i in range(len(held_out))]
     amounts = [-2.0, -1.0, 0.0, 1.0, 2.0]
     print(f"sweep of {len(latents)} test windows (greedy), measured attribute mean at shift " + " ".join(f"{a:+g}" for a in amounts))

@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
     model_serializer,
 )
 
@@ -151,6 +152,10 @@ class AugmentConfig(_Section):
     """Augmentation applied when reading shards for training (stored data stays as is)."""
 
     transpose: tuple[int, int] = (0, 0)  # inclusive semitone range, e.g. (-5, 6)
+    # absolute: pitches as written (and transposed by ``transpose``); canonical: each piece moved to C major /
+    # A minor by its key, for training and for every piece the model encodes, the move undone after decoding
+    # (midistruct.tokens.key.KEY_MODES; issue 14, item 2). Saved with the checkpoint: generation follows it.
+    key: Literal["absolute", "canonical"] = "absolute"
 
     @field_validator("transpose")
     @classmethod
@@ -158,6 +163,13 @@ class AugmentConfig(_Section):
         if v[0] > v[1]:
             raise ValueError(f"must be [low, high] with low <= high (got {list(v)})")
         return v
+
+    @model_validator(mode="after")
+    def _one_key_move(self) -> "AugmentConfig":
+        if self.key == "canonical" and self.transpose != (0, 0):
+            raise ValueError(f"key: canonical moves every piece to C major / A minor, so random transposition "
+                             f"would undo it; set transpose to [0, 0] (got {list(self.transpose)})")
+        return self
 
 
 class ModelSettings(_Section):

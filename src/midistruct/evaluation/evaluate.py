@@ -43,7 +43,8 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
-    ds = WindowDataset([folder], split, **model.config.view_options())
+    key = meta["run_config"].get("augment", {}).get("key", "absolute")  # a canonical model reads C major / A minor
+    ds = WindowDataset([folder], split, key=key, **model.config.view_options())
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)
     if exclude_recurring and split != "train":

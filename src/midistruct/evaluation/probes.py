@@ -13,7 +13,7 @@ Shapes: ``x`` (W, F) features of W windows, ``y`` (W,) integer classes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -146,6 +146,7 @@ class ProbeWindows:
     labels: dict[str, list[str | None]]
     test: np.ndarray  # (W,) bool: the windows of the test pieces
     groups: list[str]
+    pieces: list[str] = field(default_factory=list)  # (W,) each window's piece id
 
     def counts(self) -> dict[str, int]:
         return {"windows": len(self.ids), "pieces": len(set(self.groups)),
@@ -176,26 +177,30 @@ def probe_windows(vocab, folder, *, split: str = "test", windows: int = 2000, ta
     groups = [p.get("group") or p["id"] for p in owners]
     meters = [vocab.meter(w) for w in ids]
     labels = {t: [TARGETS[t](p.get("tags", {}), p["id"], m) for p, m in zip(owners, meters)] for t in targets}
-    return ProbeWindows(ids, labels, piece_test_mask(groups, seed=seed), groups)
+    return ProbeWindows(ids, labels, piece_test_mask(groups, seed=seed), groups, [p["id"] for p in owners])
 
 
 def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targets: list[str] | None = None,
                   seed: int = 0) -> dict:
     """Probe ``ms``'s codes (posterior means) of :func:`probe_windows`'s windows against the baseline histogram
     (:func:`run_probes`): ``<target>.latent_accuracy`` (the segment code), ``<target>.bar_latent_accuracy`` (the
-    mean of the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`). Also returns
-    ``windows``, ``pieces`` and ``test_pieces``.
+    mean of the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`). A model that
+    reads pieces in a canonical key (issue 14) encodes each window moved by its piece's shift, and its probes also
+    read ``<target>.latent_shift_accuracy``: the segment code beside the shift (one-hot of its pitch class), the
+    side variable that holds the key. Also returns ``windows``, ``pieces`` and ``test_pieces``.
     """
     targets = checked_targets(targets)
     chosen = probe_windows(ms.vocab, folder, split=split, windows=windows, targets=targets, seed=seed)
     ids, out = chosen.ids, chosen.counts()
     if not ids:
         return out | {f"skipped.{t}": "no windows" for t in chosen.labels}
-    z = ms.encode_windows(ids)
+    z = ms.encode_windows(ids, shifts=ms.corpus_shifts(folder, split, chosen.pieces))
     real = np.arange(z.z_bar.shape[1])[None, :] < np.array(z.bars)[:, None]  # (W, NB) bars the window has
     features = {"latent": z.z_segment.numpy().astype(np.float64),
                 "bar_latent": (z.z_bar.numpy() * real[..., None]).sum(1) / real.sum(1, keepdims=True),
                 "histogram": np.stack([baseline_features(notes_of(decode_ids(ms.tokenizer, w))) for w in ids])}
     if not z.z_bar.shape[-1]:  # a segment-only model has no bar codes to probe
         del features["bar_latent"]
+    if z.shifts:  # the key lies in the shift, not in the codes
+        features["latent_shift"] = np.concatenate([features["latent"], np.eye(12)[np.mod(z.shifts, 12)]], axis=1)
     return out | run_probes(features, chosen.labels, chosen.test)

@@ -89,19 +89,22 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     """
     from midistruct.generation.interpolation import path as latent_path  # (imports torch: kept local)
 
-    z = ms.encode_windows([w for pair in pairs for w in pair])
+    windows = [w for pair in pairs for w in pair]
+    z = ms.encode_windows(windows, shifts=ms.own_key_shifts(windows))  # windows of many pieces: each its own key
     latents = []
     for k in range(len(pairs)):
         za, zb = z.window(2 * k), z.window(2 * k + 1)
-        for zbar, zseg in zip(latent_path(za.z_bar, zb.z_bar, steps, method=method),
-                              latent_path(za.z_segment, zb.z_segment, steps, method=method)):
-            latents.append(za.with_codes(zbar, zseg))
+        for i, (zbar, zseg) in enumerate(zip(latent_path(za.z_bar, zb.z_bar, steps, method=method),
+                                             latent_path(za.z_segment, zb.z_segment, steps, method=method))):
+            nearer = za if 2 * i < steps - 1 else zb  # its meter, and its key for a canonical model (as interpolate)
+            latents.append(nearer.with_codes(zbar, zseg))
     import torch
 
     from midistruct.generation.latents import PieceLatents  # (imports torch: kept local)
 
     joined = PieceLatents(torch.cat([z.z_bar for z in latents]), torch.cat([z.z_segment for z in latents]),
-                          [b for z in latents for b in z.bars], [t for z in latents for t in z.time_signatures])
+                          [b for z in latents for b in z.bars], [t for z in latents for t in z.time_signatures],
+                          shifts=[s for z in latents for s in z.shifts])
     tokens = ms.generate_tokens(joined)  # one window per step
     decoded = [notes_of(ms.stitch([ids])) for ids in tokens]
     rows = {name: [] for name in DISTANCES}

@@ -162,23 +162,29 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     ``n`` full windows (the model's bar count) of the shard folder's ``split``.
 
     The generated windows take the reference windows' meters, one each, so both sets have the
-    same mix of meters; codes are drawn from N(0, I) under ``torch.manual_seed(seed)`` and decoded
+    same mix of meters (and, from a model that reads a canonical key, their keys); codes are drawn from N(0, I) under ``torch.manual_seed(seed)`` and decoded
     at ``temperature`` (0: greedy). Adds ``temperature`` and ``generated_empty`` (the fraction of
     generated windows without a note).
     """
     import torch
 
     arrays = ShardSet(folder).split(split)
-    windows = []
+    windows, pieces = [], []
     for i in np.random.default_rng(seed).permutation(arrays.n_windows):
         ids = arrays.window(int(i))[0]
         if ms.vocab.count_bars(ids) == ms.bars:
             windows.append(ids)
+            pieces.append(int(arrays.windows[i][2]))
             if len(windows) == n:
                 break
     torch.manual_seed(seed)
     z = ms.sample_latents(len(windows))
     z.time_signatures = [ms.vocab.meter(ids) for ids in windows]
+    if ms.canonical:  # samples come in C major / A minor: each is moved to its reference window's piece's key
+        from midistruct.shards.dataset import piece_shifts
+
+        shifts = piece_shifts(arrays, ms.vocab)
+        z.shifts = [int(shifts[p]) for p in pieces]
     tokens = ms.generate_tokens(z, temperature=temperature)
 
     def passage(ids) -> tuple[np.ndarray, float]:

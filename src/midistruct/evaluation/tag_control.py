@@ -111,9 +111,11 @@ def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength:
     """Codes of ``windows`` moved to ``name=value`` as ``reconstruct --tag`` moves a piece's: a tonic or key by
     transposing each window's notes (:meth:`MidiStruct.transposed`), any other tag by moving its codes."""
     if name not in ("tonic", "key"):
-        return ms.retag(ms.encode_windows(windows), {name: value}, strength=strength)
+        return ms.retag(ms.encode_windows(windows, shifts=ms.own_key_shifts(windows)), {name: value},
+                        strength=strength)
     moved = [ms.transposed([w], {name: value}) for w in windows]
-    return ms.retag(ms.encode_windows([w[0] for w, _ in moved]), moved[0][1], strength=strength)
+    ws = [w[0] for w, _ in moved]
+    return ms.retag(ms.encode_windows(ws, shifts=ms.own_key_shifts(ws)), moved[0][1], strength=strength)
 
 
 def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str]], n: int = 50,

@@ -98,15 +98,16 @@ def measure_windows(tokenizer, windows: list[np.ndarray], names: list[str]) -> n
 
 
 def compute(ms, windows: list[np.ndarray], *, names: list[str] | None = None,
-            quantile: float = 0.25) -> AttributeVectors:
-    """Attribute vectors of ``names`` (all by default) over token ``windows``, encoded by ``ms``."""
+            quantile: float = 0.25, shifts: list[int] | None = None) -> AttributeVectors:
+    """Attribute vectors of ``names`` (all by default) over token ``windows``, encoded by ``ms`` (moved by
+    ``shifts`` for a model that reads a canonical key: :meth:`MidiStruct.encode_windows`)."""
     from midistruct.metrics.features import ATTRIBUTES, attribute
 
     names = list(names or ATTRIBUTES)
     for name in names:
         attribute(name)  # unknown names fail before the work
     values = measure_windows(ms.tokenizer, windows, names)
-    z = ms.encode_windows(windows)
+    z = ms.encode_windows(windows, shifts=shifts if shifts is not None else ms.own_key_shifts(windows))
     z_bar_mean = _bar_mean(z)
     seg, bar, low, high = [], [], [], []
     for a in range(len(names)):

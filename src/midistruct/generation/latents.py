@@ -1,7 +1,9 @@
 """Latent codes of a piece: one segment code per window and one code per bar of each window.
 
 Shapes: ``z_bar`` (W, NB, Zb) and ``z_segment`` (W, Zs) for W windows of up to NB bars;
-``bars`` (W,) how many bars each window really has (the last one may be shorter).
+``bars`` (W,) how many bars each window really has (the last one may be shorter); ``shifts`` (W,) the
+semitones each window was moved by before encoding (a model with ``augment.key: canonical`` reads every piece in
+C major / A minor, :mod:`midistruct.tokens.key`), undone after decoding; empty when none was.
 Saved as ``.safetensors`` or ``.npz`` with the musical context (meters, tempo) as metadata; read
 back without pickle (``allow_pickle=False``, issue 20), so a damaged or crafted file is a
 :class:`LatentsError` naming it, never code run.
@@ -34,17 +36,23 @@ class PieceLatents:
     bars: list[int]  # (W,) bars per window
     time_signatures: list[str] = field(default_factory=list)  # (W,) "4/4" of each window's first bar
     tempo: float = 120.0  # qpm of the source
+    shifts: list[int] = field(default_factory=list)  # (W,) semitones moved before encoding; [] : none
 
     def __len__(self) -> int:
         return len(self.bars)
 
     def window(self, i: int) -> PieceLatents:
         return PieceLatents(self.z_bar[i : i + 1], self.z_segment[i : i + 1], self.bars[i : i + 1],
-                            self.time_signatures[i : i + 1], self.tempo)
+                            self.time_signatures[i : i + 1], self.tempo, self.shifts[i : i + 1])
 
     def with_codes(self, z_bar: torch.Tensor, z_segment: torch.Tensor) -> PieceLatents:
         """The same musical context with other codes (same shapes)."""
-        return PieceLatents(z_bar, z_segment, list(self.bars), list(self.time_signatures), self.tempo)
+        return PieceLatents(z_bar, z_segment, list(self.bars), list(self.time_signatures), self.tempo,
+                            list(self.shifts))
+
+    def window_shifts(self) -> list[int]:
+        """(W,) each window's shift (:attr:`shifts`), zeros when none was applied."""
+        return list(self.shifts) if self.shifts else [0] * len(self)
 
     def with_block(self, source: PieceLatents, block: slice) -> PieceLatents:
         """These latents with the ``block`` part of every bar code (e.g. the arrangement's,
@@ -64,7 +72,7 @@ class PieceLatents:
     def save(self, path: str | Path) -> Path:
         """Write to ``.safetensors`` or ``.npz`` (by suffix)."""
         path = Path(path)
-        meta = {"bars": self.bars, "time_signatures": self.time_signatures, "tempo": self.tempo}
+        meta = {"bars": self.bars, "time_signatures": self.time_signatures, "tempo": self.tempo, "shifts": self.shifts}
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
@@ -85,15 +93,17 @@ class PieceLatents:
         try:
             tensors, meta = _read_safetensors(path) if path.suffix == ".safetensors" else _read_npz(path)
             latents = cls(tensors["z_bar"], tensors["z_segment"], list(meta["bars"]), list(meta["time_signatures"]),
-                          float(meta["tempo"]))
+                          float(meta["tempo"]), [int(s) for s in meta.get("shifts", [])])
         except Exception as err:  # noqa: BLE001 -- whatever a damaged file raises (zip, header, JSON, keys)
             reason = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
             reason = reason or type(err).__name__
             raise LatentsError(f"{path}: not a midistruct latents file ({reason})") from None
         if latents.z_bar.ndim != 3 or latents.z_segment.ndim != 2 or not (
-                len(latents.z_bar) == len(latents.z_segment) == len(latents.bars)):
+                len(latents.z_bar) == len(latents.z_segment) == len(latents.bars)) or (
+                latents.shifts and len(latents.shifts) != len(latents.bars)):
             raise LatentsError(f"{path}: z_bar {list(latents.z_bar.shape)}, z_segment {list(latents.z_segment.shape)} "
-                               f"and {len(latents.bars)} bar counts do not describe the same windows")
+                               f"and {len(latents.bars)} bar counts (and {len(latents.shifts)} shifts) do not "
+                               "describe the same windows")
         return latents
 
 

@@ -28,14 +28,13 @@ from midistruct.generation.attributes import shift as shift_codes
 from midistruct.generation.constraints import RemiGrammar
 from midistruct.generation.interpolation import path
 from midistruct.generation.latents import PieceLatents
-from midistruct.metrics.features import estimated_key
-from midistruct.metrics.notes import notes_of
 from midistruct.model.checkpoint import load_checkpoint
 from midistruct.model.pretrained import resolve
 from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
 from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
 from midistruct.tokens.encode import PieceEncoder
+from midistruct.tokens.key import fitted_shift, key_of, to_canonical
 from midistruct.tokens.segment import bar_start_ticks, cut_windows
 from midistruct.tokens.tokenizer import decode_ids, strip_special
 from midistruct.tokens.validate import Skip, load_score
@@ -76,6 +75,7 @@ class MidiStruct:
         self.piece_encoder = PieceEncoder(self.cfg, tokenizer)
         self.vocab = self.piece_encoder.vocab  # the token vocabulary: bars, meters, BPE
         self.bars = self.cfg.segments.bars
+        self.canonical = self.cfg.augment.key == "canonical"  # reads every piece in C major / A minor (issue 14)
         self.prior = None  # a fitted CodePrior for sampling (midistruct.model.prior), when the checkpoint has one
         if prior is not None:
             self.set_prior(prior)
@@ -198,8 +198,15 @@ class MidiStruct:
         return latents
 
     @torch.no_grad()
-    def encode_windows(self, windows: list[np.ndarray], *, sample: bool = False, batch_size: int = 64) -> PieceLatents:
-        """Latents of token windows (each starting at a bar, without BOS/EOS), in batches."""
+    def encode_windows(self, windows: list[np.ndarray], *, sample: bool = False, batch_size: int = 64,
+                       shifts: list[int] | None = None) -> PieceLatents:
+        """Latents of token windows (each starting at a bar, without BOS/EOS), in batches.
+
+        A model that reads pieces in a canonical key (``augment.key: canonical``) first moves the windows there:
+        by ``shifts`` (W,) when given (each window's piece's, e.g. :func:`midistruct.shards.dataset.piece_shifts`),
+        else all by the key heard in all of them (they are one piece); the latents keep the shifts, and decoding
+        undoes them. Other models ignore ``shifts``."""
+        windows, moved = self.to_model_key(windows, shifts)
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
@@ -214,7 +221,33 @@ class MidiStruct:
         z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
         return PieceLatents(z_bar=torch.cat(z_bar), z_segment=torch.cat(z_segment),
                             bars=[self.vocab.count_bars(w) for w in windows],
-                            time_signatures=[self.vocab.meter(w) for w in windows])
+                            time_signatures=[self.vocab.meter(w) for w in windows], shifts=moved)
+
+    def to_model_key(self, windows: list[np.ndarray], shifts: list[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """The windows as the model reads them and the shift applied to each (see :meth:`encode_windows`);
+        ``(windows, [])`` for a model that reads pitches as written."""
+        if not self.canonical:
+            return windows, []
+        base = [self.vocab.to_base(w) for w in windows]
+        if shifts is None:
+            moved, shift = to_canonical(base, self.vocab)
+            return moved, [shift] * len(base)
+        fitted = [fitted_shift([w], int(s), self.vocab) for w, s in zip(base, shifts)]
+        return [self.vocab.shift_pitches(w, s) for w, s in zip(base, fitted)], fitted
+
+    def own_key_shifts(self, windows: list[np.ndarray]) -> list[int] | None:
+        """Each window's shift to the canonical key by the key heard in that window alone: for windows of pieces
+        not at hand (held-out pairs, judged windows); None for a model that reads pitches as written."""
+        if not self.canonical:
+            return None
+        return [self.to_model_key([w])[1][0] for w in windows]
+
+    def from_model_key(self, ids: list[int], shift: int) -> list[int]:
+        """Decoded ids moved back by ``-shift`` (an octave further where the pitches would leave the range)."""
+        if not shift:
+            return ids
+        base = self.vocab.to_base(ids)
+        return self.vocab.shift_pitches(base, fitted_shift([base], -int(shift), self.vocab)).tolist()
 
     # ---- latents -> tokens -> MIDI ---------------------------------------------------------
 
@@ -243,6 +276,8 @@ class MidiStruct:
                                     temperature=temperature, top_p=top_p, max_new=bars * max_tokens_per_bar)
             for row, ids in zip(rows, tokens):
                 out[row] = ids
+        if latents.shifts:
+            out = [self.from_model_key(ids, shift) for ids, shift in zip(out, latents.shifts)]
         return out
 
     def tokens_per_bar(self) -> int:
@@ -362,7 +397,9 @@ class MidiStruct:
         bars = path(pad(end.z_bar), pad(start.z_bar), windows + 2, method=method)[1:-1]
         segments = path(end.z_segment, start.z_segment, windows + 2, method=method)[1:-1]
         meters = [end.time_signatures[-1] if 2 * i < windows else start.time_signatures[0] for i in range(windows)]
-        latents = PieceLatents(torch.cat(bars), torch.cat(segments), [width] * windows, meters, za.tempo)
+        shifts = [end.window_shifts()[-1] if 2 * i < windows else start.window_shifts()[0] for i in range(windows)]
+        latents = PieceLatents(torch.cat(bars), torch.cat(segments), [width] * windows, meters, za.tempo,
+                               shifts if self.canonical else [])
         return self.decode(latents, **kw)
 
     def decode_many(self, latents: list[PieceLatents], **kw) -> list["symusic.Score"]:  # noqa: F821
@@ -372,7 +409,8 @@ class MidiStruct:
         z_bar = [torch.nn.functional.pad(z.z_bar, (0, 0, 0, width - z.z_bar.shape[1])) for z in latents]
         joined = PieceLatents(torch.cat(z_bar), torch.cat([z.z_segment for z in latents]),
                               [b for z in latents for b in z.bars],
-                              [t for z in latents for t in (z.time_signatures or ["4/4"] * len(z))])
+                              [t for z in latents for t in (z.time_signatures or ["4/4"] * len(z))],
+                              shifts=[s for z in latents for s in z.window_shifts()])
         tokens = self.generate_tokens(joined, **kw)
         out, start = [], 0
         for z in latents:
@@ -412,8 +450,8 @@ class MidiStruct:
             raise InputError("; ".join(errors))
         n = min(len(z) for z in zs)
         bars = [min(col) for col in zip(*(z.bars[:n] for z in zs))]
-        return [PieceLatents(z.z_bar[:n, : max(bars)], z.z_segment[:n], list(bars), z.time_signatures[:n], z.tempo)
-                for z in zs]
+        return [PieceLatents(z.z_bar[:n, : max(bars)], z.z_segment[:n], list(bars), z.time_signatures[:n], z.tempo,
+                             z.shifts[:n]) for z in zs]
 
     def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
                   latent: PieceLatents | None = None, seed: int | None = None, tags: dict[str, str] | None = None,
@@ -441,12 +479,14 @@ class MidiStruct:
         style = style.window(len(style) - 1) if latent is None else style.window(0)
         style = self.retag(style, tags or {}, strength=tag_strength)
         meter = self.vocab.meter(ids[self.vocab.bar_starts(ids)[-1]:])
+        moved, shift = self.to_model_key([ids])  # a canonical model continues the primer in its canonical key
+        ids, shift = moved[0], (shift or [0])[0]
         remaining = bars
         while remaining > 0:
             ids, written = self._continue_round(ids, style, remaining, meter=meter, temperature=temperature, top_p=top_p)
             remaining -= written
         score = self.load(primer)
-        return self.stitch([ids.tolist()], tempo=_tempo_of(score))
+        return self.stitch([self.from_model_key(ids.tolist(), shift)], tempo=_tempo_of(score))
 
     def _continue_round(self, ids: np.ndarray, style: PieceLatents, remaining: int, *, meter: str,
                         temperature: float, top_p: float) -> tuple[np.ndarray, int]:
@@ -468,10 +508,13 @@ class MidiStruct:
                tag_strength: float = 1.0) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
         ``prior_scale``, ``tags`` and ``tag_strength``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
-        ``meter`` defaults to the one most windows with the given tags are in, else 4/4."""
+        ``meter`` defaults to the one most windows with the given tags are in, else 4/4. A model that reads a
+        canonical key samples in C major / A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each
+        sample from the key heard in it (:meth:`sample_tonic`)."""
         if seed is not None:
             torch.manual_seed(seed)
-        self._check_tags(tags or {})
+        tags, tonic = self.sample_tonic(tags or {})
+        self._check_tags(tags)
         meter = self.sample_meter(tags, meter)
         bars = bars or self.bars
         meters = sorted(f"{num}/{den}" for num, den in self.piece_encoder.meters)
@@ -483,7 +526,34 @@ class MidiStruct:
         if shift:
             z = shift_codes(z, vectors, shift)
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
+        if tonic is not None:
+            tokens = [self.in_tonic(ids, tonic) for ids in tokens]
         return [self.stitch([ids]) for ids in tokens]
+
+    def sample_tonic(self, tags: dict[str, str]) -> tuple[dict[str, str], int | None]:
+        """For a model that reads a canonical key: ``tags`` without ``tonic`` and ``key`` (its codes hold no key;
+        ``key``'s mode stays as ``mode`` when the prior knows that value) and the tonic pitch class they ask for
+        (None when neither is given). Other models: ``(tags, None)``."""
+        if not self.canonical or not ({"tonic", "key"} & set(tags)):
+            return tags, None
+        rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
+        target = parse_key(tags["key"]) if "key" in tags else parse_key(f"{tags['tonic']} major")
+        if target is None:
+            given = f"key={tags['key']!r}" if "key" in tags else f"tonic={tags['tonic']!r}"
+            raise InputError(f"{given} names no key; give a tonic such as D, F#, Bb (and a mode: 'D minor')")
+        if "key" in tags and target[1] in self.known_tags().get("mode", []):
+            rest.setdefault("mode", target[1])
+        return rest, target[0]
+
+    def in_tonic(self, ids: list[int], tonic: int) -> list[int]:
+        """Decoded ids transposed by the nearer way from the tonic the key finder hears in them to ``tonic``
+        (a pitch class); as they are when they hold no notes."""
+        base = self.vocab.to_base(ids)
+        found = key_of([base], self.vocab)
+        if found is None:
+            return list(ids)
+        step = (tonic - found[0]) % 12
+        return self.vocab.shift_pitches(base, fitted_shift([base], step - 12 if step >= 6 else step, self.vocab)).tolist()
 
     def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:
         """The meter :meth:`sample` writes: ``meter`` when given, else the one most training windows with
@@ -541,6 +611,8 @@ class MidiStruct:
         for name in tags:
             if not known(name):
                 raise InputError(f"unknown tag {name!r}; valid: {', '.join([*TAGS, *BAR_TAGS])}")
+        if self.canonical:  # its codes hold no key: sample reaches a tonic by transposing (sample_tonic)
+            tags = tuple(name for name in tags if name not in ("tonic", "key"))
         folder = data or self.cfg.data.output
         full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
                 if self.vocab.count_bars(row[0]) == self.bars]
@@ -548,7 +620,8 @@ class MidiStruct:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
         labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
                               n_bars=self.bars, names=tags) for ids, piece, bar in full]
-        z = self._encode_in_chunks([ids for ids, _, _ in full], progress=progress)
+        shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
+        z = self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         columns = {name: [row.get(name) for row in labels] for name in tags}
         try:
             prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows)
@@ -557,14 +630,30 @@ class MidiStruct:
         self.set_prior(prior)
         return prior
 
-    def _encode_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512) -> PieceLatents:
+    def corpus_shifts(self, folder, split: str, piece_ids: list[str]) -> list[int] | None:
+        """Each listed piece's shift to the canonical key (:func:`midistruct.shards.dataset.piece_shifts`, the key
+        heard in all its windows of ``split``), for windows read from a shard folder; None for a model that
+        reads pitches as written."""
+        if not self.canonical:
+            return None
+        from midistruct.shards.dataset import piece_shifts
+        from midistruct.shards.reader import ShardSet
+
+        arrays = ShardSet(folder).split(split)
+        by_id = {p["id"]: int(s) for p, s in zip(arrays.pieces(), piece_shifts(arrays, self.vocab))}
+        return [by_id.get(piece, 0) for piece in piece_ids]
+
+    def _encode_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512,
+                          shifts: list[int] | None = None) -> PieceLatents:
         from tqdm import tqdm
 
-        parts = [self.encode_windows(windows[start : start + chunk])
+        parts = [self.encode_windows(windows[start : start + chunk],
+                                     shifts=None if shifts is None else shifts[start : start + chunk])
                  for start in tqdm(range(0, len(windows), chunk), desc="encode", unit="chunk", disable=not progress,
                                    file=sys.stderr)]
         return PieceLatents(torch.cat([p.z_bar for p in parts]), torch.cat([p.z_segment for p in parts]),
-                            [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures])
+                            [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures],
+                            shifts=[s for p in parts for s in p.shifts])
 
     # ---- tags (issue 18) ------------------------------------------------------------------------
 
@@ -594,9 +683,11 @@ class MidiStruct:
         target = parse_key(tags["key"]) if "key" in tags else parse_key(f"{tags.get('tonic')} major")
         if "key" in tags and target and target[1] in self.known_tags().get("mode", []):
             rest.setdefault("mode", target[1])
+        if target is None or self.vocab.is_bpe:
+            return windows, rest
         base = [self.vocab.to_base(w) for w in windows]
-        found = estimated_key(np.concatenate([notes_of(decode_ids(self.tokenizer, w.tolist())) for w in base]))
-        if target is None or found is None or self.vocab.is_bpe:
+        found = key_of(base, self.vocab)
+        if found is None:
             return windows, rest
         low, high = -6, 6
         for w in base:
@@ -625,8 +716,9 @@ class MidiStruct:
         """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
         checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
         folder = data or self.cfg.data.output
-        return attributes.compute(self, attributes.corpus_windows(folder, split=split, limit=windows, seed=seed),
-                                  names=names)
+        rows = attributes.corpus_windows_with_pieces(folder, split=split, limit=windows, seed=seed)
+        return attributes.compute(self, [ids for ids, _, _ in rows], names=names,
+                                  shifts=self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in rows]))
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from midistruct.corpus.folder import read_tags_csv
 from midistruct.library import LibraryError
 from midistruct.library.search import Space
 from midistruct.library.store import Library
+from midistruct.tokens.key import key_of_histogram
 from midistruct.tokens.validate import Skip, load_score
 
 METHODS = ("tsne", "umap", "pca")
@@ -36,8 +37,6 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 OTHER_COLOUR = "#cccccc"
 
 # Krumhansl & Kessler (1982) key profiles, tonic first; used by Krumhansl-Schmuckler key finding
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MAJOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 
@@ -119,11 +118,10 @@ def _knn(distance: np.ndarray, k: int) -> np.ndarray:
 def estimate_key(pitch_classes: np.ndarray) -> str:
     """``"D major"``: the Krumhansl-Schmuckler key of a (12,) duration-weighted pitch-class histogram, the
     key profile (24 rotations) that correlates best with it; :data:`UNKNOWN` for an empty histogram."""
-    if not np.any(pitch_classes > 0) or np.ptp(pitch_classes) == 0:
+    key = key_of_histogram(pitch_classes) if np.any(pitch_classes > 0) else None
+    if key is None:
         return UNKNOWN
-    best = max(((np.corrcoef(pitch_classes, np.roll(profile, tonic))[0, 1], mode, tonic)
-                for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)) for tonic in range(12)))
-    _, mode, tonic = best
+    tonic, mode = key
     return f"{(MAJOR_NAMES if mode == 'major' else MINOR_NAMES)[tonic]} {mode}"
 
 

@@ -12,33 +12,15 @@ from typing import Callable
 import numpy as np
 
 from midistruct.metrics.steps import STEPS_PER_QUARTER
-
-
-# Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-
-
-def key_correlations(pitch_classes: np.ndarray) -> np.ndarray:
-    """(24,) correlation of a pitch-class histogram (12,) with each major key's profile (C first), then each
-    minor key's: the Krumhansl-Schmuckler key finder's scores (zeros for a flat histogram)."""
-    out = np.zeros(24)
-    if pitch_classes.std() == 0:
-        return out
-    for k, profile in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
-        for tonic in range(12):
-            out[12 * k + tonic] = np.corrcoef(pitch_classes, np.roll(profile, tonic))[0, 1]
-    return out
+from midistruct.tokens.key import key_correlations, key_of_histogram  # noqa: F401 - key_correlations re-exported
 
 
 def estimated_key(notes: np.ndarray) -> tuple[int, str] | None:
     """Tonic pitch class and mode ("major" / "minor") of notes (N, 3) by the Krumhansl-Schmuckler key finder
-    on their duration-weighted pitch classes; None without notes."""
+    (:mod:`midistruct.tokens.key`) on their duration-weighted pitch classes; None without notes."""
     if len(notes) == 0:
         return None
-    weights = np.bincount(notes[:, 2].astype(np.int64) % 12, weights=notes[:, 1], minlength=12)
-    best = int(np.argmax(key_correlations(weights)))
-    return best % 12, ("major", "minor")[best // 12]
+    return key_of_histogram(np.bincount(notes[:, 2].astype(np.int64) % 12, weights=notes[:, 1], minlength=12))
 
 
 def note_density(notes: np.ndarray, quarters: float) -> float:

@@ -21,6 +21,7 @@ import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
 from midistruct.tags import SECTION_CLASSES, bar_section_classes
+from midistruct.tokens.key import KEY_MODES, canonical_shift, fitted_shift, key_of
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
 from midistruct.tokens.views import VIEWS, window_views
@@ -62,17 +63,24 @@ class WindowDataset(torch.utils.data.Dataset):
             ``(seed, epoch, index)``. ``(0, 0)`` disables it.
         sections: items also hold ``section_ids`` (NB,), each bar's section class from its piece's phrase
             labels (POP909's), -100 where it has none.
+        key: ``"canonical"`` moves every window by its piece's :func:`piece_shifts` (the piece to C major /
+            A minor; ``augment.key``, issue 14); ``"absolute"`` reads the pitches as written.
     """
 
     def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
                  views: tuple[str, ...] = (), arrangement_pitch: str = "rank", max_tokens: int | None = None,
-                 sections: bool = False):
+                 sections: bool = False, key: str = "absolute"):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
         self.transpose = tuple(transpose)
         self.seed, self.epoch = seed, 0
-        self.vocab = self._transposing_vocab() if self.transpose != (0, 0) else None
+        if key not in KEY_MODES:
+            raise ValueError(f"unknown key mode {key!r}; valid: {', '.join(KEY_MODES)}")
+        moves = self.transpose != (0, 0) or key == "canonical"
+        self.vocab = self._transposing_vocab() if moves else None
+        # canonical: each piece's shift to C major / A minor, one array per folder (indexed by piece)
+        self.shifts = [piece_shifts(a, self.vocab) for a in self.arrays] if key == "canonical" else None
         # views: each item also holds these views of the window (what a model's blocks read), cut to max_tokens
         self.views, self.arrangement_pitch, self.max_tokens = tuple(views), arrangement_pitch, max_tokens
         self.view_vocab = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if self.views else None
@@ -84,7 +92,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def _transposing_vocab(self) -> RemiVocab:
         vocab = RemiVocab(self.sets[0].tokenizer())
         if vocab.is_bpe:
-            raise ShardError("transposition needs base tokens, but these shards use BPE; set augment.transpose=[0, 0]")
+            raise ShardError("transposition needs base tokens, but these shards use BPE; set augment.transpose=[0, 0] "
+                             "and augment.key=absolute")
         return vocab
 
     def lengths(self) -> np.ndarray:
@@ -143,7 +152,10 @@ class WindowDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         which, row = self._locate(index)
         ids, bars = self.arrays[which].window(row)
-        if self.vocab is not None:
+        if self.shifts is not None:
+            shift = int(self.shifts[which][int(self.arrays[which].windows[row][2])])
+            ids = self.vocab.shift_pitches(ids, fitted_shift([ids], shift, self.vocab))
+        elif self.vocab is not None:
             ids = self._transpose(ids, index)
         item = window_item(ids, bars, vocab=self.view_vocab, views=self.views, arrangement_pitch=self.arrangement_pitch,
                            max_tokens=self.max_tokens)
@@ -157,6 +169,23 @@ class WindowDataset(torch.utils.data.Dataset):
             return ids
         rng = np.random.default_rng((self.seed, self.epoch, index))
         return self.vocab.shift_pitches(ids, int(rng.integers(low, high + 1)))
+
+
+def piece_shifts(arrays, vocab: RemiVocab) -> np.ndarray:
+    """(P,) the semitones that move each piece of a split (:class:`~midistruct.shards.reader.SplitArrays`) to
+    C major / A minor (:func:`midistruct.tokens.key.canonical_shift`), its key heard in all its windows at once
+    (0 for a piece without notes or windows)."""
+    rows = np.asarray(arrays.windows)
+    n_pieces = int(rows[:, 2].max()) + 1 if len(rows) else 0
+    shifts = np.zeros(n_pieces, dtype=np.int64)
+    if not len(rows):
+        return shifts
+    order = np.argsort(rows[:, 2], kind="stable")
+    pieces, starts = np.unique(rows[order, 2], return_index=True)
+    for piece, group in zip(pieces.tolist(), np.split(order, starts[1:])):
+        windows = [arrays.window(int(i))[0] for i in group]
+        shifts[piece] = fitted_shift(windows, canonical_shift(key_of(windows, vocab)), vocab)
+    return shifts
 
 
 def collate(items: list[dict[str, torch.Tensor]], *, pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:

@@ -107,9 +107,10 @@ class Trainer:
         model_cfg = model_config(cfg, self.tokenizer)
         views = model_cfg.view_options()
         sections = model_cfg.section_head > 0  # each bar's section from the pieces' phrase labels (issue 18)
+        key = cfg.augment.key  # canonical: every piece read in C major / A minor (issue 14, item 2)
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
-                                      sections=sections, **views)
-        self.valid_ds = WindowDataset([cfg.data.output], "valid", sections=sections, **views)
+                                      sections=sections, key=key, **views)
+        self.valid_ds = WindowDataset([cfg.data.output], "valid", sections=sections, key=key, **views)
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")

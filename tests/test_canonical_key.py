@@ -1,0 +1,180 @@
+"""Issue 14, item 2: key apart from content. ``augment.key: canonical`` moves every piece to C major / A minor by
+the key heard in all of it (``midistruct.tokens.key``), for training and for every piece a model encodes; the
+latents keep the shift and decoding undoes it, so the music comes back in its own key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from midistruct.config import ConfigError, load_config
+from midistruct.evaluation.statistics import sample_statistics
+from midistruct.generation.latents import PieceLatents
+from midistruct.generation.pipeline import InputError, MidiStruct
+from midistruct.prepare import prepare
+from midistruct.shards.dataset import WindowDataset, piece_shifts
+from midistruct.shards.reader import ShardSet
+from midistruct.tags import PITCH_CLASSES
+from midistruct.tokens.key import canonical_shift, fitted_shift, key_of, to_canonical
+from midistruct.tokens.encode import PieceEncoder
+from midistruct.tokens.remi import RemiVocab
+from midistruct.tokens.tokenizer import build_tokenizer
+from midistruct.tokens.validate import load_score
+from midistruct.training.loop import Trainer
+from scores import make_key_score
+
+KEYS = [(2, "major"), (7, "major"), (4, "minor"), (11, "minor"), (5, "major"), (0, "minor")]
+
+
+def test_canonical_shift_takes_the_nearer_way_to_c_major_or_a_minor():
+    assert canonical_shift((0, "major")) == 0 and canonical_shift((9, "minor")) == 0
+    assert canonical_shift((2, "major")) == -2  # D -> C
+    assert canonical_shift((7, "major")) == 5  # G -> C up a fourth, not down a fifth
+    assert canonical_shift((4, "minor")) == 5  # E minor -> A minor
+    assert canonical_shift((11, "minor")) == -2  # B minor -> A minor
+    assert canonical_shift((6, "major")) == -6 and canonical_shift(None) == 0
+    assert all(-6 <= canonical_shift((t, m)) <= 5 for t in range(12) for m in ("major", "minor"))
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """Twelve 8-bar melodies, two in each of six keys, prepared into 2-bar windows; and a tiny model trained two
+    steps on them with ``augment.key: canonical``."""
+    root = tmp_path_factory.mktemp("keyed")
+    (root / "midi").mkdir()
+    rows = ["path,key"]
+    for i, (tonic, mode) in enumerate(KEYS * 2):
+        name = f"tune{i:02d}_{tonic}{mode}.mid"
+        make_key_score(tonic, mode, seed=i).dump_midi(str(root / "midi" / name))
+        rows.append(f"{name},{PITCH_CLASSES[tonic]} {mode}")
+    (root / "tags.csv").write_text("\n".join(rows) + "\n")
+    source = f"{{kind: folder, path: '{root / 'midi'}', tags: '{root / 'tags.csv'}'}}"
+    cfg = load_config("tiny", [f"data.sources=[{source}]",
+                               f"data.output={root / 'data'}", f"train.run_dir={root / 'run'}", "train.threads=1",
+                               "segments.bars=2", "splits.valid=0.2", "splits.test=0", "augment.key=canonical",
+                               "train.max_steps=2", "train.eval_every=2", "train.save_every=2"])
+    prepare(cfg, progress=False)
+    Trainer(cfg, progress=False).run()
+    return root
+
+
+def _piece_key(ds: WindowDataset, piece: int):
+    rows = np.flatnonzero(ds.arrays[0].windows[:, 2] == piece)
+    return key_of([ds[int(i)]["input_ids"][:-1].numpy() for i in rows], ds.vocab)
+
+
+def test_key_finder_hears_each_synthetic_key(keyed):
+    arrays = ShardSet(keyed / "data").split("train")
+    vocab = RemiVocab(ShardSet(keyed / "data").tokenizer())
+    for p, record in enumerate(arrays.pieces()):
+        rows = np.flatnonzero(arrays.windows[:, 2] == p)
+        tonic, mode = (int(record["id"].split("_")[1][:-5]), record["id"][-5:])
+        assert key_of([arrays.window(int(i))[0] for i in rows], vocab) == (tonic, mode), record["id"]
+
+
+def test_dataset_reads_every_piece_in_c_major_or_a_minor(keyed):
+    absolute = WindowDataset([keyed / "data"], "train")
+    canonical = WindowDataset([keyed / "data"], "train", key="canonical")
+    pieces = canonical.arrays[0].pieces()
+    assert len(pieces) >= 6
+    for p, record in enumerate(pieces):
+        key = _piece_key(canonical, p)
+        assert key in ((0, "major"), (9, "minor")), (record["id"], key)
+        assert key[1] == record["id"][-5:]  # the mode is kept
+    # the move is one shift per piece, the same as piece_shifts says, and changes only pitches
+    shifts = piece_shifts(canonical.arrays[0], canonical.vocab)
+    for i in range(len(canonical)):
+        piece = int(canonical.arrays[0].windows[i][2])
+        a, c = absolute[i]["input_ids"].numpy(), canonical[i]["input_ids"].numpy()
+        assert np.array_equal(canonical.vocab.shift_pitches(a[:-1], int(shifts[piece])), c[:-1])
+    assert set(shifts.tolist()) - {0}  # the keys were not all C major / A minor already
+
+
+def test_canonical_refuses_random_transposition():
+    with pytest.raises(ConfigError, match="key: canonical"):
+        load_config("tiny", ["augment.key=canonical", "augment.transpose=[-5,6]"])
+
+
+def test_fitted_shift_stays_in_range(keyed):
+    vocab = RemiVocab(ShardSet(keyed / "data").tokenizer())
+    top = vocab.shift_pitches(np.asarray([vocab.bar_id, vocab._id["Pitch_60"]]), 0)
+    high = int(np.flatnonzero(vocab._pitch_id >= 0)[-1])
+    window = top.copy()
+    window[1] = vocab._pitch_id[high - 1]  # one semitone under the top of the range
+    assert fitted_shift([window], 5, vocab) == -7  # up a fourth leaves the range: down a fifth instead
+    assert fitted_shift([window], 1, vocab) == 1
+
+
+def test_a_canonical_model_encodes_in_c_and_decodes_back(keyed):
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    assert ms.canonical
+    d_major = make_key_score(2, "major", bars=4, seed=99)
+    windows = ms.windows(d_major)
+    moved, shifts = ms.to_model_key(windows)
+    assert shifts == [-2] * len(windows)
+    assert key_of(moved, ms.vocab) == (0, "major")
+    z = ms.encode(d_major)
+    assert z.shifts == [-2] * len(z)
+    # decoding moves the model's output back by the shift: the same greedy tokens, 2 semitones up
+    plain = ms.generate_tokens(PieceLatents(z.z_bar, z.z_segment, z.bars, z.time_signatures, z.tempo))
+    back = ms.generate_tokens(z)
+    for p, b in zip(plain, back):
+        assert np.array_equal(ms.vocab.shift_pitches(np.asarray(p), fitted_shift([np.asarray(p)], 2, ms.vocab)), b)
+    # explicit shifts per window (windows of several pieces): each window moved by its own
+    moved, fitted = ms.to_model_key(windows[:2], [5, -3])
+    assert fitted == [5, -3]
+    assert np.array_equal(moved[1], ms.vocab.shift_pitches(windows[1], -3))
+    # latents files keep the shifts
+    path = z.save(keyed / "z.npz")
+    assert PieceLatents.load(path).shifts == z.shifts
+
+
+def test_an_absolute_model_keeps_no_shift(checkpoint):
+    ms = MidiStruct.from_pretrained(checkpoint)
+    assert not ms.canonical
+    z = ms.encode(make_key_score(2, "major", bars=4, seed=1))
+    assert z.shifts == [] and z.window_shifts() == [0] * len(z)
+
+
+def test_prior_fitted_on_canonical_codes(keyed):
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    arrays = ShardSet(keyed / "data").split("train")
+    ids = [p["id"] for p in arrays.pieces()]
+    shifts = ms.corpus_shifts(keyed / "data", "train", ids)
+    assert shifts == piece_shifts(arrays, ms.vocab).tolist()
+    prior = ms.fit_prior(keyed / "data", windows=200, rank=4, tags=("tonic", "key", "mode"), min_tag_windows=1)
+    assert "mode" in prior.tags and not {"tonic", "key"} & set(prior.tags)  # the codes hold no key
+    assert torch.isfinite(ms.sample_latents(2).z_bar).all()
+    # a tonic is reached by transposing each sample from the key heard in it
+    for tonic, tags in ((2, {"tonic": "D"}), (7, {"key": "G major"}), (11, {"tonic": "B"})):
+        for score in ms.sample(3, tags=tags, seed=0, temperature=1.0):
+            ids = ms.piece_encoder.tokenize(score)
+            if ms.vocab.count_notes(ids):
+                assert key_of([ids], ms.vocab)[0] == tonic, tags
+    with pytest.raises(InputError, match="names no key"):
+        ms.sample(1, tags={"tonic": "H"})
+    # statistics of samples against real windows: each sample is moved to its reference window's key
+    found = sample_statistics(ms, keyed / "data", n=8, split="train", temperature=1.0)
+    assert 0.0 <= found["scale_consistency.generated_mean"] <= 1.0
+    assert found["scale_consistency.reference_mean"] == pytest.approx(1.0)  # the tunes keep to their scales
+
+
+@pytest.mark.shared_data
+def test_real_tunes_move_to_c_major_or_a_minor(shared_datasets, tmp_path):
+    files = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid"))[:12]
+    assert files, "no Nottingham melodies found"
+    cfg = load_config("tiny", [f"data.sources=[{{kind: folder, path: '{files[0].parent}'}}]", "segments.bars=2"])
+    encoder = PieceEncoder(cfg, build_tokenizer(cfg.tokenizer))
+    ms_vocab = encoder.vocab
+    moved_any = 0
+    for path in files:
+        ids = encoder.tokenize(load_score(path))
+        before = key_of([ids], ms_vocab)
+        moved, shift = to_canonical([ids], ms_vocab)
+        after = key_of(moved, ms_vocab)
+        assert after in ((0, "major"), (9, "minor")), (path.name, before, shift)
+        assert after[1] == before[1]
+        assert np.array_equal(ms_vocab.shift_pitches(moved[0], -shift), ids)  # nothing but the pitches moved
+        moved_any += shift != 0
+    assert moved_any >= 6  # most of these tunes are not in C major / A minor
