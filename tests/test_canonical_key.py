@@ -4,12 +4,15 @@ latents keep the shift and decoding undoes it, so the music comes back in its ow
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from midistruct.config import ConfigError, load_config
 from midistruct.evaluation.statistics import sample_statistics
+from midistruct.evaluation.tag_control import control, fit_judge
 from midistruct.generation.latents import PieceLatents
 from midistruct.generation.pipeline import InputError, MidiStruct
 from midistruct.prepare import prepare
@@ -21,6 +24,7 @@ from midistruct.tokens.encode import PieceEncoder
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import build_tokenizer
 from midistruct.tokens.validate import load_score
+from midistruct.training.finetune import open_init, train_config
 from midistruct.training.loop import Trainer
 from scores import make_key_score
 
@@ -104,6 +108,13 @@ def test_fitted_shift_stays_in_range(keyed):
     window[1] = vocab._pitch_id[high - 1]  # one semitone under the top of the range
     assert fitted_shift([window], 5, vocab) == -7  # up a fourth leaves the range: down a fifth instead
     assert fitted_shift([window], 1, vocab) == 1
+    # folding: a note that would leave the range moves by an octave more, the others as asked
+    low = int(np.flatnonzero(vocab._pitch_id >= 0)[0])
+    both = np.asarray([vocab.bar_id, vocab._pitch_id[high - 1], vocab._pitch_id[low + 1], vocab._pitch_id[60]])
+    moved = vocab.pitch_of[vocab.shift_pitches(both, 5, fold=True)][1:]
+    assert moved.tolist() == [high - 1 + 5 - 12, low + 1 + 5, 65]
+    moved = vocab.pitch_of[vocab.shift_pitches(both, -5, fold=True)][1:]
+    assert moved.tolist() == [high - 1 - 5, low + 1 - 5 + 12, 55]
 
 
 def test_a_canonical_model_encodes_in_c_and_decodes_back(keyed):
@@ -120,7 +131,7 @@ def test_a_canonical_model_encodes_in_c_and_decodes_back(keyed):
     plain = ms.generate_tokens(PieceLatents(z.z_bar, z.z_segment, z.bars, z.time_signatures, z.tempo))
     back = ms.generate_tokens(z)
     for p, b in zip(plain, back):
-        assert np.array_equal(ms.vocab.shift_pitches(np.asarray(p), fitted_shift([np.asarray(p)], 2, ms.vocab)), b)
+        assert np.array_equal(ms.vocab.shift_pitches(np.asarray(p), 2, fold=True), b)
     # explicit shifts per window (windows of several pieces): each window moved by its own
     moved, fitted = ms.to_model_key(windows[:2], [5, -3])
     assert fitted == [5, -3]
@@ -178,3 +189,64 @@ def test_real_tunes_move_to_c_major_or_a_minor(shared_datasets, tmp_path):
         assert np.array_equal(ms_vocab.shift_pitches(moved[0], -shift), ids)  # nothing but the pitches moved
         moved_any += shift != 0
     assert moved_any >= 6  # most of these tunes are not in C major / A minor
+
+
+def test_tonic_control_of_a_canonical_model(keyed):
+    """tag_control asks a canonical model for a tonic the way `sample --tag` does (transposing its samples; its
+    prior keeps no tonic), and reports a share for each tonic judged."""
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    ms.fit_prior(keyed / "data", windows=200, rank=4, tags=("mode",), min_tag_windows=1)
+    arrays = ShardSet(keyed / "data").split("train")
+    windows = [arrays.window(i)[0] for i in range(arrays.n_windows)]
+    tonics = [PITCH_CLASSES[int(arrays.pieces()[int(arrays.windows[i][2])]["id"].split("_")[1][:-5])]
+              for i in range(arrays.n_windows)]
+    values = sorted(set(tonics), key=tonics.count)[-2:]  # the two tonics with the most training windows
+    judge = fit_judge(ms, windows, tonics, values)
+    held_out = [(w, t) for w, t in zip(windows, tonics) if t in values]
+    found = control(ms, judge, "tonic", held_out=held_out, n=6, temperature=1.0)
+    assert set(found["values"]) == set(values)
+    for value in values:
+        assert 0.0 <= found["values"][value]["controlled"] <= 1.0
+
+
+def test_fine_tuning_keeps_the_checkpoints_key(keyed, checkpoint):
+    """``train --init`` reads pitch as the checkpoint learnt to: a canonical model stays canonical (without random
+    transposition) under a config that asks otherwise, an absolute one stays absolute, and the note says so."""
+    cfg, ignored = train_config(load_config("tiny", ["augment.transpose=[-5,6]"]), open_init(keyed / "run" / "last"))
+    assert cfg.augment.key == "canonical" and cfg.augment.transpose == (0, 0)
+    assert any(n.startswith("augment.key='absolute'") for n in ignored)
+    assert any(n.startswith("augment.transpose=[-5, 6]") for n in ignored)
+    cfg, ignored = train_config(load_config("tiny", ["augment.key=canonical"]), open_init(checkpoint))
+    assert cfg.augment.key == "absolute" and any(n.startswith("augment.key='canonical'") for n in ignored)
+
+
+def test_a_tonic_tag_transposes_the_inputs_of_a_canonical_model(keyed, tmp_path):
+    """`reconstruct`, `interpolate` and `continue --tag tonic=E` on a model that reads a canonical key: the notes
+    are moved to E before encoding, so the shift beside the codes is E major's (-4) and the primer comes back in E."""
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    d_major, g_major = tmp_path / "d.mid", tmp_path / "g.mid"
+    make_key_score(2, "major", bars=4, seed=5).dump_midi(str(d_major))
+    make_key_score(7, "major", bars=4, seed=6).dump_midi(str(g_major))
+    za, zb = ms._aligned([d_major, g_major], tags={"tonic": "E"})
+    assert set(za.shifts) == {-4} and set(zb.shifts) == {-4}
+    assert set(ms.encode(d_major).shifts) == {-2}  # without the tag, D major's own
+    out = ms.continue_(d_major, 2, tags={"tonic": "E"}, seed=0)
+    primer = sorted(n.pitch for n in load_score(d_major).tracks[0].notes[:8])
+    continued = sorted(n.pitch for n in out.tracks[0].notes[:8])
+    assert continued == [p + 2 for p in primer]
+    assert len(ms.interpolate(d_major, g_major, 2, tags={"tonic": "E"})) == 2
+    assert len(ms.reconstruct(d_major, tags={"key": "E major"}).tracks) == 1
+
+
+def test_tags_command_says_a_canonical_model_takes_any_tonic(keyed, tmp_path, capsys):
+    import shutil
+
+    from midistruct.cli import main
+    from midistruct.model.prior import PRIOR_FILE
+
+    folder = Path(shutil.copytree(keyed / "run" / "last", tmp_path / "model"))
+    ms = MidiStruct.from_pretrained(folder)
+    ms.fit_prior(keyed / "data", windows=200, rank=4, tags=("mode",), min_tag_windows=1).save(folder / PRIOR_FILE)
+    assert main(["tags", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "mode: " in out and "tonic, key: any" in out

@@ -203,13 +203,16 @@ def test_note_features_see_key_and_rhythm():
 @pytest.mark.shared_data
 def test_the_shipped_folk_model_knows_tune_types_and_keys_of_unseen_tunes(shared_datasets):
     """Real music: the shipped folk-2bar prior's tags, fitted on O'Neill's, Ryan's and Aird's (music21), read
-    Nottingham tunes it never saw, and sampling with a tonic moves the pitch classes the right way."""
+    Nottingham tunes it never saw, and sampling with a tonic moves the pitch classes the right way (the model
+    reads every tune in C major / A minor, so its prior holds no key and a tonic is reached by transposing)."""
     from midistruct.evaluation.tag_control import note_features
     from midistruct.generation.pipeline import MidiStruct
     from midistruct.metrics.notes import notes_of
+    from midistruct.tokens.key import key_of
 
     ms = MidiStruct.from_pretrained("folk-2bar")
-    assert {"tune_type", "key", "mode", "tonic"} <= set(ms.known_tags())
+    assert ms.canonical and {"tune_type", "mode"} <= set(ms.known_tags())
+    assert not {"key", "tonic"} & set(ms.known_tags())
     melody = shared_datasets / "nottingham" / "midi" / "melody"
     group = ms.prior.tags["tune_type"]
     hits = {}
@@ -224,15 +227,18 @@ def test_the_shipped_folk_model_knows_tune_types_and_keys_of_unseen_tunes(shared
             codes.append(torch.cat([z.z_bar[full].reshape(len(full), -1), z.z_segment[full]], 1))
         called = group.nearest(torch.cat(codes))
         hits[kind] = float((called == group.values.index(kind)).float().mean())
-    # each type's windows are called that type, of 11, far above guessing (measured 0.99 / 0.74)
-    assert hits["jig"] > 0.9 and hits["waltz"] > 0.6, hits
-    # tonic D samples use F sharp (measured 0.28 of their notes), tonic F samples do not (0.0)
+    # each type's windows are called that type, of 11, far above guessing (measured 0.87 / 0.79; the absolute-pitch
+    # folk-2bar shipped until 2026-12-07: 0.99 / 0.74)
+    assert hits["jig"] > 0.8 and hits["waltz"] > 0.6, hits
+    # samples asked for tonic D or F are heard in D or F, and D's use F sharp (measured 0.094 of their notes) where
+    # F's hardly do (0.010)
     share = {}
-    for tonic in ("F", "D"):
+    for tonic, pc in (("F", 5), ("D", 2)):
         scores = ms.sample(8, seed=0, temperature=0.0, prior_scale=0.5, tags={"tonic": tonic}, tag_strength=2.0)
-        pcs = np.mean([note_features(notes_of(s), quarters=8.0)[:12] for s in scores], axis=0)
-        share[tonic] = (pcs[10], pcs[6])  # B flat, F sharp
-    assert share["D"][1] > 0.1 and share["D"][1] > 5 * share["F"][1] and share["F"][0] >= share["D"][0], share
+        heard = [key_of([ms.piece_encoder.tokenize(s)], ms.vocab) for s in scores]
+        assert all(key[0] == pc for key in heard if key), (tonic, heard)
+        share[tonic] = np.mean([note_features(notes_of(s), quarters=8.0)[:12] for s in scores], axis=0)[6]
+    assert share["D"] > 0.05 and share["D"] > 5 * share["F"], share
 
 
 def test_sections_come_from_phrase_labels_placed_at_the_label_bar():

@@ -2,7 +2,7 @@
 "Sampling deterministic codes"): the prior as fitted, the same prior without its correlations (diagonal
 only), and, as the ceiling, the codes of real held-out windows, each decoded greedily and at temperature 1.
 
-    python docs/scripts/prior_samples.py CHECKPOINT DATA [--n 128]
+    python docs/scripts/prior_samples.py CHECKPOINT DATA [--n 128] [--seed 0]
 
 CHECKPOINT must hold code_prior.safetensors (`midistruct prior CHECKPOINT --data DATA`).
 """
@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("data")
     ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0, help="draws the samples and picks the reference windows")
     args = ap.parse_args()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     fitted = ms.prior
@@ -35,19 +36,19 @@ def main() -> None:
     for name, prior in [("fitted", fitted), ("diagonal", diagonal)]:
         ms.prior = prior
         for t in (0.0, 1.0):
-            found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=t, seed=0)
+            found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=t, seed=args.seed)
             out[f"{name}_t{t:g}"] = {k: round(found[k], 4) for k in
                                      ("scale_consistency.generated_mean", "scale_consistency.reference_mean",
                                       "polyphony.generated_mean", "polyphony.reference_mean",
                                       "pitch_range.generated_mean", "pitch_range.reference_mean", "oa_mean")}
             print(name, t, json.dumps(out[f"{name}_t{t:g}"]), flush=True)
     # the ceiling: real held-out windows' own codes through the same decoder
-    real = statistics_real(ms, args.data, args.n)
+    real = statistics_real(ms, args.data, args.n, seed=args.seed)
     out.update(real)
     print(json.dumps(out, indent=1))
 
 
-def statistics_real(ms, folder, n):
+def statistics_real(ms, folder, n, *, seed: int = 0):
     """The same statistics with the prior replaced by the codes of ``n`` other held-out windows."""
     from midistruct.generation.attributes import corpus_windows_with_pieces
 
@@ -63,13 +64,13 @@ def statistics_real(ms, folder, n):
         def check(self, **_):
             pass
 
-        def sample(self, k, generator=None, scale=1.0):
+        def sample(self, k, generator=None, scale=1.0, **_):
             return z.z_bar[:k], z.z_segment[:k]
 
     ms.prior = Replay()
     out = {}
     for t in (0.0, 1.0):
-        found = statistics.sample_statistics(ms, folder, n=len(windows), temperature=t, seed=0)
+        found = statistics.sample_statistics(ms, folder, n=len(windows), temperature=t, seed=seed)
         out[f"real_codes_t{t:g}"] = {k: round(found[k], 4) for k in
                                      ("scale_consistency.generated_mean", "scale_consistency.reference_mean",
                                       "polyphony.generated_mean", "polyphony.reference_mean",

@@ -390,7 +390,11 @@ def cmd_prior(args: argparse.Namespace) -> int:
     for name, group in prior.tags.items():
         print(f"  tag {name}: {len(group.values)} values ({', '.join(group.values[:8])}"
               f"{', ...' if len(group.values) > 8 else ''})")
-    missing = [t for t in tags if t not in prior.tags]
+    keyless = [t for t in tags if ms.canonical and t in ("tonic", "key")]
+    if keyless:
+        print(f"  not kept: {', '.join(keyless)} (this model reads every piece in C major / A minor; `sample --tag "
+              "tonic=D` transposes its samples instead)")
+    missing = [t for t in tags if t not in prior.tags and t not in keyless]
     if missing:
         print(f"  not kept (fewer than 2 values with {args.min_tag_windows} windows): {', '.join(missing)}")
     if args.output and output.parent.resolve() != resolve(args.checkpoint).resolve():
@@ -799,7 +803,17 @@ def cmd_tags(args: argparse.Namespace) -> int:
         return 0
     for name, values in found.items():
         print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values.items()))
+    if _reads_canonical_key(folder):
+        print("tonic, key: any (this model reads every piece in C major / A minor; a tonic transposes the music)")
     return 0
+
+
+def _reads_canonical_key(folder: Path) -> bool:
+    """Whether the checkpoint in ``folder`` reads every piece in C major / A minor (``augment.key: canonical``)."""
+    from midistruct.model.checkpoint import META_FILE
+
+    meta = json.loads((folder / META_FILE).read_text())
+    return meta.get("run_config", {}).get("augment", {}).get("key") == "canonical"
 
 
 def cmd_form(args: argparse.Namespace) -> int:

@@ -13,6 +13,11 @@ not simply never called). Its balanced accuracy on real held-out windows is its 
   a tonic or key by transposing the notes, as ``reconstruct`` does), called ``v``;
 - ``real``: held-out windows of value ``v`` called ``v`` (the judge's recall there, its ceiling for ``v``).
 
+A model that reads a canonical key (``augment.key: canonical``) writes its samples in C major / A minor; since the
+judge hears pitch classes, each sample is moved to the key of a real held-out window of the value asked (of any
+value when unconditioned), drawn at random; a ``tonic`` or ``key`` tag it reaches by transposing its samples
+(:meth:`MidiStruct.sample_tonic`), as ``sample`` does.
+
 Shapes: ``features`` (W, F) for W windows.
 """
 
@@ -107,6 +112,28 @@ def _free_latents(ms, n: int, *, scale: float = 1.0):
                         [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures])
 
 
+def _real_keys(ms, held_out: list[tuple[np.ndarray, str]], *, seed: int):
+    """``keys(z, value)``: for a model that reads a canonical key, ``z`` with each sample given the shift of a real
+    held-out window of ``value`` (any value for None), drawn at random, so that samples written in C major / A
+    minor are judged in the keys real windows of that value are in (the judge hears pitch classes); ``z`` as it
+    is for other models."""
+    if not ms.canonical:
+        return lambda z, value: z
+    rng = np.random.default_rng(seed)
+    own = ms.own_key_shifts([w for w, _ in held_out])
+    by_value: dict = {}
+    for shift, (_, v) in zip(own, held_out):
+        by_value.setdefault(v, []).append(shift)
+        by_value.setdefault(None, []).append(shift)
+
+    def keys(z, value):
+        pool = by_value.get(value) or by_value.get(None) or [0]
+        z.shifts = [int(s) for s in rng.choice(pool, len(z))]
+        return z
+
+    return keys
+
+
 def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength: float):
     """Codes of ``windows`` moved to ``name=value`` as ``reconstruct --tag`` moves a piece's: a tonic or key by
     transposing each window's notes (:meth:`MidiStruct.transposed`), any other tag by moving its codes."""
@@ -126,7 +153,8 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
     import torch
 
     torch.manual_seed(seed)
-    free = ms.generate_tokens(_free_latents(ms, n, scale=prior_scale), temperature=temperature)
+    keys = _real_keys(ms, held_out, seed=seed)
+    free = ms.generate_tokens(keys(_free_latents(ms, n, scale=prior_scale), None), temperature=temperature)
     free_calls = judge_windows(judge, ms, free)
     real_calls = judge_windows(judge, ms, [w for w, _ in held_out])
     recall = [np.mean([c == value for c, (_, v) in zip(real_calls, held_out) if v == value])
@@ -135,9 +163,16 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
                  "prior_scale": prior_scale, "tag_strength": tag_strength,
                  "ceiling": float(np.mean(recall)), "held_out": len(held_out)}
     for value in judge.values:
-        meter = ms.prior.meter_for({name: value}) or "4/4"
-        z = ms.sample_latents(n, meter=meter, tags={name: value}, scale=prior_scale, tag_strength=tag_strength)
-        calls = judge_windows(judge, ms, ms.generate_tokens(z, temperature=temperature))
+        tags, tonic = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
+        if tags:
+            meter = ms.prior.meter_for(tags) or "4/4"
+            z = ms.sample_latents(n, meter=meter, tags=tags, scale=prior_scale, tag_strength=tag_strength)
+        else:  # the tonic alone, from a canonical model: untagged codes, meters in the training proportions
+            meter, z = "mixed", _free_latents(ms, n, scale=prior_scale)
+        tokens = ms.generate_tokens(keys(z, value) if tonic is None else z, temperature=temperature)
+        if tonic is not None:
+            tokens = [ms.in_tonic(ids, tonic) for ids in tokens]
+        calls = judge_windows(judge, ms, tokens)
         others = [w for w, v in held_out if v != value][:n]
         moved = _retagged(ms, others, name, value, strength=tag_strength) if others else None
         retag_calls = judge_windows(judge, ms, ms.generate_tokens(moved, temperature=0.0)) if others else []

@@ -180,7 +180,7 @@ class MidiStruct:
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
                time_signature: str | None = None, downbeat: float | None = None,
                drop_long: bool = False, name: str | None = None,
-               meter_option: tuple[str, str] = METER_OPTION) -> PieceLatents:
+               meter_option: tuple[str, str] = METER_OPTION, tags: dict[str, str] | None = None) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
 
         ``time_signature`` ("4/4") overrides the file's meters, as POP909's phrase labels require; ``downbeat``
@@ -188,11 +188,14 @@ class MidiStruct:
         ``drop_long`` leaves out windows too dense for the model instead of refusing the piece (the latents
         then cover only the other windows: for a piece's summary, not for decoding it back).
         ``name`` labels the piece in errors and warnings (default: its path; a Score given has none);
-        ``meter_option`` as in :meth:`windows`.
+        ``meter_option`` as in :meth:`windows`. A ``tonic`` or ``key`` in ``tags`` first transposes the notes to that
+        tonic (:meth:`transposed`); other tags are left to :meth:`retag`.
         """
         score = self.load(midi)
         windows = self.windows(score, time_signature=time_signature, downbeat=downbeat, name=name or _name(midi),
                                drop_long=drop_long, meter_option=meter_option)
+        if tags:
+            windows = self.transposed(windows, tags)[0]
         latents = self.encode_windows(windows[:max_windows], sample=sample)
         latents.tempo = _tempo_of(score)
         return latents
@@ -243,11 +246,10 @@ class MidiStruct:
         return [self.to_model_key([w])[1][0] for w in windows]
 
     def from_model_key(self, ids: list[int], shift: int) -> list[int]:
-        """Decoded ids moved back by ``-shift`` (an octave further where the pitches would leave the range)."""
+        """Decoded ids moved back by ``-shift`` (a note that would leave the range moves by an octave more)."""
         if not shift:
             return ids
-        base = self.vocab.to_base(ids)
-        return self.vocab.shift_pitches(base, fitted_shift([base], -int(shift), self.vocab)).tolist()
+        return self.vocab.shift_pitches(self.vocab.to_base(ids), -int(shift), fold=True).tolist()
 
     # ---- latents -> tokens -> MIDI ---------------------------------------------------------
 
@@ -377,7 +379,9 @@ class MidiStruct:
         """
         self._check_tags(tags or {})
         placing = {"time_signature": time_signature, "downbeat": downbeat}
-        za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b], **placing))
+        keyed = tags if self.canonical else None  # a canonical model reaches a tonic by transposing both pieces
+        za, zb = (self.retag(z, tags or {}, strength=tag_strength) for z in self._aligned([a, b], tags=keyed,
+                                                                                           **placing))
         bars_path = path(za.z_bar, zb.z_bar, steps, method=method)
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
         # each step keeps the meters and tempo of the nearer endpoint, so B's end decodes as B does
@@ -436,14 +440,14 @@ class MidiStruct:
         scores = dict(zip(cells, self.decode_many(list(cells.values()), **kw)))
         return [[scores[row, col] for col in range(steps)] for row in range(steps)]
 
-    def _aligned(self, pieces: list, **placing) -> list[PieceLatents]:
+    def _aligned(self, pieces: list, *, tags: dict[str, str] | None = None, **placing) -> list[PieceLatents]:
         """Latents of several pieces cut to a common number of windows and bars per window
         (a piece shorter than one window cuts the others to its bars); ``placing``: :meth:`encode`'s
-        ``time_signature`` / ``downbeat``, for every piece."""
+        ``time_signature`` / ``downbeat``, for every piece; ``tags``: a tonic to transpose every piece to."""
         zs, errors = [], []
         for piece in pieces:  # every bad piece is named, not only the first
             try:
-                zs.append(self.encode(piece, **placing))
+                zs.append(self.encode(piece, tags=tags, **placing))
             except InputError as err:
                 errors.append(str(err))
         if errors:
@@ -475,7 +479,9 @@ class MidiStruct:
             ids = self.vocab.from_base(self.piece_encoder.tokenize(self.load(primer), **placing))[0]
         except Skip as skip:
             raise InputError(f"{_name(primer)}: {skip}") from None
-        style = latent if latent is not None else self.encode(primer, **placing)
+        if self.canonical and tags:  # a canonical model reaches a tonic by transposing the primer (as reconstruct)
+            ids = self.transposed([ids], tags)[0][0]
+        style = latent if latent is not None else self.encode(primer, tags=tags if self.canonical else None, **placing)
         style = style.window(len(style) - 1) if latent is None else style.window(0)
         style = self.retag(style, tags or {}, strength=tag_strength)
         meter = self.vocab.meter(ids[self.vocab.bar_starts(ids)[-1]:])
@@ -662,6 +668,7 @@ class MidiStruct:
         return {name: list(g.values) for name, g in self.prior.tags.items()} if self.prior is not None else {}
 
     def _check_tags(self, tags: dict[str, str]) -> None:
+        tags = self.sample_tonic(tags)[0]  # a canonical model reaches a tonic by transposing, not through its prior
         if not tags:
             return
         if self.prior is None:
@@ -701,7 +708,10 @@ class MidiStruct:
 
     def retag(self, latents: PieceLatents, tags: dict[str, str], *, strength: float = 1.0) -> PieceLatents:
         """Every window's codes moved from the tag values they lie nearest to those of ``tags``
-        (:meth:`midistruct.model.prior.CodePrior.retag`): "this tune, in D minor" (issue 18)."""
+        (:meth:`midistruct.model.prior.CodePrior.retag`): "this tune, in D minor" (issue 18). A model that reads a
+        canonical key leaves ``tonic`` and ``key`` to the notes (:meth:`transposed`, before encoding) and moves only
+        the rest (``key``'s mode) here."""
+        tags = self.sample_tonic(tags)[0]
         self._check_tags(tags)
         if not tags:
             return latents

@@ -231,14 +231,19 @@ class RemiVocab:
         lo, hi = np.flatnonzero(self._pitch_id >= 0)[[0, -1]].tolist()
         return max(low, lo - int(pitches.min())), min(high, hi - int(pitches.max()))
 
-    def shift_pitches(self, ids, semitones: int) -> np.ndarray:
-        """Base ids (T,) with every ``Pitch`` moved by ``semitones`` (which must be allowed)."""
+    def shift_pitches(self, ids, semitones: int, *, fold: bool = False) -> np.ndarray:
+        """Base ids (T,) with every ``Pitch`` moved by ``semitones`` (which must be allowed, unless ``fold``: then a
+        pitch that would leave the range moves by octaves back into it)."""
         ids = np.asarray(ids, dtype=np.int64)
         self._pitches(ids)  # refuses BPE ids
         if semitones == 0:
             return ids
         pitches = self.pitch_of[ids]
         moved = pitches + semitones
+        if fold:
+            lo, hi = np.flatnonzero(self._pitch_id >= 0)[[0, -1]].tolist()
+            moved = np.where(pitches >= 0, np.where(moved < lo, moved + 12 * -(-(lo - moved) // 12), moved), moved)
+            moved = np.where(pitches >= 0, np.where(moved > hi, moved - 12 * -(-(moved - hi) // 12), moved), moved)
         out = ids.copy()
         out[pitches >= 0] = self._pitch_id[moved[pitches >= 0]]
         return out

@@ -6,7 +6,9 @@ What the weights fix comes from the checkpoint; the config decides the rest (dat
   model keys are not used; :func:`train_config` lists those that differ, for the one-line note the trainer prints);
 - the tokenizer: the data must have been prepared with the checkpoint's (:func:`check_data` compares the shard
   folder's tokenizer hash), which ``midistruct prepare --init`` does (:func:`prepare_config`);
-- the window: the data's windows must fit the model's bar and position tables.
+- the window: the data's windows must fit the model's bar and position tables;
+- how the model reads pitch (``augment.key``: as written, or every piece in C major / A minor), so that a
+  fine-tuned canonical model still reads the key it learnt in.
 
 The optimizer, scheduler and step start afresh. Each checkpoint of the run records where it started
 (:func:`record`, ``midistruct.json["init"]``), so a model card can say it and ``--resume`` rebuilds the same model.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midistruct.config import Config, ModelSettings
+from midistruct.config import AugmentConfig, Config, ModelSettings
 from midistruct.errors import MidiStructError
 from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config, vocab_map
 from midistruct.model.pretrained import names, resolve
@@ -139,7 +141,21 @@ def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
                for k, v in cfg.model.overrides().items() if k in settings and _differs(v, settings[k])]
     if cfg.tokenizer != tokenizer:
         ignored.append("tokenizer")
-    return cfg.model_copy(update={"model": ModelSettings(**settings), "tokenizer": tokenizer}), ignored
+    augment = _checkpoint_key(cfg.augment, init.run_config.augment.key, ignored)
+    return cfg.model_copy(update={"model": ModelSettings(**settings), "tokenizer": tokenizer, "augment": augment}), ignored
+
+
+def _checkpoint_key(augment: AugmentConfig, key: str, ignored: list[str]) -> AugmentConfig:
+    """``augment`` with the checkpoint's ``key`` mode (how its model reads pitch: as written, or every piece in
+    C major / A minor), noting in ``ignored`` what of ``augment`` that overrules; a canonical checkpoint trains
+    without random transposition."""
+    if augment.key != key:
+        ignored.append(f"augment.key={augment.key!r} (checkpoint: {key!r})")
+    transpose = augment.transpose
+    if key == "canonical" and transpose != (0, 0):
+        ignored.append(f"augment.transpose={list(transpose)} (the checkpoint reads every piece in C major / A minor)")
+        transpose = (0, 0)
+    return AugmentConfig(transpose=transpose, key=key)
 
 
 def vocab_remap(init: InitCheckpoint, tokenizer):
