@@ -193,7 +193,7 @@ def test_onset_f1_known_values():
 def test_cli_evaluate(shards, tmp_path, capsys):
     Trainer(_cfg(shards, tmp_path / "run", "train.max_steps=2", "train.eval_every=2"), progress=False).run()
     assert main(["evaluate", str(tmp_path / "run" / "last"), "--split", "valid", "--windows", "8", "--free-run", "4",
-                 "--interpolations", "2", "--judge", str(tmp_path / "run" / "last")]) == 0
+                 "--interpolations", "2", "--judge", str(tmp_path / "run" / "last"), "--beams", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["windows"] == 8 and result["free_run_windows"] == 4 and result["step"] == 2
     assert 0.0 <= result["free_onset_f1"] <= 1.0 and 0.0 <= result["token_accuracy"] <= 1.0
@@ -204,6 +204,7 @@ def test_cli_evaluate(shards, tmp_path, capsys):
     assert 0.0 <= result["free_onset_pitch_accuracy"] <= 1.0 and result["free_onsets"] > 0
     assert 0.0 < result["free_monotone_onset_pitch_accuracy"] <= 1.0
     assert 0.0 <= result["free_sampled_onset_pitch_accuracy"] <= 1.0 and result["free_sample_temperature"] == 0.5
+    assert 0.0 <= result["free_beam_onset_pitch_accuracy"] <= 1.0 and result["free_beams"] == 3  # beam search too
     assert 0.0 <= result["free_onset_accuracy"] <= 1.0
     assert result["kl_bits_per_segment"] > 0
     assert result["interpolation.pairs"] >= 1 and result["interpolation.valid"] == 1.0

@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
                                  samples=args.samples, judge=args.judge,
-                                 sample_temperature=args.sample_temperature)
+                                 sample_temperature=args.sample_temperature, beams=args.beams)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -756,6 +756,8 @@ def _add_evaluate_parser(sub) -> None:
                    help="musical statistics of N prior samples against N held-out windows (0: none)")
     p.add_argument("--sample-temperature", type=TEMPERATURE, default=0.5, metavar="T",
                    help="also decode free-running by sampling at temperature T (free_sampled_*; 0: greedy only)")
+    p.add_argument("--beams", type=COUNT, default=0, metavar="K",
+                   help="also decode free-running by beam search over K beams (free_beam_*; 0 or 1: not measured)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
 

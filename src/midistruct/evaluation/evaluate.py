@@ -27,7 +27,7 @@ from midistruct.training import validation
 def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str = "test", windows: int = 512,
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
-                        judge: str | Path | None = None, sample_temperature: float = 0.5,
+                        judge: str | Path | None = None, sample_temperature: float = 0.5, beams: int = 0,
                         device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
@@ -60,7 +60,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     free_batches = [collate([ds[int(i)] for i in order[s : min(s + batch_size, free_run)]])
                     for s in range(0, min(free_run, len(order)), batch_size)]
     out.update(free_running_metrics(model, tokenizer, free_batches, sample_temperature=sample_temperature, seed=seed,
-                                    device=device))
+                                    beams=beams, device=device))
     if interpolations:
         ms = MidiStruct(model, tokenizer, meta, device=device)
         judge_model = load_checkpoint(judge, device=device)[0] if judge else None
@@ -84,30 +84,35 @@ FREE_METRICS = ("onset_f1", "onset_offset_f1", "step_accuracy", "onset_accuracy"
 
 
 def free_running_metrics(model, tokenizer, batches, *, sample_temperature: float = 0.5, seed: int = 0,
-                         device: str | torch.device = "cpu") -> dict:
+                         beams: int = 0, device: str | torch.device = "cpu") -> dict:
     """``free_*`` metrics over ``batches``: greedy from the true, a shuffled and a zero latent
     (``free_X``, ``free_X_shuffled_latent``, ``free_X_zero_latent``), the monotone baseline on the same windows
-    (``free_monotone_onset_pitch_accuracy``) and, with ``sample_temperature`` > 0, sampled from the true latent
-    (``free_sampled_X``, seeded by ``seed``)."""
-    runs = {"": ("true", 0.0), "_shuffled_latent": ("shuffled", 0.0), "_zero_latent": ("zero", 0.0)}
+    (``free_monotone_onset_pitch_accuracy``), with ``sample_temperature`` > 0 sampled from the true latent
+    (``free_sampled_X``, seeded by ``seed``), and with ``beams`` > 1 beam search from it (``free_beam_X``)."""
+    runs = {"": ("true", 0.0, 1), "_shuffled_latent": ("shuffled", 0.0, 1), "_zero_latent": ("zero", 0.0, 1)}
+    if beams > 1:
+        runs["beam"] = ("true", 0.0, beams)
     if sample_temperature > 0:
-        runs["sampled"] = ("true", sample_temperature)
+        runs["sampled"] = ("true", sample_temperature, 1)
         torch.manual_seed(seed)
     out = {"free_run_windows": sum(len(b["input_ids"]) for b in batches)}
-    for name, (latent, temperature) in runs.items():
+    for name, (latent, temperature, num_beams) in runs.items():
         found = validation.merge_free_runs([validation.free_running(model, tokenizer, b, device=device, latent=latent,
-                                                              temperature=temperature) for b in batches])
+                                                              temperature=temperature, num_beams=num_beams)
+                                            for b in batches])
         out.update(free_run_record(name, found))
     if sample_temperature > 0:
         out["free_sample_temperature"] = sample_temperature
+    if beams > 1:
+        out["free_beams"] = beams
     return out
 
 
 def free_run_record(name: str, found: dict) -> dict:
     """One free-running run's merged metrics under the names ``evaluate`` reports: ``free_X`` for the true
-    latent (``name`` ""), ``free_X_shuffled_latent`` / ``free_X_zero_latent``, ``free_sampled_X`` ("sampled");
-    the true latent's also gives the monotone baseline and the onset count."""
-    key = (lambda m: f"free_sampled_{m}") if name == "sampled" else (lambda m: f"free_{m}{name}")
+    latent (``name`` ""), ``free_X_shuffled_latent`` / ``free_X_zero_latent``, ``free_sampled_X`` ("sampled"),
+    ``free_beam_X`` ("beam"); the true latent's also gives the monotone baseline and the onset count."""
+    key = (lambda m: f"free_{name}_{m}") if name in ("sampled", "beam") else (lambda m: f"free_{m}{name}")
     out = {key(m): found.get(m, 0.0) for m in FREE_METRICS}
     if name == "":
         out["free_monotone_onset_pitch_accuracy"] = found.get("monotone_onset_pitch_accuracy", 0.0)

@@ -733,12 +733,13 @@ class MidiStruct:
 
 @torch.no_grad()
 def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: str | None, max_new: int,
-                     temperature: float = 0.0, top_p: float = 1.0,
+                     temperature: float = 0.0, top_p: float = 1.0, num_beams: int = 1,
                      prompt: torch.Tensor | None = None) -> list[list[int]]:
     """The grammar-constrained decoder (one for the pipeline and the evaluation alike): token ids, without
     specials, of each row of codes ``z_bar`` (B, NB, Zb; None or Zb = 0 without bar latents) and ``z_segment``
     (B, Zs), every row with ``bars`` bars in ``meter`` (None: any). Greedy at ``temperature=0``, else nucleus
-    sampling; ``prompt`` (B, T) ids to continue, BOS alone by default."""
+    sampling; beam search over ``num_beams`` beams when > 1 at ``temperature=0`` (the grammar reads each beam's
+    state from its own ids); ``prompt`` (B, T) ids to continue, BOS alone by default."""
     if tokenizer.is_trained:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
         raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
                          "tokens); encode works, or train without tokenizer.bpe_vocab_size")
@@ -754,7 +755,7 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
         max_new_tokens=max_new,
         do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
         top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-        logits_processor=LogitsProcessorList([grammar]))
+        num_beams=1 if sampling else max(1, num_beams), logits_processor=LogitsProcessorList([grammar]))
     return [strip_special(row) for row in out]
 
 

@@ -146,10 +146,12 @@ def teacher_forced_controls(model, batches, *, device, tokenizer) -> dict[str, f
 
 
 @torch.no_grad()
-def free_running(model, tokenizer, batch, *, device, latent: str = "true", temperature: float = 0.0) -> dict[str, float]:
+def free_running(model, tokenizer, batch, *, device, latent: str = "true", temperature: float = 0.0,
+                 num_beams: int = 1) -> dict[str, float]:
     """Free-running reconstruction of a batch through the grammar-constrained decoder
     (:func:`midistruct.generation.pipeline.generate_windows`), greedy at ``temperature=0`` else sampled, from the
-    posterior mean (``latent="true"``), another window's (``"shuffled"``: the codes rolled by one) or zeros.
+    posterior mean (``latent="true"``), another window's (``"shuffled"``: the codes rolled by one) or zeros;
+    beam search over ``num_beams`` beams when > 1 (greedy only).
 
     Returns window means of ``onset_f1``, ``onset_offset_f1``, ``step_accuracy``, ``onset_accuracy`` (the rhythm:
     steps agreeing on whether a note starts) and ``exact_match``; and, pooled over the batch's true onsets
@@ -162,11 +164,12 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true", tempe
     change = {"true": lambda z: z, "zero": torch.zeros_like, "shuffled": lambda z: torch.roll(z, 1, dims=0)}[latent]
     codes = {k: None if v is None else change(v) for k, v in latents.codes().items()}  # z_bar None: no bar latents
     references = [strip_special(row) for row in batch["input_ids"]]
-    estimates = _decode_like(model, tokenizer, references, codes, temperature=temperature)
+    estimates = _decode_like(model, tokenizer, references, codes, temperature=temperature, num_beams=num_beams)
     return score_reconstructions(tokenizer, references, estimates)
 
 
-def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, temperature: float) -> list[list[int]]:
+def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, temperature: float,
+                 num_beams: int = 1) -> list[list[int]]:
     """Decode each row's codes with as many bars, in the meter, as its reference window (rows grouped by both)."""
     from midistruct.generation.pipeline import generate_windows
 
@@ -180,7 +183,7 @@ def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, 
         z_bar = None if codes["z_bar"] is None else codes["z_bar"][pick]
         longest = max(len(references[r]) for r in rows)
         out = generate_windows(model, tokenizer, z_bar=z_bar, z_segment=codes["z_segment"][pick], bars=bars,
-                               meter=meter, temperature=temperature, max_new=2 * longest + 16)
+                               meter=meter, temperature=temperature, max_new=2 * longest + 16, num_beams=num_beams)
         for row, ids in zip(rows, out):
             estimates[row] = ids
     return estimates
