@@ -250,3 +250,15 @@ def test_tags_command_says_a_canonical_model_takes_any_tonic(keyed, tmp_path, ca
     assert main(["tags", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "mode: " in out and "tonic, key: any" in out
+
+
+def test_the_checkpoint_says_how_it_reads_pitch(keyed, checkpoint):
+    """`evaluate`, the peer's `evaluate-main` and `tags` read the key mode from the checkpoint; one from before the
+    option reads pitches as written."""
+    import json
+
+    from midistruct.model.checkpoint import META_FILE, key_mode
+
+    assert key_mode(json.loads((keyed / "run" / "last" / META_FILE).read_text())) == "canonical"
+    assert key_mode(json.loads((checkpoint / META_FILE).read_text())) == "absolute"
+    assert key_mode({"run_config": {"augment": {"transpose": [-5, 6]}}}) == "absolute"

@@ -155,13 +155,13 @@ def evaluate_main(checkpoint: str | Path, *, data: str | Path, split: str = "tes
     import contextlib
 
     from midistruct.evaluation.evaluate import free_running_metrics as main_free_running
-    from midistruct.model.checkpoint import load_checkpoint
+    from midistruct.model.checkpoint import key_mode, load_checkpoint
     from midistruct.shards.dataset import WindowDataset, collate
     from midistruct.training import validation
 
     model, tokenizer, meta = load_checkpoint(checkpoint)
     _, grid_set, order, common = _selection(data, split=split, seed=seed, exclude_recurring=exclude_recurring)
-    ds = WindowDataset([data], split)
+    ds = WindowDataset([data], split, key=key_mode(meta))  # a canonical model reads C major / A minor
     windows_of = grid_set.windows[order]  # shard window indices
 
     def batches(chosen):

@@ -793,6 +793,8 @@ def cmd_tags(args: argparse.Namespace) -> int:
     from midistruct.model.pretrained import resolve
     from midistruct.model.prior import load_prior
 
+    from midistruct.model.checkpoint import META_FILE, key_mode
+
     folder = resolve(args.checkpoint)
     prior = load_prior(folder)
     found = {name: dict(zip(g.values, g.counts)) for name, g in (prior.tags if prior else {}).items()}
@@ -805,17 +807,9 @@ def cmd_tags(args: argparse.Namespace) -> int:
         return 0
     for name, values in found.items():
         print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values.items()))
-    if _reads_canonical_key(folder):
+    if key_mode(json.loads((folder / META_FILE).read_text())) == "canonical":
         print("tonic, key: any (this model reads every piece in C major / A minor; a tonic transposes the music)")
     return 0
-
-
-def _reads_canonical_key(folder: Path) -> bool:
-    """Whether the checkpoint in ``folder`` reads every piece in C major / A minor (``augment.key: canonical``)."""
-    from midistruct.model.checkpoint import META_FILE
-
-    meta = json.loads((folder / META_FILE).read_text())
-    return meta.get("run_config", {}).get("augment", {}).get("key") == "canonical"
 
 
 def cmd_form(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from midistruct.evaluation.probes import probe_latents
 from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
 from midistruct.evaluation.statistics import sample_statistics
 from midistruct.generation.pipeline import MidiStruct
-from midistruct.model.checkpoint import load_checkpoint
+from midistruct.model.checkpoint import key_mode, load_checkpoint
 from midistruct.model.pretrained import resolve
 from midistruct.model.prior import load_prior
 from midistruct.shards.dataset import WindowDataset, collate
@@ -43,8 +43,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
-    key = meta["run_config"].get("augment", {}).get("key", "absolute")  # a canonical model reads C major / A minor
-    ds = WindowDataset([folder], split, key=key, **model.config.view_options())
+    ds = WindowDataset([folder], split, key=key_mode(meta), **model.config.view_options())  # canonical: C / A minor
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)
     if exclude_recurring and split != "train":

@@ -169,6 +169,13 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu"):
     return model, tokenizer, meta
 
 
+def key_mode(meta: dict[str, Any]) -> str:
+    """How the checkpoint whose ``midistruct.json`` is ``meta`` reads pitch (``augment.key``, issue 14):
+    ``"canonical"`` (every piece in C major / A minor) or ``"absolute"`` (as written; checkpoints from before the
+    option)."""
+    return meta.get("run_config", {}).get("augment", {}).get("key", "absolute")
+
+
 def checkpoint_config(folder: Path):
     """The ``MidiStructConfig`` in ``folder/config.json``; :class:`CheckpointError` when it is not one."""
     from huggingface_hub.errors import StrictDataclassError
