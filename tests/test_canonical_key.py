@@ -250,6 +250,13 @@ def test_tags_command_says_a_canonical_model_takes_any_tonic(keyed, tmp_path, ca
     assert main(["tags", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "mode: " in out and "tonic, key: any" in out
+    # the command line takes the tonic too (its meter is chosen without it), and the samples are heard in E
+    assert main(["sample", str(folder), "-n", "3", "--tag", "tonic=E", "--tag", "mode=major", "--seed", "0",
+                 "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    for path in sorted((tmp_path / "out").glob("*.mid")):
+        ids = ms.piece_encoder.tokenize(load_score(path))
+        if ms.vocab.count_notes(ids):
+            assert key_of([ids], ms.vocab)[0] == 4, path.name
 
 
 def test_the_checkpoint_says_how_it_reads_pitch(keyed, checkpoint):

@@ -553,17 +553,22 @@ class MidiStruct:
 
     def in_tonic(self, ids: list[int], tonic: int) -> list[int]:
         """Decoded ids transposed by the nearer way from the tonic the key finder hears in them to ``tonic``
-        (a pitch class); as they are when they hold no notes."""
+        (a pitch class; the whole passage an octave the other way where a pitch would leave the range, single
+        notes an octave more where no way keeps them all in it); as they are when they hold no notes."""
         base = self.vocab.to_base(ids)
         found = key_of([base], self.vocab)
         if found is None:
             return list(ids)
         step = (tonic - found[0]) % 12
-        return self.vocab.shift_pitches(base, fitted_shift([base], step - 12 if step >= 6 else step, self.vocab)).tolist()
+        step = step - 12 if step >= 6 else step
+        fits = [s for s in sorted((step, step - 12, step + 12), key=abs)
+                if np.subtract(*self.vocab.allowed_shifts(base, s, s)) <= 0]  # (low, high): low <= high
+        return self.vocab.shift_pitches(base, fits[0] if fits else step, fold=True).tolist()
 
     def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:
         """The meter :meth:`sample` writes: ``meter`` when given, else the one most training windows with
-        ``tags`` are in (the code prior knows), else 4/4."""
+        ``tags`` are in (the code prior knows), else 4/4. A canonical model's tonic or key says nothing of the meter."""
+        tags = self.sample_tonic(tags or {})[0]
         return meter or (self.prior.meter_for(tags) if tags and self.prior is not None else None) or "4/4"
 
     def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
