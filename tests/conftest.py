@@ -43,6 +43,21 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def arrangement_model(checkpoint, tmp_path) -> Path:
+    """The session checkpoint grown into a model with an arrangement block (4 numbers a bar) and trained one step
+    on its own data; the folder of its ``last`` checkpoint."""
+    from midistruct.config import load_config
+    from midistruct.training.loop import Trainer
+
+    run = tmp_path / "arrangement-run"
+    cfg = load_config("tiny", [f"data.output={checkpoint.parent.parent / 'data'}", f"train.run_dir={run}",
+                               "train.threads=1", "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
+                               "train.save_every=1"])
+    Trainer(cfg, init=checkpoint, progress=False).run()
+    return run / "last"
+
+
+@pytest.fixture
 def registry(tmp_path, monkeypatch) -> Path:
     """An empty registry that names are looked up in (``$MIDISTRUCT_PRETRAINED_DIR``)."""
     from midistruct.model import pretrained

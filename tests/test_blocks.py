@@ -314,16 +314,11 @@ def test_transfer_needs_an_arrangement_block(pipeline, tmp_path, capsys):
         pipeline.transfer(a, arrangement_from=a)
 
 
-def test_transfer_cli_writes_the_rearranged_piece(checkpoint, tmp_path):
-    data = checkpoint.parent.parent / "data"
-    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
-                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
-                               "train.save_every=1"])
-    Trainer(cfg, init=checkpoint, progress=False).run()
+def test_transfer_cli_writes_the_rearranged_piece(checkpoint, arrangement_model, tmp_path):
     a, b = tmp_path / "a.mid", tmp_path / "b.mid"
     _score(MELODY, _block_chords([(48, 52, 55), (43, 47, 50)], "block")).dump_midi(str(a))
     _score(MELODY, _block_chords([(50, 54, 57), (45, 49, 52)], "oompah")).dump_midi(str(b))
-    assert cli.main(["transfer", str(tmp_path / "run" / "last"), str(a), "--arrangement-from", str(b),
+    assert cli.main(["transfer", str(arrangement_model), str(a), "--arrangement-from", str(b),
                      "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "a.arrangement-as.b.mid").is_file()
     plain = tmp_path / "plain"
@@ -453,18 +448,14 @@ def test_a_model_with_three_blocks_reads_velocity_only_through_the_performance_c
         MidiStructConfig.tiny(performance_dim=3)
 
 
-def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, tmp_path):
+def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, arrangement_model, tmp_path):
     """From a content + arrangement run on data without velocity to one with a performance block on the same music
     with velocity tokens: the old tokens' weights move to their new ids, so before any training the new model's
     logits for the old tokens are the old model's."""
     from midistruct.prepare import prepare
 
-    midi, data = checkpoint.parent.parent / "midi", checkpoint.parent.parent / "data"
-    two = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'two'}", "train.threads=1",
-                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
-                               "train.save_every=1"])
-    Trainer(two, init=checkpoint, progress=False).run()
-    source = tmp_path / "two" / "last"
+    midi = checkpoint.parent.parent / "midi"
+    source = arrangement_model
     sets = [f"data.sources=[{{kind: folder, path: '{midi}'}}]", f"data.output={tmp_path / 'vel'}",
             "tokenizer.use_velocities=true", f"train.run_dir={tmp_path / 'three'}", "train.threads=1",
             "model.arrangement_dim=4", "model.performance_dim=3", "train.max_steps=1", "train.eval_every=1",
@@ -510,17 +501,13 @@ def test_init_adds_a_performance_block_and_velocity_tokens(checkpoint, tmp_path)
     assert cli.main(["transfer", str(source), str(a), "-o", str(tmp_path / "o3")]) == 2  # no source given
 
 
-def test_the_swap_measure_runs_on_held_out_windows(checkpoint, tmp_path):
+def test_the_swap_measure_runs_on_held_out_windows(checkpoint, arrangement_model):
     """evaluation.blocks end to end on a tiny block model: pairs from different pieces, the swap and no-swap
     decodes scored against both sources, and the cross-block probes (values are the untrained model's)."""
     from midistruct.evaluation.blocks import TEXTURE, measure_reconstruction, measure_swaps, probe_blocks, swap_pairs
 
     data = checkpoint.parent.parent / "data"
-    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
-                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
-                               "train.save_every=1"])
-    Trainer(cfg, init=checkpoint, progress=False).run()
-    ms = MidiStruct.from_pretrained(tmp_path / "run" / "last")
+    ms = MidiStruct.from_pretrained(arrangement_model)
     pairs = swap_pairs(data, ms.vocab, n=3, bars=ms.bars, split="train")
     assert len(pairs) == 3 and all(not np.array_equal(a, b) for a, b in pairs)
     result = measure_swaps(ms, pairs)
@@ -563,19 +550,14 @@ def test_dynamics_statistics_for_a_performance_swap(velocity_encoder):
         "texture"]["loudness"] == 0.0
 
 
-def test_the_model_card_names_the_blocks_and_how_to_swap_them(checkpoint, tmp_path):
+def test_the_model_card_names_the_blocks_and_how_to_swap_them(checkpoint, arrangement_model, tmp_path):
     """An exported model with blocks (issue 19, item 1: documented in the model card): card.json gives each block's
     width, the README says what each holds and shows `midistruct transfer`; a model without blocks says neither."""
     from midistruct.model import pretrained
 
-    data = checkpoint.parent.parent / "data"
-    cfg = load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
-                               "model.arrangement_dim=4", "train.max_steps=1", "train.eval_every=1",
-                               "train.save_every=1"])
-    Trainer(cfg, init=checkpoint, progress=False).run()
     card = {"description": "A tiny block model.", "models": "2-bar synthetic pieces", "data": "10 random pieces",
             "licence": "MIT", "metric": {"name": "nothing", "value": 0.0, "command": "none"}}
-    written = pretrained.export(tmp_path / "run" / "last", tmp_path / "tiny-blocks", card=card)
+    written = pretrained.export(arrangement_model, tmp_path / "tiny-blocks", card=card)
     assert written["blocks"] == {"content": 8, "arrangement": 4}
     readme = (tmp_path / "tiny-blocks" / "README.md").read_text()
     assert "| functional blocks (bar code) | content (8 numbers a bar: the melody" in readme

@@ -12,7 +12,7 @@ import torch
 
 from midistruct.config import ConfigError, load_config
 from midistruct.evaluation.statistics import sample_statistics
-from midistruct.evaluation.tag_control import control, fit_judge
+from midistruct.evaluation.tag_control import _real_keys, control, fit_judge
 from midistruct.generation.latents import PieceLatents
 from midistruct.generation.pipeline import InputError, MidiStruct
 from midistruct.prepare import prepare
@@ -191,7 +191,7 @@ def test_real_tunes_move_to_c_major_or_a_minor(shared_datasets, tmp_path):
     assert moved_any >= 6  # most of these tunes are not in C major / A minor
 
 
-def test_tonic_control_of_a_canonical_model(keyed):
+def test_tonic_control_of_a_canonical_model(keyed, checkpoint):
     """tag_control asks a canonical model for a tonic the way `sample --tag` does (transposing its samples; its
     prior keeps no tonic), and reports a share for each tonic judged."""
     ms = MidiStruct.from_pretrained(keyed / "run" / "last")
@@ -207,6 +207,13 @@ def test_tonic_control_of_a_canonical_model(keyed):
     assert set(found["values"]) == set(values)
     for value in values:
         assert 0.0 <= found["values"][value]["controlled"] <= 1.0
+    # samples asked for another tag are judged in the keys of real windows of that value, not in C major / A minor
+    keys = _real_keys(ms, held_out, seed=0)
+    own = dict(zip(range(len(held_out)), ms.own_key_shifts([w for w, _ in held_out])))
+    for value in values:
+        z = keys(ms.sample_latents(8), value)
+        assert len(z.shifts) == 8 and set(z.shifts) <= {own[i] for i, (_, v) in enumerate(held_out) if v == value}
+    assert _real_keys(MidiStruct.from_pretrained(checkpoint), held_out, seed=0)(z, None) is z  # absolute: as it is
 
 
 def test_fine_tuning_keeps_the_checkpoints_key(keyed, checkpoint):

@@ -34,7 +34,7 @@ from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
 from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
 from midistruct.tokens.encode import PieceEncoder
-from midistruct.tokens.key import fitted_shift, key_of, to_canonical
+from midistruct.tokens.key import fitted_shift, fitting_shifts, key_of, nearer_move, to_canonical
 from midistruct.tokens.segment import bar_start_ticks, cut_windows
 from midistruct.tokens.tokenizer import decode_ids, strip_special
 from midistruct.tokens.validate import Skip, load_score
@@ -559,10 +559,8 @@ class MidiStruct:
         found = key_of([base], self.vocab)
         if found is None:
             return list(ids)
-        step = (tonic - found[0]) % 12
-        step = step - 12 if step >= 6 else step
-        fits = [s for s in sorted((step, step - 12, step + 12), key=abs)
-                if np.subtract(*self.vocab.allowed_shifts(base, s, s)) <= 0]  # (low, high): low <= high
+        step = nearer_move(found[0], tonic)
+        fits = fitting_shifts([base], step, self.vocab)
         return self.vocab.shift_pitches(base, fits[0] if fits else step, fold=True).tolist()
 
     def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:

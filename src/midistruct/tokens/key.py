@@ -64,21 +64,29 @@ def key_of(windows: list[np.ndarray], vocab) -> tuple[int, str] | None:
     return key_of_histogram(sum((pitch_class_histogram(w, vocab) for w in windows), np.zeros(12)))
 
 
-def canonical_shift(key: tuple[int, str] | None) -> int:
-    """Semitones (-6..5) that move ``key``'s tonic to C (major) or A (minor) by the nearer way; 0 for None."""
-    if key is None:
-        return 0
-    step = (CANONICAL_TONIC[key[1]] - key[0]) % 12
+def nearer_move(source: int, target: int) -> int:
+    """Semitones (-6..5) from pitch class ``source`` to ``target`` by the nearer way."""
+    step = (target - source) % 12
     return step - 12 if step >= 6 else step
 
 
-def fitted_shift(windows: list[np.ndarray], shift: int, vocab) -> int:
-    """``shift``, or the same move an octave up or down, whichever keeps every pitch of ``windows`` in the
-    vocabulary's range (the smallest such in size); 0 when none does."""
+def canonical_shift(key: tuple[int, str] | None) -> int:
+    """Semitones (-6..5) that move ``key``'s tonic to C (major) or A (minor) by the nearer way; 0 for None."""
+    return 0 if key is None else nearer_move(key[0], CANONICAL_TONIC[key[1]])
+
+
+def fitting_shifts(windows: list[np.ndarray], shift: int, vocab) -> list[int]:
+    """Of ``shift`` and the same move an octave up or down, those that keep every pitch of ``windows`` in the
+    vocabulary's range, smallest first (none when none does)."""
     low, high = -127, 127
     for w in windows:
         low, high = vocab.allowed_shifts(w, low, high)
-    fits = [s for s in sorted((shift, shift - 12, shift + 12), key=abs) if low <= s <= high]
+    return [s for s in sorted((shift, shift - 12, shift + 12), key=abs) if low <= s <= high]
+
+
+def fitted_shift(windows: list[np.ndarray], shift: int, vocab) -> int:
+    """The first of :func:`fitting_shifts`; 0 when none fits."""
+    fits = fitting_shifts(windows, shift, vocab)
     return fits[0] if fits else 0
 
 
