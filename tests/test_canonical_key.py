@@ -19,7 +19,7 @@ from midistruct.prepare import prepare
 from midistruct.shards.dataset import WindowDataset, piece_shifts
 from midistruct.shards.reader import ShardSet
 from midistruct.tags import PITCH_CLASSES
-from midistruct.tokens.key import canonical_shift, fitted_shift, key_of, to_canonical
+from midistruct.tokens.key import canonical_key_of, canonical_shift, fitted_shift, key_of, to_canonical
 from midistruct.tokens.encode import PieceEncoder
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import build_tokenizer
@@ -141,6 +141,34 @@ def test_a_canonical_model_encodes_in_c_and_decodes_back(keyed):
     assert PieceLatents.load(path).shifts == z.shifts
 
 
+def test_samples_move_from_their_canonical_tonic(keyed):
+    """`in_tonic` moves what a canonical model wrote from C (a major key asked) or A (a minor key asked) to the
+    tonic asked; for a tonic alone, from C or A by which of C major and A minor the notes are nearer."""
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    c_major = ms.windows(make_key_score(0, "major", bars=2, seed=5))[0]
+    a_minor = ms.windows(make_key_score(9, "minor", bars=2, seed=6))[0]
+    assert canonical_key_of([c_major], ms.vocab) == (0, "major")
+    assert canonical_key_of([a_minor], ms.vocab) == (9, "minor")
+    assert canonical_key_of([c_major[:1]], ms.vocab) is None  # no notes
+
+    def step(before, after):
+        pitches = ms.vocab.pitch_of[before] >= 0
+        found = set((ms.vocab.pitch_of[np.asarray(after)] - ms.vocab.pitch_of[before])[pitches] % 12)
+        assert len(found) == 1
+        return found.pop()
+
+    assert step(c_major, ms.in_tonic(c_major, (7, "major"))) == 7  # C major -> G major
+    assert key_of([np.asarray(ms.in_tonic(c_major, (7, "major")))], ms.vocab) == (7, "major")
+    assert step(a_minor, ms.in_tonic(a_minor, (7, "minor"))) == 10  # A minor -> G minor
+    assert step(a_minor, ms.in_tonic(a_minor, (2, None))) == 5  # heard as A minor: A -> D
+    assert step(c_major, ms.in_tonic(c_major, (2, None))) == 2  # heard as C major: C -> D
+    # a minor key asked of notes written in C major moves them from A all the same: the mode is the codes' job
+    assert step(c_major, ms.in_tonic(c_major, (7, "minor"))) == 10
+    assert ms.sample_tonic({"key": "G minor", "tune_type": "jig"}) == ({"tune_type": "jig"}, (7, "minor"))
+    assert ms.sample_tonic({"tonic": "Eb"}) == ({}, (3, None))
+    assert ms.sample_tonic({"tonic": "Eb", "mode": "minor"}) == ({"mode": "minor"}, (3, "minor"))
+
+
 def test_an_absolute_model_keeps_no_shift(checkpoint):
     ms = MidiStruct.from_pretrained(checkpoint)
     assert not ms.canonical
@@ -157,16 +185,22 @@ def test_prior_fitted_on_canonical_codes(keyed):
     prior = ms.fit_prior(keyed / "data", windows=200, rank=4, tags=("tonic", "key", "mode"), min_tag_windows=1)
     assert "mode" in prior.tags and not {"tonic", "key"} & set(prior.tags)  # the codes hold no key
     assert torch.isfinite(ms.sample_latents(2).z_bar).all()
-    # a tonic is reached by transposing each sample from the key heard in it
-    for tonic, tags in ((2, {"tonic": "D"}), (7, {"key": "G major"}), (11, {"tonic": "B"})):
-        for score in ms.sample(3, tags=tags, seed=0, temperature=1.0):
-            ids = ms.piece_encoder.tokenize(score)
-            if ms.vocab.count_notes(ids):
-                assert key_of([ids], ms.vocab)[0] == tonic, tags
+    # a tonic is reached by transposing each sample: the same codes as untagged samples, the notes moved from
+    # the canonical tonic (C or A, whichever key the sample is nearer) to the tonic asked
+    plain = [ms.piece_encoder.tokenize(s) for s in ms.sample(3, seed=0, temperature=0.0)]
+    for tonic, tags in ((2, {"tonic": "D"}), (11, {"tonic": "B"})):
+        for ids, score in zip(plain, ms.sample(3, tags=tags, seed=0, temperature=0.0)):
+            moved = ms.piece_encoder.tokenize(score)
+            if not ms.vocab.count_notes(ids):
+                continue
+            source = canonical_key_of([ids], ms.vocab)[0]
+            step = (ms.vocab.pitch_of[moved] - ms.vocab.pitch_of[ids])[ms.vocab.pitch_of[ids] >= 0]
+            assert len(moved) == len(ids) and set(step % 12) == {(tonic - source) % 12}, tags
     with pytest.raises(InputError, match="names no key"):
         ms.sample(1, tags={"tonic": "H"})
     # statistics of samples against real windows: each sample is moved to its reference window's key
-    found = sample_statistics(ms, keyed / "data", n=8, split="train", temperature=1.0)
+    found = sample_statistics(ms, keyed / "data", n=8, split="train", temperature=1.0, prior_scale=0.5)
+    assert found["prior_scale"] == 0.5
     assert 0.0 <= found["scale_consistency.generated_mean"] <= 1.0
     assert found["scale_consistency.reference_mean"] == pytest.approx(1.0)  # the tunes keep to their scales
 
@@ -257,13 +291,20 @@ def test_tags_command_says_a_canonical_model_takes_any_tonic(keyed, tmp_path, ca
     assert main(["tags", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "mode: " in out and "tonic, key: any" in out
-    # the command line takes the tonic too (its meter is chosen without it), and the samples are heard in E
-    assert main(["sample", str(folder), "-n", "3", "--tag", "tonic=E", "--tag", "mode=major", "--seed", "0",
-                 "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    for path in sorted((tmp_path / "out").glob("*.mid")):
+    # the command line takes the tonic too (its meter is chosen without it): the samples of `--tag mode=major`,
+    # moved from C (their canonical tonic in a major key) to E (greedy, so the same notes either way)
+    for name, tags in (("plain", ["--tag", "mode=major"]), ("in_e", ["--tag", "tonic=E", "--tag", "mode=major"])):
+        assert main(["sample", str(folder), "-n", "3", *tags, "--seed", "0", "--temperature", "0",
+                     "-o", str(tmp_path / name), "--device", "cpu"]) == 0
+    files = sorted((tmp_path / "plain").glob("*.mid"))
+    assert len(files) == 3
+    for path in files:
         ids = ms.piece_encoder.tokenize(load_score(path))
+        moved = ms.piece_encoder.tokenize(load_score(tmp_path / "in_e" / path.name))
         if ms.vocab.count_notes(ids):
-            assert key_of([ids], ms.vocab)[0] == 4, path.name
+            notes = ms.vocab.pitch_of[ids] >= 0
+            step = set((ms.vocab.pitch_of[moved] - ms.vocab.pitch_of[ids])[notes] % 12)
+            assert step == {4}, path.name  # from C: a major key is written in C major
 
 
 def test_the_checkpoint_says_how_it_reads_pitch(keyed, checkpoint):

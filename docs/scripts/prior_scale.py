@@ -27,19 +27,9 @@ def main() -> None:
     args = ap.parse_args()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     assert ms.prior is not None, "no code_prior.safetensors in the checkpoint"
-    fitted = ms.prior
-
-    class Scaled:  # the fitted prior, drawn at one scale, through the same sample_statistics path
-        def __init__(self, scale):
-            self.scale = scale
-            self.bars, self.bar_dim, self.segment_dim = fitted.bars, fitted.bar_dim, fitted.segment_dim
-
-        def sample(self, k, generator=None, scale=1.0):
-            return fitted.sample(k, scale=self.scale * scale, generator=generator)
-
     for scale in args.scales:
-        ms.prior = Scaled(scale)
-        found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=args.temperature, seed=0)
+        found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=args.temperature, seed=0,
+                                             prior_scale=scale)
         print(json.dumps({"scale": scale, "temperature": args.temperature,
                           **{k: round(found[k], 4) for k in KEYS}}), flush=True)
 

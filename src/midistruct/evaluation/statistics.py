@@ -157,14 +157,15 @@ def _mean(values: np.ndarray) -> float | list[float]:
 
 
 def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, seed: int = 0,
-                      split: str = "test") -> dict:
+                      split: str = "test", prior_scale: float = 1.0) -> dict:
     """:func:`compare` ``n`` windows sampled from the prior by ``ms`` (a ``MidiStruct``) with
     ``n`` full windows (the model's bar count) of the shard folder's ``split``.
 
     The generated windows take the reference windows' meters, one each, so both sets have the
-    same mix of meters (and, from a model that reads a canonical key, their keys); codes are drawn from N(0, I) under ``torch.manual_seed(seed)`` and decoded
-    at ``temperature`` (0: greedy). Adds ``temperature`` and ``generated_empty`` (the fraction of
-    generated windows without a note).
+    same mix of meters (and, from a model that reads a canonical key, their keys); codes are drawn from the
+    model's prior (:meth:`MidiStruct.sample_latents`) at ``prior_scale`` under ``torch.manual_seed(seed)`` and
+    decoded at ``temperature`` (0: greedy). Adds ``temperature``, ``prior_scale`` and ``generated_empty`` (the
+    fraction of generated windows without a note).
     """
     import torch
 
@@ -178,7 +179,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
             if len(windows) == n:
                 break
     torch.manual_seed(seed)
-    z = ms.sample_latents(len(windows))
+    z = ms.sample_latents(len(windows), scale=prior_scale)
     z.time_signatures = [ms.vocab.meter(ids) for ids in windows]
     if ms.canonical:  # samples come in C major / A minor: each is moved to its reference window's piece's key
         from midistruct.shards.dataset import piece_shifts
@@ -194,5 +195,5 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     reference = [passage(ids) for ids in windows]
     generated = [passage(ids) for ids in tokens]
     out = compare(reference, generated)
-    out.update({"temperature": temperature, "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
+    out.update({"temperature": temperature, "prior_scale": prior_scale, "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
     return out

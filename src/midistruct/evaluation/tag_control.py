@@ -163,15 +163,15 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
                  "prior_scale": prior_scale, "tag_strength": tag_strength,
                  "ceiling": float(np.mean(recall)), "held_out": len(held_out)}
     for value in judge.values:
-        tags, tonic = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
+        tags, key = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
         if tags:
             meter = ms.prior.meter_for(tags) or "4/4"
             z = ms.sample_latents(n, meter=meter, tags=tags, scale=prior_scale, tag_strength=tag_strength)
         else:  # the tonic alone, from a canonical model: untagged codes, meters in the training proportions
             meter, z = "mixed", _free_latents(ms, n, scale=prior_scale)
-        tokens = ms.generate_tokens(keys(z, value) if tonic is None else z, temperature=temperature)
-        if tonic is not None:
-            tokens = [ms.in_tonic(ids, tonic) for ids in tokens]
+        tokens = ms.generate_tokens(keys(z, value) if key is None else z, temperature=temperature)
+        if key is not None:
+            tokens = [ms.in_tonic(ids, key) for ids in tokens]
         calls = judge_windows(judge, ms, tokens)
         others = [w for w, v in held_out if v != value][:n]
         moved = _retagged(ms, others, name, value, strength=tag_strength) if others else None

@@ -34,7 +34,7 @@ from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
 from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
 from midistruct.tokens.encode import PieceEncoder
-from midistruct.tokens.key import fitted_shift, fitting_shifts, key_of, nearer_move, to_canonical
+from midistruct.tokens.key import CANONICAL_TONIC, canonical_key_of, fitted_shift, fitting_shifts, key_of, nearer_move, to_canonical
 from midistruct.tokens.segment import bar_start_ticks, cut_windows
 from midistruct.tokens.tokenizer import decode_ids, strip_special
 from midistruct.tokens.validate import Skip, load_score
@@ -516,10 +516,10 @@ class MidiStruct:
         ``prior_scale``, ``tags`` and ``tag_strength``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
         ``meter`` defaults to the one most windows with the given tags are in, else 4/4. A model that reads a
         canonical key samples in C major / A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each
-        sample from the key heard in it (:meth:`sample_tonic`)."""
+        sample from its canonical tonic (:meth:`sample_tonic`, :meth:`in_tonic`)."""
         if seed is not None:
             torch.manual_seed(seed)
-        tags, tonic = self.sample_tonic(tags or {})
+        tags, key = self.sample_tonic(tags or {})
         self._check_tags(tags)
         meter = self.sample_meter(tags, meter)
         bars = bars or self.bars
@@ -532,14 +532,15 @@ class MidiStruct:
         if shift:
             z = shift_codes(z, vectors, shift)
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
-        if tonic is not None:
-            tokens = [self.in_tonic(ids, tonic) for ids in tokens]
+        if key is not None:
+            tokens = [self.in_tonic(ids, key) for ids in tokens]
         return [self.stitch([ids]) for ids in tokens]
 
-    def sample_tonic(self, tags: dict[str, str]) -> tuple[dict[str, str], int | None]:
+    def sample_tonic(self, tags: dict[str, str]) -> tuple[dict[str, str], tuple[int, str | None] | None]:
         """For a model that reads a canonical key: ``tags`` without ``tonic`` and ``key`` (its codes hold no key;
-        ``key``'s mode stays as ``mode`` when the prior knows that value) and the tonic pitch class they ask for
-        (None when neither is given). Other models: ``(tags, None)``."""
+        ``key``'s mode stays as ``mode`` when the prior knows that value) and the key they ask for, (tonic pitch
+        class, mode: ``key``'s, else the ``mode`` tag's, else None), for :meth:`in_tonic`; None when neither is given. Other
+        models: ``(tags, None)``."""
         if not self.canonical or not ({"tonic", "key"} & set(tags)):
             return tags, None
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
@@ -549,17 +550,23 @@ class MidiStruct:
             raise InputError(f"{given} names no key; give a tonic such as D, F#, Bb (and a mode: 'D minor')")
         if "key" in tags and target[1] in self.known_tags().get("mode", []):
             rest.setdefault("mode", target[1])
-        return rest, target[0]
+        return rest, (target[0], target[1] if "key" in tags else tags.get("mode"))
 
-    def in_tonic(self, ids: list[int], tonic: int) -> list[int]:
-        """Decoded ids transposed by the nearer way from the tonic the key finder hears in them to ``tonic``
-        (a pitch class; the whole passage an octave the other way where a pitch would leave the range, single
-        notes an octave more where no way keeps them all in it); as they are when they hold no notes."""
+    def in_tonic(self, ids: list[int], key: tuple[int, str | None]) -> list[int]:
+        """Ids a model that reads a canonical key decoded, moved by the nearer way from their canonical tonic to
+        ``key``'s tonic (a pitch class; the whole passage an octave the other way where a pitch would leave the
+        range, single notes an octave more where no way keeps them all in it). Their canonical tonic is C for a
+        major ``key``, A for a minor one (the model reads such pieces in C major or A minor), and otherwise C or A
+        by which of the two keys their notes are nearer (:func:`~midistruct.tokens.key.canonical_key_of`; a
+        2-bar passage often sounds like the dominant, so the finder is not asked all 24 keys); as they are when
+        they hold no notes."""
+        tonic, mode = key
         base = self.vocab.to_base(ids)
-        found = key_of([base], self.vocab)
+        found = canonical_key_of([base], self.vocab)
         if found is None:
             return list(ids)
-        step = nearer_move(found[0], tonic)
+        source = CANONICAL_TONIC.get(mode, found[0])
+        step = nearer_move(source, tonic)
         fits = fitting_shifts([base], step, self.vocab)
         return self.vocab.shift_pitches(base, fits[0] if fits else step, fold=True).tolist()
 

@@ -64,6 +64,19 @@ def key_of(windows: list[np.ndarray], vocab) -> tuple[int, str] | None:
     return key_of_histogram(sum((pitch_class_histogram(w, vocab) for w in windows), np.zeros(12)))
 
 
+def canonical_key_of(windows: list[np.ndarray], vocab) -> tuple[int, str] | None:
+    """Which of the two canonical keys, C major or A minor, a passage written by a model that reads a canonical
+    key is in (the one whose profile correlates better with its pitch classes); None without notes. The model
+    wrote it in one of them, so the question is only which: asking the finder all 24 keys of a 2-bar passage
+    often hears the dominant or a neighbour instead."""
+    pitch_classes = sum((pitch_class_histogram(w, vocab) for w in windows), np.zeros(12))
+    if pitch_classes.std() == 0:
+        return None
+    scores = key_correlations(pitch_classes)
+    major, minor = scores[CANONICAL_TONIC["major"]], scores[12 + CANONICAL_TONIC["minor"]]
+    return (CANONICAL_TONIC["major"], "major") if major >= minor else (CANONICAL_TONIC["minor"], "minor")
+
+
 def nearer_move(source: int, target: int) -> int:
     """Semitones (-6..5) from pitch class ``source`` to ``target`` by the nearer way."""
     step = (target - source) % 12
