@@ -321,7 +321,7 @@ def test_a_tonic_tag_transposes_the_notes_by_the_nearer_interval(tagged_checkpoi
     windows = ms.windows(_scale_tune(60))
     pitches = lambda ws: [n for w in ws for n in notes_of(decode_ids(ms.tokenizer, w.tolist()))[:, 2]]  # noqa: E731
     assert estimated_key(np.array([[0, 1, p] for p in pitches(windows)])) == (0, "major")
-    for tonic, shift in (("F", 5), ("A", -3), ("F#", 6), ("C", 0)):
+    for tonic, shift in (("F", 5), ("A", -3), ("F#", -6), ("C", 0)):  # a tritone goes down, as key.nearer_move
         moved, rest = ms.transposed(windows, {"tonic": tonic})
         assert rest == {} and np.array_equal(np.array(pitches(moved)), np.array(pitches(windows)) + shift)
     moved, rest = ms.transposed(windows, {"key": "A minor", "meter": "4/4"})  # the prior knows mode=minor

@@ -1,7 +1,7 @@
 """Sample statistics of a fitted code prior drawn at several scales (the truncation trick), greedy decoding
 (docs/RESULTS.md, "Sampling deterministic codes").
 
-    python docs/scripts/prior_scale.py CHECKPOINT DATA --scales 0.5 0.75 [--n 128] [--temperature 0]
+    python docs/scripts/prior_scale.py CHECKPOINT DATA --scales 0.5 0.75 [--n 128] [--temperature 0] [--top-p 1]
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.75])
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling of the decoder (with --temperature > 0)")
+    ap.add_argument("--seed", type=int, default=0, help="draws the samples and picks the reference windows")
     args = ap.parse_args()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     assert ms.prior is not None, "no code_prior.safetensors in the checkpoint"
     for scale in args.scales:
-        found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=args.temperature, seed=0,
-                                             prior_scale=scale)
-        print(json.dumps({"scale": scale, "temperature": args.temperature,
+        found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=args.temperature, seed=args.seed,
+                                             prior_scale=scale, top_p=args.top_p)
+        print(json.dumps({"scale": scale, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                           **{k: round(found[k], 4) for k in KEYS}}), flush=True)
 
 

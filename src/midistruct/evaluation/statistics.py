@@ -157,15 +157,15 @@ def _mean(values: np.ndarray) -> float | list[float]:
 
 
 def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, seed: int = 0,
-                      split: str = "test", prior_scale: float = 1.0) -> dict:
+                      split: str = "test", prior_scale: float = 1.0, top_p: float = 1.0) -> dict:
     """:func:`compare` ``n`` windows sampled from the prior by ``ms`` (a ``MidiStruct``) with
     ``n`` full windows (the model's bar count) of the shard folder's ``split``.
 
     The generated windows take the reference windows' meters, one each, so both sets have the
     same mix of meters (and, from a model that reads a canonical key, their keys); codes are drawn from the
     model's prior (:meth:`MidiStruct.sample_latents`) at ``prior_scale`` under ``torch.manual_seed(seed)`` and
-    decoded at ``temperature`` (0: greedy). Adds ``temperature``, ``prior_scale`` and ``generated_empty`` (the
-    fraction of generated windows without a note).
+    decoded at ``temperature`` (0: greedy) with nucleus ``top_p``. Adds ``temperature``, ``prior_scale``,
+    ``top_p`` and ``generated_empty`` (the fraction of generated windows without a note).
     """
     import torch
 
@@ -186,7 +186,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
 
         shifts = piece_shifts(arrays, ms.vocab)
         z.shifts = [int(shifts[p]) for p in pieces]
-    tokens = ms.generate_tokens(z, temperature=temperature)
+    tokens = ms.generate_tokens(z, temperature=temperature, top_p=top_p)
 
     def passage(ids) -> tuple[np.ndarray, float]:
         score = decode_ids(ms.tokenizer, ids)
@@ -195,5 +195,5 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     reference = [passage(ids) for ids in windows]
     generated = [passage(ids) for ids in tokens]
     out = compare(reference, generated)
-    out.update({"temperature": temperature, "prior_scale": prior_scale, "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
+    out.update({"temperature": temperature, "prior_scale": prior_scale, "top_p": top_p, "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
     return out

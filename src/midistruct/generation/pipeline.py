@@ -691,8 +691,8 @@ class MidiStruct:
 
     def transposed(self, windows: list[np.ndarray], tags: dict[str, str]) -> tuple[list[np.ndarray], dict[str, str]]:
         """A piece's windows transposed to the tonic that ``tags`` names (``tonic``, or ``key``'s tonic) from the
-        one the Krumhansl-Schmuckler key finder hears in all of them, by the smaller interval that keeps every
-        pitch in range; and the tags left for :meth:`retag` (``key`` becomes its ``mode``, when the prior knows
+        one the Krumhansl-Schmuckler key finder hears in all of them, by the nearer way, or an octave the other
+        way where a pitch would leave the range (as they are where neither fits); and the tags left for :meth:`retag` (``key`` becomes its ``mode``, when the prior knows
         that value). Windows under BPE, or without a tonic tag, come back as they are."""
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
         if rest == tags:
@@ -706,15 +706,10 @@ class MidiStruct:
         found = key_of(base, self.vocab)
         if found is None:
             return windows, rest
-        low, high = -6, 6
-        for w in base:
-            low, high = self.vocab.allowed_shifts(w, low, high)
-        step = (target[0] - found[0]) % 12
-        fits = [k for k in (step, step - 12) if low <= k <= high]
+        fits = fitting_shifts(base, nearer_move(found[0], target[0]), self.vocab)
         if not fits:
             return windows, rest
-        shift = min(fits, key=abs)
-        return [self.vocab.shift_pitches(w, shift) for w in base], rest
+        return [self.vocab.shift_pitches(w, fits[0]) for w in base], rest
 
     def retag(self, latents: PieceLatents, tags: dict[str, str], *, strength: float = 1.0) -> PieceLatents:
         """Every window's codes moved from the tag values they lie nearest to those of ``tags``
