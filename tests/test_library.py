@@ -16,10 +16,11 @@ from scores import make_score
 
 from midistruct.cli import main
 from midistruct.library import LibraryError
-from midistruct.library.features import PieceCodes, histogram, histogram_features
+from midistruct.library.features import PieceCodes, file_key, histogram, histogram_features, score_key
 from midistruct.library.radio import radio
 from midistruct.library.search import Space
 from midistruct.library.store import Library, embed_folder
+from midistruct.tokens.key import signature_closeness, signature_of
 
 TPQ = 480
 
@@ -177,6 +178,64 @@ def test_radio_ranks_by_likeness_when_smoothness_is_zero_and_respects_n_and_excl
     assert len(steps) == 3 and sims == sorted(sims, reverse=True) and "piece0.mid" not in [s.path for s in steps]
     with pytest.raises(LibraryError, match="smoothness must be between 0 and 1"):
         radio(library, seed, smoothness=2)
+
+
+def test_key_signatures_and_their_closeness_on_the_circle_of_fifths():
+    assert signature_of((2, "major")) == signature_of((11, "minor")) == 2  # D major, B minor: two sharps
+    assert signature_of((9, "minor")) == 0 and signature_of(None) == -1
+    close = signature_closeness
+    assert close(0, 0) == pytest.approx(1.0) and close(0, 7) == pytest.approx(np.cos(np.pi / 6))  # C, G: a sharp
+    assert close(0, 5) == pytest.approx(np.cos(np.pi / 6)) and close(0, 2) == pytest.approx(0.5)  # F; D: two
+    assert close(0, 6) == pytest.approx(-1.0) and close(3, -1) == 0.0  # F# is furthest; unknown: nothing
+    assert close(0, np.array([0, 7, 6])).tolist() == pytest.approx([1.0, np.cos(np.pi / 6), -1.0])
+
+
+def test_pieces_carry_the_key_signature_the_finder_hears(tmp_path):
+    d_major = scale_piece([62, 66, 69, 74, 62, 64, 66, 67, 69, 71, 73, 74])  # D major triad and scale
+    assert score_key(d_major) == 2
+    d_major.dump_midi(str(tmp_path / "d.mid"))
+    assert file_key(tmp_path / "d.mid") == 2 and file_key(tmp_path / "d.mid", tracks="drums") == -1
+    assert histogram_features()(tmp_path / "d.mid").key == 2
+    empty = symusic.Score(TPQ)
+    assert score_key(empty) == -1
+
+
+def test_libraries_keep_keys_and_read_them_for_pieces_embedded_before(tmp_path):
+    folder = folder_of(tmp_path)  # scales on C, C#, D, D# major triads
+    lib = embed_folder(folder, histogram_features(), model="none", features="histogram", progress=False)
+    assert lib.keys.tolist() == [0, 2, 1, 3]  # p0, p2, sub/p1, sub/p3
+    saved = Library.load(lib.save(tmp_path / "lib.npz"))
+    assert saved.keys.tolist() == lib.keys.tolist()
+    # a library saved before keys: loads without them, and a second embed reads them from the files
+    old = tmp_path / "old.npz"
+    with np.load(tmp_path / "lib.npz") as f:
+        np.savez(old, **{k: f[k] for k in f.files if k != "keys"})
+    assert Library.load(old).keys is None
+    encode, calls = counting(histogram_features())
+    again = embed_folder(folder, encode, model="none", features="histogram", previous=Library.load(old),
+                         progress=False)
+    assert calls == [] and again.keys.tolist() == lib.keys.tolist()
+
+
+def test_the_radio_weighs_key_signatures_beside_the_codes():
+    """Equal codes everywhere: with a key weight the radio starts with the seed's own key signature and walks the
+    circle of fifths one step at a time; without one the keys change nothing; a library without keys ignores it."""
+    n = 6
+    order = [6, 1, 0, 7, 2, 4]  # F# (the furthest from C), C#, C, G, D, E
+    vectors = np.ones((n, 3), dtype=np.float32) + 1e-3 * np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    bars = np.ones((2 * n, 2), dtype=np.float32)
+    library = Library("root", "none", "histogram", [f"k{k}.mid" for k in order], [str(k) for k in order], vectors,
+                      bars, np.arange(0, 2 * n + 1, 2), keys=np.array(order))
+    seed = PieceCodes(np.ones(3, dtype=np.float32), np.ones((2, 2), dtype=np.float32), key=0)
+    steps = radio(library, seed, n=3, smoothness=1.0, edge_bars=1, key_weight=0.5)
+    assert [s.path for s in steps] == ["k0.mid", "k7.mid", "k2.mid"]  # C, then G (one sharp), then D
+    assert [s.key for s in steps] == pytest.approx([1.0, np.cos(np.pi / 6), np.cos(np.pi / 6)])
+    plain = radio(library, seed, n=6, smoothness=1.0, edge_bars=1, key_weight=0.0)
+    assert [s.score for s in plain] == pytest.approx([plain[0].score] * 6)  # the keys change nothing
+    library.keys = None
+    assert [s.key for s in radio(library, seed, n=3, key_weight=0.5)] == [0.0] * 3
+    with pytest.raises(LibraryError, match="key_weight must be between 0 and 1"):
+        radio(library, seed, key_weight=1.5)
 
 
 # --------------------------------------------------------------------------- command line
@@ -383,9 +442,11 @@ def test_radio_with_playlists_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "r"
     assert main(["radio", str(folder / "p0.mid"), "--library", str(lib), "-n", "3", "--smoothness", "0",
-                 "--playlists", str(tmp_path / "lists.txt"), "--playlist-weight", "1", "-o", str(out)]) == 0
+                 "--playlists", str(tmp_path / "lists.txt"), "--playlist-weight", "1", "--key-weight", "0",
+                 "-o", str(out)]) == 0  # the playlists alone (the scales' keys would pull p2 in: two sharps from C)
     assert "40 used, 6 of 6 pieces in them, 1 items not in the library" in capsys.readouterr().err
     playlist = json.loads(out.with_suffix(".json").read_text())
+    assert playlist["key_weight"] == 0.0
     assert playlist["pieces_in_playlists"] == 6
     assert {s["path"] for s in playlist["playlist"][:2]} == {"sub/p5.mid", "sub/p1.mid"}  # p0's playlist mates
 

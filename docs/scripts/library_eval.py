@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from midistruct.library import KEY_WEIGHT
 from midistruct.library.features import code_features, histogram_features
 from midistruct.library.radio import radio
 from midistruct.library.search import Space
 from midistruct.library.store import Library, embed_folder, model_id
+from midistruct.tokens.key import signature_closeness
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
@@ -60,11 +62,21 @@ def tune_type(path: str) -> str:
     return "reels" if kind.startswith("reels") else "jigs" if kind == "slip" else kind
 
 
-def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int, *, groups: np.ndarray | None = None) -> float:
+def with_keys(sims: np.ndarray, keys_a, keys_b, weight: float) -> np.ndarray:
+    """Cosines (A, B) blended with the closeness of the pieces' key signatures as the radio blends them:
+    ``(1 - weight) * cosine + weight * closeness``."""
+    return (1 - weight) * sims + weight * signature_closeness(np.asarray(keys_a)[:, None], np.asarray(keys_b)[None, :])
+
+
+def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int, *, groups: np.ndarray | None = None,
+                 keys: np.ndarray | None = None, key_weight: float = 0.0) -> float:
     """Leave-one-out majority vote of the k most cosine-similar (ties: the nearest's label); with ``groups``,
-    neighbours only from the piece's own group (its meter: does the vector know more than the meter?)."""
+    neighbours only from the piece's own group (its meter: does the vector know more than the meter?); with
+    ``keys``, the cosines blended with the key signatures' closeness (:func:`with_keys`)."""
     space = Space(vectors)
     sims = space.unit @ space.unit.T
+    if keys is not None:
+        sims = with_keys(sims, keys, keys, key_weight)
     if groups is not None:
         sims[groups[:, None] != groups[None, :]] = -np.inf
     np.fill_diagonal(sims, -np.inf)
@@ -124,6 +136,9 @@ def labelled(corpus: str, folder: Path, features: list[str], args, label_of, *, 
         out[f] = {f"knn{k}": knn_accuracy(lib.vectors, labels, k) for k in (1, 5, 10)}
         out[f]["knn5_same_meter"] = knn_accuracy(lib.vectors, labels, 5, groups=meters)
         out[f]["continuation"] = continuation(lib, list(range(len(lib))))
+        if lib.keys is not None:
+            out[f]["with_keys"] = {"key_weight": KEY_WEIGHT, "knn5": knn_accuracy(lib.vectors, labels, 5, keys=lib.keys,
+                                                                                  key_weight=KEY_WEIGHT)}
         if playlists:
             out[f]["generated_playlists"] = playlists_proxy(lib, labels)
         out[f]["pieces"] = len(lib)
@@ -180,14 +195,18 @@ def music21_collections(features: list[str], args) -> dict:
 
 
 def version_ranks(vectors: np.ndarray | list[np.ndarray], song: np.ndarray, originals: list[int],
-                  versions: list[int]) -> dict:
+                  versions: list[int], *, keys: np.ndarray | None = None, key_weight: float = 0.0) -> dict:
     """Each version ranks the originals by cosine similarity: MRR, recall@1, recall@10 of its own song. A list
-    of vector sets (the same pieces, in the same order) ranks by the mean of their cosines."""
+    of vector sets (the same pieces, in the same order) ranks by the mean of their cosines; with ``keys``, blended
+    with the key signatures' closeness (:func:`with_keys`)."""
     sets = vectors if isinstance(vectors, list) else [vectors]
     spaces = [Space(x[originals]) for x in sets]
     ranks = []
     for v in versions:
-        order = np.argsort(-sum(sp.similarity(x[v]) for sp, x in zip(spaces, sets)), kind="stable")
+        sims = sum(sp.similarity(x[v]) for sp, x in zip(spaces, sets)) / len(sets)
+        if keys is not None:
+            sims = with_keys(sims[None, :], keys[[v]], keys[originals], key_weight)[0]
+        order = np.argsort(-sims, kind="stable")
         ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
     return rank_summary(ranks)
 
@@ -254,6 +273,9 @@ def pop909(features: list[str], args) -> dict:
         out[f] = {**version_ranks(lib.vectors, song, originals, versions), "originals": len(originals),
                   "bars_matched": matched_version_ranks(lib, song, originals, versions),
                   "continuation": continuation(lib, originals)}
+        if lib.keys is not None:
+            out[f]["with_keys"] = {"key_weight": KEY_WEIGHT, **version_ranks(lib.vectors, song, originals, versions,
+                                                                             keys=lib.keys, key_weight=KEY_WEIGHT)}
         if f == "codes" and args.blocks:
             out[f]["blocks"] = block_versions(lib, song, originals, versions, args)
         libs[f] = lib

@@ -965,7 +965,13 @@ def cmd_radio(args: argparse.Namespace) -> int:
     seed = encode(Path(seed_path))
     own = library.index_of(content_hash(Path(seed_path)))
     space = None
-    settings = {"n": args.n, "smoothness": args.smoothness, "edge_bars": args.edge_bars}
+    if not 0.0 <= args.key_weight <= 1.0:
+        raise LibraryError(f"--key-weight must be between 0 and 1, got {args.key_weight}")
+    if library.keys is None and args.key_weight > 0:
+        print(f"{args.library} was embedded before libraries kept keys: the key signatures are not weighed (embed it "
+              f"again; only the keys are read, nothing is encoded twice)", file=sys.stderr)
+    settings = {"n": args.n, "smoothness": args.smoothness, "edge_bars": args.edge_bars,
+                "key_weight": args.key_weight if library.keys is not None else 0.0}
     if args.playlists:
         from midistruct.library.playlists import HybridSpace, read_playlists
 
@@ -977,10 +983,11 @@ def cmd_radio(args: argparse.Namespace) -> int:
         print(f"playlists: {len(lists.lists)} used, {int(space.seen.sum())} of {len(library)} pieces in them, "
               f"{len(lists.unknown)} items not in the library", file=sys.stderr)
     steps = radio(library, seed, n=args.n, smoothness=args.smoothness, edge_bars=args.edge_bars,
-                  seed_index=own, space=space)
+                  seed_index=own, space=space, key_weight=args.key_weight)
     m3u, js = write_playlist(steps, library, args.output, seed=str(seed_path), settings=settings)
     for i, step in enumerate(steps, 1):
-        print(f"{i:3d}  {step.path}  similarity {step.similarity:.3f}  transition {step.transition:.3f}")
+        print(f"{i:3d}  {step.path}  similarity {step.similarity:.3f}  transition {step.transition:.3f}  "
+              f"key {step.key:+.2f}")
     print(f"wrote {m3u} and {js}")
     if args.medley:
         from midistruct.library.medley import medley
@@ -1007,6 +1014,7 @@ def _radio_library(args: argparse.Namespace):
 
 def _add_library_parsers(sub) -> None:
     """embed and radio: a library of pieces and playlists from it (midistruct.library)."""
+    from midistruct.library import KEY_WEIGHT
     p = sub.add_parser("embed", help="one vector per piece of a folder of MIDI files, for radio and search",
                        usage="midistruct embed [options] [CHECKPOINT] DIR")
     p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] DIR",
@@ -1041,6 +1049,10 @@ def _add_library_parsers(sub) -> None:
                         "the seed, 0..1 (default: 0.5)")
     p.add_argument("--edge-bars", type=POSITIVE, default=2,
                    help="bars at each end of a piece that a transition compares (default: 2)")
+    p.add_argument("--key-weight", type=float, default=KEY_WEIGHT, metavar="W",
+                   help="weight of the key signatures' closeness on the circle of fifths against the codes' cosines, "
+                        f"in likeness to the seed and in each transition, 0..1 (default: {KEY_WEIGHT}; a model that "
+                        "reads a canonical key holds no key in its codes)")
     p.add_argument("-o", "--output", default="radio", metavar="PATH",
                    help="writes PATH.m3u and PATH.json (default: radio)")
     p.add_argument("--medley", default=None, metavar="MIDI",

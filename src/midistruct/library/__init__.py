@@ -11,5 +11,8 @@ Shapes: N pieces, D piece-vector width, NB bars of a piece, Zb bar-code width.
 from midistruct.errors import MidiStructError
 
 
+KEY_WEIGHT = 0.3  # the key signatures' share of the radio's likeness and transitions (radio; docs/RESULTS.md, issue 17)
+
+
 class LibraryError(MidiStructError, ValueError):
     """A library file or folder that cannot be used (missing, empty, another model's); one-line message."""

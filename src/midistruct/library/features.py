@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from midistruct.tokens.key import key_of_histogram, signature_of
 from midistruct.tokens.validate import Skip, load_score
 
 FEATURES = ("codes", "histogram")
@@ -21,10 +22,35 @@ DURATION_EDGES = np.array([0.1875, 0.375, 0.75, 1.5, 3.0, 6.0, 12.0])  # quarter
 
 
 class PieceCodes(NamedTuple):
-    """``vector`` (D,) the piece; ``bars`` (NB, Zb) one vector per bar in order."""
+    """``vector`` (D,) the piece; ``bars`` (NB, Zb) one vector per bar in order; ``key`` its key signature
+    (:func:`score_key`; -1 unknown), which the radio weighs beside the codes: a model that reads a canonical key
+    (issue 14) holds none in its codes."""
 
     vector: np.ndarray
     bars: np.ndarray
+    key: int = -1
+
+
+def score_key(score) -> int:
+    """The key signature (:func:`midistruct.tokens.key.signature_of`: the pitch class of its major tonic) that the
+    Krumhansl-Schmuckler finder hears in all the pitched notes of ``score`` (a symusic Score), weighted by
+    duration; -1 without notes."""
+    weights = np.zeros(12)
+    for track in score.tracks:
+        if track.is_drum or not len(track.notes):
+            continue
+        notes = track.notes.numpy()  # {"time", "duration", "pitch", "velocity"}: arrays
+        weights += np.bincount(notes["pitch"] % 12, weights=notes["duration"].astype(float), minlength=12)
+    return signature_of(key_of_histogram(weights))
+
+
+def file_key(path: str | Path, *, tracks: str | None = None) -> int:
+    """:func:`score_key` of the tracks of a MIDI file whose name matches ``tracks`` (all for None); -1 when it
+    cannot be read or holds none of them."""
+    try:
+        return score_key(select_tracks(load_score(Path(path)), tracks, name=str(path)))
+    except Exception:  # noqa: BLE001 - a key is a hint: a file the encoder read may still fail here
+        return -1
 
 
 def select_tracks(score, pattern: str | None, *, name: str):
@@ -57,7 +83,8 @@ def code_features(ms, *, tracks: str | None = None,
         latents = ms.encode(score, drop_long=True, time_signature=time_signature, name=str(path))
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
         segment = latents.z_segment.numpy().mean(0)  # (Zs,)
-        return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32))
+        return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32),
+                          score_key(score))
 
     return encode
 
@@ -82,7 +109,7 @@ def histogram_features(*, tracks: str | None = None,
         time, pitch, duration = (np.array(c, dtype=np.float64) for c in zip(*notes))
         bar = _bar_of(score, time, time_signature)
         bars = np.stack([histogram(pitch[bar == b], duration[bar == b]) for b in range(int(bar.max()) + 1)])
-        return PieceCodes(histogram(pitch, duration), bars)
+        return PieceCodes(histogram(pitch, duration), bars, score_key(score))
 
     return encode
 

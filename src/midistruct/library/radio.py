@@ -4,7 +4,11 @@ Candidates are the seed's nearest pieces (:class:`~midistruct.library.search.Spa
 greedily: after piece A comes the candidate B with the best ``smoothness * transition(A, B) +
 (1 - smoothness) * similarity(seed, B)``, where ``transition`` is the cosine between the mean bar vector of
 A's last ``edge_bars`` bars and of B's first ones (end of one into the start of the next, not only whole-piece
-likeness). Every step records both scores.
+likeness). With ``key_weight`` w > 0 and the pieces' keys known (``Library.keys``), each of the two is
+``(1 - w) * cosine + w * closeness`` of the two pieces' key signatures on the circle of fifths
+(:func:`midistruct.tokens.key.signature_closeness`), as a DJ mixes in compatible keys: the codes of a model that
+reads a canonical key (issue 14) hold no key, so without it a tune in D may follow one in E flat. Every step
+records the cosines and the key closeness apart.
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-from midistruct.library import LibraryError
+from midistruct.library import KEY_WEIGHT, LibraryError
 from midistruct.library.features import PieceCodes
 from midistruct.library.search import Space
 from midistruct.library.store import Library
+from midistruct.tokens.key import signature_closeness
 
 
 @dataclass
 class Step:
     """One playlist entry: ``path`` relative to the library root; its cosine to the seed; the transition
-    cosine from the entry before it (from the seed for the first); ``score`` what chose it."""
+    cosine from the entry before it (from the seed for the first); ``key`` the closeness of its key signature to
+    that entry's (0 where a key is unknown); ``score`` what chose it."""
 
     path: str
     similarity: float
     transition: float
     score: float
+    key: float = 0.0
 
 
 def edges(bars: np.ndarray, edge_bars: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +46,16 @@ def edges(bars: np.ndarray, edge_bars: int) -> tuple[np.ndarray, np.ndarray]:
 
 def radio(library: Library, seed: PieceCodes, *, n: int = 12, smoothness: float = 0.5, edge_bars: int = 2,
           pool: int | None = None, seed_index: int | None = None, exclude: set[int] = frozenset(),
-          space: Space | None = None) -> list[Step]:
+          space: Space | None = None, key_weight: float = KEY_WEIGHT) -> list[Step]:
     """Up to ``n`` steps after ``seed`` (a piece's codes); ``seed_index`` its row when it is in the library
     (left out of the playlist), ``exclude`` more rows to leave out. ``pool`` candidates (default
     ``max(4 n, 50)``). Likeness in ``space`` (default: the library's content vectors; a
-    :class:`~midistruct.library.playlists.HybridSpace` to bring in playlists)."""
+    :class:`~midistruct.library.playlists.HybridSpace` to bring in playlists); ``key_weight`` of the key
+    signatures' closeness against each cosine (see the module; no effect on a library made before keys)."""
     if not 0.0 <= smoothness <= 1.0:
         raise LibraryError(f"smoothness must be between 0 and 1, got {smoothness}")
+    if not 0.0 <= key_weight <= 1.0:
+        raise LibraryError(f"key_weight must be between 0 and 1, got {key_weight}")
     if n < 1 or edge_bars < 1:
         raise LibraryError(f"n and edge_bars must be at least 1, got n={n}, edge_bars={edge_bars}")
     pieces, bar_space = space or Space(library.vectors), Space(library.bars, rows=False)
@@ -57,16 +67,21 @@ def radio(library: Library, seed: PieceCodes, *, n: int = 12, smoothness: float 
     starts, ends = zip(*(edges(library.piece_bars(i), edge_bars) for i, _ in candidates))
     starts, ends = bar_space.project(np.stack(starts)), bar_space.project(np.stack(ends))  # (C, Zb) each
     similarity = np.array([s for _, s in candidates])  # (C,)
-    current_end = bar_space.project(edges(seed.bars, edge_bars)[1])
+    keys = (library.keys[[i for i, _ in candidates]] if library.keys is not None
+            else np.full(len(candidates), -1))  # (C,)
+    w = key_weight if library.keys is not None else 0.0
+    liking = (1 - w) * similarity + w * signature_closeness(seed.key, keys)  # (C,)
+    current_end, current_key = bar_space.project(edges(seed.bars, edge_bars)[1]), seed.key
     left, steps = list(range(len(candidates))), []
     while left and len(steps) < n:
         transition = starts[left] @ current_end  # (L,)
-        score = smoothness * transition + (1 - smoothness) * similarity[left]
+        closeness = signature_closeness(current_key, keys[left])  # (L,)
+        score = smoothness * ((1 - w) * transition + w * closeness) + (1 - smoothness) * liking[left]
         best = int(np.argmax(score))
         c = left.pop(best)
         steps.append(Step(library.paths[candidates[c][0]], float(similarity[c]), float(transition[best]),
-                          float(score[best])))
-        current_end = ends[c]
+                          float(score[best]), float(closeness[best])))
+        current_end, current_key = ends[c], keys[c]
     return steps
 
 

@@ -2,7 +2,9 @@
 
 A second run over a grown folder (``previous=`` the saved library) encodes only files whose content hash it
 has not seen under the same model and features; moved or renamed files keep their vectors. Files that cannot
-be read are listed in ``skipped`` with their reason and left out.
+be read are listed in ``skipped`` with their reason and left out. Each piece's key signature is kept too
+(``keys``, for the radio); a library saved before keys loads with ``keys`` None, and a second embed reads them
+from the files without encoding anything again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from midistruct.errors import MidiStructError, MidiStructWarning, one_line
 from midistruct.library import LibraryError
-from midistruct.library.features import PieceCodes
+from midistruct.library.features import PieceCodes, file_key
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 FORMAT = 1
@@ -41,6 +43,7 @@ class Library:
     skipped: dict[str, str] = field(default_factory=dict)
     tracks: str | None = None  # the tracks embedded: a regular expression over track names; None for all
     time_signature: str | None = None  # the meter every file was read in ("4/4"); None: each file's own
+    keys: np.ndarray | None = None  # (N,) each piece's key signature (PieceCodes.key; -1 unknown); None: made before
     encoded: int = 0  # pieces encoded by the run that made this object (the rest came from the cache); not saved
     warned: dict[str, str] = field(default_factory=dict)  # {path: warning} from this run's encoding; not saved
 
@@ -69,8 +72,9 @@ class Library:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         # bar vectors in float16: only cosines are taken of them, and they are most of the file (POP909's 2,898
         # songs hold 780k bars: 200 MB in float32)
+        keys = {} if self.keys is None else {"keys": np.asarray(self.keys, dtype=np.int8)}
         np.savez(tmp, vectors=self.vectors, bars=self.bars.astype(np.float16), offsets=self.offsets,
-                 meta=json.dumps(meta))
+                 meta=json.dumps(meta), **keys)
         tmp.replace(path)
         return path
 
@@ -83,6 +87,7 @@ class Library:
                 meta = json.loads(str(f["meta"]))
                 arrays = {k: f[k] for k in ("vectors", "bars", "offsets")}
                 arrays["bars"] = arrays["bars"].astype(np.float32)
+                arrays["keys"] = f["keys"].astype(np.int64) if "keys" in f.files else None  # None: made before keys
         except (OSError, KeyError, ValueError) as err:
             raise LibraryError(f"{path}: not a library written by `midistruct embed` ({err})") from None
         if meta.get("format") != FORMAT:
@@ -129,7 +134,8 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
     for path in tqdm(files, desc="embed", unit="piece", disable=not progress):
         rel, digest = path.relative_to(folder).as_posix(), content_hash(path)
         if digest in reuse:
-            rows.append((rel, digest, *reuse[digest]))
+            vector, bars, key = reuse[digest]
+            rows.append((rel, digest, vector, bars, file_key(path, tracks=tracks) if key is None else key))
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -142,7 +148,7 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
             skipped[rel] = f"{type(err).__name__}: {one_line(err)}"
             continue
         encoded += 1
-        rows.append((rel, digest, piece.vector, piece.bars))
+        rows.append((rel, digest, piece.vector, piece.bars, piece.key))
         notes = [str(w.message) for w in caught if issubclass(w.category, MidiStructWarning)]
         if notes:
             warned[rel] = " ".join(notes)
@@ -175,20 +181,21 @@ def same_model(a: str, b: str) -> bool:
 
 
 def _reusable(previous: Library | None, *, model: str, features: str, tracks: str | None,
-              time_signature: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+              time_signature: str | None) -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
     if previous is None or (previous.features, previous.tracks, previous.time_signature) != (
             features, tracks, time_signature):
         return {}
     if not same_model(previous.model, model):
         return {}
-    return {h: (previous.vectors[i], previous.piece_bars(i)) for i, h in enumerate(previous.hashes)}
+    keys = previous.keys if previous.keys is not None else [None] * len(previous)  # None: read it from the file
+    return {h: (previous.vectors[i], previous.piece_bars(i), keys[i]) for i, h in enumerate(previous.hashes)}
 
 
 def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int,
              tracks: str | None, time_signature: str | None) -> Library:
-    paths, hashes, vectors, bars = zip(*rows)
+    paths, hashes, vectors, bars, keys = zip(*rows)
     offsets = np.cumsum([0, *(len(b) for b in bars)])
     return Library(root=str(root.resolve()), model=model, features=features, paths=list(paths),
                    hashes=list(hashes), vectors=np.stack(vectors).astype(np.float32),
                    bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded,
-                   tracks=tracks, time_signature=time_signature)
+                   tracks=tracks, time_signature=time_signature, keys=np.array(keys, dtype=np.int64))

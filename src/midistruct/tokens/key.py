@@ -77,6 +77,23 @@ def canonical_key_of(windows: list[np.ndarray], vocab) -> tuple[int, str] | None
     return (CANONICAL_TONIC["major"], "major") if major >= minor else (CANONICAL_TONIC["minor"], "minor")
 
 
+def signature_of(key: tuple[int, str] | None) -> int:
+    """The key signature of ``key`` as the pitch class of its major key's tonic (0..11: D major and B minor are
+    both 2, two sharps); -1 for None (no notes)."""
+    if key is None:
+        return -1
+    return (key[0] + (3 if key[1] == "minor" else 0)) % 12
+
+
+def signature_closeness(a, b) -> np.ndarray:
+    """How near key signatures ``a`` and ``b`` (:func:`signature_of`, arrays broadcast together) lie on the circle
+    of fifths: the cosine of the angle between them, 1 for the same signature, 0.87 one sharp or flat apart, 0.5
+    two, -1 six (C and F#); 0 where either is unknown (-1)."""
+    a, b = np.asarray(a), np.asarray(b)
+    fifths = 2 * np.pi / 12 * ((a * 7) % 12 - (b * 7) % 12)
+    return np.where((a < 0) | (b < 0), 0.0, np.cos(fifths))
+
+
 def nearer_move(source: int, target: int) -> int:
     """Semitones (-6..5) from pitch class ``source`` to ``target`` by the nearer way."""
     step = (target - source) % 12
