@@ -317,3 +317,27 @@ def test_the_checkpoint_says_how_it_reads_pitch(keyed, checkpoint):
     assert key_mode(json.loads((keyed / "run" / "last" / META_FILE).read_text())) == "canonical"
     assert key_mode(json.loads((checkpoint / META_FILE).read_text())) == "absolute"
     assert key_mode({"run_config": {"augment": {"transpose": [-5, 6]}}}) == "absolute"
+
+
+def test_the_swap_measure_reads_each_window_in_its_own_key(keyed, monkeypatch):
+    """`evaluation.blocks` scores windows of many pieces: a canonical model moves each by its own key (read as one
+    piece, windows in D and G would share one key)."""
+    from midistruct.evaluation.blocks import measure_reconstruction, measure_swaps
+
+    ms = MidiStruct.from_pretrained(keyed / "run" / "last")
+    d_major = ms.windows(make_key_score(2, "major", bars=2, seed=3))[0]
+    g_major = ms.windows(make_key_score(7, "major", bars=2, seed=4))[0]
+    assert ms.own_key_shifts([d_major, g_major]) == [-2, 5]
+    encoded, encode = [], ms.encode_windows
+
+    def recording(windows, **kw):
+        z = encode(windows, **kw)
+        encoded.append(z.shifts)
+        return z
+
+    monkeypatch.setattr(ms, "encode_windows", recording)
+    monkeypatch.setattr(ms, "blocks", lambda: {"arrangement": slice(0, 4)})
+    measure_reconstruction(ms, [d_major, g_major])
+    assert encoded == [[-2, 5]]
+    measure_swaps(ms, [(d_major, g_major), (g_major, d_major)])
+    assert encoded[1:] == [[-2, 5], [5, -2]]

@@ -163,7 +163,7 @@ def _content_scores(reference: dict, estimate: dict, suffix: str = "") -> dict[s
 def measure_reconstruction(ms, windows: list[np.ndarray]) -> dict[str, Any]:
     """Decode each window from its own codes (greedy) and score the content against it: the means of
     :func:`_content_scores` over the windows. Any model, with or without blocks: what a swap can keep at best."""
-    decoded = ms.generate_tokens(ms.encode_windows(windows))
+    decoded = ms.generate_tokens(ms.encode_windows(windows, shifts=ms.own_key_shifts(windows)))  # windows of many pieces
     rows = [_content_scores(window_parts(a, ms.vocab), window_parts(out, ms.vocab)) for a, out in zip(windows, decoded)]
     return {"windows": len(rows), **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}} if rows else {}
 
@@ -172,7 +172,10 @@ def measure_swaps(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, block: str 
     """Decode every pair's content window with the other's ``block`` codes and without a swap (greedy); the
     summary (means, medians, shares) and one row per pair."""
     contents, styles = [a for a, _ in pairs], [b for _, b in pairs]
-    z_content, z_style = ms.encode_windows(contents), ms.encode_windows(styles)
+    # each window of its own piece: a model that reads a canonical key moves each by its own key (and the swap is
+    # decoded in the content's)
+    z_content = ms.encode_windows(contents, shifts=ms.own_key_shifts(contents))
+    z_style = ms.encode_windows(styles, shifts=ms.own_key_shifts(styles))
     swapped = ms.generate_tokens(z_content.with_block(z_style, ms.blocks()[block]))
     plain = ms.generate_tokens(z_content)
     rows = []
