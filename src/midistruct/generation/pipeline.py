@@ -34,7 +34,8 @@ from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
 from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
 from midistruct.tokens.encode import PieceEncoder
-from midistruct.tokens.key import CANONICAL_TONIC, canonical_key_of, fitted_shift, fitting_shifts, key_of, nearer_move, to_canonical
+from midistruct.tokens.key import (CANONICAL_TONIC, canonical_key_of, fitted_shift, fitting_shifts, key_of, nearer_move,
+                                   to_canonical)
 from midistruct.tokens.segment import bar_start_ticks, cut_windows
 from midistruct.tokens.tokenizer import decode_ids, strip_special
 from midistruct.tokens.validate import Skip, load_score
@@ -539,8 +540,8 @@ class MidiStruct:
     def sample_tonic(self, tags: dict[str, str]) -> tuple[dict[str, str], tuple[int, str | None] | None]:
         """For a model that reads a canonical key: ``tags`` without ``tonic`` and ``key`` (its codes hold no key;
         ``key``'s mode stays as ``mode`` when the prior knows that value) and the key they ask for, (tonic pitch
-        class, mode: ``key``'s, else the ``mode`` tag's, else None), for :meth:`in_tonic`; None when neither is given. Other
-        models: ``(tags, None)``."""
+        class, mode: ``key``'s, else the ``mode`` tag's, else None), for :meth:`in_tonic`; None when neither is
+        given. Other models: ``(tags, None)``."""
         if not self.canonical or not ({"tonic", "key"} & set(tags)):
             return tags, None
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
@@ -692,8 +693,9 @@ class MidiStruct:
     def transposed(self, windows: list[np.ndarray], tags: dict[str, str]) -> tuple[list[np.ndarray], dict[str, str]]:
         """A piece's windows transposed to the tonic that ``tags`` names (``tonic``, or ``key``'s tonic) from the
         one the Krumhansl-Schmuckler key finder hears in all of them, by the nearer way, or an octave the other
-        way where a pitch would leave the range (as they are where neither fits); and the tags left for :meth:`retag` (``key`` becomes its ``mode``, when the prior knows
-        that value). Windows under BPE, or without a tonic tag, come back as they are."""
+        way where a pitch would leave the range (as they are where neither fits); and the tags left for
+        :meth:`retag` (``key`` becomes its ``mode``, when the prior knows that value). Windows under BPE, or
+        without a tonic tag, come back as they are."""
         rest = {k: v for k, v in tags.items() if k not in ("tonic", "key")}
         if rest == tags:
             return windows, rest
