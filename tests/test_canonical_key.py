@@ -199,8 +199,13 @@ def test_prior_fitted_on_canonical_codes(keyed):
     with pytest.raises(InputError, match="names no key"):
         ms.sample(1, tags={"tonic": "H"})
     # statistics of samples against real windows: each sample is moved to its reference window's key
-    found = sample_statistics(ms, keyed / "data", n=8, split="train", temperature=1.0, prior_scale=0.5)
-    assert found["prior_scale"] == 0.5
+    asked = []  # the prior scale and the nucleus reach the draw and the decoder
+    draw, decode = ms.sample_latents, ms.generate_tokens
+    ms.sample_latents = lambda n, **kw: asked.append(("scale", kw.get("scale"))) or draw(n, **kw)
+    ms.generate_tokens = lambda z, **kw: asked.append(("top_p", kw.get("top_p"))) or decode(z, **kw)
+    found = sample_statistics(ms, keyed / "data", n=8, split="train", temperature=1.0, prior_scale=0.5, top_p=0.9)
+    del ms.sample_latents, ms.generate_tokens
+    assert asked == [("scale", 0.5), ("top_p", 0.9)] and (found["prior_scale"], found["top_p"]) == (0.5, 0.9)
     assert 0.0 <= found["scale_consistency.generated_mean"] <= 1.0
     assert found["scale_consistency.reference_mean"] == pytest.approx(1.0)  # the tunes keep to their scales
 

@@ -28,10 +28,9 @@ import numpy as np
 
 from midistruct.library import KEY_WEIGHT
 from midistruct.library.features import code_features, histogram_features
-from midistruct.library.radio import radio
+from midistruct.library.radio import radio, with_keys
 from midistruct.library.search import Space
 from midistruct.library.store import Library, embed_folder, model_id
-from midistruct.tokens.key import signature_closeness
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
@@ -62,21 +61,15 @@ def tune_type(path: str) -> str:
     return "reels" if kind.startswith("reels") else "jigs" if kind == "slip" else kind
 
 
-def with_keys(sims: np.ndarray, keys_a, keys_b, weight: float) -> np.ndarray:
-    """Cosines (A, B) blended with the closeness of the pieces' key signatures as the radio blends them:
-    ``(1 - weight) * cosine + weight * closeness``."""
-    return (1 - weight) * sims + weight * signature_closeness(np.asarray(keys_a)[:, None], np.asarray(keys_b)[None, :])
-
-
 def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int, *, groups: np.ndarray | None = None,
                  keys: np.ndarray | None = None, key_weight: float = 0.0) -> float:
     """Leave-one-out majority vote of the k most cosine-similar (ties: the nearest's label); with ``groups``,
     neighbours only from the piece's own group (its meter: does the vector know more than the meter?); with
-    ``keys``, the cosines blended with the key signatures' closeness (:func:`with_keys`)."""
+    ``keys``, the cosines blended with the key signatures' closeness as the radio blends them."""
     space = Space(vectors)
     sims = space.unit @ space.unit.T
     if keys is not None:
-        sims = with_keys(sims, keys, keys, key_weight)
+        sims = with_keys(sims, keys[:, None], keys[None, :], key_weight)  # as the radio blends them
     if groups is not None:
         sims[groups[:, None] != groups[None, :]] = -np.inf
     np.fill_diagonal(sims, -np.inf)
@@ -198,14 +191,14 @@ def version_ranks(vectors: np.ndarray | list[np.ndarray], song: np.ndarray, orig
                   versions: list[int], *, keys: np.ndarray | None = None, key_weight: float = 0.0) -> dict:
     """Each version ranks the originals by cosine similarity: MRR, recall@1, recall@10 of its own song. A list
     of vector sets (the same pieces, in the same order) ranks by the mean of their cosines; with ``keys``, blended
-    with the key signatures' closeness (:func:`with_keys`)."""
+    with the key signatures' closeness as the radio blends them."""
     sets = vectors if isinstance(vectors, list) else [vectors]
     spaces = [Space(x[originals]) for x in sets]
     ranks = []
     for v in versions:
         sims = sum(sp.similarity(x[v]) for sp, x in zip(spaces, sets)) / len(sets)
         if keys is not None:
-            sims = with_keys(sims[None, :], keys[[v]], keys[originals], key_weight)[0]
+            sims = with_keys(sims, keys[v], keys[originals], key_weight)  # as the radio blends them
         order = np.argsort(-sims, kind="stable")
         ranks.append(int(np.nonzero(song[originals][order] == song[v])[0][0]) + 1)
     return rank_summary(ranks)

@@ -965,8 +965,6 @@ def cmd_radio(args: argparse.Namespace) -> int:
     seed = encode(Path(seed_path))
     own = library.index_of(content_hash(Path(seed_path)))
     space = None
-    if not 0.0 <= args.key_weight <= 1.0:
-        raise LibraryError(f"--key-weight must be between 0 and 1, got {args.key_weight}")
     if library.keys is None and args.key_weight > 0:
         print(f"{args.library} was embedded before libraries kept keys: the key signatures are not weighed (embed it "
               f"again; only the keys are read, nothing is encoded twice)", file=sys.stderr)

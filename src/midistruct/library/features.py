@@ -31,17 +31,22 @@ class PieceCodes(NamedTuple):
     key: int = -1
 
 
-def score_key(score) -> int:
-    """The key signature (:func:`midistruct.tokens.key.signature_of`: the pitch class of its major tonic) that the
-    Krumhansl-Schmuckler finder hears in all the pitched notes of ``score`` (a symusic Score), weighted by
-    duration; -1 without notes."""
+def score_pitch_classes(score) -> np.ndarray:
+    """(12,) the pitch classes of all the pitched notes of ``score`` (a symusic Score), weighted by duration (in the
+    score's time unit; zeros without notes)."""
     weights = np.zeros(12)
     for track in score.tracks:
         if track.is_drum or not len(track.notes):
             continue
         notes = track.notes.numpy()  # {"time", "duration", "pitch", "velocity"}: arrays
         weights += np.bincount(notes["pitch"] % 12, weights=notes["duration"].astype(float), minlength=12)
-    return signature_of(key_of_histogram(weights))
+    return weights
+
+
+def score_key(score) -> int:
+    """The key signature (:func:`midistruct.tokens.key.signature_of`: the pitch class of its major tonic) that the
+    Krumhansl-Schmuckler finder hears in :func:`score_pitch_classes`; -1 without notes."""
+    return signature_of(key_of_histogram(score_pitch_classes(score)))
 
 
 def file_key(path: str | Path, *, tracks: str | None = None) -> int:

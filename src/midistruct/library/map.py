@@ -21,6 +21,7 @@ import numpy as np
 from midistruct.corpus import SourceError
 from midistruct.corpus.folder import read_tags_csv
 from midistruct.library import LibraryError
+from midistruct.library.features import score_pitch_classes
 from midistruct.library.search import Space
 from midistruct.library.store import Library
 from midistruct.tokens.key import key_of_histogram
@@ -133,12 +134,8 @@ def file_tags(path: Path) -> dict[str, str]:
     except Skip:
         return {"meter": UNKNOWN, "key": UNKNOWN}
     sig = score.time_signatures[0] if len(score.time_signatures) else None
-    notes = [(n.pitch, n.duration) for t in score.tracks if not t.is_drum for n in t.notes]
-    pcs = np.zeros(12)
-    if notes:
-        pitch, duration = np.array(notes, dtype=np.float64).T
-        pcs = np.bincount(pitch.astype(int) % 12, weights=duration, minlength=12)
-    return {"meter": f"{sig.numerator}/{sig.denominator}" if sig is not None else "4/4", "key": estimate_key(pcs)}
+    return {"meter": f"{sig.numerator}/{sig.denominator}" if sig is not None else "4/4",
+            "key": estimate_key(score_pitch_classes(score))}
 
 
 def read_tags(path: str | Path) -> dict[str, dict[str, str]]:

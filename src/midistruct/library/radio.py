@@ -39,6 +39,12 @@ class Step:
     key: float = 0.0
 
 
+def with_keys(cosines: np.ndarray, keys_a, keys_b, weight: float) -> np.ndarray:
+    """``(1 - weight) * cosines + weight * closeness`` of key signatures ``keys_a`` and ``keys_b`` (broadcast
+    against ``cosines``; :func:`midistruct.tokens.key.signature_closeness`, 0 where a key is unknown)."""
+    return (1 - weight) * cosines + weight * signature_closeness(keys_a, keys_b)
+
+
 def edges(bars: np.ndarray, edge_bars: int) -> tuple[np.ndarray, np.ndarray]:
     """(start, end): the mean bar vector of the first and of the last ``edge_bars`` bars of (NB, Zb)."""
     return bars[:edge_bars].mean(0), bars[-edge_bars:].mean(0)
@@ -70,17 +76,16 @@ def radio(library: Library, seed: PieceCodes, *, n: int = 12, smoothness: float 
     keys = (library.keys[[i for i, _ in candidates]] if library.keys is not None
             else np.full(len(candidates), -1))  # (C,)
     w = key_weight if library.keys is not None else 0.0
-    liking = (1 - w) * similarity + w * signature_closeness(seed.key, keys)  # (C,)
+    liking = with_keys(similarity, seed.key, keys, w)  # (C,)
     current_end, current_key = bar_space.project(edges(seed.bars, edge_bars)[1]), seed.key
     left, steps = list(range(len(candidates))), []
     while left and len(steps) < n:
         transition = starts[left] @ current_end  # (L,)
-        closeness = signature_closeness(current_key, keys[left])  # (L,)
-        score = smoothness * ((1 - w) * transition + w * closeness) + (1 - smoothness) * liking[left]
+        score = smoothness * with_keys(transition, current_key, keys[left], w) + (1 - smoothness) * liking[left]
         best = int(np.argmax(score))
         c = left.pop(best)
         steps.append(Step(library.paths[candidates[c][0]], float(similarity[c]), float(transition[best]),
-                          float(score[best]), float(closeness[best])))
+                          float(score[best]), float(signature_closeness(current_key, keys[c]))))
         current_end, current_key = ends[c], keys[c]
     return steps
 
