@@ -128,3 +128,138 @@ def test_prior_of_another_shape_is_refused(own_checkpoint):
     CodePrior.fit(z_bar, z_seg).save(own_checkpoint / PRIOR_FILE)
     with pytest.raises(InputError, match="code prior is over 3 bar codes"):
         MidiStruct.from_pretrained(own_checkpoint)
+
+
+def _is_row_of(rows: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(N,) whether each of ``rows`` (N, Zb) equals some row of ``bank`` (B, Zb)."""
+    return (rows[:, None, :] == bank[None]).all(-1).any(1)
+
+
+def test_bank_keeps_real_bar_codes_and_sampling_snaps_to_them(tmp_path):
+    z_bar, z_seg, _ = _correlated(300, bars=4, bar_dim=3)
+    prior = CodePrior.fit(z_bar, z_seg, rank=4, bank=50, seed=3)
+    assert prior.bank.shape == (50, 3)
+    assert _is_row_of(prior.bank, z_bar.reshape(-1, 3)).all()  # real bar codes
+    assert len({tuple(r.tolist()) for r in prior.bank}) == 50  # drawn without replacement
+    assert torch.equal(CodePrior.fit(z_bar, z_seg, rank=4, bank=50, seed=3).bank, prior.bank)  # seeded
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    snapped, seg = prior.sample(64, generator=g())
+    drawn, seg_free = prior.sample(64, generator=g(), snap=False)
+    assert _is_row_of(snapped.reshape(-1, 3), prior.bank).all()
+    assert not _is_row_of(drawn.reshape(-1, 3), prior.bank).any()
+    assert torch.equal(seg, seg_free)  # the segment code is the Gaussian's either way
+    # each bar goes to its nearest bank bar
+    near = prior.bank[torch.cdist(drawn.reshape(-1, 3), prior.bank).argmin(1)]
+    assert torch.equal(snapped.reshape(-1, 3), near)
+    assert CodePrior.fit(z_bar, z_seg, rank=4, bank=10_000).bank.shape == (1200, 3)  # all the bars there are
+    assert CodePrior.fit(z_bar, z_seg, rank=4).bank is None
+    assert torch.equal(CodePrior.fit(z_bar, z_seg, rank=4).snap(drawn), drawn)  # no bank: as drawn
+    with pytest.raises(PriorError, match="bank must be >= 0"):
+        CodePrior.fit(z_bar, z_seg, bank=-1)
+    # the file keeps the bank; float16 halves the bytes
+    back = CodePrior.load(prior.save(tmp_path / "full.safetensors"))
+    assert torch.equal(back.bank, prior.bank)
+    half = CodePrior.load(prior.save(tmp_path / "half.safetensors", half=True))
+    assert torch.allclose(half.bank, prior.bank, rtol=1e-3) and torch.allclose(half.factor, prior.factor, rtol=1e-3, atol=1e-3)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    assert {t.dtype for t in load_file(str(tmp_path / "half.safetensors")).values()} == {torch.float16}
+    tensors = load_file(str(tmp_path / "full.safetensors"))
+
+    with safe_open(str(tmp_path / "full.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    save_file({**tensors, "bank": torch.zeros(5, 2)}, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(PriorError, match="does not fit bar codes of 3"):
+        CodePrior.load(tmp_path / "bad.safetensors")
+
+
+def test_tagged_samples_snap_to_bank_bars_of_their_values(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    labels = ["minor" if i % 2 else "major" for i in range(n)]
+    rare = ["dorian" if i < 30 else None if i % 7 == 0 else "ionian" for i in range(n)]
+    z_bar = torch.randn(n, 2, 3, generator=g)
+    z_bar[:, :, 0] += torch.tensor([4.0 if v == "minor" else -4.0 for v in labels])[:, None]
+    z_seg = torch.randn(n, 2, generator=g)
+    prior = CodePrior.fit(z_bar, z_seg, rank=4, tags={"mode": labels, "church": rare}, bank=100)
+    assert sorted(prior.bank_tags) == ["church", "mode"] and len(prior.bank_tags["mode"]) == 100
+    minor = prior.bank_rows({"mode": "minor"})
+    assert 20 <= len(minor) < 100 and all(prior.bank_tags["mode"][i] == "minor" for i in minor)
+    assert (prior.bank[minor][:, 0] > 0).all()  # the minor windows' bars
+    snapped, _ = prior.sample(200, tags={"mode": "minor"}, tag_strength=0.0)  # the Gaussian's mean: between the two
+    assert (snapped[..., 0] > 0).all()  # yet every bar is a minor window's
+    assert len(prior.bank_rows({"church": "dorian"})) == 100  # fewer than MIN_BANK bank bars have it: the whole bank
+    # a value too rare to apply leaves the others applied
+    assert torch.equal(prior.bank_rows({"church": "dorian", "mode": "minor"}), minor)
+    assert len(prior.bank_rows({"tune_type": "reel"})) == 100  # a tag the bank does not record is no filter
+    back = CodePrior.load(prior.save(tmp_path / PRIOR_FILE, half=True))  # the bank's tags survive the file
+    assert back.bank_tags == prior.bank_tags and None in back.bank_tags["church"]
+    assert torch.equal(back.bank_rows({"mode": "minor"}), minor)
+
+
+def test_prior_command_keeps_a_bank_and_sample_can_leave_it(own_checkpoint, monkeypatch, tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file
+
+    from midistruct.cli import main
+    from midistruct.generation.pipeline import MidiStruct
+
+    assert main(["prior", str(own_checkpoint), "--device", "cpu", "--rank", "4", "--bank", "6", "--half"]) == 0
+    assert "kept 6 real bar codes" in capsys.readouterr().out
+    written = load_file(str(own_checkpoint / PRIOR_FILE))
+    assert {t.dtype for k, t in written.items() if not k.startswith("bank_tag.")} == {torch.float16}
+    assert written["bank_tag.meter"].shape == (6,)  # the bank knows its bars' meters
+    ms = MidiStruct.from_pretrained(own_checkpoint)
+    assert ms.prior.bank.shape == (6, ms.model.config.latent_dim_bar)
+    z = ms.sample_latents(5)
+    assert _is_row_of(z.z_bar.reshape(-1, z.z_bar.shape[-1]), ms.prior.bank).all()
+    assert not _is_row_of(ms.sample_latents(5, snap=False).z_bar.reshape(-1, z.z_bar.shape[-1]), ms.prior.bank).any()
+    for flags, snapped in [([], True), (["--no-snap"], False)]:
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["sample", str(own_checkpoint), "-n", "2", "--seed", "0", "--device", "cpu", "-o", str(out),
+                     *flags]) == 0
+        record = json.loads((out / "generation.json").read_text())
+        assert record["snap"] is snapped and len(list(out.glob("*.mid"))) == 2
+    assert main(["prior", str(own_checkpoint), "--device", "cpu", "--rank", "4", "--bank", "0"]) == 0
+    assert MidiStruct.from_pretrained(own_checkpoint).prior.bank is None
+
+
+def test_pipeline_snaps_within_the_samples_meter(own_checkpoint):
+    from midistruct.evaluation.statistics import sample_statistics  # noqa: F401  (the path the statistics take)
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained(own_checkpoint)
+    cfg = ms.model.config
+    n, g = 300, torch.Generator().manual_seed(0)
+    meters = ["3/4" if i % 3 == 0 else "4/4" for i in range(n)]
+    z_bar = torch.randn(n, ms.bars, cfg.latent_dim_bar, generator=g)
+    z_bar[:, :, 0] += torch.tensor([5.0 if m == "3/4" else -5.0 for m in meters])[:, None]
+    z_seg = torch.randn(n, cfg.latent_dim_segment, generator=g)
+    prior = CodePrior.fit(z_bar, z_seg, rank=4, bank=200, bank_tags={"meter": meters})
+    assert prior.tags == {} and len(prior.bank_tags["meter"]) == 200  # the bank records the meter, no tag group
+    ms.set_prior(prior)
+    for meter, sign in (("3/4", 1), ("4/4", -1)):
+        z = ms.sample_latents(40, meter=meter)
+        assert (sign * z.z_bar[..., 0] > 0).all() and z.time_signatures == [meter] * 40
+    mixed = ms.sample_latents(40, meter="3/4", snap=False)
+    assert (mixed.z_bar[..., 0] < 0).any()  # the Gaussian alone mixes the two
+    with pytest.raises(PriorError, match="bank tag meter: 3 labels"):
+        CodePrior.fit(z_bar, z_seg, bank=5, bank_tags={"meter": meters[:3]})
+
+
+
+@pytest.mark.parametrize("name, size", [("folk-2bar", 3000), ("folk-16bar", 1000)])
+def test_the_shipped_melody_models_snap_to_real_bars_of_the_samples_meter(name, size):
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained(name)
+    prior = ms.prior
+    assert prior.bank.shape == (size, ms.model.config.latent_dim_bar) and len(prior.bank_tags["meter"]) == size
+    torch.manual_seed(0)
+    z = ms.sample_latents(4, meter="6/8")
+    jig_bars = prior.bank[prior.bank_rows({"meter": "6/8"})]
+    assert len(jig_bars) >= 20 and _is_row_of(z.z_bar.reshape(-1, jig_bars.shape[1]), jig_bars).all()
+    scores = ms.sample(2, seed=0, temperature=0.0, bars=2, meter="6/8")
+    assert all(sum(len(t.notes) for t in s.tracks) > 0 for s in scores)  # decoded to notes

@@ -33,7 +33,7 @@ class KernelPrior:
     def check(self, **_):
         pass
 
-    def sample(self, n, *, scale=1.0, tags=None, tag_strength=1.0, generator=None):
+    def sample(self, n, *, scale=1.0, tags=None, tag_strength=1.0, generator=None, **_):  # keeps no bank: no snap
         self.last = torch.randint(len(self.anchors), (n,), generator=generator)
         x = self.anchors[self.last] + self.h * self.spread * torch.randn(n, self.anchors.shape[1], generator=generator)
         width = self.bars * self.bar_dim

@@ -33,7 +33,7 @@ class MixturePrior:
         self.bars, self.bar_dim, self.segment_dim = fitted.bars, fitted.bar_dim, fitted.segment_dim
         self.cholesky = np.linalg.cholesky(mixture.covariances_)  # (K, D, D)
 
-    def sample(self, n, *, scale=1.0, tags=None, tag_strength=1.0, generator=None):
+    def sample(self, n, *, scale=1.0, tags=None, tag_strength=1.0, generator=None, **_):  # keeps no bank: no snap
         which = np.searchsorted(np.cumsum(self.mixture.weights_), torch.rand(n, generator=generator).numpy())
         which = which.clip(0, len(self.mixture.weights_) - 1)
         noise = torch.randn(n, self.mixture.means_.shape[1], generator=generator, dtype=torch.float64).numpy()

@@ -1,6 +1,7 @@
 """Statistics of samples from a model's fitted code prior against held-out windows (docs/RESULTS.md,
-"Sampling deterministic codes"): the prior as fitted, the same prior without its correlations (diagonal
-only), and, as the ceiling, the codes of real held-out windows, each decoded greedily and at temperature 1.
+"Sampling deterministic codes"): the prior as fitted (its bar codes snapped to its bank of real ones, when it
+keeps one), its Gaussian alone (without the snap), the Gaussian without its correlations (diagonal only), and,
+as the ceiling, the codes of real held-out windows, each decoded greedily and at temperature 1.
 
     python docs/scripts/prior_samples.py CHECKPOINT DATA [--n 128] [--seed 0]
 
@@ -33,10 +34,12 @@ def main() -> None:
     diagonal = CodePrior(fitted.mean, fitted.factor[:, :0], total.sqrt(), fitted.bars, fitted.bar_dim,
                          fitted.segment_dim, fitted.windows)
     out = {}
-    for name, prior in [("fitted", fitted), ("diagonal", diagonal)]:
+    runs = [("fitted", fitted, True), *([("gaussian", fitted, False)] if fitted.bank is not None else []),
+            ("diagonal", diagonal, True)]
+    for name, prior, snap in runs:
         ms.prior = prior
         for t in (0.0, 1.0):
-            found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=t, seed=args.seed)
+            found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=t, seed=args.seed, snap=snap)
             out[f"{name}_t{t:g}"] = {k: round(found[k], 4) for k in
                                      ("scale_consistency.generated_mean", "scale_consistency.reference_mean",
                                       "polyphony.generated_mean", "polyphony.reference_mean",
@@ -58,18 +61,19 @@ def statistics_real(ms, folder, n, *, seed: int = 0):
     # a model that reads a canonical key encodes each window moved by its piece's shift
     z = ms.encode_windows(windows, shifts=ms.corpus_shifts(folder, "test", [piece["id"] for _, piece, _ in rows]))
 
-    class Replay:  # a "prior" that hands out those codes in order
-        bars, bar_dim, segment_dim = ms.bars, z.z_bar.shape[2], z.z_segment.shape[1]
+    class Replay:  # a "prior" that hands out those codes in order (over the calls for each meter)
+        bars, bar_dim, segment_dim, bank, taken = ms.bars, z.z_bar.shape[2], z.z_segment.shape[1], None, 0
 
         def check(self, **_):
             pass
 
         def sample(self, k, generator=None, scale=1.0, **_):
-            return z.z_bar[:k], z.z_segment[:k]
+            start, self.taken = self.taken, self.taken + k
+            return z.z_bar[start : start + k], z.z_segment[start : start + k]
 
-    ms.prior = Replay()
     out = {}
     for t in (0.0, 1.0):
+        ms.prior = Replay()
         found = statistics.sample_statistics(ms, folder, n=len(windows), temperature=t, seed=seed)
         out[f"real_codes_t{t:g}"] = {k: round(found[k], 4) for k in
                                      ("scale_consistency.generated_mean", "scale_consistency.reference_mean",

@@ -1,7 +1,7 @@
 """Sample statistics of a fitted code prior drawn at several scales (the truncation trick), greedy decoding
 (docs/RESULTS.md, "Sampling deterministic codes").
 
-    python docs/scripts/prior_scale.py CHECKPOINT DATA --scales 0.5 0.75 [--n 128] [--temperature 0] [--top-p 1]
+    python docs/scripts/prior_scale.py CHECKPOINT DATA --scales 0.5 0.75 [--n 128] [--temperature 0] [--top-p 1] [--no-snap]
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling of the decoder (with --temperature > 0)")
     ap.add_argument("--seed", type=int, default=0, help="draws the samples and picks the reference windows")
+    ap.add_argument("--no-snap", action="store_true", help="keep the Gaussian's bar codes (where the prior has a bank)")
     args = ap.parse_args()
     ms = MidiStruct.from_pretrained(args.checkpoint)
     assert ms.prior is not None, "no code_prior.safetensors in the checkpoint"
     for scale in args.scales:
         found = statistics.sample_statistics(ms, args.data, n=args.n, temperature=args.temperature, seed=args.seed,
-                                             prior_scale=scale, top_p=args.top_p)
+                                             prior_scale=scale, top_p=args.top_p, snap=not args.no_snap)
         print(json.dumps({"scale": scale, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+                          "snap": found["snap"],
                           **{k: round(found[k], 4) for k in KEYS}}), flush=True)
 
 

@@ -382,11 +382,14 @@ def cmd_prior(args: argparse.Namespace) -> int:
         raise UserError(f"{output}: a code prior is written as .safetensors")
     tags = [t for t in args.tags.split(",") if t] if args.tags is not None else CONDITIONING_TAGS
     prior = ms.fit_prior(args.data, split=args.split, windows=args.windows, rank=args.rank, progress=True,
-                         tags=tags, min_tag_windows=args.min_tag_windows)
-    path = prior.save(output)
+                         tags=tags, min_tag_windows=args.min_tag_windows, bank=args.bank)
+    path = prior.save(output, half=args.half)
     k = prior.factor.shape[1]
     print(f"fitted a Gaussian over {prior.dim} code dimensions (rank {k} + diagonal) to {prior.windows} {args.split} "
           f"windows; wrote {path}")
+    if prior.bank is not None:
+        print(f"  kept {len(prior.bank)} real bar codes: sampled bar codes snap to the nearest (`sample --no-snap` "
+              "draws from the Gaussian alone)")
     for name, group in prior.tags.items():
         print(f"  tag {name}: {len(group.values)} values ({', '.join(group.values[:8])}"
               f"{', ...' if len(group.values) > 8 else ''})")
@@ -466,11 +469,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
     samples = ms.sample(args.n, bars=args.bars, meter=args.meter, prior_scale=args.prior_scale, **_shift(args),
-                        **_tags(args), **_sampling(args))
+                        **_tags(args), **_sampling(args), snap=not args.no_snap)
     _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
                    {"n": args.n, "bars": args.bars, "meter": ms.sample_meter(_tags(args).get("tags"), args.meter),
                     "prior_scale": args.prior_scale,
-                    "prior": "fitted" if ms.prior is not None else "normal", **_sampling(args),
+                    "prior": "fitted" if ms.prior is not None else "normal",
+                    "snap": ms.prior is not None and ms.prior.bank is not None and not args.no_snap, **_sampling(args),
                     **_shift_record(args), **_tags(args)})
     return 0
 
@@ -675,6 +679,9 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--prior-scale", type=TEMPERATURE, default=1.0, metavar="S",
                    help="draw codes nearer the prior's mean: every deviation from it times S (the truncation "
                         "trick; default: 1, the prior as it is)")
+    p.add_argument("--no-snap", action="store_true",
+                   help="keep the bar codes the Gaussian draws, rather than moving each to the nearest real bar's "
+                        "code the prior keeps (its bank; `midistruct prior --bank`)")
     _add_shift_args(p)
     _add_tag_args(p, sampling=True)
     p.set_defaults(handler=cmd_sample)
@@ -715,6 +722,10 @@ def _add_latent_parsers(sub) -> None:
                         f"--tag NAME=VALUE (default: {','.join(CONDITIONING_TAGS)}; '' for none)")
     p.add_argument("--min-tag-windows", type=POSITIVE, default=20, metavar="N",
                    help="a tag value is kept when at least N windows have it (default: 20)")
+    p.add_argument("--bank", type=COUNT, default=1000, metavar="N",
+                   help="real bar codes kept (drawn at random from the windows fitted) for `sample` to snap its bar "
+                        "codes to; 0 keeps none (default: 1000)")
+    p.add_argument("--half", action="store_true", help="write float16 tensors (half the bytes), as shipped models do")
     p.set_defaults(handler=cmd_prior)
     p = sub.add_parser("encode", help="write a MIDI file's latents to .safetensors or .npz")
     _add_checkpoint_arg(p)

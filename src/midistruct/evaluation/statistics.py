@@ -157,15 +157,16 @@ def _mean(values: np.ndarray) -> float | list[float]:
 
 
 def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, seed: int = 0,
-                      split: str = "test", prior_scale: float = 1.0, top_p: float = 1.0) -> dict:
+                      split: str = "test", prior_scale: float = 1.0, top_p: float = 1.0, snap: bool = True) -> dict:
     """:func:`compare` ``n`` windows sampled from the prior by ``ms`` (a ``MidiStruct``) with
     ``n`` full windows (the model's bar count) of the shard folder's ``split``.
 
     The generated windows take the reference windows' meters, one each, so both sets have the
     same mix of meters (and, from a model that reads a canonical key, their keys); codes are drawn from the
     model's prior (:meth:`MidiStruct.sample_latents`) at ``prior_scale`` under ``torch.manual_seed(seed)`` and
-    decoded at ``temperature`` (0: greedy) with nucleus ``top_p``. Adds ``temperature``, ``prior_scale``,
-    ``top_p`` and ``generated_empty`` (the fraction of generated windows without a note).
+    decoded at ``temperature`` (0: greedy) with nucleus ``top_p``; ``snap`` False keeps the Gaussian's bar codes
+    where the prior has a bank of real ones. Adds ``temperature``, ``prior_scale``, ``top_p``, ``snap`` and
+    ``generated_empty`` (the fraction of generated windows without a note).
     """
     import torch
 
@@ -179,8 +180,13 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
             if len(windows) == n:
                 break
     torch.manual_seed(seed)
-    z = ms.sample_latents(len(windows), scale=prior_scale)
-    z.time_signatures = [ms.vocab.meter(ids) for ids in windows]
+    meters = [ms.vocab.meter(ids) for ids in windows]
+    parts = {m: ms.sample_latents(meters.count(m), meter=m, scale=prior_scale, snap=snap) for m in sorted(set(meters))}
+    taken = {m: iter(range(len(z))) for m, z in parts.items()}
+    rows = [(parts[m], next(taken[m])) for m in meters]  # one sample of each reference window's meter, in its order
+    z = parts[meters[0]].with_codes(torch.stack([p.z_bar[i] for p, i in rows]),
+                                    torch.stack([p.z_segment[i] for p, i in rows]))
+    z.bars, z.time_signatures = [p.bars[i] for p, i in rows], meters
     if ms.canonical:  # samples come in C major / A minor: each is moved to its reference window's piece's key
         from midistruct.shards.dataset import piece_shifts
 
@@ -195,5 +201,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     reference = [passage(ids) for ids in windows]
     generated = [passage(ids) for ids in tokens]
     out = compare(reference, generated)
-    out.update({"temperature": temperature, "prior_scale": prior_scale, "top_p": top_p, "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
+    out.update({"temperature": temperature, "prior_scale": prior_scale, "top_p": top_p,
+                "snap": bool(snap and getattr(ms.prior, "bank", None) is not None),
+                "generated_empty": float(np.mean([len(g[0]) == 0 for g in generated]))})
     return out

@@ -512,9 +512,9 @@ class MidiStruct:
     def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str | None = None,
                top_p: float = 1.0, seed: int | None = None, vectors=None, shift: dict[str, float] | None = None,
                prior_scale: float = 1.0, tags: dict[str, str] | None = None,
-               tag_strength: float = 1.0) -> list["symusic.Score"]:  # noqa: F821
+               tag_strength: float = 1.0, snap: bool = True) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
-        ``prior_scale``, ``tags`` and ``tag_strength``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
+        ``prior_scale``, ``tags``, ``tag_strength`` and ``snap``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
         ``meter`` defaults to the one most windows with the given tags are in, else 4/4. A model that reads a
         canonical key samples in C major / A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each
         sample from its canonical tonic (:meth:`sample_tonic`, :meth:`in_tonic`)."""
@@ -529,7 +529,8 @@ class MidiStruct:
             raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
-        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale, tags=tags, tag_strength=tag_strength)
+        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale, tags=tags, tag_strength=tag_strength,
+                                snap=snap)
         if shift:
             z = shift_codes(z, vectors, shift)
         tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
@@ -579,21 +580,27 @@ class MidiStruct:
 
     def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
                        scale: float = 1.0, tags: dict[str, str] | None = None,
-                       tag_strength: float = 1.0) -> PieceLatents:
+                       tag_strength: float = 1.0, snap: bool = True) -> PieceLatents:
         """``n`` one-window codes (uses torch's global generator): from the fitted code prior when the model has
         one (:attr:`prior`, ``code_prior.safetensors`` in its folder, written by :meth:`fit_prior`), else from a
         VAE's N(0, I). A model with deterministic codes (``latent_mode: ae``) and no fitted prior refuses, as
         N(0, I) says nothing about where its codes lie. Fewer ``bars`` than a window keep the first bars' codes.
         ``scale`` < 1 draws nearer the prior's mean (the truncation trick; 1: the prior as it is). ``tags``
         ({name: value}) draws from the fitted prior's codes of those tag values (issue 18), their offsets from the
-        overall mean times ``tag_strength`` (:meth:`midistruct.model.prior.CodePrior.sample`)."""
+        overall mean times ``tag_strength`` (:meth:`midistruct.model.prior.CodePrior.sample`). A fitted prior that
+        keeps a bank of real bar codes moves each drawn bar code to the nearest of them, of the bars of windows in
+        ``meter`` with ``tags`` where it has enough (:meth:`~midistruct.model.prior.CodePrior.snap`), unless ``snap``
+        is False."""
         bars = bars or self.bars
         cfg = self.model.config
         if not scale >= 0:
             raise InputError(f"the prior scale must be >= 0, got {scale}")
         self._check_tags(tags or {})
         if self.prior is not None:
-            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength)
+            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength, snap=False)
+            if snap and getattr(self.prior, "bank", None) is not None:  # to bank bars of windows with these tags,
+                # in this meter (where the bank has enough of them)
+                z_bar = self.prior.snap(z_bar, {**(tags or {}), "meter": meter})
             z_bar = z_bar[:, :bars]
         elif cfg.latent_mode == "vae":
             bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
@@ -617,14 +624,15 @@ class MidiStruct:
 
     def fit_prior(self, data: str | Path | None = None, *, split: str = "train", windows: int = 20000,
                   rank: int = 128, seed: int = 0, progress: bool = False, tags=CONDITIONING_TAGS,
-                  min_tag_windows: int = 20):
+                  min_tag_windows: int = 20, bank: int = 1000):
         """Fit a :class:`~midistruct.model.prior.CodePrior` to the codes (posterior means) of up to ``windows``
         full-length windows of a shard folder's ``split`` (default: the checkpoint's training data), use it for
         sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint).
 
         ``tags`` (names of :data:`midistruct.tags.TAGS`; default the musical ones) are read from each window's
         piece and kept in the prior for their values with ``min_tag_windows`` windows, so that :meth:`sample`
-        and the other commands can be given tags (issue 18); ``()`` fits no tags."""
+        and the other commands can be given tags (issue 18); ``()`` fits no tags. ``bank`` real bar codes (0: none)
+        are kept for sampling to snap its bar codes to (:class:`~midistruct.model.prior.CodePrior`)."""
         for name in tags:
             if not known(name):
                 raise InputError(f"unknown tag {name!r}; valid: {', '.join([*TAGS, *BAR_TAGS])}")
@@ -640,8 +648,10 @@ class MidiStruct:
         shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
         z = self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         columns = {name: [row.get(name) for row in labels] for name in tags}
+        meters = [self.vocab.meter(ids, default=None) for ids, _, _ in full]  # the bank snaps within a meter
         try:
-            prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows)
+            prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows,
+                                  bank=bank, bank_tags={**columns, "meter": meters}, seed=seed)
         except PriorError as err:
             raise InputError(str(err)) from None
         self.set_prior(prior)

@@ -208,7 +208,7 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
         raise PretrainedError(f"{output} is in the shipped models' folder {registry}, and its training music may "
                               f"not ship: {'; '.join(problems)} (src/midistruct/pretrained/README.md)")
     facts = _facts(model, meta, dtype)
-    prior = load_prior(resolve(checkpoint))  # sampling's code prior travels with the weights (float32, small)
+    prior = load_prior(resolve(checkpoint))  # sampling's code prior travels with the weights (float16, small)
     if prior is not None:
         facts["code_prior"] = prior_summary(prior)
     staging = output.with_name(f".{output.name}.export-{os.getpid()}")
@@ -220,7 +220,7 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
                notes=checked.notes)
         _copy_examples(examples, staging / EXAMPLES_DIR)
         if prior is not None:
-            prior.save(staging / PRIOR_FILE)
+            prior.save(staging / PRIOR_FILE, half=True)
         _check_size(staging, output, registry)
         replace_dir(staging, output)
     finally:
@@ -231,7 +231,9 @@ def export(checkpoint: str | Path, output: str | Path, *, card: dict[str, Any], 
 def prior_summary(prior) -> str:
     """One line on a code prior for a model card: its Gaussian and the tags it knows (issue 18)."""
     text = (f"Gaussian over {prior.dim} code dimensions (rank {prior.factor.shape[1]} + diagonal), fitted to "
-            f"{prior.windows} training windows")
+            f"{prior.windows} training windows"
+            + (f"; each sampled bar code snapped to the nearest of {len(prior.bank)} real bars' codes"
+               if prior.bank is not None else ""))
     if prior.tags:
         text += "; tags for `--tag`: " + ", ".join(f"{name} ({len(g.values)} values)" for name, g in prior.tags.items())
     return text

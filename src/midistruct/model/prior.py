@@ -23,6 +23,16 @@ so ``key=D minor`` draws codes near the D minor windows' codes and no wider than
 tags add their offsets (the shifts of a pair not seen together are assumed to add). :meth:`CodePrior.retag` moves
 given codes from the value they are nearest to (diagonal LDA) to the value asked for. In the file each group is
 ``tag.<name>.means`` (V, D), ``.factor``, ``.residual``, its values, counts and meters in the metadata.
+
+A bank of real bar codes. The codes of a deterministic model do not lie on a Gaussian: a bar code drawn from the
+Gaussian is often one no real bar has, and the decoder answers it with chords and stray pitches (``folk-16bar``'s
+samples kept to one scale at 0.87 of their notes, the data at 0.99, whatever the rank, a full covariance included).
+Fitted with ``bank=B``, the prior also keeps B bar codes of real training bars, picked at random, and the tags of
+their windows. :meth:`CodePrior.sample` then moves each drawn bar code to the nearest of them (Euclidean): the
+Gaussian chooses how the bars go together, the bank gives each bar a code the decoder knows. With tags (the
+pipeline adds the sample's meter), only bank bars of windows with those tag values are used (the meter first; a
+tag that would leave fewer than ``MIN_BANK`` bars is not applied). In the file: ``bank`` (B, Zb), ``bank_tag.<name>`` (B,) int16 indices into that
+tag's values in the metadata (-1: none). docs/RESULTS.md, "Sampling deterministic codes", has what it changes.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from midistruct.tags import TagError
 
 PRIOR_FILE = "code_prior.safetensors"
 _META_KEY = "midistruct_code_prior"
+MIN_BANK = 20  # bank bars a tagged sample snaps to at least; a tag value fewer bank bars have is not applied
 
 
 class PriorError(MidiStructError, ValueError):
@@ -107,15 +118,21 @@ class CodePrior:
     segment_dim: int  # Zs
     windows: int  # how many windows it was fitted on
     tags: dict[str, TagGroup] = field(default_factory=dict)  # fitted with the windows' tags: see the module
+    bank: torch.Tensor | None = None  # (B, Zb) real bar codes that sampled bar codes snap to (see the module)
+    bank_tags: dict[str, list[str | None]] = field(default_factory=dict)  # (B,) each bank bar's window's tag values
 
     @classmethod
     def fit(cls, z_bar: torch.Tensor, z_segment: torch.Tensor, *, rank: int = 128,
-            tags: dict[str, list[str | None]] | None = None, tag_rank: int = 16, min_windows: int = 20) -> CodePrior:
+            tags: dict[str, list[str | None]] | None = None, tag_rank: int = 16, min_windows: int = 20,
+            bank: int = 0, bank_tags: dict[str, list[str | None]] | None = None, seed: int = 0) -> CodePrior:
         """Fit to W windows' codes: ``z_bar`` (W, NB, Zb), ``z_segment`` (W, Zs); ``rank`` caps K (K <= D, W - 1).
 
         ``tags`` ({name: (W,) value or None}) adds a :class:`TagGroup` per tag, of the values with at least
         ``min_windows`` windows (``tag_rank`` caps its K); a tag with fewer than 2 such values is left out. A
-        ``meter`` column, when given, also gives each value's meters (sampling's meter for that value)."""
+        ``meter`` column, when given, also gives each value's meters (sampling's meter for that value).
+        ``bank`` > 0 keeps that many of the W * NB bar codes (all where fewer), drawn without replacement under
+        ``seed``, with their windows' values of ``bank_tags`` ({name: (W,) value or None}; default ``tags``), for
+        :meth:`sample` to snap to (see the module)."""
         if z_bar.ndim != 3 or z_segment.ndim != 2 or len(z_bar) != len(z_segment):
             raise PriorError(f"codes of mismatched shapes: z_bar {list(z_bar.shape)}, z_segment {list(z_segment.shape)}")
         windows, bars, bar_dim = z_bar.shape
@@ -123,6 +140,8 @@ class CodePrior:
             raise PriorError(f"a prior needs the codes of at least 2 windows, got {windows}")
         if rank < 1:
             raise PriorError(f"rank must be >= 1, got {rank}")
+        if bank < 0:
+            raise PriorError(f"bank must be >= 0, got {bank}")
         x = torch.cat([z_bar.reshape(windows, -1), z_segment], dim=1).double()  # (W, D)
         mean = x.mean(0)
         factor, residual = _ppca((x - mean) / (windows - 1) ** 0.5, rank)
@@ -133,25 +152,60 @@ class CodePrior:
             group = _fit_group(x, column, meters=(tags or {}).get("meter"), rank=tag_rank, min_windows=min_windows)
             if group is not None:
                 groups[name] = group
-        return cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups)
+        prior = cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups)
+        if bank and bar_dim:
+            picked = torch.randperm(windows * bars, generator=torch.Generator().manual_seed(seed))[:bank]  # (B,)
+            prior.bank = z_bar.reshape(windows * bars, bar_dim)[picked].float().clone()
+            recorded = (tags or {}) if bank_tags is None else bank_tags
+            for name, column in recorded.items():
+                if len(column) != windows:
+                    raise PriorError(f"bank tag {name}: {len(column)} labels for {windows} windows")
+            prior.bank_tags = {name: [column[int(i) // bars] for i in picked] for name, column in recorded.items()}
+        return prior
 
     @property
     def dim(self) -> int:
         return self.bars * self.bar_dim + self.segment_dim
 
     def sample(self, n: int, *, scale: float = 1.0, generator: torch.Generator | None = None,
-               tags: dict[str, str] | None = None, tag_strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+               tags: dict[str, str] | None = None, tag_strength: float = 1.0,
+               snap: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` windows' codes: ``z_bar`` (n, NB, Zb) and ``z_segment`` (n, Zs) (torch's global generator by
         default). ``scale`` < 1 draws nearer the mean (every deviation times ``scale``: the truncation trick).
         ``tags`` ({name: value}) draws from the codes of windows with those values (see the module), their
-        offsets from the overall mean times ``tag_strength`` (> 1 exaggerates them, as guidance does)."""
+        offsets from the overall mean times ``tag_strength`` (> 1 exaggerates them, as guidance does). With a
+        bank and ``snap``, each bar code is then the nearest bank bar's (:meth:`snap`)."""
         if scale < 0:
             raise PriorError(f"scale must be >= 0, got {scale}")
         mean, factor, residual = self.conditional(tags or {}, strength=tag_strength)
         k = factor.shape[1]
         x = mean + scale * (torch.randn(n, k, generator=generator) @ factor.T
                             + torch.randn(n, self.dim, generator=generator) * residual)
-        return self.split(x)
+        z_bar, z_segment = self.split(x)
+        return (self.snap(z_bar, tags) if snap else z_bar), z_segment
+
+    def bank_rows(self, tags: dict[str, str] | None = None) -> torch.Tensor:
+        """Indices of the bank bars whose windows have ``tags``' values: the meter first, then each other tag in
+        turn, a tag skipped where it would leave fewer than :data:`MIN_BANK` bars (and a tag the bank does not
+        record ignored); the whole bank when ``tags`` is empty."""
+        if self.bank is None:
+            raise PriorError("this code prior keeps no bank of bar codes (fit it with bank > 0)")
+        keep = torch.ones(len(self.bank), dtype=torch.bool)
+        for name, value in sorted((tags or {}).items(), key=lambda item: item[0] != "meter"):
+            if name in self.bank_tags:
+                narrower = keep & torch.tensor([v == value for v in self.bank_tags[name]], dtype=torch.bool)
+                if int(narrower.sum()) >= MIN_BANK:
+                    keep = narrower
+        return keep.nonzero()[:, 0]
+
+    def snap(self, z_bar: torch.Tensor, tags: dict[str, str] | None = None) -> torch.Tensor:
+        """Bar codes (n, NB, Zb) each replaced by the nearest bank bar's code (of those :meth:`bank_rows` picks
+        for ``tags``); as they are without a bank."""
+        if self.bank is None or z_bar.numel() == 0:
+            return z_bar
+        rows = self.bank[self.bank_rows(tags)]  # (B', Zb)
+        flat = z_bar.reshape(-1, z_bar.shape[-1])
+        return rows[torch.cdist(flat.float(), rows).argmin(1)].reshape(z_bar.shape).to(z_bar.dtype)
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat codes (n, D) -> ``z_bar`` (n, NB, Zb), ``z_segment`` (n, Zs)."""
@@ -216,7 +270,9 @@ class CodePrior:
             raise PriorError(f"{where} is over {self.bars} bar codes of {self.bar_dim} + a segment code of "
                              f"{self.segment_dim}; the model has {bars} x {bar_dim} + {segment_dim}")
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, half: bool = False) -> Path:
+        """Write the prior to ``path`` (.safetensors): float32 tensors, or float16 with ``half`` (as the shipped
+        models keep their weights; the codes need no more than its 11 bits)."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -227,8 +283,17 @@ class CodePrior:
         for name, group in self.tags.items():
             tensors |= {f"tag.{name}.means": group.means, f"tag.{name}.factor": group.factor,
                         f"tag.{name}.residual": group.residual}
-        save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(path),
-                  metadata={_META_KEY: json.dumps(meta)})
+        if self.bank is not None:
+            tensors["bank"] = self.bank
+        dtype = torch.float16 if half else torch.float32
+        tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
+        if self.bank is not None:  # each bank bar's tag value as an index into the values in the metadata (-1: none)
+            meta["bank_tags"] = {name: sorted({v for v in column if v is not None})
+                                 for name, column in self.bank_tags.items()}
+            for name, column in self.bank_tags.items():
+                index = {v: i for i, v in enumerate(meta["bank_tags"][name])}
+                tensors[f"bank_tag.{name}"] = torch.tensor([index.get(v, -1) for v in column], dtype=torch.int16)
+        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(meta)})
         return path
 
     @classmethod
@@ -252,6 +317,11 @@ class CodePrior:
                                                 f.get_tensor(f"tag.{name}.factor").float(),
                                                 f.get_tensor(f"tag.{name}.residual").float(),
                                                 [dict(m) for m in info.get("meters", [])])
+                if "bank" in f.keys():  # fitted with a bank of bar codes (older files have none)
+                    prior.bank = f.get_tensor("bank").float()
+                    for name, values in meta.get("bank_tags", {}).items():
+                        prior.bank_tags[name] = [values[i] if i >= 0 else None
+                                                 for i in f.get_tensor(f"bank_tag.{name}").tolist()]
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             if isinstance(err, PriorError):
                 raise
@@ -265,6 +335,10 @@ class CodePrior:
             if g.means.shape != (len(g.values), d) or g.factor.ndim != 2 or g.factor.shape[0] != d \
                     or g.residual.shape != (d,) or len(g.counts) != len(g.values):
                 raise PriorError(f"{path}: tag {name}'s tensors do not fit its {len(g.values)} values of {d} dimensions")
+        if prior.bank is not None and (prior.bank.ndim != 2 or prior.bank.shape[1] != prior.bar_dim
+                                       or any(len(v) != len(prior.bank) for v in prior.bank_tags.values())):
+            raise PriorError(f"{path}: a bank of shape {list(prior.bank.shape)} does not fit bar codes of "
+                             f"{prior.bar_dim} (or its tags do not fit its bars)")
         return prior
 
 
