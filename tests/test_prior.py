@@ -227,7 +227,6 @@ def test_prior_command_keeps_a_bank_and_sample_can_leave_it(own_checkpoint, monk
 
 
 def test_pipeline_snaps_within_the_samples_meter(own_checkpoint):
-    from midistruct.evaluation.statistics import sample_statistics  # noqa: F401  (the path the statistics take)
     from midistruct.generation.pipeline import MidiStruct
 
     ms = MidiStruct.from_pretrained(own_checkpoint)
@@ -245,6 +244,16 @@ def test_pipeline_snaps_within_the_samples_meter(own_checkpoint):
         assert (sign * z.z_bar[..., 0] > 0).all() and z.time_signatures == [meter] * 40
     mixed = ms.sample_latents(40, meter="3/4", snap=False)
     assert (mixed.z_bar[..., 0] < 0).any()  # the Gaussian alone mixes the two
+    # a window in each of several meters, in the order asked (what the sample statistics draw), one call per meter
+    asked = ["4/4", "3/4", "4/4", "3/4", "3/4"]
+    calls, draw = [], ms.sample_latents
+    ms.sample_latents = lambda n, **kw: calls.append((n, kw["meter"])) or draw(n, **kw)
+    z = ms.sample_latents_in_meters(asked)
+    del ms.sample_latents
+    assert calls == [(3, "3/4"), (2, "4/4")] and z.time_signatures == asked and z.z_bar.shape[0] == 5
+    assert [bool((w[..., 0] > 0).all()) for w in z.z_bar] == [m == "3/4" for m in asked]
+    # the prior alone snaps within a meter too
+    assert (prior.sample(30, meter="4/4")[0][..., 0] < 0).all()
     with pytest.raises(PriorError, match="bank tag meter: 3 labels"):
         CodePrior.fit(z_bar, z_seg, bank=5, bank_tags={"meter": meters[:3]})
 

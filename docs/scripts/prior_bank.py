@@ -73,12 +73,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ms = MidiStruct.from_pretrained(args.model)
     started = time.time()
-    from midistruct.generation.attributes import corpus_windows_with_pieces
-
-    full = [row for row in corpus_windows_with_pieces(args.data, split="train", limit=args.windows, seed=0)
-            if ms.vocab.count_bars(row[0]) == ms.bars]
-    z = ms._encode_in_chunks([ids for ids, _, _ in full], progress=True,
-                             shifts=ms.corpus_shifts(args.data, "train", [p["id"] for _, p, _ in full]))
+    _, z = ms.corpus_codes(args.data, windows=args.windows, progress=True)
     z_bar, z_seg = z.z_bar, z.z_segment
     windows, bars, bar_dim = z_bar.shape
     flat = z_bar.reshape(-1, bar_dim)

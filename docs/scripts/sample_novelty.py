@@ -76,8 +76,7 @@ def main() -> None:
     for snap in (True, False):
         for temperature in (0.0, 1.0):
             torch.manual_seed(args.seed)
-            parts = {m: ms.sample_latents(meters.count(m), meter=m, snap=snap) for m in sorted(set(meters))}
-            tokens = [ids for part in parts.values() for ids in ms.generate_tokens(part, temperature=temperature)]
+            tokens = ms.generate_tokens(ms.sample_latents_in_meters(meters, snap=snap), temperature=temperature)
             out[f"{'snapped' if snap else 'gaussian'}_t{temperature:g}"] = measure([bars_of(ids) for ids in tokens])
     print(json.dumps(out))
 

@@ -180,13 +180,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
             if len(windows) == n:
                 break
     torch.manual_seed(seed)
-    meters = [ms.vocab.meter(ids) for ids in windows]
-    parts = {m: ms.sample_latents(meters.count(m), meter=m, scale=prior_scale, snap=snap) for m in sorted(set(meters))}
-    taken = {m: iter(range(len(z))) for m, z in parts.items()}
-    rows = [(parts[m], next(taken[m])) for m in meters]  # one sample of each reference window's meter, in its order
-    z = parts[meters[0]].with_codes(torch.stack([p.z_bar[i] for p, i in rows]),
-                                    torch.stack([p.z_segment[i] for p, i in rows]))
-    z.bars, z.time_signatures = [p.bars[i] for p, i in rows], meters
+    z = ms.sample_latents_in_meters([ms.vocab.meter(ids) for ids in windows], scale=prior_scale, snap=snap)
     if ms.canonical:  # samples come in C major / A minor: each is moved to its reference window's piece's key
         from midistruct.shards.dataset import piece_shifts
 

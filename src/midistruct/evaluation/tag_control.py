@@ -99,17 +99,12 @@ def judge_windows(judge: Judge, ms, windows: list[np.ndarray]) -> list[str]:
 def _free_latents(ms, n: int, *, scale: float = 1.0):
     """``n`` one-window codes drawn without tags, their meters in the training windows' proportions (the
     prior's ``meter`` tag; all 4/4 without it)."""
-    from midistruct.generation.latents import PieceLatents  # (imports torch: kept local)
-
     group = ms.prior.tags.get("meter") if ms.prior is not None else None
     if group is None:
         return ms.sample_latents(n, meter="4/4", scale=scale)
     counts = np.random.default_rng(0).multinomial(n, np.array(group.counts) / sum(group.counts))
-    parts = [ms.sample_latents(int(k), meter=meter, scale=scale) for meter, k in zip(group.values, counts) if k]
-    import torch
-
-    return PieceLatents(torch.cat([p.z_bar for p in parts]), torch.cat([p.z_segment for p in parts]),
-                        [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures])
+    return ms.sample_latents_in_meters([meter for meter, k in zip(group.values, counts) for _ in range(int(k))],
+                                       scale=scale)
 
 
 def _real_keys(ms, held_out: list[tuple[np.ndarray, str]], *, seed: int):

@@ -597,10 +597,8 @@ class MidiStruct:
             raise InputError(f"the prior scale must be >= 0, got {scale}")
         self._check_tags(tags or {})
         if self.prior is not None:
-            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength, snap=False)
-            if snap and getattr(self.prior, "bank", None) is not None:  # to bank bars of windows with these tags,
-                # in this meter (where the bank has enough of them)
-                z_bar = self.prior.snap(z_bar, {**(tags or {}), "meter": meter})
+            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength, snap=snap,
+                                                 meter=meter)
             z_bar = z_bar[:, :bars]
         elif cfg.latent_mode == "vae":
             bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
@@ -610,6 +608,19 @@ class MidiStruct:
                              "no fitted code prior to sample from: write one with `midistruct prior CHECKPOINT` "
                              "(reconstruct, interpolate, continue and attribute shifts work without it)")
         return PieceLatents(z_bar, z_segment, [bars] * n, [meter] * n)
+
+    def sample_latents_in_meters(self, meters: list[str], *, scale: float = 1.0, snap: bool = True) -> PieceLatents:
+        """One window's codes in each of ``meters``, in that order: :meth:`sample_latents` called once per meter,
+        the meters in sorted order (so the draws depend on the mix of meters, not on their order)."""
+        parts = {m: self.sample_latents(meters.count(m), meter=m, scale=scale, snap=snap) for m in sorted(set(meters))}
+        taken = dict.fromkeys(parts, 0)
+        rows = []  # (part, index in it) of each window
+        for m in meters:
+            rows.append((parts[m], taken[m]))
+            taken[m] += 1
+        return PieceLatents(torch.stack([part.z_bar[i] for part, i in rows]),
+                            torch.stack([part.z_segment[i] for part, i in rows]),
+                            [part.bars[i] for part, i in rows], list(meters))
 
     def set_prior(self, prior) -> None:
         """Use ``prior`` (a :class:`~midistruct.model.prior.CodePrior`) for sampling; :class:`InputError` when it
@@ -639,14 +650,11 @@ class MidiStruct:
         if self.canonical:  # its codes hold no key: sample reaches a tonic by transposing (sample_tonic)
             tags = tuple(name for name in tags if name not in ("tonic", "key"))
         folder = data or self.cfg.data.output
-        full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
-                if self.vocab.count_bars(row[0]) == self.bars]
+        full, z = self.corpus_codes(folder, split=split, windows=windows, seed=seed, progress=progress)
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
         labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
                               n_bars=self.bars, names=tags) for ids, piece, bar in full]
-        shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
-        z = self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         columns = {name: [row.get(name) for row in labels] for name in tags}
         meters = [self.vocab.meter(ids, default=None) for ids, _, _ in full]  # the bank snaps within a meter
         try:
@@ -656,6 +664,16 @@ class MidiStruct:
             raise InputError(str(err)) from None
         self.set_prior(prior)
         return prior
+
+    def corpus_codes(self, folder, *, split: str = "train", windows: int = 20000, seed: int = 0,
+                     progress: bool = False) -> tuple[list, PieceLatents]:
+        """The full-length windows among up to ``windows`` of a shard folder's ``split`` (a seeded random subset;
+        ``(ids, piece, bar)`` rows) and their codes (posterior means; each piece read in its canonical key by a
+        model that reads one)."""
+        full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
+                if self.vocab.count_bars(row[0]) == self.bars]
+        shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
+        return full, self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
 
     def corpus_shifts(self, folder, split: str, piece_ids: list[str]) -> list[int] | None:
         """Each listed piece's shift to the canonical key (:func:`midistruct.shards.dataset.piece_shifts`, the key

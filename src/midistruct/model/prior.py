@@ -168,13 +168,14 @@ class CodePrior:
         return self.bars * self.bar_dim + self.segment_dim
 
     def sample(self, n: int, *, scale: float = 1.0, generator: torch.Generator | None = None,
-               tags: dict[str, str] | None = None, tag_strength: float = 1.0,
-               snap: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               tags: dict[str, str] | None = None, tag_strength: float = 1.0, snap: bool = True,
+               meter: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` windows' codes: ``z_bar`` (n, NB, Zb) and ``z_segment`` (n, Zs) (torch's global generator by
         default). ``scale`` < 1 draws nearer the mean (every deviation times ``scale``: the truncation trick).
         ``tags`` ({name: value}) draws from the codes of windows with those values (see the module), their
         offsets from the overall mean times ``tag_strength`` (> 1 exaggerates them, as guidance does). With a
-        bank and ``snap``, each bar code is then the nearest bank bar's (:meth:`snap`)."""
+        bank and ``snap``, each bar code is then the nearest bank bar's of windows with ``tags`` and in ``meter``
+        (:meth:`snap`)."""
         if scale < 0:
             raise PriorError(f"scale must be >= 0, got {scale}")
         mean, factor, residual = self.conditional(tags or {}, strength=tag_strength)
@@ -182,7 +183,9 @@ class CodePrior:
         x = mean + scale * (torch.randn(n, k, generator=generator) @ factor.T
                             + torch.randn(n, self.dim, generator=generator) * residual)
         z_bar, z_segment = self.split(x)
-        return (self.snap(z_bar, tags) if snap else z_bar), z_segment
+        if snap:
+            z_bar = self.snap(z_bar, {**(tags or {}), **({"meter": meter} if meter else {})})
+        return z_bar, z_segment
 
     def bank_rows(self, tags: dict[str, str] | None = None) -> torch.Tensor:
         """Indices of the bank bars whose windows have ``tags``' values: the meter first, then each other tag in
