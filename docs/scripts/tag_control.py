@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--prior-scale", type=float, default=1.0)
     parser.add_argument("--tag-strength", type=float, default=1.0)
+    parser.add_argument("--route", default="both", choices=("both", "prior", "decoder", "meter"),
+                        help="who is told the tag, for a model whose decoder reads tags (model.decoder_tags)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -70,7 +73,8 @@ def main() -> None:
         judge = fit_judge(ms, [w for w, _ in train], [v for _, v in train], values, per_value=args.per_value)
         held = [(w, v) for w, v in test if v in values]
         result = control(ms, judge, name, held_out=held, n=args.n, temperature=args.temperature,
-                         prior_scale=args.prior_scale, tag_strength=args.tag_strength)
+                         prior_scale=args.prior_scale, tag_strength=args.tag_strength, route=args.route,
+                         seed=args.seed)
         result["judge_train_windows"] = sum(v in values for _, v in train)
         result["seconds"] = round(time.time() - start, 1)
         report["tags"][name] = result

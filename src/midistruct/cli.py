@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
                                  samples=args.samples, judge=args.judge,
-                                 sample_temperature=args.sample_temperature, beams=args.beams)
+                                 sample_temperature=args.sample_temperature, beams=args.beams, tags=args.tags)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -769,6 +769,9 @@ def _add_evaluate_parser(sub) -> None:
                    help="also decode free-running by sampling at temperature T (free_sampled_*; 0: greedy only)")
     p.add_argument("--beams", type=COUNT, default=0, metavar="K",
                    help="also decode free-running by beam search over K beams (free_beam_*; 0 or 1: not measured)")
+    p.add_argument("--tags", action="store_true",
+                   help="a model whose decoder reads tags (model.decoder_tags) is given each window's own; without "
+                        "it, none (as `reconstruct` without --tag)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -793,14 +796,15 @@ def _add_pretrained_parsers(sub) -> None:
                         "card; `midistruct quickstart` interpolates between the first two")
     p.set_defaults(handler=cmd_export)
     p = sub.add_parser("tags", help="the tags a model can be given (--tag NAME=VALUE) and their values: those its "
-                                    "code prior keeps")
+                                    "code prior keeps and those its decoder reads (model.decoder_tags)")
     _add_checkpoint_arg(p)
     p.add_argument("--json", action="store_true", help="print {tag: {value: training windows}} as JSON")
     p.set_defaults(handler=cmd_tags)
 
 
 def cmd_tags(args: argparse.Namespace) -> int:
-    """List the tags of a checkpoint's code prior, with how many training windows each value had."""
+    """List the tags of a checkpoint's code prior, with how many training windows each value had, and those its
+    decoder reads (``model.decoder_tags``; in --json with null counts where the prior does not know the tag)."""
     from midistruct.model.pretrained import resolve
     from midistruct.model.prior import load_prior
 
@@ -809,8 +813,14 @@ def cmd_tags(args: argparse.Namespace) -> int:
     folder = resolve(args.checkpoint)
     prior = load_prior(folder)
     found = {name: dict(zip(g.values, g.counts)) for name, g in (prior.tags if prior else {}).items()}
+    decoder = json.loads((folder / "config.json").read_text()).get("decoder_tags") or {}  # issue 18 item 2
     if args.json:
-        print(json.dumps(found, indent=2))
+        print(json.dumps(found | {name: {v: None for v in values} for name, values in decoder.items()
+                                  if name not in found}, indent=2))
+        return 0
+    for name, values in decoder.items():
+        print(f"{name} (the decoder reads it): {', '.join(values)}")
+    if not found and decoder:
         return 0
     if not found:
         print(f"{args.checkpoint}: no tags (" + ("its code prior was fitted without tags" if prior else "no code prior")
@@ -1155,7 +1165,8 @@ def _add_method_arg(p: argparse.ArgumentParser) -> None:
 def _add_tag_args(p, *, sampling: bool = False) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE",
                    help="condition on a tag, e.g. key=D:minor, mode=minor, tune_type=reel (repeatable); the model's "
-                        "code prior knows which (`midistruct tags CHECKPOINT` lists them)")
+                        "code prior, and the decoder of a model trained with model.decoder_tags, know which "
+                        "(`midistruct tags CHECKPOINT` lists them)")
     p.add_argument("--tag-strength", type=float, default=1.0, metavar="S",
                    help=("draw codes from the --tag values' mean offset times S (default: 1, the tagged windows' "
                          "codes as they are; 2-3 obey the tag more, docs/RESULTS.md)") if sampling else

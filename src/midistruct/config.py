@@ -212,6 +212,10 @@ class ModelSettings(_Section):
     sequence_head: float | int = Field(0.0, ge=0)
     section_head: float | int = Field(0.0, ge=0)  # issue 18: each bar's content code names its section (POP909)
     section_classes: int = Field(9, ge=1)  # len(midistruct.tags.SECTION_CLASSES)
+    # issue 18 item 2: tag names the decoder reads (their values come from the training data, training.loop);
+    # {name: values} as a checkpoint's config.json has them (--init, --resume of such a run)
+    decoder_tags: list[str] | dict[str, list[str]] | None = None
+    tag_dropout: float | int = Field(0.5, ge=0, le=1)  # training hides each tag this often: every tag optional
     sequence_head_layers: int = Field(1, ge=0)
     sequence_head_memory: int = Field(0, ge=0)
     sequence_views: bool = False  # issue 19: a sequence head per view, read by the decoder's memory reads

@@ -15,7 +15,7 @@ from midistruct.evaluation.heldout import recurring_windows
 from midistruct.evaluation.probes import probe_latents
 from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
 from midistruct.evaluation.statistics import sample_statistics
-from midistruct.generation.pipeline import MidiStruct
+from midistruct.generation.pipeline import InputError, MidiStruct
 from midistruct.model.checkpoint import key_mode, load_checkpoint
 from midistruct.model.pretrained import resolve
 from midistruct.model.prior import load_prior
@@ -28,7 +28,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
                         judge: str | Path | None = None, sample_temperature: float = 0.5, beams: int = 0,
-                        device: str | torch.device = "cpu") -> dict:
+                        tags: bool = False, device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
     held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`), their
@@ -38,12 +38,16 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     of the latent codes on that many windows (``probe.*``, :mod:`midistruct.evaluation.probes`); with
     ``samples``, statistics of that many prior samples against as many windows (``statistics.*``,
     :mod:`midistruct.evaluation.statistics`). Free-running metrics: :func:`free_running_metrics` on the
-    first ``free_run`` held-out windows (greedy, and sampled at ``sample_temperature`` unless 0). Every model
-    (the checkpoint's and the judge) runs on ``device``."""
+    first ``free_run`` held-out windows (greedy, and sampled at ``sample_temperature`` unless 0). ``tags``: a model
+    whose decoder reads tags (``decoder_tags``) is given each window's own (else none, as a user who gives no
+    ``--tag``). Every model (the checkpoint's and the judge) runs on ``device``."""
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
     shards = ShardSet(folder)  # a clear error when missing
-    ds = WindowDataset([folder], split, key=key_mode(meta), **model.config.view_options())  # canonical: C / A minor
+    if tags and not model.config.decoder_tags:
+        raise InputError(f"{checkpoint}: its decoder reads no tags (trained without model.decoder_tags); drop --tags")
+    given = model.config.decoder_tags if tags else None  # each window's own tags, for the decoder to read
+    ds = WindowDataset([folder], split, key=key_mode(meta), tags=given, **model.config.view_options())  # canonical
     order = np.random.default_rng(seed).permutation(len(ds))
     recurring = np.zeros(len(ds), dtype=bool)
     if exclude_recurring and split != "train":
@@ -52,6 +56,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     pick = order[:windows]
     batches = [collate([ds[int(i)] for i in pick[s : s + batch_size]]) for s in range(0, len(pick), batch_size)]
     out = {"checkpoint": str(checkpoint), "data": str(folder), "split": split, "windows": len(pick),
+           "decoder_tags_given": bool(given),
            "recurring_windows_excluded": int(recurring.sum()), "step": meta.get("step")}
     out.update(validation.teacher_forced(model, batches, device=device, autocast=contextlib.nullcontext,
                                       tokenizer=tokenizer))

@@ -18,6 +18,12 @@ judge hears pitch classes, each sample is moved to the key of a real held-out wi
 value when unconditioned), drawn at random; a ``tonic`` or ``key`` tag it reaches by transposing its samples
 (:meth:`MidiStruct.sample_tonic`), as ``sample`` does.
 
+A model whose decoder reads tags (``model.decoder_tags``, issue 18 item 2) is told the tag two ways, as ``sample``
+tells it: its code prior draws codes of the value and its decoder reads the value. ``route`` keeps one of them to
+say which does the work: ``"prior"`` (the decoder is not told), ``"decoder"`` (untagged codes, in the meter the
+value's windows are mostly in, and the decoder told), ``"both"`` (the default, what the commands do), and the
+control ``"meter"`` (untagged codes in that meter, nobody told: what the meter alone gives).
+
 Shapes: ``features`` (W, F) for W windows.
 """
 
@@ -129,24 +135,38 @@ def _real_keys(ms, held_out: list[tuple[np.ndarray, str]], *, seed: int):
     return keys
 
 
-def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength: float):
+ROUTES = ("both", "prior", "decoder", "meter")
+
+
+def _routed(ms, z, tags: dict[str, str], route: str):
+    """``z`` with the decoder told ``tags`` (those it reads) unless ``route`` is "prior" or "meter"."""
+    return z.with_tags({} if route in ("prior", "meter") else ms.decoder_tags(tags))
+
+
+def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength: float, route: str = "both"):
     """Codes of ``windows`` moved to ``name=value`` as ``reconstruct --tag`` moves a piece's: a tonic or key by
-    transposing each window's notes (:meth:`MidiStruct.transposed`), any other tag by moving its codes."""
+    transposing each window's notes (:meth:`MidiStruct.transposed`), any other tag by moving its codes (not with
+    ``route`` "decoder": the codes stay and the decoder is told)."""
     if name not in ("tonic", "key"):
-        return ms.retag(ms.encode_windows(windows, shifts=ms.own_key_shifts(windows)), {name: value},
-                        strength=strength)
+        z = ms.encode_windows(windows, shifts=ms.own_key_shifts(windows))
+        z = z if route in ("decoder", "meter") else ms.retag(z, {name: value}, strength=strength)
+        return _routed(ms, z, {name: value}, route)
     moved = [ms.transposed([w], {name: value}) for w in windows]
     ws = [w[0] for w, _ in moved]
     return ms.retag(ms.encode_windows(ws, shifts=ms.own_key_shifts(ws)), moved[0][1], strength=strength)
 
 
 def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str]], n: int = 50,
-            temperature: float = 1.0, prior_scale: float = 1.0, tag_strength: float = 1.0, seed: int = 0) -> dict:
+            temperature: float = 1.0, prior_scale: float = 1.0, tag_strength: float = 1.0, seed: int = 0,
+            route: str = "both") -> dict:
     """The four shares of the module docstring for every value of ``judge``; ``held_out`` are real windows
     with their value of tag ``name``. Samples are ``n`` per value (and ``n`` without tags), full windows, drawn
-    at ``prior_scale`` and ``tag_strength`` and decoded at ``temperature`` (reconstructions greedily)."""
+    at ``prior_scale`` and ``tag_strength`` and decoded at ``temperature`` (reconstructions greedily); ``route``
+    says who is told the tag (module docstring)."""
     import torch
 
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; valid: {', '.join(ROUTES)}")
     torch.manual_seed(seed)
     keys = _real_keys(ms, held_out, seed=seed)
     free = ms.generate_tokens(keys(_free_latents(ms, n, scale=prior_scale), None), temperature=temperature)
@@ -155,13 +175,15 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
     recall = [np.mean([c == value for c, (_, v) in zip(real_calls, held_out) if v == value])
               for value in judge.values if any(v == value for _, v in held_out)]
     out: dict = {"tag": name, "values": {}, "samples_per_value": n, "temperature": temperature,
-                 "prior_scale": prior_scale, "tag_strength": tag_strength,
+                 "prior_scale": prior_scale, "tag_strength": tag_strength, "route": route,
                  "ceiling": float(np.mean(recall)), "held_out": len(held_out)}
     for value in judge.values:
         tags, key = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
         if tags:
-            meter = ms.prior.meter_for(tags) or "4/4"
-            z = ms.sample_latents(n, meter=meter, tags=tags, scale=prior_scale, tag_strength=tag_strength)
+            meter = ms.prior.meter_for(ms.prior_tags(tags)) or "4/4"
+            drawn = None if route in ("decoder", "meter") else tags
+            z = _routed(ms, ms.sample_latents(n, meter=meter, tags=drawn, scale=prior_scale, tag_strength=tag_strength),
+                        tags, route)
         else:  # the tonic alone, from a canonical model: untagged codes, meters in the training proportions
             meter, z = "mixed", _free_latents(ms, n, scale=prior_scale)
         tokens = ms.generate_tokens(keys(z, value) if key is None else z, temperature=temperature)
@@ -169,7 +191,7 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
             tokens = [ms.in_tonic(ids, key) for ids in tokens]
         calls = judge_windows(judge, ms, tokens)
         others = [w for w, v in held_out if v != value][:n]
-        moved = _retagged(ms, others, name, value, strength=tag_strength) if others else None
+        moved = _retagged(ms, others, name, value, strength=tag_strength, route=route) if others else None
         retag_calls = judge_windows(judge, ms, ms.generate_tokens(moved, temperature=0.0)) if others else []
         mine = [c for c, (_, v) in zip(real_calls, held_out) if v == value]
         out["values"][value] = {

@@ -3,7 +3,9 @@
 Shapes: ``z_bar`` (W, NB, Zb) and ``z_segment`` (W, Zs) for W windows of up to NB bars;
 ``bars`` (W,) how many bars each window really has (the last one may be shorter); ``shifts`` (W,) the
 semitones each window was moved by before encoding (a model with ``augment.key: canonical`` reads every piece in
-C major / A minor, :mod:`midistruct.tokens.key`), undone after decoding; empty when none was.
+C major / A minor, :mod:`midistruct.tokens.key`), undone after decoding; empty when none was; ``tags``
+({name: value}) the tags a model whose decoder reads tags (``decoder_tags``, issue 18 item 2) decodes every window
+with, {} for none.
 Saved as ``.safetensors`` or ``.npz`` with the musical context (meters, tempo) as metadata; read
 back without pickle (``allow_pickle=False``, issue 20), so a damaged or crafted file is a
 :class:`LatentsError` naming it, never code run.
@@ -37,18 +39,25 @@ class PieceLatents:
     time_signatures: list[str] = field(default_factory=list)  # (W,) "4/4" of each window's first bar
     tempo: float = 120.0  # qpm of the source
     shifts: list[int] = field(default_factory=list)  # (W,) semitones moved before encoding; [] : none
+    tags: dict[str, str] = field(default_factory=dict)  # what the decoder reads beside the codes (decoder_tags)
 
     def __len__(self) -> int:
         return len(self.bars)
 
     def window(self, i: int) -> PieceLatents:
         return PieceLatents(self.z_bar[i : i + 1], self.z_segment[i : i + 1], self.bars[i : i + 1],
-                            self.time_signatures[i : i + 1], self.tempo, self.shifts[i : i + 1])
+                            self.time_signatures[i : i + 1], self.tempo, self.shifts[i : i + 1], dict(self.tags))
 
     def with_codes(self, z_bar: torch.Tensor, z_segment: torch.Tensor) -> PieceLatents:
         """The same musical context with other codes (same shapes)."""
         return PieceLatents(z_bar, z_segment, list(self.bars), list(self.time_signatures), self.tempo,
-                            list(self.shifts))
+                            list(self.shifts), dict(self.tags))
+
+    def with_tags(self, tags: dict[str, str]) -> PieceLatents:
+        """The same codes and context, decoded with ``tags`` (:attr:`tags`)."""
+        z = self.with_codes(self.z_bar, self.z_segment)
+        z.tags = dict(tags)
+        return z
 
     def window_shifts(self) -> list[int]:
         """(W,) each window's shift (:attr:`shifts`), zeros when none was applied."""
@@ -72,7 +81,8 @@ class PieceLatents:
     def save(self, path: str | Path) -> Path:
         """Write to ``.safetensors`` or ``.npz`` (by suffix)."""
         path = Path(path)
-        meta = {"bars": self.bars, "time_signatures": self.time_signatures, "tempo": self.tempo, "shifts": self.shifts}
+        meta = {"bars": self.bars, "time_signatures": self.time_signatures, "tempo": self.tempo, "shifts": self.shifts,
+                "tags": self.tags}
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
@@ -93,7 +103,8 @@ class PieceLatents:
         try:
             tensors, meta = _read_safetensors(path) if path.suffix == ".safetensors" else _read_npz(path)
             latents = cls(tensors["z_bar"], tensors["z_segment"], list(meta["bars"]), list(meta["time_signatures"]),
-                          float(meta["tempo"]), [int(s) for s in meta.get("shifts", [])])
+                          float(meta["tempo"]), [int(s) for s in meta.get("shifts", [])],
+                          {str(k): str(v) for k, v in meta.get("tags", {}).items()})
         except Exception as err:  # noqa: BLE001 -- whatever a damaged file raises (zip, header, JSON, keys)
             reason = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
             reason = reason or type(err).__name__

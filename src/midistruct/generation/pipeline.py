@@ -262,7 +262,8 @@ class MidiStruct:
 
         Greedy at ``temperature=0``, else nucleus sampling. Windows are generated in batches
         of equal bar count and meter (at most ``batch_size`` at a time), under the REMI grammar
-        (every output decodes), within ``max_tokens_per_bar`` per bar (default :meth:`tokens_per_bar`).
+        (every output decodes), within ``max_tokens_per_bar`` per bar (default :meth:`tokens_per_bar`); a model
+        whose decoder reads tags reads ``latents.tags`` with every window.
         """
         max_tokens_per_bar = max_tokens_per_bar or self.tokens_per_bar()
         if seed is not None:
@@ -276,7 +277,8 @@ class MidiStruct:
         for (bars, meter), rows in chunks:
             idx = torch.tensor(rows)
             tokens = self._generate(latents.z_bar[idx], latents.z_segment[idx], bars=bars, meter=meter,
-                                    temperature=temperature, top_p=top_p, max_new=bars * max_tokens_per_bar)
+                                    temperature=temperature, top_p=top_p, max_new=bars * max_tokens_per_bar,
+                                    tags=latents.tags)
             for row, ids in zip(rows, tokens):
                 out[row] = ids
         if latents.shifts:
@@ -289,9 +291,28 @@ class MidiStruct:
         return max(MIN_TOKENS_PER_BAR, -(-(cfg.max_positions - 1) // cfg.max_bars))
 
     def _generate(self, z_bar, z_segment, *, bars: int, meter: str | None, temperature: float, top_p: float,
-                  max_new: int, prompt: torch.Tensor | None = None) -> list[list[int]]:
+                  max_new: int, prompt: torch.Tensor | None = None, tags: dict[str, str] | None = None
+                  ) -> list[list[int]]:
+        tag_ids = self.decoder_tag_ids(tags or {})
         return generate_windows(self.model, self.tokenizer, z_bar=z_bar, z_segment=z_segment, bars=bars,
-                                meter=meter, temperature=temperature, top_p=top_p, max_new=max_new, prompt=prompt)
+                                meter=meter, temperature=temperature, top_p=top_p, max_new=max_new, prompt=prompt,
+                                tag_ids=None if tag_ids is None else tag_ids.expand(len(z_segment), -1))
+
+    def decoder_tag_ids(self, tags: dict[str, str]) -> torch.Tensor | None:
+        """(1, G) the value index of each of the model's decoder tags (``decoder_tags``, issue 18 item 2) in
+        ``tags`` ({name: value}; 0 for a tag not given; other names are not the decoder's); None for a model whose
+        decoder reads no tags. :class:`InputError` for a value the decoder does not know, listing those it does."""
+        known = self.model.config.decoder_tags
+        if not known:
+            return None
+        ids = []
+        for name, values in known.items():
+            try:
+                ids.append(self.model.config.tag_index(name, tags.get(name)))
+            except KeyError:
+                raise InputError(f"this model's decoder knows no {name} {tags[name]!r}; its values: "
+                                 f"{', '.join(values)}") from None
+        return torch.tensor([ids], dtype=torch.long)
 
     def decode(self, latents: PieceLatents, **kw) -> "symusic.Score":  # noqa: F821
         """A symusic Score from latents: every window decoded and stitched (see ``generate_tokens``)."""
@@ -415,7 +436,7 @@ class MidiStruct:
         joined = PieceLatents(torch.cat(z_bar), torch.cat([z.z_segment for z in latents]),
                               [b for z in latents for b in z.bars],
                               [t for z in latents for t in (z.time_signatures or ["4/4"] * len(z))],
-                              shifts=[s for z in latents for s in z.window_shifts()])
+                              shifts=[s for z in latents for s in z.window_shifts()], tags=latents[0].tags)
         tokens = self.generate_tokens(joined, **kw)
         out, start = [], 0
         for z in latents:
@@ -505,7 +526,7 @@ class MidiStruct:
         prompt = torch.tensor([[BOS_ID, *prompt_ids.tolist()]], device=self.device)
         z_bar = style.z_bar[:, : context + new]
         rows = self._generate(z_bar, style.z_segment, bars=context + new, meter=meter, temperature=temperature,
-                              top_p=top_p, max_new=new * self.tokens_per_bar(), prompt=prompt)
+                              top_p=top_p, max_new=new * self.tokens_per_bar(), prompt=prompt, tags=style.tags)
         generated = np.asarray(rows[0][len(prompt_ids):], dtype=np.int64)
         return np.concatenate([ids, generated]), new
 
@@ -597,8 +618,8 @@ class MidiStruct:
             raise InputError(f"the prior scale must be >= 0, got {scale}")
         self._check_tags(tags or {})
         if self.prior is not None:
-            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=tags, tag_strength=tag_strength, snap=snap,
-                                                 meter=meter)
+            z_bar, z_segment = self.prior.sample(n, scale=scale, tags=self.prior_tags(tags or {}),
+                                                 tag_strength=tag_strength, snap=snap, meter=meter)
             z_bar = z_bar[:, :bars]
         elif cfg.latent_mode == "vae":
             bar_dim = cfg.latent_dim_bar if cfg.bar_latents else 0
@@ -607,7 +628,7 @@ class MidiStruct:
             raise InputError(f"this model's codes are deterministic (latent_mode {cfg.latent_mode!r}) and it has "
                              "no fitted code prior to sample from: write one with `midistruct prior CHECKPOINT` "
                              "(reconstruct, interpolate, continue and attribute shifts work without it)")
-        return PieceLatents(z_bar, z_segment, [bars] * n, [meter] * n)
+        return PieceLatents(z_bar, z_segment, [bars] * n, [meter] * n, tags=self.decoder_tags(tags or {}))
 
     def sample_latents_in_meters(self, meters: list[str], *, scale: float = 1.0, snap: bool = True) -> PieceLatents:
         """One window's codes in each of ``meters``, in that order: :meth:`sample_latents` called once per meter,
@@ -703,11 +724,28 @@ class MidiStruct:
     # ---- tags (issue 18) ------------------------------------------------------------------------
 
     def known_tags(self) -> dict[str, list[str]]:
-        """The tags this model can be given and their values: those of its fitted code prior ({} without one)."""
-        return {name: list(g.values) for name, g in self.prior.tags.items()} if self.prior is not None else {}
+        """The tags this model can be given and their values: those of its fitted code prior ({} without one) and
+        those its decoder reads (``decoder_tags``, issue 18 item 2)."""
+        known = {name: list(g.values) for name, g in self.prior.tags.items()} if self.prior is not None else {}
+        for name, values in (self.model.config.decoder_tags or {}).items():
+            known[name] = sorted(set(known.get(name, [])) | set(values))
+        return known
+
+    def decoder_tags(self, tags: dict[str, str]) -> dict[str, str]:
+        """Those of ``tags`` the model's decoder reads (``decoder_tags``; {} for a model that reads none)."""
+        return {k: v for k, v in tags.items() if k in (self.model.config.decoder_tags or {})}
+
+    def prior_tags(self, tags: dict[str, str]) -> dict[str, str]:
+        """Those of ``tags`` that go to the code prior: all but the decoder's tags with a value the prior does not
+        know (the decoder alone reads those)."""
+        prior = self.prior.tags if self.prior is not None else {}
+        decoder = self.decoder_tags(tags)
+        return {k: v for k, v in tags.items() if k not in decoder or (k in prior and v in prior[k].values)}
 
     def _check_tags(self, tags: dict[str, str]) -> None:
         tags = self.sample_tonic(tags)[0]  # a canonical model reaches a tonic by transposing, not through its prior
+        self.decoder_tag_ids(tags)  # a value the decoder does not know
+        tags = self.prior_tags(tags)
         if not tags:
             return
         if self.prior is None:
@@ -748,6 +786,9 @@ class MidiStruct:
         the rest (``key``'s mode) here."""
         tags = self.sample_tonic(tags)[0]
         self._check_tags(tags)
+        if self.decoder_tags(tags):  # the decoder reads these beside the codes (decoder_tags, issue 18 item 2)
+            latents = latents.with_tags(self.decoder_tags(tags))
+        tags = self.prior_tags(tags)
         if not tags:
             return latents
         width = latents.z_bar.shape[1]
@@ -769,12 +810,13 @@ class MidiStruct:
 @torch.no_grad()
 def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: str | None, max_new: int,
                      temperature: float = 0.0, top_p: float = 1.0, num_beams: int = 1,
-                     prompt: torch.Tensor | None = None) -> list[list[int]]:
+                     prompt: torch.Tensor | None = None, tag_ids: torch.Tensor | None = None) -> list[list[int]]:
     """The grammar-constrained decoder (one for the pipeline and the evaluation alike): token ids, without
     specials, of each row of codes ``z_bar`` (B, NB, Zb; None or Zb = 0 without bar latents) and ``z_segment``
     (B, Zs), every row with ``bars`` bars in ``meter`` (None: any). Greedy at ``temperature=0``, else nucleus
     sampling; beam search over ``num_beams`` beams when > 1 at ``temperature=0`` (the grammar reads each beam's
-    state from its own ids); ``prompt`` (B, T) ids to continue, BOS alone by default."""
+    state from its own ids); ``prompt`` (B, T) ids to continue, BOS alone by default; ``tag_ids`` (B, G) the decoder
+    tags of a model that reads them (``MidiStructModel.decoder_forward``; None: none given)."""
     if tokenizer.is_trained:  # the grammar is written over base tokens (issue 13: BPE trains and encodes only)
         raise InputError("decoding a model trained with BPE is not supported yet (the REMI grammar reads base "
                          "tokens); encode works, or train without tokenizer.bpe_vocab_size")
@@ -787,6 +829,7 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
     has_bars = z_bar is not None and z_bar.shape[-1] > 0
     out = model.generate(
         input_ids=prompt, z_bar=z_bar.to(device) if has_bars else None, z_segment=z_segment.to(device),
+        **({} if tag_ids is None else {"tag_ids": tag_ids.to(device)}),
         max_new_tokens=max_new,
         do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
         top_k=0 if sampling else None, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,

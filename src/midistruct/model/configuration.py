@@ -87,6 +87,12 @@ class MidiStructConfig(PreTrainedConfig):
             (``midistruct.tags.SECTION_CLASSES``, from POP909's phrase labels), cross-entropy summed over a
             window's labelled bars. It trains the encoder only; unlabelled bars teach nothing. 0 disables it.
         section_classes: how many section classes that head names.
+        decoder_tags: ``{name: [value, ...]}``: the tags the decoder reads beside the codes (issue 18, item 2), each
+            value a learned vector added to the segment code the decoder reads (index 0 of each tag: not given),
+            so a window can be decoded "as a reel" or "in a minor mode". The values are the training data's, each
+            with enough windows (``midistruct.shards.dataset.tag_vocabulary``); None (the default): no tags.
+        tag_dropout: the chance that training hides each tag of a window (reads it as not given), so that every tag
+            is optional when decoding.
         sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
             slot alone).
         sequence_head_memory: 0: the head reads the code as one vector added to each slot's query; M > 0: the
@@ -151,6 +157,8 @@ class MidiStructConfig(PreTrainedConfig):
     sequence_head: float | int = 0.0
     section_head: float | int = 0.0
     section_classes: int = 9
+    decoder_tags: dict[str, list[str]] | None = None
+    tag_dropout: float | int = 0.5
     sequence_head_layers: int = 1
     sequence_head_memory: int = 0
     sequence_views: bool = False
@@ -185,6 +193,13 @@ class MidiStructConfig(PreTrainedConfig):
                              f"{self.section_classes}")
         if self.section_head and not self.bar_latents:
             raise ValueError("section_head names each bar's section from its bar code: it needs bar_latents")
+        if not 0.0 <= self.tag_dropout <= 1.0:
+            raise ValueError(f"tag_dropout must be in [0, 1], got {self.tag_dropout}")
+        empty = [name for name, values in (self.decoder_tags or {}).items() if not values]
+        if empty:
+            raise ValueError(f"decoder_tags {empty} have no values")
+        if self.decoder_tags and self.latent_mode == "none":
+            raise ValueError("decoder_tags are added to the segment code: they need an encoder (latent_mode vae or ae)")
         if self.sequence_head_layers < 0 or self.sequence_slots < 1:
             raise ValueError("sequence_head_layers must be >= 0 and sequence_slots >= 1")
         if self.pool_slots < 1 or self.pool_width < 1 or self.sequence_head_memory < 0:
@@ -237,6 +252,16 @@ class MidiStructConfig(PreTrainedConfig):
             if width:
                 blocks[name], start = slice(start, start + width), start + width
         return blocks
+
+    def tag_index(self, name: str, value: str | None) -> int:
+        """The row of ``value`` in decoder tag ``name``'s embedding: 1 + its place in ``decoder_tags[name]``, 0 for
+        None (not given). KeyError for a tag or value the model does not know."""
+        if value is None:
+            return 0
+        values = (self.decoder_tags or {})[name]
+        if value not in values:
+            raise KeyError(value)
+        return 1 + values.index(value)
 
     @property
     def views(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ Shape letters used in the comments:
     P  prefix vectors ahead of the tokens (0 for "add" conditioning, NB + 1 for "prefix")
     K  slots per bar in the sequence head (slot k: the bar's k-th token)
     M  learned queries of the "slots" bar pooling
+    G  decoder tags (``config.decoder_tags``)
 
 Data contract (see ``midistruct.shards.dataset``): ``input_ids``, ``attention_mask``, ``bar_ids``,
 ``labels`` are (B, T), right-padded; every segment starts with a ``Bar`` token and ends with EOS.
@@ -556,6 +557,25 @@ class CodeAttention(MemoryAttention):
                            mask=own, dropout=self.dropout if self.training else 0.0)
 
 
+class TagCodes(nn.Module):
+    """``config.decoder_tags`` (issue 18, item 2): each tag's value a learned vector the size of the segment code,
+    row 0 of each tag standing for "not given"; a window's tags sum to one vector (B, Zs) that the decoder reads
+    added to the segment code, so every way the codes reach the decoder (added, plan, memory) carries the tags."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        self.names = list(config.decoder_tags)
+        self.tables = nn.ModuleList(nn.Embedding(1 + len(config.decoder_tags[n]), config.latent_dim_segment)
+                                    for n in self.names)
+
+    def forward(self, tag_ids):
+        """``tag_ids`` (B, G), column g the value index of tag ``names[g]`` (0: not given) -> (B, Zs)."""
+        if tag_ids.shape[-1] != len(self.tables):
+            raise ValueError(f"tag_ids has {tag_ids.shape[-1]} columns; this model reads {len(self.tables)} tags "
+                             f"({', '.join(self.names)})")
+        return sum(table(tag_ids[:, g]) for g, table in enumerate(self.tables))  # (B, Zs)
+
+
 class Decoder(nn.Module):
     """Causal pre-LN transformer reading token + position + bar-position embeddings and the latents."""
 
@@ -811,6 +831,8 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         # section supervision (issue 18): each bar's content code names its section
         self.section_head = (nn.Linear(config.latent_dim_bar, config.section_classes)
                              if config.section_head > 0 and not plain_lm else None)
+        # tags the decoder reads beside the codes (issue 18, item 2)
+        self.tag_codes = TagCodes(config) if config.decoder_tags else None
         self.post_init()
         self._default_init_place_parts()
 
@@ -908,6 +930,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         z_segment=None,
         decoder_bar_ids=None,
         decoder_slot_ids=None,
+        tag_ids=None,
         cache: Cache | None = None,
         use_cache: bool = False,
     ) -> MidiStructOutput:
@@ -915,9 +938,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
 
         ``decoder_bar_ids`` (and ``decoder_slot_ids``) default to counting Bar tokens in ``decoder_input_ids``
         (``count_bars``, ``count_slots``); with a non-empty cache they must be given (the count depends on the
-        tokens already in the cache).
+        tokens already in the cache). ``tag_ids`` (B, G): the decoder tags' value indices (``config.tag_index``;
+        None: none given), for a model with ``decoder_tags`` (:meth:`tagged_segment`).
         """
         self._check_codes(z_bar, z_segment)
+        z_segment = self.tagged_segment(z_segment, tag_ids)
         if cache is None and use_cache:
             cache = DynamicCache()
         if decoder_bar_ids is None or decoder_slot_ids is None:
@@ -931,6 +956,24 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             memory=self._memory_for(z_bar, z_segment, cache),
         )  # (B, T, D)
         return MidiStructOutput(logits=self.lm_head(hidden), cache=cache if use_cache else None)
+
+    def tagged_segment(self, z_segment, tag_ids):
+        """The segment code the decoder reads: ``z_segment`` (B, Zs) plus the tags' vectors (:class:`TagCodes`) for a
+        model with ``decoder_tags``, every tag "not given" where ``tag_ids`` (B, G) is None; as it is otherwise
+        (``tag_ids`` must then be None)."""
+        if self.tag_codes is None:
+            if tag_ids is not None:
+                raise ValueError("this model reads no decoder tags (config.decoder_tags is empty): pass tag_ids=None")
+            return z_segment
+        if tag_ids is None:
+            tag_ids = torch.zeros((z_segment.shape[0], len(self.tag_codes.tables)), dtype=torch.long,
+                                  device=z_segment.device)
+        return z_segment + self.tag_codes(tag_ids).to(z_segment.dtype)  # (B, Zs)
+
+    def tag_dropout(self, tag_ids):
+        """Each tag of each window read as "not given" (0) with probability ``config.tag_dropout`` while training."""
+        hide = torch.rand(tag_ids.shape, device=tag_ids.device) < self.config.tag_dropout
+        return tag_ids.masked_fill(hide, 0)
 
     def _plan_for(self, z_bar, z_segment, slot_ids, cache: Cache | None):
         """The plan for one decoder call. While decoding token by token (a cache), the codes are fixed, so the
@@ -1050,6 +1093,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         performance_mask=None,
         performance_bar_ids=None,
         section_ids=None,
+        tag_ids=None,
         beta: float = 1.0,
         sample: bool | None = None,
         cache: Cache | None = None,
@@ -1065,6 +1109,8 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         the KL (the trainer anneals it); ``sample`` as in ``encode``; ``cache`` continues a decoder cache.
         ``content_*`` / ``arrangement_*`` / ``performance_*``: the views a model with blocks reads (see ``encode``).
         ``section_ids`` (B, NB): each bar's section class (-100 unlabelled), for ``config.section_head``'s loss.
+        ``tag_ids`` (B, G): the window's decoder tags (``config.decoder_tags``; 0 not given), hidden at random while
+        training (``config.tag_dropout``).
         Any other keyword is a ``TypeError``, except transformers' generic ``output_attentions``,
         ``output_hidden_states``, ``cache_position`` and ``position_ids``, which are accepted and ignored.
         """
@@ -1094,9 +1140,11 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids = count_slots(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
+        if self.training and tag_ids is not None and self.config.tag_dropout > 0:
+            tag_ids = self.tag_dropout(tag_ids)
         out = self.decoder_forward(
             decoder_input_ids, z_bar=z_bar, z_segment=z_segment, decoder_bar_ids=decoder_bar_ids,
-            decoder_slot_ids=decoder_slot_ids, cache=cache, use_cache=bool(use_cache),
+            decoder_slot_ids=decoder_slot_ids, tag_ids=tag_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
                                                              bar_ids=bar_ids, views=views, section_ids=section_ids)
@@ -1196,7 +1244,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         return per_bar.sum(-1)  # (B,)
 
     def prepare_inputs_for_generation(
-        self, input_ids, *, cache=None, z_bar=None, z_segment=None, use_cache=None, **kwargs
+        self, input_ids, *, cache=None, z_bar=None, z_segment=None, tag_ids=None, use_cache=None, **kwargs
     ):
         """``generate`` hook: the decoder inputs not yet in the cache, and their bar index counted on the
         whole sequence so far (``input_ids`` (B, T) is the full generated sequence, starting with BOS).
@@ -1210,6 +1258,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             "decoder_slot_ids": slot_index[:, done:],
             "z_bar": z_bar,
             "z_segment": z_segment,
+            "tag_ids": tag_ids,
             "cache": cache,
             "use_cache": use_cache,
         }

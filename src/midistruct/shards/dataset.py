@@ -5,11 +5,13 @@ and ``bar_ids`` (L,) -- each token's bar within the window (EOS takes the last b
 makes one, for the dataset and for every window that does not come from shards (:func:`window_batch`).
 For a model with functional blocks (issue 19) items also hold the window's views
 (:mod:`midistruct.tokens.views`): ``<view>_ids`` and ``<view>_bar_ids`` for each view it reads; for a model
-supervised by sections (issue 18), ``section_ids``, each bar's section class (:func:`midistruct.tags.bar_section_classes`).
+supervised by sections (issue 18), ``section_ids``, each bar's section class (:func:`midistruct.tags.bar_section_classes`);
+for a model whose decoder reads tags (issue 18 item 2), ``tag_ids`` (G,), the index of each tag's value in the
+model's ``decoder_tags`` (0: the window has none, or one the model does not know; :func:`tag_vocabulary`).
 :func:`collate` pads a list of items into the batch the model reads:
 ``input_ids``, ``attention_mask``, ``bar_ids``, ``labels`` (B, T), labels -100 at padding; and, with views,
 ``<view>_ids``, ``<view>_mask``, ``<view>_bar_ids`` (B, T') for each; with sections, ``section_ids`` (B, NB), -100
-where a bar has no label and past a window's last bar.
+where a bar has no label and past a window's last bar; with tags, ``tag_ids`` (B, G).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from midistruct.shards.reader import ShardError, ShardSet, open_shards
-from midistruct.tags import SECTION_CLASSES, bar_section_classes
+from midistruct.tags import BAR_TAGS, SECTION_CLASSES, TAGS, bar_section_classes, window_tags
 from midistruct.tokens.key import KEY_MODES, canonical_shift, fitted_shift, key_of
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: F401 - re-exported
@@ -63,13 +65,15 @@ class WindowDataset(torch.utils.data.Dataset):
             ``(seed, epoch, index)``. ``(0, 0)`` disables it.
         sections: items also hold ``section_ids`` (NB,), each bar's section class from its piece's phrase
             labels (POP909's), -100 where it has none.
+        tags: ``{name: [value, ...]}`` (a model's ``decoder_tags``): items also hold ``tag_ids`` (G,), each tag's
+            value as 1 + its place in the list, 0 where the window has no value or one not listed.
         key: ``"canonical"`` moves every window by its piece's :func:`piece_shifts` (the piece to C major /
             A minor; ``augment.key``, issue 14); ``"absolute"`` reads the pitches as written.
     """
 
     def __init__(self, folders: list[str | Path], split: str, *, transpose: tuple[int, int] = (0, 0), seed: int = 0,
                  views: tuple[str, ...] = (), arrangement_pitch: str = "rank", max_tokens: int | None = None,
-                 sections: bool = False, key: str = "absolute"):
+                 sections: bool = False, key: str = "absolute", tags: dict[str, list[str]] | None = None):
         self.sets: list[ShardSet] = open_shards(folders)
         self.arrays = [s.split(split) for s in self.sets]
         self.cum = np.cumsum([0] + [a.n_windows for a in self.arrays])
@@ -84,7 +88,9 @@ class WindowDataset(torch.utils.data.Dataset):
         # views: each item also holds these views of the window (what a model's blocks read), cut to max_tokens
         self.views, self.arrangement_pitch, self.max_tokens = tuple(views), arrangement_pitch, max_tokens
         self.view_vocab = (self.vocab or RemiVocab(self.sets[0].tokenizer())) if self.views else None
-        self.piece_tags = [[p.get("tags", {}) for p in a.pieces()] for a in self.arrays] if sections else None
+        self.tags = dict(tags or {})
+        self.pieces = [a.pieces() for a in self.arrays] if sections or self.tags else None
+        self.piece_tags = [[p.get("tags", {}) for p in pieces] for pieces in self.pieces] if sections else None
 
     def __len__(self) -> int:
         return int(self.cum[-1])
@@ -161,6 +167,10 @@ class WindowDataset(torch.utils.data.Dataset):
                            max_tokens=self.max_tokens)
         if self.piece_tags is not None:
             item["section_ids"] = self._sections(which, row, bars)
+        if self.tags:
+            values = window_values(self.arrays[which], row, self.pieces[which], list(self.tags), bars=bars)
+            item["tag_ids"] = torch.tensor([1 + known.index(values[name]) if values.get(name) in known else 0
+                                            for name, known in self.tags.items()], dtype=torch.long)
         return item
 
     def _transpose(self, ids: np.ndarray, index: int) -> np.ndarray:
@@ -169,6 +179,42 @@ class WindowDataset(torch.utils.data.Dataset):
             return ids
         rng = np.random.default_rng((self.seed, self.epoch, index))
         return self.vocab.shift_pitches(ids, int(rng.integers(low, high + 1)))
+
+
+def window_values(arrays, row: int, pieces: list[dict], names: list[str], *, bars=None) -> dict[str, str]:
+    """The values of tags ``names`` (:data:`midistruct.tags.TAGS` but ``meter``, and :data:`~midistruct.tags.BAR_TAGS`)
+    for window ``row`` of a split (:class:`~midistruct.shards.reader.SplitArrays`; ``pieces`` its ``pieces()``),
+    from its piece's tags; ``bars`` its tokens' bar indices, read from the window when a bar tag needs them."""
+    _, _, piece, first_bar = (int(v) for v in arrays.windows[row])
+    n_bars = 0
+    if any(name in BAR_TAGS for name in names):
+        bars = arrays.window(row)[1] if bars is None else bars
+        n_bars = int(bars.max()) + 1 if len(bars) else 1
+    record = pieces[piece]
+    return window_tags(record.get("tags", {}), record["id"], None, bar=first_bar, n_bars=n_bars, names=names)
+
+
+def tag_vocabulary(folders: list[str | Path], split: str, names: list[str], *,
+                   min_windows: int = 20) -> dict[str, list[str]]:
+    """The values of each tag of ``names`` that at least ``min_windows`` windows of ``split`` have, sorted (what a
+    model's ``decoder_tags`` hold, issue 18 item 2). ``meter`` is refused (the decoder reads each bar's meter
+    from its TimeSig token), as are unknown names; a tag no window has is a ValueError naming it."""
+    for name in names:
+        if name == "meter" or not (name in TAGS or name in BAR_TAGS):
+            valid = [n for n in (*TAGS, *BAR_TAGS) if n != "meter"]
+            raise ValueError(f"{name!r} cannot be a decoder tag; valid: {', '.join(valid)}"
+                             + (" (the decoder reads the meter from its TimeSig tokens)" if name == "meter" else ""))
+    counts: dict[str, dict[str, int]] = {name: {} for name in names}
+    for arrays in (s.split(split) for s in open_shards(folders)):
+        pieces = arrays.pieces()
+        for row in range(arrays.n_windows):
+            for name, value in window_values(arrays, row, pieces, names).items():
+                counts[name][value] = counts[name].get(value, 0) + 1
+    vocabulary = {name: sorted(v for v, n in found.items() if n >= min_windows) for name, found in counts.items()}
+    empty = [name for name, values in vocabulary.items() if not values]
+    if empty:
+        raise ValueError(f"no value of tag(s) {', '.join(empty)} labels {min_windows} or more {split} windows")
+    return vocabulary
 
 
 def piece_shifts(arrays, vocab: RemiVocab) -> np.ndarray:
@@ -211,6 +257,8 @@ def collate(items: list[dict[str, torch.Tensor]], *, pad_id: int = PAD_ID) -> di
         for row, it in enumerate(items):
             sections[row, : len(it["section_ids"])] = it["section_ids"]
         batch["section_ids"] = sections
+    if "tag_ids" in items[0]:
+        batch["tag_ids"] = torch.stack([it["tag_ids"] for it in items])
     return batch
 
 

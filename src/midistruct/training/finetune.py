@@ -89,7 +89,7 @@ def run_init(run_checkpoint: Path) -> InitCheckpoint | None:
 
 
 # Model keys that grow a checkpoint by a part it lacks: a functional block (issue 19), the decoder's memory reads
-# (``decoder_memory``) or the section head (issue 18). Each maps to the width that says whether the checkpoint has
+# (``decoder_memory``), the section head or the decoder's tags (issue 18). Each maps to the width that says whether the checkpoint has
 # that part; a key is the config's when its part is new, and the checkpoint's weights are copied into the larger
 # model (``checkpoint.load_grown_weights``).
 # A run adding memory reads may also change the conditioning (``sequence_views`` reads by attention what "plan"
@@ -98,9 +98,10 @@ GROWN_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arran
               "arrangement_pitch": "arrangement_dim", "block_pooling": "arrangement_dim",
               "performance_dim": "performance_dim", "performance_layers": "performance_dim",
               "decoder_memory": "decoder_memory", "sequence_views": "decoder_memory",
-              "conditioning": "decoder_memory", "section_head": "section_head", "section_classes": "section_head"}
+              "conditioning": "decoder_memory", "section_head": "section_head", "section_classes": "section_head",
+              "decoder_tags": "decoder_tags", "tag_dropout": "decoder_tags"}
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
-GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory", "section_head")
+GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory", "section_head", "decoder_tags")
 
 
 def adds_blocks(init: InitCheckpoint, model) -> bool:
@@ -129,6 +130,8 @@ def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
     if grows(init, cfg.model):
         for key in GROWN_PARTS:
             have, want = getattr(init.config, key), getattr(cfg.model, key)
+            if key == "decoder_tags":  # the config names tags, the checkpoint keeps their values
+                have, want = list(have or []), list(want or [])
             if have and want and want != have:
                 raise InitError(f"{init.given} has model.{key}={have}; a run growing it keeps that size "
                                 f"(the config asks {want})")

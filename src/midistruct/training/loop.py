@@ -32,7 +32,7 @@ from midistruct.model import MidiStructConfig, MidiStructModel
 from midistruct.model.checkpoint import (
     META_FILE, check_checkpoint, load_grown_weights, load_state, load_weights, restore_trainer, rng_state, save_checkpoint,
 )
-from midistruct.shards.dataset import WindowDataset, collate
+from midistruct.shards.dataset import WindowDataset, collate, tag_vocabulary
 from midistruct.shards.reader import ShardSet
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import settings_hash
@@ -79,7 +79,29 @@ def model_config(cfg: Config, tokenizer):
     }
     if vocab.is_bpe:  # the merges that open a bar, which the decoder must count (issue 13)
         derived["bar_token_ids"] = vocab.bar_opening_ids().tolist()
-    return MidiStructConfig(**{**derived, **cfg.model.overrides()})
+    given = cfg.model.overrides()
+    names = given.pop("decoder_tags", None) or []
+    if isinstance(names, dict):  # a checkpoint's (--init, --resume): its values, in its order
+        derived["decoder_tags"] = names or None
+    elif names:  # the tag names a user gives; the model keeps their values in the training data (issue 18 item 2)
+        derived["decoder_tags"] = decoder_tag_values(cfg, names)
+    return MidiStructConfig(**{**derived, **given})
+
+
+def decoder_tag_values(cfg: Config, names: list[str]) -> dict[str, list[str]]:
+    """``model.decoder_tags``' values: those of the training windows of ``data.output`` with 20 or more windows
+    (:func:`~midistruct.shards.dataset.tag_vocabulary`). A model reading a canonical key cannot read ``key`` or
+    ``tonic`` (its pieces are all in C major / A minor; generation reaches a tonic by transposing)."""
+    keyed = [name for name in names if name in ("key", "tonic")]
+    if keyed and cfg.augment.key == "canonical":
+        raise TrainError(f"model.decoder_tags {keyed}: this model reads every piece in C major / A minor "
+                         "(augment.key: canonical), so its decoder never sees another tonic; give mode instead")
+    if len(set(names)) != len(names):
+        raise TrainError(f"model.decoder_tags names a tag twice: {names}")
+    try:
+        return tag_vocabulary([cfg.data.output], "train", list(names))
+    except ValueError as err:
+        raise TrainError(f"model.decoder_tags: {err}") from None
 
 
 class Trainer:
@@ -108,9 +130,10 @@ class Trainer:
         views = model_cfg.view_options()
         sections = model_cfg.section_head > 0  # each bar's section from the pieces' phrase labels (issue 18)
         key = cfg.augment.key  # canonical: every piece read in C major / A minor (issue 14, item 2)
+        tags = model_cfg.decoder_tags  # the tags the decoder reads (issue 18 item 2)
         self.train_ds = WindowDataset([cfg.data.output], "train", transpose=cfg.augment.transpose, seed=self.t.seed,
-                                      sections=sections, key=key, **views)
-        self.valid_ds = WindowDataset([cfg.data.output], "valid", sections=sections, key=key, **views)
+                                      sections=sections, key=key, tags=tags, **views)
+        self.valid_ds = WindowDataset([cfg.data.output], "valid", sections=sections, key=key, tags=tags, **views)
         if len(self.train_ds) == 0 or len(self.valid_ds) == 0:
             raise TrainError(f"{cfg.data.output}: train ({len(self.train_ds)}) and valid ({len(self.valid_ds)}) "
                              "windows are both needed; prepare more data or raise splits.valid")

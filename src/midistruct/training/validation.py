@@ -151,7 +151,8 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true", tempe
     """Free-running reconstruction of a batch through the grammar-constrained decoder
     (:func:`midistruct.generation.pipeline.generate_windows`), greedy at ``temperature=0`` else sampled, from the
     posterior mean (``latent="true"``), another window's (``"shuffled"``: the codes rolled by one) or zeros;
-    beam search over ``num_beams`` beams when > 1 (greedy only).
+    beam search over ``num_beams`` beams when > 1 (greedy only). A batch with ``tag_ids`` (a model whose decoder
+    reads tags, its dataset built with them) decodes every row with its own window's tags, whichever codes.
 
     Returns window means of ``onset_f1``, ``onset_offset_f1``, ``step_accuracy``, ``onset_accuracy`` (the rhythm:
     steps agreeing on whether a note starts) and ``exact_match``; and, pooled over the batch's true onsets
@@ -163,6 +164,7 @@ def free_running(model, tokenizer, batch, *, device, latent: str = "true", tempe
     latents = model.encode_batch(batch, sample=False)
     change = {"true": lambda z: z, "zero": torch.zeros_like, "shuffled": lambda z: torch.roll(z, 1, dims=0)}[latent]
     codes = {k: None if v is None else change(v) for k, v in latents.codes().items()}  # z_bar None: no bar latents
+    codes["tag_ids"] = batch.get("tag_ids")  # the window's own tags (decoder_tags), not changed with the codes
     references = [strip_special(row) for row in batch["input_ids"]]
     estimates = _decode_like(model, tokenizer, references, codes, temperature=temperature, num_beams=num_beams)
     return score_reconstructions(tokenizer, references, estimates)
@@ -182,8 +184,10 @@ def _decode_like(model, tokenizer, references: list[list[int]], codes: dict, *, 
         pick = torch.tensor(rows, device=codes["z_segment"].device)
         z_bar = None if codes["z_bar"] is None else codes["z_bar"][pick]
         longest = max(len(references[r]) for r in rows)
+        tag_ids = None if codes.get("tag_ids") is None else codes["tag_ids"][pick]
         out = generate_windows(model, tokenizer, z_bar=z_bar, z_segment=codes["z_segment"][pick], bars=bars,
-                               meter=meter, temperature=temperature, max_new=2 * longest + 16, num_beams=num_beams)
+                               meter=meter, temperature=temperature, max_new=2 * longest + 16, num_beams=num_beams,
+                               tag_ids=tag_ids)
         for row, ids in zip(rows, out):
             estimates[row] = ids
     return estimates
