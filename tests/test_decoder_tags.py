@@ -277,3 +277,36 @@ def test_tag_control_routes_say_who_is_told_the_tag(tagged_model, tagged_data, m
     assert told["prior"] == told["meter"] == [0]
     with pytest.raises(ValueError, match="unknown route"):
         control(ms, judge, "tune_type", held_out=rows[:6], n=1, route="encoder")
+
+
+def test_the_adversary_reverses_its_gradient_into_the_encoder_and_validation_reports_it():
+    """``model.tag_adversary: W``: heads name the given tags from the codes; the encoder gets their gradient times -W,
+    the heads their own; windows without a tag teach nothing."""
+    from huggingface_hub.errors import StrictDataclassClassValidationError as Invalid
+
+    from midistruct.training.validation import teacher_forced
+
+    with pytest.raises(Invalid, match="needs decoder_tags"):
+        MidiStructConfig.tiny(tag_adversary=1.0)
+    model, ids = _tiny(tag_adversary=2.0).train(), _window(4)
+    tags = torch.tensor([[1, 2], [2, 0], [0, 3], [1, 1]])
+
+    def grads(scale: float):
+        model.tag_adversary.scale = scale
+        model.zero_grad()
+        out = model(ids, labels=ids, tag_ids=tags)
+        out.tag_adversary_loss.backward()
+        named = dict(model.named_parameters())
+        return named["encoder.blocks.0.ffn.up.weight"].grad.clone(), named["tag_adversary.heads.0.0.weight"].grad.clone()
+
+    encoder, head = grads(2.0)
+    plain_encoder, plain_head = grads(-1.0)  # a "reversal" by -1: the plain gradient
+    assert torch.allclose(encoder, -2.0 * plain_encoder, atol=1e-7) and encoder.abs().sum() > 0
+    assert torch.allclose(head, plain_head)
+    untagged = model(ids, labels=ids, tag_ids=torch.zeros_like(tags))
+    assert float(untagged.tag_adversary_loss.detach()) == 0.0 and int(untagged.tag_adversary_right.sum()) == 0
+    model.eval()
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids, "tag_ids": tags}
+    found = teacher_forced(model, [batch], device="cpu", autocast=lambda: torch.autocast("cpu", enabled=False))
+    assert set(found) >= {"tag_adversary_accuracy.mode", "tag_adversary_accuracy.tune_type"}
+    assert all(0.0 <= found[f"tag_adversary_accuracy.{t}"] <= 1.0 for t in TAGS)

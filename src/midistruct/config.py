@@ -216,6 +216,7 @@ class ModelSettings(_Section):
     # {name: values} as a checkpoint's config.json has them (--init, --resume of such a run)
     decoder_tags: list[str] | dict[str, list[str]] | None = None
     tag_dropout: float | int = Field(0.5, ge=0, le=1)  # training hides each tag this often: every tag optional
+    tag_adversary: float | int = Field(0.0, ge=0)  # the codes are trained to hide the decoder's tags (Fader networks)
     sequence_head_layers: int = Field(1, ge=0)
     sequence_head_memory: int = Field(0, ge=0)
     sequence_views: bool = False  # issue 19: a sequence head per view, read by the decoder's memory reads

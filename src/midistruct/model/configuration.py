@@ -93,6 +93,11 @@ class MidiStructConfig(PreTrainedConfig):
             with enough windows (``midistruct.shards.dataset.tag_vocabulary``); None (the default): no tags.
         tag_dropout: the chance that training hides each tag of a window (reads it as not given), so that every tag
             is optional when decoding.
+        tag_adversary: 0 (the default): none. W > 0 (with ``decoder_tags``): a classifier per decoder tag names the
+            window's value from its codes ([segment code ; mean bar code]) and the encoder is trained, through a
+            reversed gradient times W, to leave it guessing (Ganin & Lempitsky 2015; Fader networks, Lample et al.
+            2017), so that the tags the decoder reads are not also in the codes and the decoder must take them
+            from the tag input. The classifier's own loss is ``tag_adversary_loss``.
         sequence_head_layers: transformer blocks over a bar's slots in that head (causal over the slot queries; 0: each
             slot alone).
         sequence_head_memory: 0: the head reads the code as one vector added to each slot's query; M > 0: the
@@ -159,6 +164,7 @@ class MidiStructConfig(PreTrainedConfig):
     section_classes: int = 9
     decoder_tags: dict[str, list[str]] | None = None
     tag_dropout: float | int = 0.5
+    tag_adversary: float | int = 0.0
     sequence_head_layers: int = 1
     sequence_head_memory: int = 0
     sequence_views: bool = False
@@ -198,6 +204,8 @@ class MidiStructConfig(PreTrainedConfig):
         empty = [name for name, values in (self.decoder_tags or {}).items() if not values]
         if empty:
             raise ValueError(f"decoder_tags {empty} have no values")
+        if self.tag_adversary < 0 or (self.tag_adversary and not self.decoder_tags):
+            raise ValueError("tag_adversary must be >= 0 and needs decoder_tags (it hides those tags from the codes)")
         if self.decoder_tags and self.latent_mode == "none":
             raise ValueError("decoder_tags are added to the segment code: they need an encoder (latent_mode vae or ae)")
         if self.sequence_head_layers < 0 or self.sequence_slots < 1:

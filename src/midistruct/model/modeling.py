@@ -576,6 +576,44 @@ class TagCodes(nn.Module):
         return sum(table(tag_ids[:, g]) for g, table in enumerate(self.tables))  # (B, Zs)
 
 
+class _Reverse(torch.autograd.Function):
+    """Identity forward, gradient times ``-scale`` backward (the gradient reversal layer)."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+class TagAdversary(nn.Module):
+    """``config.tag_adversary``: one classifier per decoder tag naming the window's value from its codes, read through
+    a gradient reversal layer, so that the encoder learns to hide the tags the decoder reads (Fader networks)."""
+
+    def __init__(self, config: MidiStructConfig):
+        super().__init__()
+        width = config.latent_dim_segment + config.bar_code_dim
+        self.scale = float(config.tag_adversary)
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(width, config.d_model), nn.GELU(),
+                                                 nn.Linear(config.d_model, len(values)))
+                                   for values in config.decoder_tags.values())
+
+    def forward(self, codes, tag_ids):
+        """Summed cross-entropy (B,) of each given tag (``tag_ids`` (B, G), 0 not given) from ``codes`` (B, Zs + Zb),
+        and how many of them each head named right (G,)."""
+        x = _Reverse.apply(codes, self.scale)
+        nll, right = codes.new_zeros(codes.shape[0]), []
+        for g, head in enumerate(self.heads):
+            logits = head(x.to(head[0].weight.dtype)).float()  # (B, values)
+            target = tag_ids[:, g] - 1  # -1: not given
+            nll = nll + F.cross_entropy(logits, target.clamp(min=0), reduction="none") * (target >= 0)
+            right.append(((logits.argmax(-1) == target) & (target >= 0)).sum())
+        return nll, torch.stack(right)
+
+
 class Decoder(nn.Module):
     """Causal pre-LN transformer reading token + position + bar-position embeddings and the latents."""
 
@@ -728,7 +766,7 @@ class MidiStructOutput(ModelOutput):
     """Output of ``MidiStructModel.forward``. Losses are scalars, batch means.
 
     loss: ``recon_loss + beta * kl_loss + config.bag_of_words * bow_loss + config.sequence_head * seq_loss
-        + config.section_head * section_loss``
+        + config.section_head * section_loss + tag_adversary_loss``
         (when ``labels`` are given).
     recon_loss: token negative log-likelihood summed over a segment (nats per segment).
     token_nll: the same per real token (nats per token), for perplexity-style logging.
@@ -740,6 +778,9 @@ class MidiStructOutput(ModelOutput):
         alone, summed over a segment (nats per segment).
     section_loss: with ``config.section_head`` and ``section_ids``, the section head's cross-entropy of each
         labelled bar's section from its content code, summed over a segment.
+    tag_adversary_loss: with ``config.tag_adversary`` and ``tag_ids``, the adversary's cross-entropy of the given
+        tags from the codes, summed over a window's tags (added to ``loss`` as it is; the encoder gets its gradient
+        reversed, times ``tag_adversary``); ``tag_adversary_right`` (G,): the given tags it named right, per tag.
     logits: (B, T, V).
     cache: the decoder's cache when ``use_cache``, under the name ``generate`` reads back after each step
         (transformers >= 5.24; earlier versions called it ``past_key_values``).
@@ -756,6 +797,8 @@ class MidiStructOutput(ModelOutput):
     bow_loss: torch.Tensor | None = None
     seq_loss: torch.Tensor | None = None
     section_loss: torch.Tensor | None = None
+    tag_adversary_loss: torch.Tensor | None = None
+    tag_adversary_right: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Cache | None = None
     z_bar: torch.Tensor | None = None
@@ -833,6 +876,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
                              if config.section_head > 0 and not plain_lm else None)
         # tags the decoder reads beside the codes (issue 18, item 2)
         self.tag_codes = TagCodes(config) if config.decoder_tags else None
+        self.tag_adversary = TagAdversary(config) if config.tag_adversary > 0 else None
         self.post_init()
         self._default_init_place_parts()
 
@@ -1140,6 +1184,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids = count_slots(decoder_input_ids, bar_token_ids=self.bar_token_ids)
         if self.training and self.config.word_dropout > 0:
             decoder_input_ids = self.word_dropout(decoder_input_ids)
+        true_tags = tag_ids  # the adversary reads every given tag; the decoder only those training does not hide
         if self.training and tag_ids is not None and self.config.tag_dropout > 0:
             tag_ids = self.tag_dropout(tag_ids)
         out = self.decoder_forward(
@@ -1147,7 +1192,8 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
             decoder_slot_ids=decoder_slot_ids, tag_ids=tag_ids, cache=cache, use_cache=bool(use_cache),
         )
         terms = {} if latents is None else self.latent_terms(latents, logits=out.logits, labels=labels, beta=beta,
-                                                             bar_ids=bar_ids, views=views, section_ids=section_ids)
+                                                             bar_ids=bar_ids, views=views, section_ids=section_ids,
+                                                             tag_ids=true_tags)
         return MidiStructOutput(logits=out.logits, cache=out.cache, **terms)
 
     @staticmethod
@@ -1199,7 +1245,7 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         return nll.view(targets.shape).sum((1, 2))  # (B,)
 
     def latent_terms(self, latents: Latents, *, logits, labels, beta: float, bar_ids=None,
-                     views: dict | None = None, section_ids=None) -> dict[str, torch.Tensor]:
+                     views: dict | None = None, section_ids=None, tag_ids=None) -> dict[str, torch.Tensor]:
         """The latent fields of ``MidiStructOutput``, its KL terms and, with ``labels``, its losses
         (``bar_ids`` (B, T), the bar of each label, for the bag-of-words and sequence losses; ``views``, the
         window's views, for the sequence loss of ``sequence_views``; ``section_ids`` (B, NB), for the section
@@ -1228,7 +1274,22 @@ class MidiStructModel(MidiStructPreTrainedModel, GenerationMixin):
         if self.section_head is not None and section_ids is not None:
             terms["section_loss"] = self.section_nll(latents, section_ids).mean()
             terms["loss"] = terms["loss"] + self.config.section_head * terms["section_loss"]
+        if self.tag_adversary is not None and tag_ids is not None:
+            nll, right = self.tag_adversary(self.window_codes(latents), tag_ids)
+            terms["tag_adversary_loss"] = nll.mean()
+            terms["tag_adversary_right"] = right
+            # the heads learn at full rate; the reversed gradient (times tag_adversary) teaches the encoder to hide
+            terms["loss"] = terms["loss"] + terms["tag_adversary_loss"]
         return terms
+
+    @staticmethod
+    def window_codes(latents: Latents) -> torch.Tensor:
+        """[segment code ; mean of the window's bar codes] (B, Zs + Zb): what the tag adversary reads."""
+        if latents.z_bar is None:
+            return latents.z_segment
+        mask = latents.bar_mask.unsqueeze(-1).to(latents.z_bar.dtype)  # (B, NB, 1)
+        mean = (latents.z_bar * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, Zb)
+        return torch.cat([latents.z_segment, mean.to(latents.z_segment.dtype)], dim=-1)
 
     def section_logits(self, z_bar) -> torch.Tensor:
         """(B, NB, section_classes) logits of each bar's section from its content code (``config.section_head``)."""

@@ -99,9 +99,9 @@ GROWN_KEYS = {"arrangement_dim": "arrangement_dim", "arrangement_layers": "arran
               "performance_dim": "performance_dim", "performance_layers": "performance_dim",
               "decoder_memory": "decoder_memory", "sequence_views": "decoder_memory",
               "conditioning": "decoder_memory", "section_head": "section_head", "section_classes": "section_head",
-              "decoder_tags": "decoder_tags", "tag_dropout": "decoder_tags"}
+              "decoder_tags": "decoder_tags", "tag_dropout": "decoder_tags", "tag_adversary": "tag_adversary"}
 BLOCK_DIMS = ("arrangement_dim", "performance_dim")
-GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory", "section_head", "decoder_tags")
+GROWN_PARTS = (*BLOCK_DIMS, "decoder_memory", "section_head", "decoder_tags", "tag_adversary")
 
 
 def adds_blocks(init: InitCheckpoint, model) -> bool:
@@ -213,6 +213,7 @@ def check_data(shards, init: InitCheckpoint, *, adding_blocks: bool = False) -> 
 
 
 def _differs(a: Any, b: Any) -> bool:
-    """Config values compared as JSON would (a tuple equals the list of its items)."""
-    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    """Config values compared as JSON would (a tuple equals the list of its items; tag names equal the
+    ``{name: values}`` a checkpoint keeps of them, ``decoder_tags``)."""
+    norm = (lambda v: list(v) if isinstance(v, (tuple, dict)) else v)
     return norm(a) != norm(b)

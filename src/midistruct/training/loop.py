@@ -268,7 +268,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        aux = {k: float(getattr(out, k).detach()) for k in ("bow_loss", "seq_loss", "section_loss")
+        aux = {k: float(getattr(out, k).detach()) for k in ("bow_loss", "seq_loss", "section_loss", "tag_adversary_loss")
                if getattr(out, k) is not None}
         out = {k: float(getattr(out, k).detach()) for k in ("loss", "token_nll", "kl")}
         return {"loss": out["loss"], "nll_per_token": out["token_nll"], "kl_bits": out["kl"] / math.log(2),

@@ -38,7 +38,9 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
     also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...; ``.Merged`` for
     BPE merges) and the NLL and negative ELBO per note (``*_per_note``: a note is a Pitch token). With the
     auxiliary heads, their NLL per token from the codes alone (``bow_nll_per_token``, ``seq_nll_per_token``); with
-    the section head, the share of labelled bars whose section it names (``section_accuracy``)."""
+    the section head, the share of labelled bars whose section it names (``section_accuracy``); with the tag
+    adversary, the share of the windows' given tags it names from the codes, per tag
+    (``tag_adversary_accuracy.<name>``)."""
     from midistruct.model import latent_usage
 
     totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
@@ -70,6 +72,9 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
             named = model.section_logits(out.z_bar[:, : sections.shape[1]]).argmax(-1)
             totals["section_bars"] = totals.get("section_bars", 0) + int((sections >= 0).sum())
             totals["section_right"] = totals.get("section_right", 0) + int(((named == sections) & (sections >= 0)).sum())
+        if getattr(out, "tag_adversary_right", None) is not None:  # how much of the decoder's tags the codes still hold
+            totals["adversary_right"] = totals.get("adversary_right", 0) + out.tag_adversary_right.cpu().numpy()
+            totals["adversary_tags"] = totals.get("adversary_tags", 0) + (batch["tag_ids"] > 0).sum(0).cpu().numpy()
         totals["segments"] += n_seg
         mus.append(out.mu_segment.float().cpu())
     segs = max(totals["segments"], 1)
@@ -95,6 +100,9 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
            for key in ("bow_loss", "seq_loss") if key in totals},
         **({"section_accuracy": totals["section_right"] / max(totals["section_bars"], 1),
             "section_bars": totals["section_bars"]} if "section_bars" in totals else {}),
+        **({f"tag_adversary_accuracy.{name}": float(right / max(given, 1)) for name, right, given in
+            zip(model.config.decoder_tags, totals["adversary_right"], totals["adversary_tags"])}
+           if "adversary_tags" in totals else {}),
     }
 
 
