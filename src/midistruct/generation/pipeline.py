@@ -738,6 +738,8 @@ class MidiStruct:
     def prior_tags(self, tags: dict[str, str]) -> dict[str, str]:
         """Those of ``tags`` that go to the code prior: all but the decoder's tags with a value the prior does not
         know (the decoder alone reads those)."""
+        if not tags:
+            return {}
         prior = self.prior.tags if self.prior is not None else {}
         decoder = self.decoder_tags(tags)
         return {k: v for k, v in tags.items() if k not in decoder or (k in prior and v in prior[k].values)}
