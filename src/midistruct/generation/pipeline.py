@@ -596,7 +596,7 @@ class MidiStruct:
     def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:
         """The meter :meth:`sample` writes: ``meter`` when given, else the one most training windows with
         ``tags`` are in (the code prior knows), else 4/4. A canonical model's tonic or key says nothing of the meter."""
-        tags = self.sample_tonic(tags or {})[0]
+        tags = self.prior_tags(self.sample_tonic(tags or {})[0])  # a tag only the decoder reads says nothing of it
         return meter or (self.prior.meter_for(tags) if tags and self.prior is not None else None) or "4/4"
 
     def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
