@@ -198,3 +198,16 @@ def test_threads_sets_torch_and_refuses_zero(capsys):
             cli._device(args)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(checkpoint):
+    """`midistruct tags MODEL | head -1`: the pipe closes before the output is written; the command stops
+    quietly with the shell's SIGPIPE status instead of Python's 'Exception ignored ... BrokenPipeError'."""
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "midistruct", "tags", str(checkpoint)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    run.stdout.close()  # the reader is gone before the command writes
+    err = run.stderr.read().decode()
+    assert run.wait() == 141 and err == ""

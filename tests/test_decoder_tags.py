@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,6 +202,12 @@ def test_every_command_hands_the_decoder_its_tags(tagged_model, tmp_path, monkey
     assert "tune_type (the decoder reads it): jig, reel" in capsys.readouterr().out
     assert main(["tags", str(tagged_model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"tune_type": {"jig": None, "reel": None}}
+    both = Path(shutil.copytree(tagged_model, tmp_path / "with-prior"))  # a prior that knows the tag as well
+    assert main(["prior", str(both), "--tags", "tune_type", "--min-tag-windows", "1", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["tags", str(both)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tune_type")]
+    assert len(lines) == 1 and lines[0].startswith("tune_type (the decoder reads it too): jig (")
 
 
 def test_evaluate_gives_the_decoder_each_windows_own_tags_when_asked(tagged_model, tagged_data, checkpoint,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -204,7 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  free_run=args.free_run, interpolations=args.interpolations, seed=args.seed or 0,
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
                                  samples=args.samples, judge=args.judge,
-                                 sample_temperature=args.sample_temperature, beams=args.beams, tags=args.tags)
+                                 sample_temperature=args.sample_temperature, beams=args.beams, tags=args.tags,
+                                 code_length=args.code_length)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -758,7 +760,7 @@ def _add_evaluate_parser(sub) -> None:
                    help="pairs of held-out windows interpolated in 8 steps to measure smoothness (0: none)")
     p.add_argument("--judge", default=None, metavar="CKPT",
                    help="a checkpoint folder or shipped model name (e.g. the plain-LM peer) whose NLL judges "
-                        "the interpolants")
+                        "the interpolants and, with --code-length, the windows")
     p.add_argument("--keep-recurring", action="store_true",
                    help="keep held-out windows that occur in the training split (any transposition)")
     p.add_argument("--probes", type=COUNT, default=0, metavar="N",
@@ -772,6 +774,9 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--tags", action="store_true",
                    help="a model whose decoder reads tags (model.decoder_tags) is given each window's own; without "
                         "it, none (as `reconstruct` without --tag)")
+    p.add_argument("--code-length", action="store_true",
+                   help="bits per window as rounded codes under the fitted code prior plus the decoder's NLL given "
+                        "them (code_length.*; beside the --judge LM's NLL of the same windows when given)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -818,8 +823,9 @@ def cmd_tags(args: argparse.Namespace) -> int:
         print(json.dumps(found | {name: {v: None for v in values} for name, values in decoder.items()
                                   if name not in found}, indent=2))
         return 0
-    for name, values in decoder.items():
-        print(f"{name} (the decoder reads it): {', '.join(values)}")
+    for name, values in decoder.items():  # a tag the prior knows too is listed once, with the prior's counts
+        if name not in found:
+            print(f"{name} (the decoder reads it): {', '.join(values)}")
     if not found and decoder:
         return 0
     if not found:
@@ -827,7 +833,8 @@ def cmd_tags(args: argparse.Namespace) -> int:
               + "); fit one with `midistruct prior CHECKPOINT`")
         return 0
     for name, values in found.items():
-        print(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in values.items()))
+        reads = " (the decoder reads it too)" if name in decoder else ""
+        print(f"{name}{reads}: " + ", ".join(f"{v} ({n})" for v, n in values.items()))
     if key_mode(json.loads((folder / META_FILE).read_text())) == "canonical":
         print("tonic, key: any (this model reads every piece in C major / A minor; a tonic transposes the music)")
     return 0
@@ -1192,16 +1199,30 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", MidiStructWarning)
             warnings.showwarning = _show_warning
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # here, not at exit: a reader that left (`| head`) is then caught below
+            return code
     except KeyboardInterrupt:
         print("midistruct: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `midistruct tags MODEL | head -1`: the reader had what it wanted; no traceback
+        _silence_stdout()
+        return 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13)
     except Exception as err:
         if not _is_user_error(err):
             raise
         # one line, and long enough for a config error's several keys and lists of valid keys (~500 each)
         print(f"midistruct: error: {one_line(err, limit=2000)}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's own flush at exit does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (tests capture it)
+        pass
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -28,7 +28,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
                         judge: str | Path | None = None, sample_temperature: float = 0.5, beams: int = 0,
-                        tags: bool = False, device: str | torch.device = "cpu") -> dict:
+                        tags: bool = False, code_length: bool = False, device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
     held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`), their
@@ -65,9 +65,12 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
                     for s in range(0, min(free_run, len(order)), batch_size)]
     out.update(free_running_metrics(model, tokenizer, free_batches, sample_temperature=sample_temperature, seed=seed,
                                     beams=beams, device=device))
+    judge_model = _load_judge(judge, tokenizer, device=device) if judge and (interpolations or code_length) else None
+    if code_length:
+        out.update({f"code_length.{k}": v for k, v in _code_length(checkpoint, model, batches, judge=judge_model,
+                                                                   device=device).items()})
     if interpolations:
         ms = MidiStruct(model, tokenizer, meta, device=device)
-        judge_model = load_checkpoint(judge, device=device)[0] if judge else None
         found = measure_interpolations(ms, held_out_pairs(ms, folder, n=interpolations, split=split, seed=seed),
                                        judge=judge_model)
         out.update({f"interpolation.{k}": v for k, v in found.items()})
@@ -82,6 +85,31 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
         found["prior"] = "fitted" if prior is not None else "normal"
         out.update({f"statistics.{k}": v for k, v in found.items()})
     return out
+
+
+def _load_judge(judge, tokenizer, *, device):
+    """The judge's model, refused unless it reads the same tokens (its NLL of other tokens would mean nothing)."""
+    model, judge_tokenizer, _ = load_checkpoint(judge, device=device)
+    if len(judge_tokenizer) != len(tokenizer):
+        raise InputError(f"the judge {judge} reads a vocabulary of {len(judge_tokenizer)} tokens, the model "
+                         f"{len(tokenizer)}: train the judge on the same shards")
+    return model
+
+
+def _code_length(checkpoint, model, batches, *, judge, device) -> dict:
+    from midistruct.evaluation.code_length import CodeLengthError, measure_code_length
+
+    prior = load_prior(resolve(checkpoint))
+    if model.config.latent_mode == "ae" and prior is None:
+        raise InputError(f"{checkpoint} has deterministic codes and no fitted code prior to count them under: "
+                         f"fit one with `midistruct prior {checkpoint}`")
+    if prior is None:
+        raise InputError(f"{checkpoint} is a VAE: its negative ELBO (neg_elbo_per_token) is its code length; "
+                         "--code-length needs a fitted code prior (`midistruct prior`)")
+    try:
+        return measure_code_length(model, prior, batches, judge=judge, device=device)
+    except CodeLengthError as err:
+        raise InputError(f"{checkpoint}: {err}") from None
 
 
 FREE_METRICS = ("onset_f1", "onset_offset_f1", "step_accuracy", "onset_accuracy", "onset_pitch_accuracy")

@@ -1,0 +1,188 @@
+"""How many bits a window costs as codes plus what the decoder still has to be told: a two-part code length for
+models whose codes are deterministic (issue 14: "the latent is a compressed code ... -ELBO within 1.5x the LM's NLL").
+
+A VAE's negative ELBO is a code length (bits-back). A deterministic autoencoder (``latent_mode: ae``) has no KL;
+its codes are real numbers, which cost unboundedly many bits unless they are rounded. So its codes are rounded,
+and both parts are counted:
+
+1. **the codes**, under the model's fitted code prior (:mod:`midistruct.model.prior`, probabilistic PCA): each
+   window's ``[z_bar ; z_segment]`` minus the prior's mean is projected onto the prior's K principal directions,
+   each coordinate is rounded to a multiple of ``step`` (the same absolute step for all, so that directions of
+   little spread round to 0 and cost almost nothing: reverse water-filling), and costs
+   ``-log2 P(bin)`` where P is the prior's normal for that coordinate integrated over the bin; what the K directions
+   leave (the prior's diagonal residual) is not sent and is taken as the mean;
+2. **the notes given the codes**: the decoder's teacher-forced NLL of the window's tokens, in bits, reading the
+   rounded codes.
+
+Their sum, over a grid of steps, is an upper bound on the bits the model needs for the window (a code that a
+receiver holding the model and its prior could decode), comparable to a VAE's negative ELBO and to a plain LM's
+NLL of the same windows (``judge``). Unrounded codes give the second part alone (``unquantized_nll_bits``), the
+floor no rounding reaches. A prior with a bank of real bar codes is also tried as a dictionary (``bank_*``): each
+bar sent as the index of its nearest bank bar (``log2 B`` bits), the segment code rounded as above.
+Shapes: W windows, D = NB * Zb + Zs code numbers, K prior directions, T tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from midistruct.errors import MidiStructError
+
+LN2 = math.log(2.0)
+DEFAULT_STEPS = (0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0, 22.6, 32.0)  # about x sqrt(2) apart
+
+
+class CodeLengthError(MidiStructError, ValueError):
+    """A model or prior the code length cannot be measured for."""
+
+
+def prior_basis(prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior's principal directions (D, K), orthonormal, and the spread (standard deviation) along each (K,).
+
+    :func:`midistruct.model.prior._ppca` stores ``factor = directions.T * spread``, so the columns are orthogonal
+    and their norms are the spreads."""
+    spread = prior.factor.double().norm(dim=0)  # (K,)
+    keep = spread > 0
+    return prior.factor.double()[:, keep] / spread[keep], spread[keep]
+
+
+def bin_bits(index: torch.Tensor, *, step: float, spread: torch.Tensor) -> torch.Tensor:
+    """Bits of each rounded coordinate: ``-log2`` of N(0, spread^2)'s mass on [(i - 1/2) step, (i + 1/2) step].
+
+    ``index`` (W, K) integer bin numbers, ``spread`` (K,). Far-out bins are computed from the upper tail so that
+    their small masses do not cancel to 0."""
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    i = index.abs().double()  # the normal is symmetric
+    spread = spread.double()
+    lo, hi = (i - 0.5) * step / spread, (i + 0.5) * step / spread  # (W, K) in standard units
+    mass = torch.where(i == 0, 2 * normal.cdf(hi) - 1, normal.cdf(-lo) - normal.cdf(-hi))
+    return -torch.log2(mass.clamp(min=1e-300))
+
+
+def round_codes(x: torch.Tensor, prior, *, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``x`` (W, D) rounded in the prior's basis: (the rounded codes (W, D), bits of each window (W,))."""
+    basis, spread = prior_basis(prior)
+    mean = prior.mean.double()
+    index = torch.round(((x.double() - mean) @ basis) / step)  # (W, K)
+    rounded = mean + (index * step) @ basis.T  # (W, D)
+    return rounded.to(x.dtype), bin_bits(index, step=step, spread=spread).sum(1)
+
+
+def segment_basis(prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """The principal directions (Zs, Zs) and spreads (Zs,) of the segment code alone under the prior (its marginal
+    covariance ``F_s F_s^T + diag(r_s^2)``, the segment's rows of the factor and residual)."""
+    start = prior.bars * prior.bar_dim
+    f, r = prior.factor.double()[start:], prior.residual.double()[start:]
+    variance, directions = torch.linalg.eigh(f @ f.T + torch.diag(r**2))  # ascending
+    return directions, variance.clamp(min=1e-12).sqrt()
+
+
+def bank_codes(x: torch.Tensor, prior, *, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``x`` (W, D) sent as a bank index per bar (``log2 B`` bits each: the nearest of the prior's B real
+    bar codes) and the segment code rounded in its own principal basis: (the codes the receiver rebuilds (W, D),
+    bits of each window (W,))."""
+    z_bar, z_segment = prior.split(x.float())
+    snapped = prior.snap(z_bar)  # (W, NB, Zb) the nearest bank bar codes
+    basis, spread = segment_basis(prior)
+    mean = prior.split(prior.mean[None])[1][0].double()  # (Zs,)
+    index = torch.round(((z_segment.double() - mean) @ basis) / step)  # (W, Zs)
+    segment = mean + (index * step) @ basis.T
+    bits = bin_bits(index, step=step, spread=spread).sum(1) + prior.bars * math.log2(len(prior.bank))
+    return torch.cat([snapped.flatten(1), segment.float()], dim=1).to(x.dtype), bits
+
+
+def window_nll(model, batch: dict, *, codes: dict | None) -> torch.Tensor:
+    """Teacher-forced NLL in nats of each window of ``batch`` (W,), the decoder reading ``codes``; with ``codes``
+    None, the model reads the windows as it was trained to (a plain LM: the tokens alone)."""
+    from midistruct.model.modeling import shift_right
+
+    if codes is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       bar_ids=batch["bar_ids"]).logits.float()  # (W, T, V)
+    else:
+        decoder_input_ids = shift_right(batch["input_ids"], bos_token_id=model.config.bos_token_id)
+        logits = model(decoder_input_ids=decoder_input_ids, **codes).logits.float()  # (W, T, V)
+    labels = batch["labels"]
+    nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
+    return nll.view(labels.shape).sum(1)  # padding (-100) adds 0
+
+
+def _window_codes(model, batch: dict, prior) -> tuple[torch.Tensor, dict]:
+    """The windows' codes as the prior's rows (W, D), and the other keyword arguments the decoder reads."""
+    latents = model.encode_batch(batch, sample=False)
+    z_bar, z_segment = latents.z_bar, latents.z_segment
+    if z_bar is None:
+        z_bar = z_segment.new_zeros(len(z_segment), 0, 0)
+    if z_bar.shape[1] > prior.bars:
+        raise CodeLengthError(f"windows of {z_bar.shape[1]} bars; the code prior is over {prior.bars}")
+    if z_bar.shape[1] < prior.bars:  # a batch of shorter windows: the bars they lack carry the prior's mean
+        fill = prior.split(prior.mean[None])[0].to(z_bar.dtype).expand(len(z_bar), -1, -1)
+        z_bar = torch.cat([z_bar, fill[:, z_bar.shape[1] :]], dim=1)
+    rows = torch.cat([z_bar.flatten(1), z_segment], dim=1)  # (W, D)
+    return rows, {"tag_ids": batch.get("tag_ids")}
+
+
+def measure_code_length(model, prior, batches, *, steps=DEFAULT_STEPS, judge=None,
+                        device: str | torch.device = "cpu") -> dict:
+    """Two-part code lengths of the windows of ``batches`` (dicts from ``collate``), mean bits per window.
+
+    Returns ``tokens_per_window``, ``unquantized_nll_bits`` (the decoder's NLL reading the codes as they are),
+    for each ``step`` ``step_<s>.rate_bits`` / ``.nll_bits`` / ``.total_bits``, the lowest total (``best_total_bits``
+    at ``best_step``) and, with a ``judge`` (a plain LM, ``latent_mode: none``), its NLL of the same windows
+    (``lm_nll_bits``) and ``best_total_over_lm``. Raises :class:`CodeLengthError` for a model the prior does not
+    fit or whose decoder reads codes the prior does not cover."""
+    if model.config.latent_mode == "none":
+        raise CodeLengthError("a plain LM has no codes to count; give it as the judge instead")
+    for name in ("arrangement_dim", "performance_dim"):
+        if getattr(model.config, name, 0):
+            raise CodeLengthError(f"the code prior covers the bar and segment codes only; this model also has "
+                                  f"{name.split('_')[0]} codes")
+    prior.check(bars=prior.bars, bar_dim=model.config.latent_dim_bar if model.config.bar_latents else 0,
+                segment_dim=model.config.latent_dim_segment)
+    banked = prior.bank is not None and prior.bar_dim > 0
+    sums = {"windows": 0, "tokens": 0, "unquantized": 0.0, "lm": 0.0}
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            rows, extra = _window_codes(model, batch, prior)
+            sums["windows"] += len(rows)
+            sums["tokens"] += int((batch["labels"] != -100).sum())
+            sums["unquantized"] += float(window_nll(model, batch, codes={**_codes(prior, rows, model), **extra}).sum())
+            if judge is not None:
+                sums["lm"] += float(window_nll(judge, batch, codes=None).sum())
+            for way, send in (("step", round_codes), ("bank", bank_codes if banked else None)):
+                for step in steps if send else ():
+                    rounded, bits = send(rows, prior, step=step)
+                    nll = window_nll(model, batch, codes={**_codes(prior, rounded, model), **extra})
+                    entry = sums.setdefault((way, step), [0.0, 0.0])
+                    entry[0] += float(bits.sum())
+                    entry[1] += float(nll.sum()) / LN2
+    return _report(sums, steps=steps, judged=judge is not None, banked=banked)
+
+
+def _codes(prior, rows: torch.Tensor, model) -> dict:
+    """The decoder's ``z_bar`` / ``z_segment`` from the prior's rows (W, D)."""
+    z_bar, z_segment = prior.split(rows)
+    return {"z_bar": z_bar if model.config.bar_latents else None, "z_segment": z_segment}
+
+
+def _report(sums: dict, *, steps, judged: bool, banked: bool) -> dict:
+    n = max(sums["windows"], 1)
+    out = {"windows": sums["windows"], "tokens_per_window": sums["tokens"] / n,
+           "unquantized_nll_bits": sums["unquantized"] / n / LN2}
+    for (way, step), (rate, nll) in ((k, v) for k, v in sums.items() if isinstance(k, tuple)):
+        rate, nll = rate / n, nll / n
+        out.update({f"{way}_{step:g}.rate_bits": rate, f"{way}_{step:g}.nll_bits": nll,
+                    f"{way}_{step:g}.total_bits": rate + nll})
+    best = min(steps, key=lambda s: out[f"step_{s:g}.total_bits"])
+    out.update({"best_step": best, "best_total_bits": out[f"step_{best:g}.total_bits"]})
+    if banked:
+        best = min(steps, key=lambda s: out[f"bank_{s:g}.total_bits"])
+        out.update({"bank_best_step": best, "bank_best_total_bits": out[f"bank_{best:g}.total_bits"]})
+    if judged:
+        out["lm_nll_bits"] = sums["lm"] / n / LN2
+        out["best_total_over_lm"] = out["best_total_bits"] / max(out["lm_nll_bits"], 1e-12)
+    return out

@@ -1,0 +1,165 @@
+"""The two-part code length of deterministic codes (midistruct.evaluation.code_length, ``evaluate --code-length``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+
+import pytest
+import torch
+
+from midistruct.evaluation.code_length import (
+    DEFAULT_STEPS,
+    bank_codes,
+    bin_bits,
+    measure_code_length,
+    prior_basis,
+    round_codes,
+    segment_basis,
+)
+from midistruct.model.prior import CodePrior
+
+
+def _prior(n: int = 4000, *, bars: int = 2, bar_dim: int = 3, segment_dim: int = 4, rank: int = 100, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    d = bars * bar_dim + segment_dim
+    x = torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g).T + 3.0
+    prior = CodePrior.fit(x[:, : bars * bar_dim].reshape(n, bars, bar_dim), x[:, bars * bar_dim :], rank=rank)
+    return prior, x
+
+
+def test_bins_are_a_distribution_and_far_bins_stay_finite():
+    spread = torch.tensor([0.3, 1.0, 5.0])
+    index = torch.arange(-200, 201, dtype=torch.float64)[:, None].expand(-1, 3)  # (401, 3): 20 spreads each way
+    for step in (0.5, 1.0, 4.0):
+        mass = (2.0 ** -bin_bits(index, step=step, spread=spread)).sum(0)
+        assert torch.allclose(mass, torch.ones(3, dtype=torch.float64), atol=1e-6), step
+    assert torch.equal(bin_bits(index, step=1.0, spread=spread), bin_bits(-index, step=1.0, spread=spread))
+    far = bin_bits(torch.tensor([[30.0]]), step=1.0, spread=torch.tensor([1.0]))
+    assert torch.isfinite(far).all() and far.item() > 100  # 30 standard deviations out: costly, not infinite
+    assert bin_bits(torch.tensor([[0.0]]), step=100.0, spread=torch.tensor([1.0])).item() < 1e-6
+
+
+def test_fine_rounding_costs_the_differential_entropy_and_coarse_rounding_costs_nothing():
+    prior, x = _prior()
+    basis, spread = prior_basis(prior)
+    assert torch.allclose(basis.T @ basis, torch.eye(len(spread), dtype=torch.float64), atol=1e-6)  # orthonormal
+    step = 0.05
+    rounded, bits = round_codes(x, prior, step=step)
+    # h(N(0, s^2)) - log2(step) per coordinate: the rate of a fine uniform quantizer
+    expected = sum(math.log2(float(s) * math.sqrt(2 * math.pi * math.e) / step) for s in spread)
+    assert abs(bits.mean().item() - expected) < 0.02 * expected
+    assert (rounded - x).abs().max() < step * len(spread) ** 0.5  # rank = D: nothing left out but the rounding
+    coarse, coarse_bits = round_codes(x, prior, step=1e4)
+    assert coarse_bits.max().item() < 1e-3 and torch.allclose(coarse, prior.mean.expand_as(x), atol=1e-3)
+    rates = [round_codes(x, prior, step=s)[1].mean().item() for s in (0.1, 0.5, 2.0, 8.0)]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_a_bank_sends_each_bar_as_an_index_and_the_segment_code_rounded():
+    g = torch.Generator().manual_seed(1)
+    z_bar = torch.randn(500, 2, 3, generator=g) * 2
+    z_segment = torch.randn(500, 4, generator=g) @ torch.randn(4, 4, generator=g)
+    prior = CodePrior.fit(z_bar, z_segment, rank=100, bank=1000)  # every bar of the 500 windows is in the bank
+    x = torch.cat([z_bar.flatten(1), z_segment], 1)
+    sent, bits = bank_codes(x, prior, step=0.01)
+    assert torch.equal(sent[:, :6], x[:, :6])  # each bar's own code is the nearest bank bar
+    assert (sent[:, 6:] - x[:, 6:]).abs().max() < 0.01 * 2
+    _, spread = segment_basis(prior)
+    expected = 2 * math.log2(1000) + sum(math.log2(float(s) * math.sqrt(2 * math.pi * math.e) / 0.01) for s in spread)
+    assert abs(bits.mean().item() - expected) < 0.02 * expected
+    other = torch.randn(50, 10, generator=g) * 2  # windows whose bars are not in the bank: the nearest stand in
+    assert not torch.equal(bank_codes(other, prior, step=0.01)[0][:, :6], other[:, :6])
+
+
+@pytest.fixture
+def with_prior(checkpoint, tmp_path):
+    """The session checkpoint with a full-rank code prior fitted to its training windows' codes."""
+    from midistruct.cli import main
+
+    folder = shutil.copytree(checkpoint, tmp_path / "model")
+    assert main(["prior", str(folder), "--rank", "1000", "--threads", "1"]) == 0
+    return folder
+
+
+def _batches(folder, n: int = 16):
+    from midistruct.model.checkpoint import load_checkpoint
+    from midistruct.shards.dataset import WindowDataset, collate
+
+    model, tokenizer, meta = load_checkpoint(folder)
+    ds = WindowDataset([meta["run_config"]["data"]["output"]], "train")
+    return model, tokenizer, [collate([ds[i] for i in range(n)])]
+
+
+def test_unrounded_nll_is_the_teacher_forced_nll_and_fine_rounding_keeps_it(with_prior, checkpoint, tmp_path):
+    from midistruct.config import load_config
+    from midistruct.model.prior import load_prior
+    from midistruct.training import validation
+    from midistruct.training.loop import Trainer
+
+    model, tokenizer, batches = _batches(with_prior)
+    found = measure_code_length(model, load_prior(with_prior), batches, steps=(1e-4, 1e4))
+    tf = validation.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext)
+    per_window = tf["recon_nll_per_token"] * found["tokens_per_window"] / math.log(2)
+    assert found["unquantized_nll_bits"] == pytest.approx(per_window, rel=1e-4)
+    assert found["step_0.0001.nll_bits"] == pytest.approx(found["unquantized_nll_bits"], rel=1e-3)
+    assert found["step_0.0001.rate_bits"] > 100 and found["step_10000.rate_bits"] < 1e-3
+    for s in ("0.0001", "10000"):
+        parts = found[f"step_{s}.rate_bits"] + found[f"step_{s}.nll_bits"]
+        assert found[f"step_{s}.total_bits"] == pytest.approx(parts)
+    assert found["best_total_bits"] == min(found["step_0.0001.total_bits"], found["step_10000.total_bits"])
+    assert "lm_nll_bits" not in found
+
+    # a plain LM on the same shards judges the same windows: its own NLL, exactly
+    run = tmp_path / "lm"
+    cfg = load_config("tiny", [f"data.output={checkpoint.parent.parent / 'data'}", f"train.run_dir={run}",
+                               "train.threads=1", "model.latent_mode=none", "model.encoder_layers=0",
+                               "train.max_steps=1", "train.eval_every=1", "train.save_every=1"])
+    Trainer(cfg, progress=False).run()
+    from midistruct.model.checkpoint import load_checkpoint
+
+    lm = load_checkpoint(run / "last")[0]
+    judged = measure_code_length(model, load_prior(with_prior), batches, steps=(1.0,), judge=lm)
+    lm_tf = validation.teacher_forced(lm, batches, device="cpu", autocast=contextlib.nullcontext)
+    assert judged["lm_nll_bits"] == pytest.approx(lm_tf["recon_nll_per_token"] * judged["tokens_per_window"]
+                                                  / math.log(2), rel=1e-4)
+    assert judged["best_total_over_lm"] == pytest.approx(judged["best_total_bits"] / judged["lm_nll_bits"])
+
+
+def test_evaluate_code_length_from_the_command_line_and_its_refusals(with_prior, checkpoint, capsys):
+    import json
+
+    from midistruct.cli import main
+
+    args = ["evaluate", str(with_prior), "--windows", "8", "--free-run", "0", "--interpolations", "0",
+            "--sample-temperature", "0", "--split", "train", "--threads", "1"]
+    assert main(args + ["--code-length"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["code_length.windows"] == 8 and out["code_length.best_step"] in DEFAULT_STEPS
+    assert "code_length.windows" not in json.loads((main(args), capsys.readouterr().out)[1])
+    # no prior: the session checkpoint (a VAE) is told that its ELBO is its code length
+    assert main(["evaluate", str(checkpoint), "--windows", "8", "--free-run", "0", "--interpolations", "0",
+                 "--split", "train", "--threads", "1", "--code-length"]) == 2
+    assert "negative ELBO" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_the_shipped_melody_model_on_a_real_tune(shared_datasets):
+    """Real music: a Nottingham tune's windows through the shipped folk-2bar. Finely rounded codes keep the notes
+    (the decoder's NLL stays within a bit of the unrounded codes'); codes rounded to the prior's mean lose them."""
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.model import pretrained
+    from midistruct.shards.dataset import window_batch
+
+    if "folk-2bar" not in pretrained.names():
+        pytest.skip("the shipped folk-2bar is not installed")
+    tune = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid"))[0]
+    ms = MidiStruct.from_pretrained("folk-2bar")
+    moved, _ = ms.to_model_key(ms.windows(str(tune))[:12])
+    found = measure_code_length(ms.model, ms.prior, [window_batch(moved, ms.vocab)], steps=(0.5, 64.0))
+    assert found["unquantized_nll_bits"] < 0.3 * found["tokens_per_window"]  # the codes hold the window
+    assert found["step_0.5.nll_bits"] < found["unquantized_nll_bits"] + 1.0
+    assert found["step_64.nll_bits"] > 5 * found["step_0.5.nll_bits"] + 20
+    assert found["step_0.5.rate_bits"] > 100 > found["step_64.rate_bits"]
+    assert found["bank_0.5.rate_bits"] > 2 * math.log2(len(ms.prior.bank))  # a bank index per bar, then the segment
