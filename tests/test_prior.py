@@ -259,6 +259,46 @@ def test_pipeline_snaps_within_the_samples_meter(own_checkpoint):
 
 
 
+
+def test_interpolation_snaps_its_inner_steps_to_real_bars_of_their_meter(own_checkpoint, tmp_path):
+    """``interpolate(snap=True)``: the ends exact, every inner step's bar codes rows of the bank, in the meter of the
+    step (a bank of 3/4 bars marked by a large first number and 4/4 bars by a small one); without a bank, a clear
+    error; ``interpolate --snap`` records it."""
+    import json
+
+    from scores import write_corpus
+
+    from midistruct.cli import main
+    from midistruct.generation.pipeline import InputError, MidiStruct
+
+    ms = MidiStruct.from_pretrained(own_checkpoint)
+    a, b = write_corpus(tmp_path / "midi", n=2, bars=4)
+    with pytest.raises(InputError, match="bank of real bar codes"):
+        ms.interpolate(a, b, steps=4, snap=True)
+    cfg, g = ms.model.config, torch.Generator().manual_seed(0)
+    meters = ["3/4" if i % 2 else "4/4" for i in range(100)]
+    z_bar = torch.randn(100, ms.bars, cfg.latent_dim_bar, generator=g)
+    z_bar[:, :, 0] = torch.tensor([50.0 if m == "3/4" else -50.0 for m in meters])[:, None]
+    ms.set_prior(CodePrior.fit(z_bar, torch.randn(100, cfg.latent_dim_segment, generator=g), rank=4, bank=150,
+                               bank_tags={"meter": meters}))
+    seen, decode = [], ms.decode_many
+    ms.decode_many = lambda latents, **kw: seen.append(latents) or decode(latents, **kw)
+    ms.interpolate(a, b, steps=4, snap=True)
+    ends = ms._aligned([a, b], tags=None, time_signature=None, downbeat=None)
+    path = seen[-1]
+    assert torch.equal(path[0].z_bar, ends[0].z_bar) and torch.equal(path[-1].z_bar, ends[1].z_bar)
+    for step in path[1:-1]:
+        assert _is_row_of(step.z_bar.reshape(-1, cfg.latent_dim_bar), ms.prior.bank).all()
+        for window, meter in zip(step.z_bar, step.time_signatures):
+            assert (window[:, 0] == (50.0 if meter == "3/4" else -50.0)).all()  # a bar of the window's own meter
+    ms.interpolate(a, b, steps=4)
+    assert not _is_row_of(seen[-1][1].z_bar.reshape(-1, cfg.latent_dim_bar), ms.prior.bank).any()
+    assert main(["prior", str(own_checkpoint), "--device", "cpu", "--rank", "4", "--bank", "6"]) == 0
+    out = tmp_path / "out"
+    assert main(["interpolate", str(own_checkpoint), str(a), str(b), "--steps", "3", "--snap", "--no-audio",
+                 "--device", "cpu", "-o", str(out)]) == 0
+    assert json.loads((out / "generation.json").read_text())["snap"] is True
+
 @pytest.mark.parametrize("name, size", [("folk-2bar", 3000), ("folk-16bar", 1000)])
 def test_the_shipped_melody_models_snap_to_real_bars_of_the_samples_meter(name, size):
     from midistruct.generation.pipeline import MidiStruct
@@ -272,3 +312,22 @@ def test_the_shipped_melody_models_snap_to_real_bars_of_the_samples_meter(name, 
     assert len(jig_bars) >= 20 and _is_row_of(z.z_bar.reshape(-1, jig_bars.shape[1]), jig_bars).all()
     scores = ms.sample(2, seed=0, temperature=0.0, bars=2, meter="6/8")
     assert all(sum(len(t.notes) for t in s.tracks) > 0 for s in scores)  # decoded to notes
+
+
+@pytest.mark.shared_data
+def test_the_shipped_folk_2bar_interpolates_two_real_jigs_through_real_jig_bars(shared_datasets):
+    """Real music: two Nottingham jigs; with ``snap`` every inner step's bars are bank bars of 6/8 windows, the ends
+    are the tunes' own codes, and every step decodes to notes."""
+    from midistruct.generation.pipeline import MidiStruct
+
+    ms = MidiStruct.from_pretrained("folk-2bar")
+    a, b = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("jigs*.mid"))[:2]
+    seen, decode = [], ms.decode_many
+    ms.decode_many = lambda latents, **kw: seen.append(latents) or decode(latents, **kw)
+    scores = ms.interpolate(a, b, steps=4, snap=True, temperature=0.0)
+    jig_bars = ms.prior.bank[ms.prior.bank_rows({"meter": "6/8"})]
+    for step in seen[-1][1:-1]:
+        assert set(step.time_signatures) == {"6/8"}
+        assert _is_row_of(step.z_bar.reshape(-1, jig_bars.shape[1]), jig_bars).all()
+    assert not _is_row_of(seen[-1][0].z_bar.reshape(-1, jig_bars.shape[1]), ms.prior.bank).all()  # A's own codes
+    assert all(sum(len(t.notes) for t in s.tracks) > 0 for s in scores)

@@ -206,7 +206,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  exclude_recurring=not args.keep_recurring, probes=args.probes,
                                  samples=args.samples, judge=args.judge,
                                  sample_temperature=args.sample_temperature, beams=args.beams, tags=args.tags,
-                                 code_length=args.code_length)
+                                 code_length=args.code_length, interpolation_method=args.method,
+                                 snap_interpolations=args.snap)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -427,13 +428,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """Interpolate from A to B in latent space; unless --no-audio also a WAV per step and index.html, one
     page with every step's piano roll and player (audio embedded, so it plays offline)."""
     ms = _pipeline(args)
-    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, **_tags(args), **_placing(args),
-                           **_sampling(args))
+    steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, snap=args.snap, **_tags(args),
+                           **_placing(args), **_sampling(args))
     a, b = Path(args.a).stem, Path(args.b).stem
     scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
     page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
-                                  **_sampling(args), **_tags(args), **_placing(args), **page})
+                                  "snap": args.snap, **_sampling(args), **_tags(args), **_placing(args), **page})
     if args.audio:
         from midistruct.render import write_outputs_page
 
@@ -649,6 +650,9 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("b", help="MIDI file at the end of the path")
     p.add_argument("--steps", type=STEPS, default=8, help="pieces on the path, both ends included (>= 2)")
     _add_method_arg(p)
+    p.add_argument("--snap", action="store_true",
+                   help="move each inner step's bar codes to the nearest real bars' in the code prior's bank (a "
+                        "prior fitted with --bank): interpolants of real bars, as likely as the ends to a plain LM")
     _add_tag_args(p)
     _add_placing_args(p)
     p.add_argument("--no-audio", dest="audio", action="store_false",
@@ -774,6 +778,9 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--tags", action="store_true",
                    help="a model whose decoder reads tags (model.decoder_tags) is given each window's own; without "
                         "it, none (as `reconstruct` without --tag)")
+    _add_method_arg(p)
+    p.add_argument("--snap", action="store_true",
+                   help="snap the interpolations' inner bar codes to the code prior's bank (as interpolate --snap)")
     p.add_argument("--code-length", action="store_true",
                    help="bits per window as rounded codes under the fitted code prior plus the decoder's NLL given "
                         "them (code_length.*; beside the --judge LM's NLL of the same windows when given)")

@@ -28,10 +28,12 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
                         free_run: int = 128, interpolations: int = 0, seed: int = 0, batch_size: int = 32,
                         exclude_recurring: bool = True, probes: int = 0, samples: int = 0,
                         judge: str | Path | None = None, sample_temperature: float = 0.5, beams: int = 0,
-                        tags: bool = False, code_length: bool = False, device: str | torch.device = "cpu") -> dict:
+                        tags: bool = False, code_length: bool = False, interpolation_method: str = "slerp",
+                        snap_interpolations: bool = False, device: str | torch.device = "cpu") -> dict:
     """Metrics of ``checkpoint`` on a seeded random subset of ``split`` windows of its shards;
     with ``interpolations``, also the smoothness of that many 8-step interpolations between
-    held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`), their
+    held-out windows (:func:`midistruct.evaluation.smoothness.measure_interpolations`; ``interpolation_method``
+    slerp or lerp, the inner steps' bar codes snapped to the code prior's bank with ``snap_interpolations``), their
     likelihood judged by the ``judge`` checkpoint (e.g. the plain-LM peer) when one is given.
     Windows that recur in the training split (any transposition) are left out unless
     ``exclude_recurring=False`` (:mod:`midistruct.evaluation.heldout`). With ``probes``, linear probes
@@ -71,8 +73,10 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
                                                                    device=device).items()})
     if interpolations:
         ms = MidiStruct(model, tokenizer, meta, device=device)
+        if snap_interpolations:
+            ms.prior = load_prior(resolve(checkpoint))
         found = measure_interpolations(ms, held_out_pairs(ms, folder, n=interpolations, split=split, seed=seed),
-                                       judge=judge_model)
+                                       judge=judge_model, method=interpolation_method, snap=snap_interpolations)
         out.update({f"interpolation.{k}": v for k, v in found.items()})
     if probes:
         found = probe_latents(MidiStruct(model, tokenizer, meta, device=device), folder, split=split,

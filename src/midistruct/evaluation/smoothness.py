@@ -76,7 +76,7 @@ def _rho(spearmanr, x, y) -> float:
 
 
 def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, steps: int = 8,
-                           method: str = "slerp", judge=None) -> dict:
+                           method: str = "slerp", judge=None, snap: bool = False) -> dict:
     """Interpolate between the token windows of each pair with ``ms`` (a ``MidiStruct``) and measure.
 
     Greedy decoding. Returns the mean of :func:`path_smoothness` figures over pairs for both distances,
@@ -85,7 +85,8 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
     construction) and ``endpoint_accuracy`` (the step accuracy of path ends against A and B).
     With a ``judge`` (a model such as the plain-LM peer, ``latent_mode="none"``), also its NLL per
     token of the inputs, of the path ends and of the inner steps (``judge_nll_*``): interpolants
-    that stay on the data manifold score about as the ends do.
+    that stay on the data manifold score about as the ends do. ``snap``: the inner steps' bar codes moved to the
+    nearest real bars' of the code prior's bank, as ``interpolate --snap`` does.
     """
     from midistruct.generation.interpolation import path as latent_path  # (imports torch: kept local)
 
@@ -97,7 +98,8 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
         for i, (zbar, zseg) in enumerate(zip(latent_path(za.z_bar, zb.z_bar, steps, method=method),
                                              latent_path(za.z_segment, zb.z_segment, steps, method=method))):
             nearer = za if 2 * i < steps - 1 else zb  # its meter, and its key for a canonical model (as interpolate)
-            latents.append(nearer.with_codes(zbar, zseg))
+            step = nearer.with_codes(zbar, zseg)
+            latents.append(ms.snap_bars(step) if snap and 0 < i < steps - 1 else step)
     import torch
 
     from midistruct.generation.latents import PieceLatents  # (imports torch: kept local)
@@ -118,7 +120,7 @@ def measure_interpolations(ms, pairs: list[tuple[np.ndarray, np.ndarray]], *, st
         for name in DISTANCES:
             rows[name].append(path_smoothness(path, a, b, distance=name, n_steps=n))
         ends += [step_accuracy(a, path[0], n_steps=n), step_accuracy(b, path[-1], n_steps=n)]
-    out = {"pairs": len(pairs), "steps": steps, "method": method, "valid": valid / (len(pairs) * steps),
+    out = {"pairs": len(pairs), "steps": steps, "method": method, "snap": snap, "valid": valid / (len(pairs) * steps),
            "endpoint_accuracy": float(np.mean(ends))}
     for name, results in rows.items():
         for key in ("spearman_a", "spearman_b", "rising_a", "falling_b", "adjacent_mean", "endpoint_distance"):

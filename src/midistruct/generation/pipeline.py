@@ -391,14 +391,19 @@ class MidiStruct:
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
                     tag_strength: float = 1.0, time_signature: str | None = None, downbeat: float | None = None,
-                    **kw) -> list["symusic.Score"]:  # noqa: F821
+                    snap: bool = False, **kw) -> list["symusic.Score"]:  # noqa: F821
         """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
 
         Both are cut to the same number of windows (the shorter piece's) and bars per window;
         each step takes the meters and tempo of the nearer endpoint (A's up to the middle).
         ``tags`` moves both ends to those tag values first (:meth:`retag`). ``time_signature`` and ``downbeat``
-        place both pieces' bar lines (:meth:`windows`).
+        place both pieces' bar lines (:meth:`windows`). ``snap`` moves each inner step's bar codes to the nearest
+        real bars' in the code prior's bank (:meth:`snap_bars`): the path then passes through bars the decoder
+        knows, which a plain LM finds as likely as the ends (docs/RESULTS.md "Interpolants a language model
+        believes"); the ends stay exact.
         """
+        if snap:
+            self._check_bank()
         self._check_tags(tags or {})
         placing = {"time_signature": time_signature, "downbeat": downbeat}
         keyed = tags if self.canonical else None  # a canonical model reaches a tonic by transposing both pieces
@@ -408,7 +413,24 @@ class MidiStruct:
         seg_path = path(za.z_segment, zb.z_segment, steps, method=method)
         # each step keeps the meters and tempo of the nearer endpoint, so B's end decodes as B does
         nearer = [za if 2 * i < steps - 1 else zb for i in range(steps)]
-        return self.decode_many([z.with_codes(zbar, zseg) for z, zbar, zseg in zip(nearer, bars_path, seg_path)], **kw)
+        latents = [z.with_codes(zbar, zseg) for z, zbar, zseg in zip(nearer, bars_path, seg_path)]
+        if snap:
+            latents = [latents[0], *(self.snap_bars(z) for z in latents[1:-1]), latents[-1]]
+        return self.decode_many(latents, **kw)
+
+    def _check_bank(self) -> None:
+        if self.prior is None or self.prior.bank is None:
+            raise InputError("snapping needs a code prior with a bank of real bar codes; fit one with "
+                             "`midistruct prior CHECKPOINT --bank 3000`")
+
+    def snap_bars(self, latents: PieceLatents) -> PieceLatents:
+        """``latents`` with each window's bar codes moved to the nearest of the prior's bank bars in the window's
+        meter (all bank bars where fewer than ``MIN_BANK`` are in it), as ``sample`` places its bars."""
+        self._check_bank()
+        meters = latents.time_signatures or [None] * len(latents)
+        z_bar = torch.cat([self.prior.snap(latents.z_bar[i : i + 1], {"meter": meter} if meter else None)
+                           for i, meter in enumerate(meters)])
+        return latents.with_codes(z_bar, latents.z_segment)
 
     def bridge(self, a, b, *, windows: int = 1, method: str = "slerp", **kw) -> "symusic.Score":  # noqa: F821
         """``windows`` new windows leading from the end of ``a`` to the start of ``b``: their codes lie on the path
