@@ -298,6 +298,7 @@ def test_interpolation_snaps_its_inner_steps_to_real_bars_of_their_meter(own_che
     assert main(["interpolate", str(own_checkpoint), str(a), str(b), "--steps", "3", "--snap", "--no-audio",
                  "--device", "cpu", "-o", str(out)]) == 0
     assert json.loads((out / "generation.json").read_text())["snap"] is True
+    assert sorted(p.name for p in out.glob("*.mid")) == [f"{a.stem}_to_{b.stem}.slerp.snap.0{i}.mid" for i in range(3)]
 
 @pytest.mark.parametrize("name, size", [("folk-2bar", 3000), ("folk-16bar", 1000)])
 def test_the_shipped_melody_models_snap_to_real_bars_of_the_samples_meter(name, size):

@@ -431,7 +431,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     steps = ms.interpolate(args.a, args.b, steps=args.steps, method=args.method, snap=args.snap, **_tags(args),
                            **_placing(args), **_sampling(args))
     a, b = Path(args.a).stem, Path(args.b).stem
-    scores = {f"{a}_to_{b}.{args.method}.{i:02d}": s for i, s in enumerate(steps)}
+    way = args.method + (".snap" if args.snap else "")  # a snapped path beside a plain one in the same folder
+    scores = {f"{a}_to_{b}.{way}.{i:02d}": s for i, s in enumerate(steps)}
     page = {"page": "index.html"} if args.audio else {}
     _write_outputs(args, scores, {"a": args.a, "b": args.b, "steps": args.steps, "method": args.method,
                                   "snap": args.snap, **_sampling(args), **_tags(args), **_placing(args), **page})
@@ -442,8 +443,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                   for i in range(len(steps))]
         backend = json.loads((Path(args.output) / "generation.json").read_text())["audio"]["backend"]
         notes = [f"checkpoint: {args.checkpoint}", f"audio: {backend}"]
-        path = write_outputs_page(list(scores), args.output, title=f"{a} to {b}: {args.method}, {len(steps)} steps",
-                                  titles=titles, notes=notes)
+        snapped = ", inner steps snapped to real bars" if args.snap else ""
+        path = write_outputs_page(list(scores), args.output, title=f"{a} to {b}: {args.method}{snapped}, "
+                                  f"{len(steps)} steps", titles=titles, notes=notes)
         print(f"page with every step's piano roll and audio: {path}")
     return 0
 
