@@ -163,3 +163,36 @@ def test_the_shipped_melody_model_on_a_real_tune(shared_datasets):
     assert found["step_64.nll_bits"] > 5 * found["step_0.5.nll_bits"] + 20
     assert found["step_0.5.rate_bits"] > 100 > found["step_64.rate_bits"]
     assert found["bank_0.5.rate_bits"] > 2 * math.log2(len(ms.prior.bank))  # a bank index per bar, then the segment
+
+
+def test_rate_finetune_starts_the_vae_at_the_deterministic_models_codes(checkpoint, tmp_path):
+    """docs/scripts/rate_finetune.py: an AE's weights in a VAE of the same config give posterior means equal to the
+    AE's codes and log-variances 2 ln sigma0, so the fine-tune starts from the model it was given."""
+    import importlib.util
+    from pathlib import Path
+
+    from midistruct.config import load_config
+    from midistruct.model.checkpoint import load_checkpoint
+    from midistruct.shards.dataset import WindowDataset, collate
+    from midistruct.training.loop import Trainer
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "rate_finetune.py"
+    spec = importlib.util.spec_from_file_location("rate_finetune", script)
+    rate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rate)
+    data = checkpoint.parent.parent / "data"
+    run = tmp_path / "ae"
+    Trainer(load_config("tiny", [f"data.output={data}", f"train.run_dir={run}", "train.threads=1",
+                                 "model.latent_mode=ae", "train.max_steps=1", "train.eval_every=1",
+                                 "train.save_every=1"]), progress=False).run()
+    ae = load_checkpoint(run / "last")[0]
+    vae = Trainer(load_config("tiny", [f"data.output={data}", f"train.run_dir={tmp_path / 'vae'}", "train.threads=1",
+                                       "model.latent_mode=vae"]), progress=False).model.eval()
+    vae.load_state_dict(rate.variational_state(ae.state_dict(), vae, sigma0=0.5))
+    batch = collate([WindowDataset([data], "train")[i] for i in range(4)])
+    with torch.no_grad():
+        want, got = ae.encode_batch(batch, sample=False), vae.encode_batch(batch, sample=False)
+    assert torch.allclose(got.mu_segment, want.z_segment, atol=1e-6) and torch.allclose(got.mu_bar, want.z_bar, atol=1e-6)
+    assert torch.allclose(got.logvar_segment, torch.full_like(got.logvar_segment, 2 * math.log(0.5)))
+    with pytest.raises(ValueError, match="in the AE"):
+        rate.variational_state({k: v[:1] if v.ndim else v for k, v in ae.state_dict().items()}, vae, sigma0=0.5)
