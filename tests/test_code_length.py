@@ -92,7 +92,8 @@ def _batches(folder, n: int = 16):
     return model, tokenizer, [collate([ds[i] for i in range(n)])]
 
 
-def test_unrounded_nll_is_the_teacher_forced_nll_and_fine_rounding_keeps_it(with_prior, checkpoint, tmp_path):
+def test_unrounded_nll_is_the_teacher_forced_nll_and_fine_rounding_keeps_it(with_prior, checkpoint, tmp_path,
+                                                                              capsys):
     from midistruct.config import load_config
     from midistruct.model.prior import load_prior
     from midistruct.training import validation
@@ -125,6 +126,11 @@ def test_unrounded_nll_is_the_teacher_forced_nll_and_fine_rounding_keeps_it(with
     assert judged["lm_nll_bits"] == pytest.approx(lm_tf["recon_nll_per_token"] * judged["tokens_per_window"]
                                                   / math.log(2), rel=1e-4)
     assert judged["best_total_over_lm"] == pytest.approx(judged["best_total_bits"] / judged["lm_nll_bits"])
+    from midistruct.cli import main
+
+    assert main(["evaluate", str(run / "last"), "--windows", "4", "--free-run", "0", "--interpolations", "0",
+                 "--split", "train", "--threads", "1", "--code-length"]) == 2  # an LM is a judge, not a subject
+    assert "is a plain LM" in capsys.readouterr().err
 
 
 def test_evaluate_code_length_from_the_command_line_and_its_refusals(with_prior, checkpoint, capsys):
@@ -137,7 +143,8 @@ def test_evaluate_code_length_from_the_command_line_and_its_refusals(with_prior,
     assert main(args + ["--code-length"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["code_length.windows"] == 8 and out["code_length.best_step"] in DEFAULT_STEPS
-    assert "code_length.windows" not in json.loads((main(args), capsys.readouterr().out)[1])
+    assert main(args) == 0
+    assert "code_length.windows" not in json.loads(capsys.readouterr().out)  # only when asked
     # no prior: the session checkpoint (a VAE) is told that its ELBO is its code length
     assert main(["evaluate", str(checkpoint), "--windows", "8", "--free-run", "0", "--interpolations", "0",
                  "--split", "train", "--threads", "1", "--code-length"]) == 2

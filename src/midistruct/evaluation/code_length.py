@@ -24,6 +24,7 @@ Shapes: W windows, D = NB * Zb + Zs code numbers, K prior directions, T tokens.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -153,13 +154,13 @@ def measure_code_length(model, prior, batches, *, steps=DEFAULT_STEPS, judge=Non
             sums["unquantized"] += float(window_nll(model, batch, codes={**_codes(prior, rows, model), **extra}).sum())
             if judge is not None:
                 sums["lm"] += float(window_nll(judge, batch, codes=None).sum())
-            for way, send in (("step", round_codes), ("bank", bank_codes if banked else None)):
-                for step in steps if send else ():
-                    rounded, bits = send(rows, prior, step=step)
-                    nll = window_nll(model, batch, codes={**_codes(prior, rounded, model), **extra})
-                    entry = sums.setdefault((way, step), [0.0, 0.0])
-                    entry[0] += float(bits.sum())
-                    entry[1] += float(nll.sum()) / LN2
+            ways = {"step": round_codes, **({"bank": bank_codes} if banked else {})}
+            for (way, send), step in itertools.product(ways.items(), steps):
+                rounded, bits = send(rows, prior, step=step)
+                nll = window_nll(model, batch, codes={**_codes(prior, rounded, model), **extra})
+                entry = sums.setdefault((way, step), [0.0, 0.0])
+                entry[0] += float(bits.sum())
+                entry[1] += float(nll.sum()) / LN2
     return _report(sums, steps=steps, judged=judge is not None, banked=banked)
 
 

@@ -103,6 +103,8 @@ def _load_judge(judge, tokenizer, *, device):
 def _code_length(checkpoint, model, batches, *, judge, device) -> dict:
     from midistruct.evaluation.code_length import CodeLengthError, measure_code_length
 
+    if model.config.latent_mode == "none":
+        raise InputError(f"{checkpoint} is a plain LM: it has no codes to count; give it as --judge instead")
     prior = load_prior(resolve(checkpoint))
     if model.config.latent_mode == "ae" and prior is None:
         raise InputError(f"{checkpoint} has deterministic codes and no fitted code prior to count them under: "
