@@ -11,9 +11,12 @@ import torch
 
 from midistruct.evaluation.code_length import (
     DEFAULT_STEPS,
+    CodeLengthError,
     bank_codes,
     bin_bits,
+    kl_to_gaussian,
     measure_code_length,
+    measure_elbo,
     prior_basis,
     round_codes,
     segment_basis,
@@ -71,6 +74,64 @@ def test_a_bank_sends_each_bar_as_an_index_and_the_segment_code_rounded():
     assert abs(bits.mean().item() - expected) < 0.02 * expected
     other = torch.randn(50, 10, generator=g) * 2  # windows whose bars are not in the bank: the nearest stand in
     assert not torch.equal(bank_codes(other, prior, step=0.01)[0][:, :6], other[:, :6])
+
+
+def test_kl_to_a_full_gaussian_and_to_its_marginal():
+    g = torch.Generator().manual_seed(2)
+    mu, var = torch.randn(5, 4, generator=g), torch.rand(5, 4, generator=g) + 0.1
+    a = torch.randn(4, 4, generator=g)
+    mean, cov = torch.randn(4, generator=g).double(), (a @ a.T + 0.5 * torch.eye(4)).double()
+    from midistruct.model.modeling import gaussian_kl
+
+    unit = kl_to_gaussian(mu, var, torch.zeros(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))
+    assert torch.allclose(unit, gaussian_kl(mu, var.log()).double(), atol=1e-6)
+    want = torch.stack([torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(mu[i].double(), torch.diag(var[i].double())),
+        torch.distributions.MultivariateNormal(mean, cov)) for i in range(5)])
+    assert torch.allclose(kl_to_gaussian(mu, var, mean, cov), want, atol=1e-6)
+    present = torch.ones(5, 4, dtype=torch.bool)
+    present[1, 1:3] = False  # a shorter window: the prior's marginal over what it has
+    got = kl_to_gaussian(mu, var, mean, cov, present)
+    keep = torch.tensor([0, 3])
+    marginal = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(mu[1, keep].double(), torch.diag(var[1, keep].double())),
+        torch.distributions.MultivariateNormal(mean[keep], cov[keep][:, keep]))
+    assert got[1].item() == pytest.approx(marginal.item(), rel=1e-6)
+    assert torch.allclose(got[[0, 2, 3, 4]], want[[0, 2, 3, 4]], atol=1e-6)
+
+
+def test_a_prior_fitted_with_posterior_variances_is_the_aggregate_posterior_and_costs_less_than_the_unit_normal(
+        tmp_path):
+    """Posteriors whose means are correlated and off the unit normal: the Gaussian fitted with their variances has
+    the means' covariance plus the mean posterior variance (the covariance of codes drawn from them), and charges each
+    held-out posterior less than N(0, I) does."""
+    from midistruct.evaluation.code_length import prior_gaussian
+
+    g = torch.Generator().manual_seed(3)
+    n, d = 20000, 6
+    mix = torch.randn(d, d, generator=g) * 0.8
+    mu = torch.randn(n, d, generator=g) @ mix.T + 0.7
+    var = torch.rand(n, d, generator=g) * 0.4
+    for rank in (d, 2):  # full, and low rank plus diagonal: the variances join the diagonal
+        prior = CodePrior.fit(mu[:, :4].reshape(n, 2, 2), mu[:, 4:], rank=rank,
+                              variances=(var[:, :4].reshape(n, 2, 2), var[:, 4:]))
+        mean, cov, jitter = prior_gaussian(prior)
+        assert jitter == 0.0 and torch.allclose(mean, mu.double().mean(0), atol=1e-5)
+        draws = mu + var.sqrt() * torch.randn(n, d, generator=g)
+        assert torch.allclose(torch.diagonal(cov), draws.double().var(0), rtol=0.05)
+        if rank == d:
+            assert torch.allclose(cov, torch.cov(mu.double().T) + torch.diag(var.double().mean(0)), atol=1e-6)
+    assert prior.posterior and not CodePrior.fit(mu[:, :4].reshape(n, 2, 2), mu[:, 4:], rank=d).posterior
+    mean, cov, _ = prior_gaussian(CodePrior.fit(mu[:, :4].reshape(n, 2, 2), mu[:, 4:], rank=d,
+                                                variances=(var[:, :4].reshape(n, 2, 2), var[:, 4:])))
+    held_mu = torch.randn(500, d, generator=g) @ mix.T + 0.7
+    held_var = torch.rand(500, d, generator=g) * 0.4
+    fitted = kl_to_gaussian(held_mu, held_var, mean, cov).mean()
+    unit = kl_to_gaussian(held_mu, held_var, torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64))
+    assert fitted < unit.mean() - 1.0
+    assert CodePrior.load(prior.save(tmp_path / "p.safetensors")).posterior
+    with pytest.raises(Exception, match="variances of shapes"):
+        CodePrior.fit(mu[:, :4].reshape(n, 2, 2), mu[:, 4:], variances=(var[:, :4], var[:, 4:]))
 
 
 @pytest.fixture
@@ -143,12 +204,66 @@ def test_evaluate_code_length_from_the_command_line_and_its_refusals(with_prior,
     assert main(args + ["--code-length"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["code_length.windows"] == 8 and out["code_length.best_step"] in DEFAULT_STEPS
+    # a VAE (the session checkpoint): its ELBO under N(0, I) and under the prior fitted to its posteriors, too
+    assert out["code_length.neg_elbo_normal_bits"] == pytest.approx(out["neg_elbo_bits_per_segment"], rel=1e-4)
+    assert out["code_length.neg_elbo_prior_bits"] > out["code_length.recon_nll_bits"]
     assert main(args) == 0
     assert "code_length.windows" not in json.loads(capsys.readouterr().out)  # only when asked
     # no prior: the session checkpoint (a VAE) is told that its ELBO is its code length
     assert main(["evaluate", str(checkpoint), "--windows", "8", "--free-run", "0", "--interpolations", "0",
                  "--split", "train", "--threads", "1", "--code-length"]) == 2
     assert "negative ELBO" in capsys.readouterr().err
+
+
+def test_a_vaes_elbo_under_the_unit_normal_and_under_its_fitted_prior(with_prior, tmp_path):
+    """The session checkpoint is a VAE: `midistruct prior` fits its Gaussian to posterior draws, and measure_elbo's
+    bound under N(0, I) is the teacher-forced negative ELBO (the same seeded draws)."""
+    from midistruct.model.prior import load_prior
+    from midistruct.training import validation
+
+    prior = load_prior(with_prior)
+    assert prior.posterior  # a VAE's prior is its aggregate posterior
+    model, _, batches = _batches(with_prior)
+    found = measure_elbo(model, prior, batches)
+    tf = validation.teacher_forced(model, batches, device="cpu", autocast=contextlib.nullcontext)
+    assert found["neg_elbo_normal_bits"] == pytest.approx(tf["neg_elbo_bits_per_segment"], rel=1e-4)
+    assert found["kl_normal_bits"] == pytest.approx(tf["kl_bits_per_segment"], rel=1e-4)
+    assert found["recon_nll_bits"] == pytest.approx(
+        tf["elbo_recon_nll_per_token"] * found["tokens_per_window"] / math.log(2), rel=1e-4)
+    assert found["mean_code_nll_bits"] == pytest.approx(
+        tf["recon_nll_per_token"] * found["tokens_per_window"] / math.log(2), rel=1e-4)
+    assert found["kl_prior_bits"] > 0 and math.isfinite(found["kl_prior_bits"])
+    assert found["neg_elbo_prior_bits"] == pytest.approx(found["recon_nll_bits"] + found["kl_prior_bits"])
+    prior.posterior = False  # a prior fitted to the means only (older files): refused, with the fix named
+    with pytest.raises(CodeLengthError, match="midistruct prior"):
+        measure_elbo(model, prior, batches)
+
+
+@pytest.mark.shared_data
+def test_a_vaes_elbo_on_a_real_tune_counts_a_short_window_under_the_marginal(with_prior, shared_datasets):
+    """Real music: a Nottingham tune's windows through the session VAE, its last window cut to one bar. The bound
+    is finite, and the short window is charged the KL to the prior's marginal over the codes it has."""
+    from midistruct.evaluation.code_length import _posterior, prior_gaussian
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.shards.dataset import window_batch
+
+    tune = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid"))[3]
+    ms = MidiStruct.from_pretrained(with_prior)
+    windows = [w for w in ms.windows(str(tune)) if ms.vocab.count_bars(w) == ms.bars][:6]
+    assert len(windows) == 6, tune
+    short = windows[0][: ms.vocab.bar_starts(windows[0])[1]]  # the first bar alone
+    batch = window_batch([*windows, short], ms.vocab)
+    found = measure_elbo(ms.model, ms.prior, [batch])
+    assert all(math.isfinite(v) for v in found.values())
+    assert found["recon_nll_bits"] > 0 and found["kl_normal_bits"] > 0
+    with torch.no_grad():
+        latents = ms.model.encode_batch(batch, sample=False)
+    mu, var, present = _posterior(latents, ms.prior)
+    assert present[-1].sum() == ms.prior.bar_dim + ms.prior.segment_dim and present[:-1].all()
+    mean, cov, _ = prior_gaussian(ms.prior)
+    keep = present[-1]
+    alone = kl_to_gaussian(mu[-1:, keep], var[-1:, keep], mean[keep], cov[keep][:, keep])
+    assert kl_to_gaussian(mu, var, mean, cov, present)[-1].item() == pytest.approx(alone.item())
 
 
 @pytest.mark.shared_data

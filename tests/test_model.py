@@ -1,6 +1,7 @@
 """The transformer autoencoder on a tiny config (d_model 32, 2 + 2 layers, vocabulary 50, Bar id 4)."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -691,3 +692,31 @@ def test_decoder_memory_is_checked_and_survives_a_save(tmp_path, batch):
     loaded = MidiStructModel.from_pretrained(tmp_path).eval()
     assert loaded.config.decoder_memory == 2
     torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_validation_elbo_reads_codes_drawn_from_the_posterior(batch):
+    """The negative ELBO is a bound only with E_q[-log p(x|z)]: the mean code's NLL can be far lower."""
+    import contextlib
+
+    from midistruct.training.validation import posterior_sample_forward, teacher_forced
+
+    model = make_model().eval()
+    with torch.no_grad():  # a posterior wide enough that a draw is far from the mean
+        model.bottleneck.segment.proj.bias[model.config.latent_dim_segment:] = 2.0
+    tokens = int((batch["labels"] != -100).sum())
+    state = torch.random.get_rng_state()
+    found = teacher_forced(model, [batch], device="cpu", autocast=contextlib.nullcontext, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # training's random stream is not disturbed
+    with torch.no_grad():
+        mean, drawn = model(**batch), posterior_sample_forward(model, batch, seed=3 * 100_003)
+    assert found["recon_nll_per_token"] == pytest.approx(float(mean.recon_loss) * 2 / tokens, rel=1e-5)
+    assert found["elbo_recon_nll_per_token"] == pytest.approx(float(drawn.recon_loss) * 2 / tokens, rel=1e-5)
+    assert abs(found["elbo_recon_nll_per_token"] - found["recon_nll_per_token"]) > 1e-3
+    kl_nats = found["kl_bits_per_segment"] * math.log(2) * 2
+    assert found["neg_elbo_per_token"] == pytest.approx(found["elbo_recon_nll_per_token"] + kl_nats / tokens, rel=1e-5)
+    assert found["neg_elbo_bits_per_segment"] == pytest.approx(found["neg_elbo_per_token"] * tokens / 2 / math.log(2))
+    again = teacher_forced(model, [batch], device="cpu", autocast=contextlib.nullcontext, seed=3)
+    assert again["neg_elbo_per_token"] == found["neg_elbo_per_token"]  # seeded: the same draws
+    plain = teacher_forced(make_model(latent_mode="ae").eval(), [batch], device="cpu", autocast=contextlib.nullcontext)
+    assert "elbo_recon_nll_per_token" not in plain
+    assert plain["neg_elbo_per_token"] == pytest.approx(plain["recon_nll_per_token"])

@@ -390,6 +390,9 @@ def cmd_prior(args: argparse.Namespace) -> int:
     k = prior.factor.shape[1]
     print(f"fitted a Gaussian over {prior.dim} code dimensions (rank {k} + diagonal) to {prior.windows} {args.split} "
           f"windows; wrote {path}")
+    if prior.posterior:
+        print("  a VAE: the Gaussian is its aggregate posterior (the means' spread plus the posterior variances), "
+              "under which `evaluate --code-length` measures its ELBO")
     if prior.bank is not None:
         print(f"  kept {len(prior.bank)} real bar codes: sampled bar codes snap to the nearest (`sample --no-snap` "
               "draws from the Gaussian alone)")
@@ -785,7 +788,8 @@ def _add_evaluate_parser(sub) -> None:
                    help="snap the interpolations' inner bar codes to the code prior's bank (as interpolate --snap)")
     p.add_argument("--code-length", action="store_true",
                    help="bits per window as rounded codes under the fitted code prior plus the decoder's NLL given "
-                        "them (code_length.*; beside the --judge LM's NLL of the same windows when given)")
+                        "them; for a VAE, its negative ELBO under N(0, I) and under the code prior fitted to its "
+                        "posteriors (code_length.*; beside the --judge LM's NLL of the same windows when given)")
     p.add_argument("--seed", type=int, default=0, help="which windows (a seeded random subset)")
     p.set_defaults(handler=cmd_evaluate)
 

@@ -19,6 +19,15 @@ receiver holding the model and its prior could decode), comparable to a VAE's ne
 NLL of the same windows (``judge``). Unrounded codes give the second part alone (``unquantized_nll_bits``), the
 floor no rounding reaches. A prior with a bank of real bar codes is also tried as a dictionary (``bank_*``): each
 bar sent as the index of its nearest bank bar (``log2 B`` bits), the segment code rounded as above.
+
+A VAE (``latent_mode: vae``) needs no rounding: its negative ELBO, ``E_q[-log p(x | z)] + KL(q(z | x) || p(z))``,
+is a code length by bits-back coding. :func:`measure_elbo` gives it under two priors p: N(0, I), which the model
+was trained with, and the model's fitted code prior, the Gaussian matched to the training windows' aggregate
+posterior (``CodePrior.fit(variances=...)``: the means' covariance plus the mean posterior variance). Any prior gives a valid bound; the
+fitted one is the Gaussian that the training windows' posteriors sit in, so it charges nothing for the room
+N(0, I) leaves unused or for correlations between the codes. The KL to it is exact (both Gaussian); the
+reconstruction term is estimated with one seeded draw per window, the same draws as ``neg_elbo_per_token``.
+
 Shapes: W windows, D = NB * Zb + Zs code numbers, K prior directions, T tokens.
 """
 
@@ -186,4 +195,114 @@ def _report(sums: dict, *, steps, judged: bool, banked: bool) -> dict:
     if judged:
         out["lm_nll_bits"] = sums["lm"] / n / LN2
         out["best_total_over_lm"] = out["best_total_bits"] / max(out["lm_nll_bits"], 1e-12)
+    return out
+
+
+def prior_gaussian(prior) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The prior's mean (D,), full covariance ``F F^T + diag(r^2)`` (D, D), float64, and the jitter added to its
+    diagonal to make it positive definite (0.0 unless it was singular, as a prior fitted to fewer windows than it
+    has dimensions is: then the smallest of 1e-6, 1e-4, 1e-2 times its mean variance that does; any positive
+    definite Gaussian is a prior, so the bound stays valid, only looser)."""
+    f = prior.factor.double()
+    cov = f @ f.T + torch.diag(prior.residual.double() ** 2)
+    scale = float(torch.diagonal(cov).mean()) or 1.0
+    for jitter in (0.0, 1e-6 * scale, 1e-4 * scale, 1e-2 * scale):
+        trial = cov + jitter * torch.eye(len(cov), dtype=cov.dtype)
+        if torch.linalg.cholesky_ex(trial).info == 0:
+            return prior.mean.double(), trial, jitter
+    raise CodeLengthError("the code prior's covariance is far from positive definite; fit it to more windows")
+
+
+def kl_to_gaussian(mu: torch.Tensor, var: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
+                   present: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(mu, diag var) || N(mean, cov)) in nats of each row (W,): ``mu``, ``var`` (W, D). ``present`` (W, D)
+    bool: the coordinates each row has (a window shorter than the prior's has fewer bars); the others are left
+    out of both, i.e. the KL to the prior's marginal over the present ones."""
+    mu, var = mu.double(), var.double()
+    present = torch.ones_like(mu, dtype=torch.bool) if present is None else present
+    out = torch.empty(len(mu), dtype=torch.float64)
+    for pattern in torch.unique(present, dim=0):
+        rows = (present == pattern).all(1)
+        m, c = mean[pattern], cov[pattern][:, pattern]
+        chol = torch.linalg.cholesky(c)
+        inv = torch.cholesky_inverse(chol)
+        d = mu[rows][:, pattern] - m  # (w, d)
+        v = var[rows][:, pattern]
+        log_det = 2 * torch.log(torch.diagonal(chol)).sum()
+        out[rows] = 0.5 * ((v * torch.diagonal(inv)).sum(1) + ((d @ inv) * d).sum(1) - len(m) + log_det
+                           - torch.log(v).sum(1))
+    return out
+
+
+def _posterior(latents, prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The windows' posterior means and variances as the prior's rows (W, D), and which coordinates each has."""
+    W, NB = len(latents.mu_segment), prior.bars
+    if latents.mu_bar is not None and latents.mu_bar.shape[1] > NB:
+        raise CodeLengthError(f"windows of {latents.mu_bar.shape[1]} bars; the code prior is over {NB}")
+    mu_bar = latents.mu_segment.new_zeros(W, NB, prior.bar_dim)
+    var_bar = latents.mu_segment.new_ones(W, NB, prior.bar_dim)
+    have = torch.zeros(W, NB, dtype=torch.bool)
+    if latents.mu_bar is not None:
+        nb = latents.mu_bar.shape[1]
+        mu_bar[:, :nb], var_bar[:, :nb] = latents.mu_bar, latents.logvar_bar.exp()
+        have[:, :nb] = latents.bar_mask.cpu()
+    mu = torch.cat([mu_bar.flatten(1), latents.mu_segment], 1).float().cpu()
+    var = torch.cat([var_bar.flatten(1), latents.logvar_segment.exp()], 1).float().cpu()
+    present = torch.cat([have.repeat_interleave(prior.bar_dim, dim=1),
+                         torch.ones(W, prior.segment_dim, dtype=torch.bool)], 1)
+    return mu, var, present
+
+
+def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.device = "cpu", seed: int = 0) -> dict:
+    """A VAE's negative ELBO of the windows of ``batches``, mean bits per window, under N(0, I) and under its fitted
+    code prior (see the module).
+
+    Returns ``tokens_per_window``, ``recon_nll_bits`` (one seeded posterior draw per window, as
+    ``validation.teacher_forced`` draws it), ``mean_code_nll_bits`` (the decoder reading the posterior mean: not
+    part of any bound), ``kl_normal_bits``, ``kl_prior_bits``, ``neg_elbo_normal_bits``, ``neg_elbo_prior_bits``
+    , ``prior_jitter`` (:func:`prior_gaussian`) and, with a ``judge`` (a plain LM), ``lm_nll_bits`` and each bound
+    over it (``*_over_lm``). Raises
+    :class:`CodeLengthError` for a model that is not a VAE or a prior that is not its aggregate posterior."""
+    from midistruct.training.validation import posterior_sample_forward
+
+    if model.config.latent_mode != "vae":
+        raise CodeLengthError(f"an ELBO needs a VAE; this model's codes are {model.config.latent_mode!r}")
+    if not prior.posterior:
+        raise CodeLengthError("its code prior was fitted to the posterior means alone, not to the aggregate "
+                              "posterior: fit it again with `midistruct prior` (a VAE's is, since 2026-12-07)")
+    for name in ("arrangement_dim", "performance_dim"):
+        if getattr(model.config, name, 0):
+            raise CodeLengthError(f"the code prior covers the bar and segment codes only; this model also has "
+                                  f"{name.split('_')[0]} codes")
+    prior.check(bars=prior.bars, bar_dim=model.config.latent_dim_bar if model.config.bar_latents else 0,
+                segment_dim=model.config.latent_dim_segment)
+    mean, cov, jitter = prior_gaussian(prior)
+    sums = dict.fromkeys(("windows", "tokens", "recon", "mean_code", "kl_normal", "kl_prior", "lm"), 0.0)
+    for index, batch in enumerate(batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            at_mean = model(**batch, beta=1.0)  # eval mode: the decoder reads the posterior mean
+            drawn = posterior_sample_forward(model, batch, seed=seed * 100_003 + index)
+            latents = model.encode_batch(batch, sample=False)
+            if judge is not None:
+                sums["lm"] += float(window_nll(judge, batch, codes=None).sum())
+        n = len(batch["input_ids"])
+        mu, var, present = _posterior(latents, prior)
+        sums["windows"] += n
+        sums["tokens"] += int((batch["labels"] != -100).sum())
+        sums["recon"] += float(drawn.recon_loss) * n
+        sums["mean_code"] += float(at_mean.recon_loss) * n
+        sums["kl_normal"] += float(drawn.kl) * n
+        sums["kl_prior"] += float(kl_to_gaussian(mu, var, mean, cov, present).sum())
+    n = max(sums["windows"], 1)
+    bits = {k: v / n / LN2 for k, v in sums.items() if k not in ("windows", "tokens")}
+    out = {"windows": int(sums["windows"]), "tokens_per_window": sums["tokens"] / n,
+           "recon_nll_bits": bits["recon"], "mean_code_nll_bits": bits["mean_code"],
+           "kl_normal_bits": bits["kl_normal"], "kl_prior_bits": bits["kl_prior"],
+           "neg_elbo_normal_bits": bits["recon"] + bits["kl_normal"],
+           "neg_elbo_prior_bits": bits["recon"] + bits["kl_prior"], "prior_jitter": jitter}
+    if judge is not None:
+        out["lm_nll_bits"] = bits["lm"]
+        for name in ("neg_elbo_normal", "neg_elbo_prior"):
+            out[f"{name}_over_lm"] = out[f"{name}_bits"] / max(bits["lm"], 1e-12)
     return out

@@ -101,7 +101,7 @@ def _load_judge(judge, tokenizer, *, device):
 
 
 def _code_length(checkpoint, model, batches, *, judge, device) -> dict:
-    from midistruct.evaluation.code_length import CodeLengthError, measure_code_length
+    from midistruct.evaluation.code_length import CodeLengthError, measure_code_length, measure_elbo
 
     if model.config.latent_mode == "none":
         raise InputError(f"{checkpoint} is a plain LM: it has no codes to count; give it as --judge instead")
@@ -110,10 +110,13 @@ def _code_length(checkpoint, model, batches, *, judge, device) -> dict:
         raise InputError(f"{checkpoint} has deterministic codes and no fitted code prior to count them under: "
                          f"fit one with `midistruct prior {checkpoint}`")
     if prior is None:
-        raise InputError(f"{checkpoint} is a VAE: its negative ELBO (neg_elbo_per_token) is its code length; "
-                         "--code-length needs a fitted code prior (`midistruct prior`)")
+        raise InputError(f"{checkpoint} is a VAE: --code-length gives its negative ELBO under N(0, I) and under a "
+                         f"code prior fitted to its posteriors; fit one first with `midistruct prior {checkpoint}`")
     try:
-        return measure_code_length(model, prior, batches, judge=judge, device=device)
+        found = measure_code_length(model, prior, batches, judge=judge, device=device)
+        if model.config.latent_mode == "vae":  # its own bound beside its rounded means'
+            found.update(measure_elbo(model, prior, batches, judge=judge, device=device))
+        return found
     except CodeLengthError as err:
         raise InputError(f"{checkpoint}: {err}") from None
 

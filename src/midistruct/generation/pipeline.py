@@ -211,21 +211,41 @@ class MidiStruct:
         else all by the key heard in all of them (they are one piece); the latents keep the shifts, and decoding
         undoes them. Other models ignore ``shifts``."""
         windows, moved = self.to_model_key(windows, shifts)
+        z_bar, z_segment = self._encoded(windows, batch_size=batch_size, sample=sample)
+        return PieceLatents(z_bar=z_bar, z_segment=z_segment, bars=[self.vocab.count_bars(w) for w in windows],
+                            time_signatures=[self.vocab.meter(w) for w in windows], shifts=moved)
+
+    @torch.no_grad()
+    def posterior_variances(self, windows: list[np.ndarray], *, batch_size: int = 64,
+                            shifts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A VAE's posterior variances of token windows (as :meth:`encode_windows` reads them): ``(W, NB, Zb)``,
+        ``(W, Zs)``."""
+        if self.model.config.latent_mode != "vae":
+            raise InputError(f"posterior variances need a VAE; this model's codes are {self.model.config.latent_mode!r}")
+        windows, _ = self.to_model_key(windows, shifts)
+        return self._encoded(windows, batch_size=batch_size, variance=True)
+
+    @torch.no_grad()
+    def _encoded(self, windows: list[np.ndarray], *, batch_size: int, sample: bool = False,
+                 variance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes (or with ``variance`` the posterior variances) of windows already in the model's key, batched:
+        ``(W, NB, Zb)`` padded to the longest window's bars, ``(W, Zs)``."""
         z_bar, z_segment = [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             batch = window_batch(chunk, self.vocab, **self.model.config.view_options())
             latents = self.model.encode_batch({k: v.to(self.device) for k, v in batch.items()}, sample=sample)
-            codes = latents.z_bar
-            if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
-                codes = latents.z_segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
-            z_bar.append(codes.float().cpu())
-            z_segment.append(latents.z_segment.float().cpu())
+            bars, segment = latents.z_bar, latents.z_segment
+            if variance:
+                bars = None if latents.logvar_bar is None else latents.logvar_bar.exp()
+                segment = latents.logvar_segment.exp()
+            if bars is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
+                bars = segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
+            z_bar.append(bars.float().cpu())
+            z_segment.append(segment.float().cpu())
         width = max(z.shape[1] for z in z_bar)  # batches may hold fewer bars
         z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
-        return PieceLatents(z_bar=torch.cat(z_bar), z_segment=torch.cat(z_segment),
-                            bars=[self.vocab.count_bars(w) for w in windows],
-                            time_signatures=[self.vocab.meter(w) for w in windows], shifts=moved)
+        return torch.cat(z_bar), torch.cat(z_segment)
 
     def to_model_key(self, windows: list[np.ndarray], shifts: list[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
         """The windows as the model reads them and the shift applied to each (see :meth:`encode_windows`);
@@ -681,7 +701,9 @@ class MidiStruct:
                   min_tag_windows: int = 20, bank: int = 1000):
         """Fit a :class:`~midistruct.model.prior.CodePrior` to the codes (posterior means) of up to ``windows``
         full-length windows of a shard folder's ``split`` (default: the checkpoint's training data), use it for
-        sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint).
+        sampling and return it (``prior.save(folder / PRIOR_FILE)`` keeps it with the checkpoint). A VAE's Gaussian
+        is the aggregate posterior (the means' covariance plus the posterior's mean variance), so that its ELBO can
+        be measured under it (``evaluate --code-length``); its tags and bank keep the means.
 
         ``tags`` (names of :data:`midistruct.tags.TAGS`; default the musical ones) are read from each window's
         piece and kept in the prior for their values with ``min_tag_windows`` windows, so that :meth:`sample`
@@ -694,6 +716,10 @@ class MidiStruct:
             tags = tuple(name for name in tags if name not in ("tonic", "key"))
         folder = data or self.cfg.data.output
         full, z = self.corpus_codes(folder, split=split, windows=windows, seed=seed, progress=progress)
+        variances = None
+        if self.model.config.latent_mode == "vae":  # the Gaussian is the aggregate posterior: means plus variances
+            shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
+            variances = self._variances_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
         labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
@@ -702,7 +728,7 @@ class MidiStruct:
         meters = [self.vocab.meter(ids, default=None) for ids, _, _ in full]  # the bank snaps within a meter
         try:
             prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows,
-                                  bank=bank, bank_tags={**columns, "meter": meters}, seed=seed)
+                                  bank=bank, bank_tags={**columns, "meter": meters}, seed=seed, variances=variances)
         except PriorError as err:
             raise InputError(str(err)) from None
         self.set_prior(prior)
@@ -742,6 +768,16 @@ class MidiStruct:
         return PieceLatents(torch.cat([p.z_bar for p in parts]), torch.cat([p.z_segment for p in parts]),
                             [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures],
                             shifts=[s for p in parts for s in p.shifts])
+
+    def _variances_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512,
+                             shifts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from tqdm import tqdm
+
+        parts = [self.posterior_variances(windows[start : start + chunk],
+                                          shifts=None if shifts is None else shifts[start : start + chunk])
+                 for start in tqdm(range(0, len(windows), chunk), desc="posterior variances", unit="chunk",
+                                   disable=not progress, file=sys.stderr)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     # ---- tags (issue 18) ------------------------------------------------------------------------
 

@@ -120,12 +120,20 @@ class CodePrior:
     tags: dict[str, TagGroup] = field(default_factory=dict)  # fitted with the windows' tags: see the module
     bank: torch.Tensor | None = None  # (B, Zb) real bar codes that sampled bar codes snap to (see the module)
     bank_tags: dict[str, list[str | None]] = field(default_factory=dict)  # (B,) each bank bar's window's tag values
+    posterior: bool = False  # the Gaussian is a VAE's aggregate posterior (fitted with its posterior variances)
 
     @classmethod
     def fit(cls, z_bar: torch.Tensor, z_segment: torch.Tensor, *, rank: int = 128,
             tags: dict[str, list[str | None]] | None = None, tag_rank: int = 16, min_windows: int = 20,
-            bank: int = 0, bank_tags: dict[str, list[str | None]] | None = None, seed: int = 0) -> CodePrior:
+            bank: int = 0, bank_tags: dict[str, list[str | None]] | None = None, seed: int = 0,
+            variances: tuple[torch.Tensor, torch.Tensor] | None = None) -> CodePrior:
         """Fit to W windows' codes: ``z_bar`` (W, NB, Zb), ``z_segment`` (W, Zs); ``rank`` caps K (K <= D, W - 1).
+
+        ``variances`` (of the shapes of ``z_bar``, ``z_segment``): a VAE's posterior variances of the windows, whose
+        codes are then its posterior means; the Gaussian is the aggregate posterior, the mixture of the windows'
+        posteriors matched in mean and covariance (the means' covariance plus the mean variance on the diagonal,
+        added to ``residual``), while the tags and the bank keep the means. A VAE's ELBO under this prior
+        (:mod:`midistruct.evaluation.code_length`) is a code length like its ELBO under N(0, I).
 
         ``tags`` ({name: (W,) value or None}) adds a :class:`TagGroup` per tag, of the values with at least
         ``min_windows`` windows (``tag_rank`` caps its K); a tag with fewer than 2 such values is left out. A
@@ -145,6 +153,12 @@ class CodePrior:
         x = torch.cat([z_bar.reshape(windows, -1), z_segment], dim=1).double()  # (W, D)
         mean = x.mean(0)
         factor, residual = _ppca((x - mean) / (windows - 1) ** 0.5, rank)
+        if variances is not None:
+            if variances[0].shape != z_bar.shape or variances[1].shape != z_segment.shape:
+                raise PriorError(f"variances of shapes {list(variances[0].shape)}, {list(variances[1].shape)}; the "
+                                 f"codes' are {list(z_bar.shape)}, {list(z_segment.shape)}")
+            spread = torch.cat([variances[0].reshape(windows, -1), variances[1]], dim=1).double().mean(0)  # (D,)
+            residual = (residual**2 + spread).sqrt()
         groups = {}
         for name, column in (tags or {}).items():
             if len(column) != windows:
@@ -152,7 +166,8 @@ class CodePrior:
             group = _fit_group(x, column, meters=(tags or {}).get("meter"), rank=tag_rank, min_windows=min_windows)
             if group is not None:
                 groups[name] = group
-        prior = cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups)
+        prior = cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups,
+                    posterior=variances is not None)
         if bank and bar_dim:
             picked = torch.randperm(windows * bars, generator=torch.Generator().manual_seed(seed))[:bank]  # (B,)
             prior.bank = z_bar.reshape(windows * bars, bar_dim)[picked].float().clone()
@@ -280,7 +295,7 @@ class CodePrior:
 
         path = Path(path)
         meta = {"format": 2, "bars": self.bars, "bar_dim": self.bar_dim, "segment_dim": self.segment_dim,
-                "windows": self.windows,
+                "windows": self.windows, "posterior": self.posterior,
                 "tags": {name: {"values": g.values, "counts": g.counts, "meters": g.meters} for name, g in self.tags.items()}}
         tensors = {"mean": self.mean, "factor": self.factor, "residual": self.residual}
         for name, group in self.tags.items():
@@ -313,7 +328,7 @@ class CodePrior:
                 meta = json.loads(raw)
                 prior = cls(f.get_tensor("mean").float(), f.get_tensor("factor").float(),
                             f.get_tensor("residual").float(), int(meta["bars"]), int(meta["bar_dim"]),
-                            int(meta["segment_dim"]), int(meta["windows"]))
+                            int(meta["segment_dim"]), int(meta["windows"]), posterior=bool(meta.get("posterior")))
                 for name, info in meta.get("tags", {}).items():  # format 1 files have none
                     prior.tags[name] = TagGroup(list(info["values"]), f.get_tensor(f"tag.{name}.means").float(),
                                                 [int(c) for c in info["counts"]],

@@ -1,7 +1,8 @@
 """Validation metrics used while training.
 
-- teacher-forced: reconstruction NLL per token, token accuracy, KL in bits (per segment,
-  bar codes and segment code apart), active latent units, negative ELBO per token; and
+- teacher-forced: reconstruction NLL per token (the decoder reading the posterior mean), token accuracy, KL in
+  bits (per segment, bar codes and segment code apart), active latent units, negative ELBO per token (for a VAE
+  its reconstruction term reads codes drawn from the posterior, as the bound requires; seeded); and
   (``teacher_forced_controls``) the same decoder reading another window's latent or a zero one,
   per token type: what the latent carries (e.g. rhythm but not pitch);
 - free-running: decode windows from the posterior mean through the grammar-constrained decoder
@@ -32,9 +33,24 @@ from midistruct.tokens.tokenizer import strip_special
 LN2 = math.log(2.0)
 
 
+def posterior_sample_forward(model, batch: dict, *, seed: int):
+    """``model(**batch)`` with codes drawn from the posterior (``sample=True``) under ``seed``, the global random
+    state left as it was: the reconstruction term of a VAE's ELBO, ``E_q[-log p(x | z)]``, estimated with one draw
+    per window, the same draws on every call."""
+    device = batch["input_ids"].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model(**batch, beta=1.0, sample=True)
+
+
 @torch.no_grad()
-def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[str, float]:
-    """Average teacher-forced metrics over ``batches`` (dicts from ``collate``); with the ``tokenizer``,
+def teacher_forced(model, batches, *, device, autocast, tokenizer=None, seed: int = 0) -> dict[str, float]:
+    """Average teacher-forced metrics over ``batches`` (dicts from ``collate``). ``recon_nll_per_token`` is the
+    decoder's NLL reading the posterior mean; for a VAE (``latent_mode: vae``) the negative ELBO
+    (``neg_elbo_per_token``, ``neg_elbo_bits_per_segment``) takes its reconstruction term from codes drawn from the
+    posterior (``elbo_recon_nll_per_token``; one draw per window, seeded by ``seed`` and the batch's index), since
+    the mean's NLL is not a bound: a decoder can need many more bits from a draw than from the mean. With the
+    ``tokenizer``,
     also the token accuracy of each token type (``token_accuracy.Pitch``, ``.Position`` ...; ``.Merged`` for
     BPE merges) and the NLL and negative ELBO per note (``*_per_note``: a note is a Pitch token). With the
     auxiliary heads, their NLL per token from the codes alone (``bow_nll_per_token``, ``seq_nll_per_token``); with
@@ -43,18 +59,21 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
     (``tag_adversary_accuracy.<name>``)."""
     from midistruct.model import latent_usage
 
-    totals = {"nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0, "segments": 0,
-              "notes": 0}
+    totals = {"nll": 0.0, "elbo_nll": 0.0, "tokens": 0, "correct": 0, "kl": 0.0, "kl_bar": 0.0, "kl_segment": 0.0,
+              "segments": 0, "notes": 0}
+    variational = model.config.latent_mode == "vae"
     vocab = RemiVocab(tokenizer) if tokenizer is not None else None
     by_type = {}  # type name -> [correct, total]
     mus = []
-    for batch in batches:
+    for index, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
             out = model(**batch, beta=1.0)
+            drawn = posterior_sample_forward(model, batch, seed=seed * 100_003 + index) if variational else out
         mask = batch["labels"] != -100
         n_seg = batch["input_ids"].shape[0]
         totals["nll"] += float(out.recon_loss) * n_seg
+        totals["elbo_nll"] += float(drawn.recon_loss) * n_seg
         totals["tokens"] += int(mask.sum())
         right = (out.logits.argmax(-1) == batch["labels"]) & mask
         totals["correct"] += int(right.sum())
@@ -83,7 +102,7 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
     per_note = {}
     if totals["notes"]:  # a note is one Pitch token (REMI); the same bound spread over notes, not tokens
         per_note = {"recon_nll_per_note": totals["nll"] / totals["notes"],
-                    "neg_elbo_per_note": (totals["nll"] + totals["kl"]) / totals["notes"],
+                    "neg_elbo_per_note": (totals["elbo_nll"] + totals["kl"]) / totals["notes"],
                     "notes_per_segment": totals["notes"] / segs}
     return {
         "recon_nll_per_token": totals["nll"] / max(totals["tokens"], 1),
@@ -93,7 +112,9 @@ def teacher_forced(model, batches, *, device, autocast, tokenizer=None) -> dict[
         "kl_bits_segment_code": totals["kl_segment"] / segs / LN2,
         "active_units_segment": usage["active_units"],
         "kl_bits_per_active_unit": kl_bits / usage["active_units"] if usage["active_units"] else 0.0,
-        "neg_elbo_per_token": (totals["nll"] + totals["kl"]) / max(totals["tokens"], 1),
+        "neg_elbo_per_token": (totals["elbo_nll"] + totals["kl"]) / max(totals["tokens"], 1),
+        "neg_elbo_bits_per_segment": (totals["elbo_nll"] + totals["kl"]) / segs / LN2,
+        **({"elbo_recon_nll_per_token": totals["elbo_nll"] / max(totals["tokens"], 1)} if variational else {}),
         **{f"token_accuracy.{kind}": right / total for kind, (right, total) in sorted(by_type.items())},
         **per_note,
         **{f"{key[:3]}_nll_per_token": totals[key] / max(totals["tokens"], 1)
