@@ -187,6 +187,11 @@ def test_unrounded_nll_is_the_teacher_forced_nll_and_fine_rounding_keeps_it(with
     assert judged["lm_nll_bits"] == pytest.approx(lm_tf["recon_nll_per_token"] * judged["tokens_per_window"]
                                                   / math.log(2), rel=1e-4)
     assert judged["best_total_over_lm"] == pytest.approx(judged["best_total_bits"] / judged["lm_nll_bits"])
+    elbo = measure_elbo(model, load_prior(with_prior), batches, judge=lm)  # the VAE's bounds over the same LM
+    assert elbo["lm_nll_bits"] == pytest.approx(judged["lm_nll_bits"])
+    for name in ("normal", "prior"):
+        assert elbo[f"neg_elbo_{name}_over_lm"] == pytest.approx(elbo[f"neg_elbo_{name}_bits"] / elbo["lm_nll_bits"])
+        assert 0 < elbo[f"neg_elbo_{name}_over_lm_se"] < elbo[f"neg_elbo_{name}_over_lm"]
     from midistruct.cli import main
 
     assert main(["evaluate", str(run / "last"), "--windows", "4", "--free-run", "0", "--interpolations", "0",
@@ -234,6 +239,10 @@ def test_a_vaes_elbo_under_the_unit_normal_and_under_its_fitted_prior(with_prior
         tf["recon_nll_per_token"] * found["tokens_per_window"] / math.log(2), rel=1e-4)
     assert found["kl_prior_bits"] > 0 and math.isfinite(found["kl_prior_bits"])
     assert found["neg_elbo_prior_bits"] == pytest.approx(found["recon_nll_bits"] + found["kl_prior_bits"])
+    for name in ("normal", "prior"):  # the standard error of the mean over 16 windows: finite, below the mean
+        assert 0 < found[f"neg_elbo_{name}_bits_se"] < found[f"neg_elbo_{name}_bits"]
+    one = measure_elbo(model, prior, [{k: v[:1] for k, v in batches[0].items()}])
+    assert math.isnan(one["neg_elbo_prior_bits_se"])  # one window: no spread to measure
     prior.posterior = False  # a prior fitted to the means only (older files): refused, with the fix named
     with pytest.raises(CodeLengthError, match="midistruct prior"):
         measure_elbo(model, prior, batches)

@@ -146,12 +146,7 @@ def measure_code_length(model, prior, batches, *, steps=DEFAULT_STEPS, judge=Non
     fit or whose decoder reads codes the prior does not cover."""
     if model.config.latent_mode == "none":
         raise CodeLengthError("a plain LM has no codes to count; give it as the judge instead")
-    for name in ("arrangement_dim", "performance_dim"):
-        if getattr(model.config, name, 0):
-            raise CodeLengthError(f"the code prior covers the bar and segment codes only; this model also has "
-                                  f"{name.split('_')[0]} codes")
-    prior.check(bars=prior.bars, bar_dim=model.config.latent_dim_bar if model.config.bar_latents else 0,
-                segment_dim=model.config.latent_dim_segment)
+    _check_covers(model, prior)
     banked = prior.bank is not None and prior.bar_dim > 0
     sums = {"windows": 0, "tokens": 0, "unquantized": 0.0, "lm": 0.0}
     for batch in batches:
@@ -171,6 +166,16 @@ def measure_code_length(model, prior, batches, *, steps=DEFAULT_STEPS, judge=Non
                 entry[0] += float(bits.sum())
                 entry[1] += float(nll.sum()) / LN2
     return _report(sums, steps=steps, judged=judge is not None, banked=banked)
+
+
+def _check_covers(model, prior) -> None:
+    """:class:`CodeLengthError` unless the prior covers every code the model's decoder reads."""
+    for name in ("arrangement_dim", "performance_dim"):
+        if getattr(model.config, name, 0):
+            raise CodeLengthError(f"the code prior covers the bar and segment codes only; this model also has "
+                                  f"{name.split('_')[0]} codes")
+    prior.check(bars=prior.bars, bar_dim=model.config.latent_dim_bar if model.config.bar_latents else 0,
+                segment_dim=model.config.latent_dim_segment)
 
 
 def _codes(prior, rows: torch.Tensor, model) -> dict:
@@ -260,8 +265,9 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
     Returns ``tokens_per_window``, ``recon_nll_bits`` (one seeded posterior draw per window, as
     ``validation.teacher_forced`` draws it), ``mean_code_nll_bits`` (the decoder reading the posterior mean: not
     part of any bound), ``kl_normal_bits``, ``kl_prior_bits``, ``neg_elbo_normal_bits``, ``neg_elbo_prior_bits``
+    with the standard errors of those means over the windows (``*_bits_se``)
     , ``prior_jitter`` (:func:`prior_gaussian`) and, with a ``judge`` (a plain LM), ``lm_nll_bits`` and each bound
-    over it (``*_over_lm``). Raises
+    over it (``*_over_lm``, with ``*_over_lm_se``: paired over the windows, by the delta method). Raises
     :class:`CodeLengthError` for a model that is not a VAE or a prior that is not its aggregate posterior."""
     from midistruct.training.validation import posterior_sample_forward
 
@@ -270,14 +276,11 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
     if not prior.posterior:
         raise CodeLengthError("its code prior was fitted to the posterior means alone, not to the aggregate "
                               "posterior: fit it again with `midistruct prior` (a VAE's is, since 2026-12-07)")
-    for name in ("arrangement_dim", "performance_dim"):
-        if getattr(model.config, name, 0):
-            raise CodeLengthError(f"the code prior covers the bar and segment codes only; this model also has "
-                                  f"{name.split('_')[0]} codes")
-    prior.check(bars=prior.bars, bar_dim=model.config.latent_dim_bar if model.config.bar_latents else 0,
-                segment_dim=model.config.latent_dim_segment)
+    _check_covers(model, prior)
     mean, cov, jitter = prior_gaussian(prior)
     sums = dict.fromkeys(("windows", "tokens", "recon", "mean_code", "kl_normal", "kl_prior", "lm"), 0.0)
+    per_window = {"normal": [], "prior": [], "lm": []}  # each window's bound (nats), for the standard errors
+    unit = torch.eye(len(mean), dtype=torch.float64)
     for index, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
@@ -285,7 +288,9 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
             drawn = posterior_sample_forward(model, batch, seed=seed * 100_003 + index)
             latents = model.encode_batch(batch, sample=False)
             if judge is not None:
-                sums["lm"] += float(window_nll(judge, batch, codes=None).sum())
+                judged = window_nll(judge, batch, codes=None).double().cpu()  # (W,)
+                sums["lm"] += float(judged.sum())
+                per_window["lm"].append(judged)
         n = len(batch["input_ids"])
         mu, var, present = _posterior(latents, prior)
         sums["windows"] += n
@@ -293,7 +298,13 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
         sums["recon"] += float(drawn.recon_loss) * n
         sums["mean_code"] += float(at_mean.recon_loss) * n
         sums["kl_normal"] += float(drawn.kl) * n
-        sums["kl_prior"] += float(kl_to_gaussian(mu, var, mean, cov, present).sum())
+        kl_prior = kl_to_gaussian(mu, var, mean, cov, present)
+        sums["kl_prior"] += float(kl_prior.sum())
+        labels = batch["labels"]
+        recon = F.cross_entropy(drawn.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                reduction="none").view(labels.shape).sum(1).double().cpu()  # (W,)
+        per_window["normal"].append(recon + kl_to_gaussian(mu, var, torch.zeros_like(mean), unit, present))
+        per_window["prior"].append(recon + kl_prior)
     n = max(sums["windows"], 1)
     bits = {k: v / n / LN2 for k, v in sums.items() if k not in ("windows", "tokens")}
     out = {"windows": int(sums["windows"]), "tokens_per_window": sums["tokens"] / n,
@@ -301,8 +312,19 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
            "kl_normal_bits": bits["kl_normal"], "kl_prior_bits": bits["kl_prior"],
            "neg_elbo_normal_bits": bits["recon"] + bits["kl_normal"],
            "neg_elbo_prior_bits": bits["recon"] + bits["kl_prior"], "prior_jitter": jitter}
+    rows = {k: torch.cat(v) / LN2 if v else torch.zeros(0, dtype=torch.float64) for k, v in per_window.items()}
+    for name in ("normal", "prior"):  # over windows (and their one draw each)
+        out[f"neg_elbo_{name}_bits_se"] = _standard_error(rows[name])
     if judge is not None:
         out["lm_nll_bits"] = bits["lm"]
-        for name in ("neg_elbo_normal", "neg_elbo_prior"):
-            out[f"{name}_over_lm"] = out[f"{name}_bits"] / max(bits["lm"], 1e-12)
+        for name in ("normal", "prior"):
+            ratio = out[f"neg_elbo_{name}_bits"] / max(bits["lm"], 1e-12)
+            out[f"neg_elbo_{name}_over_lm"] = ratio
+            # the ratio of two means over the same windows, paired (delta method)
+            out[f"neg_elbo_{name}_over_lm_se"] = _standard_error(rows[name] - ratio * rows["lm"]) / max(bits["lm"], 1e-12)
     return out
+
+
+def _standard_error(rows: torch.Tensor) -> float:
+    """The standard error of the mean of ``rows`` (N,); NaN for fewer than 2."""
+    return float(rows.std() / len(rows) ** 0.5) if len(rows) > 1 else float("nan")
