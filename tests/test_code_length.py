@@ -327,3 +327,20 @@ def test_rate_finetune_starts_the_vae_at_the_deterministic_models_codes(checkpoi
     assert torch.allclose(got.logvar_segment, torch.full_like(got.logvar_segment, 2 * math.log(0.5)))
     with pytest.raises(ValueError, match="in the AE"):
         rate.variational_state({k: v[:1] if v.ndim else v for k, v in ae.state_dict().items()}, vae, sigma0=0.5)
+
+
+def test_a_vae_with_an_arrangement_block_gets_a_prior_over_its_means(arrangement_model, tmp_path, capsys):
+    """Its bar codes also hold the arrangement code, which has no posterior variance: the prior is fitted to the
+    codes (the content and arrangement parts the decoder reads; it was refused for their width until the fifteenth
+    session), not the aggregate posterior, and --code-length refuses the block."""
+    from midistruct.cli import main
+    from midistruct.model.prior import load_prior
+
+    folder = shutil.copytree(arrangement_model, tmp_path / "model")
+    assert main(["prior", str(folder), "--threads", "1"]) == 0
+    prior = load_prior(folder)
+    assert not prior.posterior and prior.bar_dim == 8 + 4
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--windows", "4", "--free-run", "0", "--interpolations", "0",
+                 "--split", "train", "--threads", "1", "--code-length"]) == 2
+    assert "arrangement codes" in capsys.readouterr().err

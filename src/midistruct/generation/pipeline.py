@@ -690,7 +690,7 @@ class MidiStruct:
         describes codes of another shape than this model's window."""
         cfg = self.model.config
         try:
-            prior.check(bars=self.bars, bar_dim=cfg.latent_dim_bar if cfg.bar_latents else 0,
+            prior.check(bars=self.bars, bar_dim=cfg.bar_code_dim,  # with blocks, their codes too (what encode gives)
                         segment_dim=cfg.latent_dim_segment)
         except PriorError as err:
             raise InputError(str(err)) from None
@@ -716,12 +716,14 @@ class MidiStruct:
             tags = tuple(name for name in tags if name not in ("tonic", "key"))
         folder = data or self.cfg.data.output
         full, z = self.corpus_codes(folder, split=split, windows=windows, seed=seed, progress=progress)
-        variances = None
-        if self.model.config.latent_mode == "vae":  # the Gaussian is the aggregate posterior: means plus variances
-            shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
-            variances = self._variances_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
+        variances = None
+        cfg = self.model.config
+        if cfg.latent_mode == "vae" and not (cfg.views or cfg.arrangement_dim or cfg.performance_dim):
+            # the Gaussian is the aggregate posterior: means plus variances (blocks' extra codes have no variance)
+            shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
+            variances = self._variances_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
                               n_bars=self.bars, names=tags) for ids, piece, bar in full]
         columns = {name: [row.get(name) for row in labels] for name in tags}
