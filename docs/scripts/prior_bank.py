@@ -73,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ms = MidiStruct.from_pretrained(args.model)
     started = time.time()
-    _, z = ms.corpus_codes(args.data, windows=args.windows, progress=True)
+    _, z, _ = ms.corpus_codes(args.data, windows=args.windows, progress=True)
     z_bar, z_seg = z.z_bar, z.z_segment
     windows, bars, bar_dim = z_bar.shape
     flat = z_bar.reshape(-1, bar_dim)

@@ -240,7 +240,8 @@ def kl_to_gaussian(mu: torch.Tensor, var: torch.Tensor, mean: torch.Tensor, cov:
 
 
 def _posterior(latents, prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The windows' posterior means and variances as the prior's rows (W, D), and which coordinates each has."""
+    """The windows' posterior means and variances as the prior's rows (W, D), and which coordinates each has (a bar
+    a window lacks: mean 0, variance 1). ``latents``: a ``Latents`` or the model's output, which carries them."""
     W, NB = len(latents.mu_segment), prior.bars
     if latents.mu_bar is not None and latents.mu_bar.shape[1] > NB:
         raise CodeLengthError(f"windows of {latents.mu_bar.shape[1]} bars; the code prior is over {NB}")
@@ -269,6 +270,7 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
     , ``prior_jitter`` (:func:`prior_gaussian`) and, with a ``judge`` (a plain LM), ``lm_nll_bits`` and each bound
     over it (``*_over_lm``, with ``*_over_lm_se``: paired over the windows, by the delta method). Raises
     :class:`CodeLengthError` for a model that is not a VAE or a prior that is not its aggregate posterior."""
+    from midistruct.model.modeling import gaussian_kl
     from midistruct.training.validation import posterior_sample_forward
 
     if model.config.latent_mode != "vae":
@@ -280,19 +282,17 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
     mean, cov, jitter = prior_gaussian(prior)
     sums = dict.fromkeys(("windows", "tokens", "recon", "mean_code", "kl_normal", "kl_prior", "lm"), 0.0)
     per_window = {"normal": [], "prior": [], "lm": []}  # each window's bound (nats), for the standard errors
-    unit = torch.eye(len(mean), dtype=torch.float64)
     for index, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
             at_mean = model(**batch, beta=1.0)  # eval mode: the decoder reads the posterior mean
             drawn = posterior_sample_forward(model, batch, seed=seed * 100_003 + index)
-            latents = model.encode_batch(batch, sample=False)
             if judge is not None:
                 judged = window_nll(judge, batch, codes=None).double().cpu()  # (W,)
                 sums["lm"] += float(judged.sum())
                 per_window["lm"].append(judged)
         n = len(batch["input_ids"])
-        mu, var, present = _posterior(latents, prior)
+        mu, var, present = _posterior(at_mean, prior)  # the output carries the posterior (mu_*, logvar_*)
         sums["windows"] += n
         sums["tokens"] += int((batch["labels"] != -100).sum())
         sums["recon"] += float(drawn.recon_loss) * n
@@ -303,7 +303,7 @@ def measure_elbo(model, prior, batches, *, judge=None, device: str | torch.devic
         labels = batch["labels"]
         recon = F.cross_entropy(drawn.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                                 reduction="none").view(labels.shape).sum(1).double().cpu()  # (W,)
-        per_window["normal"].append(recon + kl_to_gaussian(mu, var, torch.zeros_like(mean), unit, present))
+        per_window["normal"].append(recon + gaussian_kl(mu, var.log()).double())  # absent bars: N(0, 1), KL 0
         per_window["prior"].append(recon + kl_prior)
     n = max(sums["windows"], 1)
     bits = {k: v / n / LN2 for k, v in sums.items() if k not in ("windows", "tokens")}

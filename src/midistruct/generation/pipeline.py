@@ -210,42 +210,39 @@ class MidiStruct:
         by ``shifts`` (W,) when given (each window's piece's, e.g. :func:`midistruct.shards.dataset.piece_shifts`),
         else all by the key heard in all of them (they are one piece); the latents keep the shifts, and decoding
         undoes them. Other models ignore ``shifts``."""
+        return self._encode_windows(windows, sample=sample, batch_size=batch_size, shifts=shifts)[0]
+
+    @torch.no_grad()
+    def _encode_windows(self, windows: list[np.ndarray], *, sample: bool = False, batch_size: int = 64,
+                        shifts: list[int] | None = None,
+                        variance: bool = False) -> tuple[PieceLatents, tuple[torch.Tensor, torch.Tensor] | None]:
+        """:meth:`encode_windows`, and with ``variance`` a VAE's posterior variances ``(W, NB, Zb)``, ``(W, Zs)``
+        from the same encoder pass (else None)."""
         windows, moved = self.to_model_key(windows, shifts)
-        z_bar, z_segment = self._encoded(windows, batch_size=batch_size, sample=sample)
-        return PieceLatents(z_bar=z_bar, z_segment=z_segment, bars=[self.vocab.count_bars(w) for w in windows],
-                            time_signatures=[self.vocab.meter(w) for w in windows], shifts=moved)
-
-    @torch.no_grad()
-    def posterior_variances(self, windows: list[np.ndarray], *, batch_size: int = 64,
-                            shifts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A VAE's posterior variances of token windows (as :meth:`encode_windows` reads them): ``(W, NB, Zb)``,
-        ``(W, Zs)``."""
-        if self.model.config.latent_mode != "vae":
-            raise InputError(f"posterior variances need a VAE; this model's codes are {self.model.config.latent_mode!r}")
-        windows, _ = self.to_model_key(windows, shifts)
-        return self._encoded(windows, batch_size=batch_size, variance=True)
-
-    @torch.no_grad()
-    def _encoded(self, windows: list[np.ndarray], *, batch_size: int, sample: bool = False,
-                 variance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The codes (or with ``variance`` the posterior variances) of windows already in the model's key, batched:
-        ``(W, NB, Zb)`` padded to the longest window's bars, ``(W, Zs)``."""
-        z_bar, z_segment = [], []
+        z_bar, z_segment, spread = [], [], []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             batch = window_batch(chunk, self.vocab, **self.model.config.view_options())
             latents = self.model.encode_batch({k: v.to(self.device) for k, v in batch.items()}, sample=sample)
-            bars, segment = latents.z_bar, latents.z_segment
+            codes = latents.z_bar
+            if codes is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
+                codes = latents.z_segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
+            z_bar.append(codes.float().cpu())
+            z_segment.append(latents.z_segment.float().cpu())
             if variance:
-                bars = None if latents.logvar_bar is None else latents.logvar_bar.exp()
-                segment = latents.logvar_segment.exp()
-            if bars is None:  # a segment-only model: bar codes of width 0 keep every PieceLatents operation uniform
-                bars = segment.new_zeros(len(chunk), int(batch["bar_ids"].max()) + 1, 0)
-            z_bar.append(bars.float().cpu())
-            z_segment.append(segment.float().cpu())
+                bars = codes.new_ones(codes.shape) if latents.logvar_bar is None else latents.logvar_bar.exp()
+                spread.append((bars.float().cpu(), latents.logvar_segment.exp().float().cpu()))
         width = max(z.shape[1] for z in z_bar)  # batches may hold fewer bars
-        z_bar = [torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1])) for z in z_bar]
-        return torch.cat(z_bar), torch.cat(z_segment)
+
+        def pad(z):
+            return torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1]))
+
+        out = PieceLatents(z_bar=torch.cat([pad(z) for z in z_bar]), z_segment=torch.cat(z_segment),
+                           bars=[self.vocab.count_bars(w) for w in windows],
+                           time_signatures=[self.vocab.meter(w) for w in windows], shifts=moved)
+        if not variance:
+            return out, None
+        return out, (torch.cat([pad(b) for b, _ in spread]), torch.cat([v for _, v in spread]))
 
     def to_model_key(self, windows: list[np.ndarray], shifts: list[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
         """The windows as the model reads them and the shift applied to each (see :meth:`encode_windows`);
@@ -461,7 +458,10 @@ class MidiStruct:
         za, zb = self.encode(a), self.encode(b)
         end, start = za.window(len(za) - 1), zb.window(0)
         width = max(end.z_bar.shape[1], start.z_bar.shape[1])  # a last window may hold fewer bars
-        pad = lambda z: torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1]))  # noqa: E731
+
+        def pad(z):
+            return torch.nn.functional.pad(z, (0, 0, 0, width - z.shape[1]))
+
         bars = path(pad(end.z_bar), pad(start.z_bar), windows + 2, method=method)[1:-1]
         segments = path(end.z_segment, start.z_segment, windows + 2, method=method)[1:-1]
         meters = [end.time_signatures[-1] if 2 * i < windows else start.time_signatures[0] for i in range(windows)]
@@ -715,15 +715,13 @@ class MidiStruct:
         if self.canonical:  # its codes hold no key: sample reaches a tonic by transposing (sample_tonic)
             tags = tuple(name for name in tags if name not in ("tonic", "key"))
         folder = data or self.cfg.data.output
-        full, z = self.corpus_codes(folder, split=split, windows=windows, seed=seed, progress=progress)
+        cfg = self.model.config  # a VAE's Gaussian is its aggregate posterior: means plus variances (a model with
+        # functional blocks is fitted to its codes: the blocks' extra codes have no variance)
+        aggregate = cfg.latent_mode == "vae" and not (cfg.views or cfg.arrangement_dim or cfg.performance_dim)
+        full, z, variances = self.corpus_codes(folder, split=split, windows=windows, seed=seed, progress=progress,
+                                               variances=aggregate)
         if len(full) < 2:
             raise InputError(f"{folder}: {len(full)} {split} windows of {self.bars} bars; a prior needs at least 2")
-        variances = None
-        cfg = self.model.config
-        if cfg.latent_mode == "vae" and not (cfg.views or cfg.arrangement_dim or cfg.performance_dim):
-            # the Gaussian is the aggregate posterior: means plus variances (blocks' extra codes have no variance)
-            shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
-            variances = self._variances_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
         labels = [window_tags(piece.get("tags", {}), piece["id"], self.vocab.meter(ids, default=None), bar=bar,
                               n_bars=self.bars, names=tags) for ids, piece, bar in full]
         columns = {name: [row.get(name) for row in labels] for name in tags}
@@ -737,14 +735,15 @@ class MidiStruct:
         return prior
 
     def corpus_codes(self, folder, *, split: str = "train", windows: int = 20000, seed: int = 0,
-                     progress: bool = False) -> tuple[list, PieceLatents]:
+                     progress: bool = False, variances: bool = False) -> tuple[list, PieceLatents, tuple | None]:
         """The full-length windows among up to ``windows`` of a shard folder's ``split`` (a seeded random subset;
-        ``(ids, piece, bar)`` rows) and their codes (posterior means; each piece read in its canonical key by a
-        model that reads one)."""
+        ``(ids, piece, bar)`` rows), their codes (posterior means; each piece read in its canonical key by a
+        model that reads one) and, with ``variances``, a VAE's posterior variances from the same pass (else None)."""
         full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
                 if self.vocab.count_bars(row[0]) == self.bars]
         shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
-        return full, self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts)
+        return (full, *self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts,
+                                              variance=variances))
 
     def corpus_shifts(self, folder, split: str, piece_ids: list[str]) -> list[int] | None:
         """Each listed piece's shift to the canonical key (:func:`midistruct.shards.dataset.piece_shifts`, the key
@@ -760,26 +759,21 @@ class MidiStruct:
         return [by_id.get(piece, 0) for piece in piece_ids]
 
     def _encode_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512,
-                          shifts: list[int] | None = None) -> PieceLatents:
+                          shifts: list[int] | None = None,
+                          variance: bool = False) -> tuple[PieceLatents, tuple[torch.Tensor, torch.Tensor] | None]:
         from tqdm import tqdm
 
-        parts = [self.encode_windows(windows[start : start + chunk],
-                                     shifts=None if shifts is None else shifts[start : start + chunk])
+        parts = [self._encode_windows(windows[start : start + chunk], variance=variance,
+                                      shifts=None if shifts is None else shifts[start : start + chunk])
                  for start in tqdm(range(0, len(windows), chunk), desc="encode", unit="chunk", disable=not progress,
                                    file=sys.stderr)]
-        return PieceLatents(torch.cat([p.z_bar for p in parts]), torch.cat([p.z_segment for p in parts]),
-                            [b for p in parts for b in p.bars], [t for p in parts for t in p.time_signatures],
-                            shifts=[s for p in parts for s in p.shifts])
-
-    def _variances_in_chunks(self, windows: list[np.ndarray], *, progress: bool, chunk: int = 512,
-                             shifts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from tqdm import tqdm
-
-        parts = [self.posterior_variances(windows[start : start + chunk],
-                                          shifts=None if shifts is None else shifts[start : start + chunk])
-                 for start in tqdm(range(0, len(windows), chunk), desc="posterior variances", unit="chunk",
-                                   disable=not progress, file=sys.stderr)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        codes = [p for p, _ in parts]
+        z = PieceLatents(torch.cat([p.z_bar for p in codes]), torch.cat([p.z_segment for p in codes]),
+                         [b for p in codes for b in p.bars], [t for p in codes for t in p.time_signatures],
+                         shifts=[s for p in codes for s in p.shifts])
+        if not variance:
+            return z, None
+        return z, (torch.cat([v[0] for _, v in parts]), torch.cat([v[1] for _, v in parts]))
 
     # ---- tags (issue 18) ------------------------------------------------------------------------
 
