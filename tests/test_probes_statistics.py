@@ -61,6 +61,41 @@ def test_run_probes_scores_and_skips_with_reasons():
     assert found["skipped.rare"].startswith("1 of 2 class")  # 3 windows of "r" are too few
 
 
+def test_in_key_probes_read_the_labels_as_a_canonical_model_reads_the_piece():
+    """Codes that hold a tune's mode in C (the key signature it has there: "0" or "1b", mixolydian) and nothing of
+    its key: the key signature as written is out of their reach (12 shifts), moved by the shift it is theirs. A
+    test window whose moved label no training window has counts as a miss, so the windows scored are the plain
+    probe's."""
+    from midistruct.tags import transpose_tag
+
+    rng = np.random.default_rng(0)
+    n = 1200
+    modal = rng.random(n) < 0.3
+    shifts = rng.integers(-6, 6, n)
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 6.0 * modal
+    canonical = np.where(modal, "1b", "0").astype(object)
+    hist = np.zeros((n, 17))
+    hist[:, 12] = 1.0
+    hist[np.arange(n), np.where(modal, 10, 11)] = 1.0  # B flat or B, in C
+    test = np.arange(n) % 4 == 0
+    canonical[np.flatnonzero(test)[:6]] = "3#"  # only in the test windows: no probe can name it
+    written = [transpose_tag("key_signature", c, -int(s)) for c, s in zip(canonical, shifts)]
+    absolute = np.stack([np.concatenate([np.roll(h[:12], -int(s)), h[12:]]) for h, s in zip(hist, shifts)])
+    features = {"latent": x, "histogram": absolute}
+    labels = {"key_signature": written, "mode": ["major"] * n}
+
+    found = probes.in_key_probes(features, labels, test, shifts)
+    plain = probes.run_probes(features, labels, test)
+    scored = plain["key_signature.test_windows"]
+    assert found["key_signature.in_key_majority_accuracy"] == pytest.approx(np.mean(canonical[test] == "0"), abs=0.02)
+    assert found["key_signature.latent_in_key_accuracy"] > 0.95
+    assert found["key_signature.latent_in_key_accuracy"] <= 1 - 6 / scored + 1e-9
+    assert found["key_signature.histogram_in_key_accuracy"] > 0.95
+    assert plain["key_signature.latent_accuracy"] < 0.2  # the codes alone cannot name the written signature (0.10)
+    assert not any(key.startswith("mode.") for key in found)  # a mode does not move with the key
+
+
 def test_piece_split_keeps_groups_together_and_is_seeded():
     groups = [f"g{i % 200}" for i in range(2000)]
     test = probes.piece_test_mask(groups)
@@ -215,3 +250,30 @@ def test_nottingham_tunes_in_g_major_have_g_major_histograms(shared_datasets):
     mean = x.mean(0)
     assert mean[G_MAJOR].sum() > 0.9 and mean[6] > mean[5]  # F sharp, not F
     assert mean[12 + 1] + mean[12 + 2] > 0.5  # dance tunes: mostly 8ths and quarters
+
+
+@pytest.mark.shared_data
+def test_the_shipped_canonical_model_names_real_key_signatures_in_key(shared_datasets, tmp_path):
+    """Eighty real Nottingham tunes, prepared as `folk-2bar` reads them, probed through the shipped model: the key
+    finder moves most of them to C major / A minor, so their signatures as written scatter (the plain majority,
+    0.36 here) and gather once moved (the in-key majority, 0.79); read that way the codes keep what the shift
+    says (0.82). On Nottingham's whole test split (`midistruct evaluate folk-2bar --data /work/data/nottingham-2bar
+    --probes 2000`) in key 0.935 against the histogram of the notes as written 0.752; on these 21 test tunes the
+    histogram's 0.69 is near the codes' (on 16 others of the corpus it was above them), so that is not asserted."""
+    from midistruct.config import load_config
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.prepare import prepare
+
+    files = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid"))[::10][:80]
+    assert len(files) == 80, "the Nottingham melodies are missing"
+    (tmp_path / "midi").mkdir()
+    for path in files:
+        (tmp_path / "midi" / path.name).write_bytes(path.read_bytes())
+    prepare(load_config("folk-2bar", [f"data.sources=[{{kind: folder, path: '{tmp_path / 'midi'}'}}]",
+                                      f"data.output={tmp_path / 'data'}", "splits.valid=0", "splits.test=0"]),
+            progress=False)
+    found = probes.probe_latents(MidiStruct.from_pretrained("folk-2bar"), tmp_path / "data", split="train",
+                                 windows=800, targets=["key_signature"])
+    assert found["key_signature.classes"] >= 4 and found["test_pieces"] >= 10
+    assert found["key_signature.in_key_majority_accuracy"] > found["key_signature.majority_accuracy"] + 0.2
+    assert found["key_signature.latent_in_key_accuracy"] >= found["key_signature.in_key_majority_accuracy"] - 0.05

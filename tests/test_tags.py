@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from midistruct.model.prior import PRIOR_FILE, CodePrior
-from midistruct.tags import TagError, canonical, parse_tag, parse_tags, window_tags
+from midistruct.tags import TagError, canonical, parse_tag, parse_tags, transpose_tag, window_tags
 
 
 def test_tags_are_named_name_equals_value_and_spelt_one_way():
@@ -25,6 +25,22 @@ def test_tags_are_named_name_equals_value_and_spelt_one_way():
     assert parse_tags(["mode=minor", "tune_type=reel"]) == {"mode": "minor", "tune_type": "reel"}
     with pytest.raises(TagError, match="given twice"):
         parse_tags(["mode=minor", "mode=major"])
+
+
+def test_a_transposition_moves_the_tonic_and_the_key_signature_by_fifths():
+    assert transpose_tag("key", "D major", 5) == "G major" and transpose_tag("key", "B- dorian", 2) == "C dorian"
+    assert transpose_tag("tonic", "A", -2) == "G" and transpose_tag("tonic", "C", 12) == "C"
+    assert transpose_tag("key_signature", "1#", 5) == "0"  # G major moved up a fourth: C major
+    assert transpose_tag("key_signature", "1#", 0) == "1#" and transpose_tag("key_signature", "0", 7) == "1#"
+    assert transpose_tag("key_signature", "2#", -2) == "0" and transpose_tag("key_signature", "2#", 3) == "1b"
+    assert transpose_tag("key_signature", "3b", -3) == "0"  # E-flat major / C minor down to C major / A minor
+    assert transpose_tag("key_signature", "6#", 0) == "6b"  # enharmonic spellings are one class
+    for sharps in ("0", "1#", "4#", "5b", "2b"):
+        for s in range(-6, 6):
+            assert transpose_tag("key_signature", transpose_tag("key_signature", sharps, s), -s) == sharps
+    assert transpose_tag("mode", "major", 3) is None and transpose_tag("meter", "6/8", 1) is None
+    assert transpose_tag("key_signature", "x", 1) is None and transpose_tag("key", "H minor", 1) is None
+    assert transpose_tag("key", None, 1) is None
 
 
 def test_a_windows_tags_come_from_its_pieces_tags_and_its_meter():

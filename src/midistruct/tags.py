@@ -184,6 +184,32 @@ def canonical(name: str, value: str) -> str:
     return value
 
 
+# The tags a transposition moves: moving a piece by ``s`` semitones moves its tonic by ``s`` and its key
+# signature by ``7 * s`` fifths (a sharp is a fifth up). :func:`transpose_tag` moves them.
+TRANSPOSABLE_TAGS = ("key", "tonic", "key_signature")
+
+
+def transpose_tag(name: str, value: str | None, semitones: int) -> str | None:
+    """The tag ``name``'s ``value`` for the piece moved up by ``semitones``: "D major" +5 -> "G major", tonic
+    "A" -2 -> "G", key signature "1#" +5 -> "0" (G major moved to C major) and "2#" +3 -> "1b" (D major to F major); signatures are
+    spelt with at most 6 flats and 5 sharps (F# major's 6 sharps as "6b"), since a move cannot tell enharmonic
+    spellings apart. None for an unreadable value or a tag no transposition moves (mode, meter ...)."""
+    if not value or name not in TRANSPOSABLE_TAGS:
+        return None
+    if name == "key_signature":
+        match = re.fullmatch(r"\s*(?:0|([1-7])([#b]))\s*", value)
+        if not match:
+            return None
+        sharps = int(match[1]) * (1 if match[2] == "#" else -1) if match[1] else 0
+        fifths = (sharps + 7 * semitones + 6) % 12 - 6  # -6..5
+        return "0" if fifths == 0 else f"{abs(fifths)}{'#' if fifths > 0 else 'b'}"
+    key = parse_key(value if name == "key" else f"{value} major")
+    if not key:
+        return None
+    tonic = PITCH_CLASSES[(key[0] + semitones) % 12]
+    return f"{tonic} {key[1]}" if name == "key" else tonic
+
+
 def parse_tag(text: str) -> tuple[str, str]:
     """``"key=D:minor"`` -> ``("key", "D minor")``; :class:`TagError` unless it is ``name=value``."""
     name, sep, value = text.partition("=")

@@ -187,7 +187,8 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     mean of the window's bar codes) and ``<target>.histogram_accuracy`` (:func:`baseline_features`). A model that
     reads pieces in a canonical key (issue 14) encodes each window moved by its piece's shift, and its probes also
     read ``<target>.latent_shift_accuracy``: the segment code beside the shift (one-hot of its pitch class), the
-    side variable that holds the key. Also returns ``windows``, ``pieces`` and ``test_pieces``.
+    side variable that holds the key, and :func:`in_key_probes`: the codes alone against each transposable label
+    moved by the shift, as the model reads the piece. Also returns ``windows``, ``pieces`` and ``test_pieces``.
     """
     targets = checked_targets(targets)
     chosen = probe_windows(ms.vocab, folder, split=split, windows=windows, targets=targets, seed=seed)
@@ -203,4 +204,55 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
         del features["bar_latent"]
     if z.shifts:  # the key lies in the shift, not in the codes
         features["latent_shift"] = np.concatenate([features["latent"], np.eye(12)[np.mod(z.shifts, 12)]], axis=1)
+        out |= in_key_probes(features, chosen.labels, chosen.test, np.asarray(z.shifts))
     return out | run_probes(features, chosen.labels, chosen.test)
+
+
+def in_key_probes(features: dict[str, np.ndarray], labels: dict[str, list[str | None]], test: np.ndarray,
+                  shifts: np.ndarray, *, min_windows: int = 5) -> dict:
+    """Probes of a canonical-key model's codes as the model reads them: the codes hold the piece moved by its
+    shift, so a transposable label (:data:`~midistruct.tags.TRANSPOSABLE_TAGS`: key, tonic, key signature) is
+    probed moved by the same shift (a tune in G major, 1#, moved up 5 to C major is labelled C major, 0), from
+    the codes alone. The shift is known, so a label named in the canonical key names the piece's own label by
+    moving it back: the accuracy is the same. The pitch-class histogram of the moved notes is probed the same
+    way as its baseline. ``features`` as :func:`probe_latents` builds them, ``shifts`` (W,) each window's.
+
+    Scored on the windows :func:`run_probes` scores for the same target, so the numbers compare: the probe
+    learns the moved labels with ``min_windows`` training windows, and a test window whose moved label is not
+    one of them counts as a miss. Returns ``<target>.latent_in_key_accuracy``,
+    ``<target>.histogram_in_key_accuracy`` and ``<target>.in_key_majority_accuracy`` (always the most frequent
+    moved label: about the share of windows the key finder moved to the key their label names), or
+    ``skipped.<target>.in_key``.
+    """
+    from midistruct.tags import TRANSPOSABLE_TAGS, transpose_tag
+
+    histogram = features["histogram"]  # (W, 17): pitch classes (12), then durations
+    rolled = np.stack([np.concatenate([np.roll(h[:12], int(s)), h[12:]]) for h, s in zip(histogram, shifts)])
+    moved_features = {"latent_in_key": features["latent"], "histogram_in_key": rolled}
+    out: dict = {}
+    for target in (t for t in TRANSPOSABLE_TAGS if t in labels):
+        keep, reason = usable_labels(np.array(labels[target], dtype=object), test, min_windows)
+        if reason:
+            out[f"skipped.{target}.in_key"] = reason
+            continue
+        moved = np.array([transpose_tag(target, v, int(s)) for v, s in zip(labels[target], shifts)], dtype=object)
+        train, held = keep & ~test, keep & test
+        counts: dict[str, int] = {}
+        for value in moved[train]:
+            if value is not None:
+                counts[value] = counts.get(value, 0) + 1
+        names = sorted(v for v, c in counts.items() if c >= min_windows)
+        if not names:
+            out[f"skipped.{target}.in_key"] = f"no moved label has >= {min_windows} training windows"
+            continue
+        majority = max(names, key=lambda v: counts[v])
+        out[f"{target}.in_key_majority_accuracy"] = float(np.mean(moved[held] == majority))
+        fit = train & np.isin(moved, names)
+        y = np.array([names.index(v) for v in moved[fit]])
+        for name, x in moved_features.items():
+            if len(names) < 2:
+                guess = np.full(int(held.sum()), majority, dtype=object)
+            else:
+                guess = np.array(names, dtype=object)[fit_probe(x[fit], y).predict(x[held])]
+            out[f"{target}.{name}_accuracy"] = float(np.mean(guess == moved[held]))
+    return out
