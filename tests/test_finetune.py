@@ -203,3 +203,37 @@ def test_fine_tune_the_shipped_model(corpus, tmp_path, capsys):
     assert torch.equal(trainer.model.state_dict()[name], shipped[name].float())
     assert trainer.init["checkpoint"] == "folk-2bar" and trainer.init["shipped"] is True
     capsys.readouterr()
+
+
+def test_a_model_refuses_shards_it_cannot_read_in_one_line(checkpoint, corpus, tmp_path, capsys):
+    """prior, evaluate and attribute vectors on shards of another tokenizer or of longer windows: one line naming
+    the fix (they crashed in the encoder, or in torch.cat with no window to stack), and no prior file written."""
+    from midistruct.generation.pipeline import InputError, MidiStruct
+    from midistruct.model.prior import PRIOR_FILE
+
+    source = f"data.sources=[{{kind: folder, path: '{corpus}'}}]"
+    other, longer = tmp_path / "other-tokenizer", tmp_path / "four-bars"
+    prepare(load_config("tiny", [source, f"data.output={other}", "tokenizer.pitch_range=[30, 100]"]), progress=False)
+    prepare(load_config("tiny", [source, f"data.output={longer}", "segments.bars=4"]), progress=False)
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    (model / PRIOR_FILE).unlink(missing_ok=True)
+    ms = MidiStruct.from_pretrained(model)
+    with pytest.raises(InputError, match=r"prepared with tokenizer \w+, the model reads tokenizer \w+"):
+        ms.fit_prior(other)
+    with pytest.raises(InputError, match="windows of 4 bars and up to 256 tokens; the model reads at most 2 bars"):
+        ms.attribute_vectors(longer)
+    for data in (other, longer):
+        for args in (["prior", str(model)], ["evaluate", str(model), "--windows", "4", "--free-run", "0"]):
+            assert cli.main([*args, "--data", str(data)]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "midistruct prepare --config CONFIG --init MODEL" in err, err
+    assert not (model / PRIOR_FILE).exists()
+    # a model of more bars than the shards' windows reads them, but has no full window to fit a prior to
+    wide = tmp_path / "wide"
+    shutil.copytree(checkpoint, wide)
+    meta = json.loads((wide / "midistruct.json").read_text())
+    meta["run_config"]["segments"]["bars"] = 4
+    (wide / "midistruct.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="none of .* train windows has the model's 4 bars"):
+        MidiStruct.from_pretrained(wide).fit_prior(_data_of(checkpoint))

@@ -61,6 +61,29 @@ class BlockError(MidiStructError, ValueError):
     """The model has no such functional block (issue 19); one line saying which it has."""
 
 
+def check_shards(folder, meta: dict, config, *, name: str = "the model"):
+    """The :class:`~midistruct.shards.reader.ShardSet` at ``folder``, or :class:`InputError` in one line when a
+    model (its checkpoint ``meta`` and ``config``) cannot read it: shards of another tokenizer (their ids would
+    mean other tokens), or windows longer than the model's bars or positions."""
+    from midistruct.shards.reader import ShardError, ShardSet
+
+    try:
+        shards = ShardSet(folder)
+    except ShardError as err:
+        raise InputError(str(err)) from None
+    want = meta.get("tokenizer_hash")
+    if want and shards.tokenizer_hash != want:
+        raise InputError(f"{folder} was prepared with tokenizer {shards.tokenizer_hash}, {name} reads tokenizer {want}: "
+                         "prepare the data with its tokenizer: midistruct prepare --config CONFIG --init MODEL")
+    segments = shards.manifest.get("segments", {})
+    bars, tokens = segments.get("bars", 0), segments.get("max_tokens", 0)
+    if bars > config.max_bars or tokens + 1 > config.max_positions:
+        raise InputError(f"{folder} holds windows of {bars} bars and up to {tokens} tokens; {name} reads at most "
+                         f"{config.max_bars} bars and {config.max_positions - 1} tokens: prepare the data with the "
+                         f"model's window: midistruct prepare --config CONFIG --init MODEL")
+    return shards
+
+
 class MidiStruct:
     """Encode, decode, reconstruct and interpolate MIDI with one checkpoint.
 
@@ -739,8 +762,12 @@ class MidiStruct:
         """The full-length windows among up to ``windows`` of a shard folder's ``split`` (a seeded random subset;
         ``(ids, piece, bar)`` rows), their codes (posterior means; each piece read in its canonical key by a
         model that reads one) and, with ``variances``, a VAE's posterior variances from the same pass (else None)."""
-        full = [row for row in corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
-                if self.vocab.count_bars(row[0]) == self.bars]
+        check_shards(folder, self.meta, self.model.config)
+        rows = corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
+        full = [row for row in rows if self.vocab.count_bars(row[0]) == self.bars]
+        if not full:
+            raise InputError(f"{folder}: none of {len(rows)} {split} windows has the model's {self.bars} bars; prepare "
+                             "the data with the model's window: midistruct prepare --config CONFIG --init MODEL")
         shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
         return (full, *self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts,
                                               variance=variances))
@@ -858,6 +885,7 @@ class MidiStruct:
         """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
         checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
         folder = data or self.cfg.data.output
+        check_shards(folder, self.meta, self.model.config)
         rows = attributes.corpus_windows_with_pieces(folder, split=split, limit=windows, seed=seed)
         return attributes.compute(self, [ids for ids, _, _ in rows], names=names,
                                   shifts=self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in rows]))
