@@ -15,8 +15,8 @@ from midistruct.evaluation.heldout import recurring_windows
 from midistruct.evaluation.probes import probe_latents
 from midistruct.evaluation.smoothness import held_out_pairs, measure_interpolations
 from midistruct.evaluation.statistics import sample_statistics
-from midistruct.generation.pipeline import InputError, MidiStruct, check_shards
-from midistruct.model.checkpoint import key_mode, load_checkpoint
+from midistruct.generation.pipeline import InputError, MidiStruct
+from midistruct.model.checkpoint import key_mode, load_checkpoint, readable_shards
 from midistruct.model.pretrained import resolve
 from midistruct.model.prior import load_prior
 from midistruct.shards.dataset import WindowDataset, collate
@@ -44,7 +44,7 @@ def evaluate_checkpoint(checkpoint: Path, *, data: str | None = None, split: str
     ``--tag``). Every model (the checkpoint's and the judge) runs on ``device``."""
     model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
     folder = data or meta["run_config"]["data"]["output"]
-    shards = check_shards(folder, meta, model.config, name=str(checkpoint))  # a clear error when missing or unreadable
+    shards = readable_shards(folder, meta, model.config, name=str(checkpoint))  # one line when missing or unreadable
     if tags and not model.config.decoder_tags:
         raise InputError(f"{checkpoint}: its decoder reads no tags (trained without model.decoder_tags); drop --tags")
     given = model.config.decoder_tags if tags else None  # each window's own tags, for the decoder to read

@@ -28,7 +28,7 @@ from midistruct.generation.attributes import shift as shift_codes
 from midistruct.generation.constraints import RemiGrammar
 from midistruct.generation.interpolation import path
 from midistruct.generation.latents import PieceLatents
-from midistruct.model.checkpoint import load_checkpoint
+from midistruct.model.checkpoint import load_checkpoint, readable_shards
 from midistruct.model.pretrained import resolve
 from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
@@ -61,29 +61,6 @@ class BlockError(MidiStructError, ValueError):
     """The model has no such functional block (issue 19); one line saying which it has."""
 
 
-def check_shards(folder, meta: dict, config, *, name: str = "the model"):
-    """The :class:`~midistruct.shards.reader.ShardSet` at ``folder``, or :class:`InputError` in one line when a
-    model (its checkpoint ``meta`` and ``config``) cannot read it: shards of another tokenizer (their ids would
-    mean other tokens), or windows longer than the model's bars or positions."""
-    from midistruct.shards.reader import ShardError, ShardSet
-
-    try:
-        shards = ShardSet(folder)
-    except ShardError as err:
-        raise InputError(str(err)) from None
-    want = meta.get("tokenizer_hash")
-    if want and shards.tokenizer_hash != want:
-        raise InputError(f"{folder} was prepared with tokenizer {shards.tokenizer_hash}, {name} reads tokenizer {want}: "
-                         "prepare the data with its tokenizer: midistruct prepare --config CONFIG --init MODEL")
-    segments = shards.manifest.get("segments", {})
-    bars, tokens = segments.get("bars", 0), segments.get("max_tokens", 0)
-    if bars > config.max_bars or tokens + 1 > config.max_positions:
-        raise InputError(f"{folder} holds windows of {bars} bars and up to {tokens} tokens; {name} reads at most "
-                         f"{config.max_bars} bars and {config.max_positions - 1} tokens: prepare the data with the "
-                         f"model's window: midistruct prepare --config CONFIG --init MODEL")
-    return shards
-
-
 class MidiStruct:
     """Encode, decode, reconstruct and interpolate MIDI with one checkpoint.
 
@@ -101,6 +78,7 @@ class MidiStruct:
         self.bars = self.cfg.segments.bars
         self.canonical = self.cfg.augment.key == "canonical"  # reads every piece in C major / A minor (issue 14)
         self.prior = None  # a fitted CodePrior for sampling (midistruct.model.prior), when the checkpoint has one
+        self.name: str | None = None  # the checkpoint as the user gave it (from_pretrained), for messages
         if prior is not None:
             self.set_prior(prior)
 
@@ -108,13 +86,15 @@ class MidiStruct:
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> MidiStruct:
         """Load a checkpoint folder (``runs/<name>/best``) or a shipped model by name (``midistruct models``)
         in one call, the model in float32 on ``device``."""
-        folder = resolve(folder)
+        given, folder = str(folder), resolve(folder)
         model, tokenizer, meta = load_checkpoint(folder, device=device)
         try:
             prior = load_prior(folder)
         except PriorError as err:
             raise InputError(str(err)) from None
-        return cls(model, tokenizer, meta, device=device, prior=prior)
+        ms = cls(model, tokenizer, meta, device=device, prior=prior)
+        ms.name = given
+        return ms
 
     # ---- MIDI -> windows -> latents -------------------------------------------------------
 
@@ -762,15 +742,24 @@ class MidiStruct:
         """The full-length windows among up to ``windows`` of a shard folder's ``split`` (a seeded random subset;
         ``(ids, piece, bar)`` rows), their codes (posterior means; each piece read in its canonical key by a
         model that reads one) and, with ``variances``, a VAE's posterior variances from the same pass (else None)."""
-        check_shards(folder, self.meta, self.model.config)
+        self._readable(folder)
         rows = corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
         full = [row for row in rows if self.vocab.count_bars(row[0]) == self.bars]
         if not full:
             raise InputError(f"{folder}: none of {len(rows)} {split} windows has the model's {self.bars} bars; prepare "
-                             "the data with the model's window: midistruct prepare --config CONFIG --init MODEL")
+                             f"the data with --init {self.name or 'MODEL'}, which takes its window")
         shifts = self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in full])
         return (full, *self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts,
                                               variance=variances))
+
+    def _readable(self, folder) -> None:
+        """:class:`InputError` in one line unless this model can read the shard folder (its tokenizer, its window)."""
+        from midistruct.shards.reader import ShardError
+
+        try:
+            readable_shards(folder, self.meta, self.model.config, name=self.name)
+        except ShardError as err:
+            raise InputError(str(err)) from None
 
     def corpus_shifts(self, folder, split: str, piece_ids: list[str]) -> list[int] | None:
         """Each listed piece's shift to the canonical key (:func:`midistruct.shards.dataset.piece_shifts`, the key
@@ -885,7 +874,7 @@ class MidiStruct:
         """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
         checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
         folder = data or self.cfg.data.output
-        check_shards(folder, self.meta, self.model.config)
+        self._readable(folder)
         rows = attributes.corpus_windows_with_pieces(folder, split=split, limit=windows, seed=seed)
         return attributes.compute(self, [ids for ids, _, _ in rows], names=names,
                                   shifts=self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in rows]))

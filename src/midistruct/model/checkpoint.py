@@ -62,6 +62,29 @@ class CheckpointError(MidiStructError, ValueError):
     """A folder is not a usable midistruct checkpoint; the message says what is missing."""
 
 
+def readable_shards(folder, meta: dict, config, *, name: str | None = None, check_tokenizer: bool = True):
+    """The :class:`~midistruct.shards.reader.ShardSet` at ``folder`` (or ``folder`` itself when it is one), or a
+    one-line :class:`~midistruct.shards.reader.ShardError` when the model of checkpoint ``meta`` and ``config``
+    (``name``: how the user gave it) cannot read it: shards of another tokenizer (their ids would mean other
+    tokens; not checked without ``check_tokenizer``), or windows of more bars or tokens than the model reads."""
+    from midistruct.shards.reader import ShardError, ShardSet
+
+    shards = folder if isinstance(folder, ShardSet) else ShardSet(folder)
+    who, init = name or "the model", name or "MODEL"
+    want = meta.get("tokenizer_hash")
+    if check_tokenizer and want and shards.tokenizer_hash != want:
+        raise ShardError(f"{shards.folder} was prepared with tokenizer {shards.tokenizer_hash}, but {who} reads "
+                         f"tokenizer {want}; prepare the data with its tokenizer: "
+                         f"midistruct prepare --config CONFIG --init {init}")
+    segments = shards.manifest.get("segments", {})
+    bars, tokens = segments.get("bars", 0), segments.get("max_tokens", 0)
+    if bars > config.max_bars or tokens + 1 > config.max_positions:
+        raise ShardError(f"{shards.folder} holds windows of up to {bars} bars and {tokens} tokens; {who} reads at "
+                         f"most {config.max_bars} bars and {config.max_positions - 1} tokens; prepare the data with "
+                         f"--init {init}, which takes its window")
+    return shards
+
+
 # ---- writing ------------------------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict[str, Any], state: dict[str, Any] | None) -> None:

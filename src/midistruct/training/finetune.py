@@ -23,7 +23,7 @@ from typing import Any
 
 from midistruct.config import AugmentConfig, Config, ModelSettings
 from midistruct.errors import MidiStructError
-from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config, vocab_map
+from midistruct.model.checkpoint import META_FILE, check_checkpoint, checkpoint_config, readable_shards, vocab_map
 from midistruct.model.pretrained import names, resolve
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.tokenizer import load_tokenizer
@@ -196,20 +196,15 @@ def prepare_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]
 def check_data(shards, init: InitCheckpoint, *, adding_blocks: bool = False) -> None:
     """:class:`InitError` unless the shard folder ``shards`` (a ``ShardSet``) was made with the checkpoint's
     tokenizer (or, ``adding_blocks``, one holding all of its tokens: :func:`vocab_remap`) and its windows fit the
-    model (bars, tokens + BOS)."""
-    want = init.meta.get("tokenizer_hash")
+    model (bars, tokens + BOS; :func:`~midistruct.model.checkpoint.readable_shards`)."""
+    from midistruct.shards.reader import ShardError
+
     if adding_blocks:
         vocab_remap(init, shards.tokenizer())
-    elif shards.tokenizer_hash != want:
-        raise InitError(f"{shards.folder} was prepared with tokenizer {shards.tokenizer_hash}, but {init.given} reads "
-                        f"tokenizer {want}; prepare the data with its tokenizer: "
-                        f"midistruct prepare --config CONFIG --init {init.given}")
-    segments = shards.manifest.get("segments", {})
-    bars, tokens = segments.get("bars", 0), segments.get("max_tokens", 0)
-    if bars > init.config.max_bars or tokens + 1 > init.config.max_positions:
-        raise InitError(f"{shards.folder} holds windows of up to {bars} bars and {tokens} tokens; {init.given} reads "
-                        f"at most {init.config.max_bars} bars and {init.config.max_positions - 1} tokens; prepare the "
-                        f"data with --init {init.given}, which takes its window")
+    try:
+        readable_shards(shards, init.meta, init.config, name=str(init.given), check_tokenizer=not adding_blocks)
+    except ShardError as err:
+        raise InitError(str(err)) from None
 
 
 def _differs(a: Any, b: Any) -> bool:
