@@ -191,9 +191,10 @@ TRANSPOSABLE_TAGS = ("key", "tonic", "key_signature")
 
 def transpose_tag(name: str, value: str | None, semitones: int) -> str | None:
     """The tag ``name``'s ``value`` for the piece moved up by ``semitones``: "D major" +5 -> "G major", tonic
-    "A" -2 -> "G", key signature "1#" +5 -> "0" (G major moved to C major) and "2#" +3 -> "1b" (D major to F major); signatures are
-    spelt with at most 6 flats and 5 sharps (F# major's 6 sharps as "6b"), since a move cannot tell enharmonic
-    spellings apart. None for an unreadable value or a tag no transposition moves (mode, meter ...)."""
+    "A" -2 -> "G", key signature "1#" +5 -> "0" (G major moved to C major) and "2#" +3 -> "1b" (D major to
+    F major); signatures are spelt with at most 6 flats and 5 sharps (F# major's 6 sharps as "6b"), since a move
+    cannot tell enharmonic spellings apart. None for an unreadable value or a tag no transposition moves (mode,
+    meter ...)."""
     if not value or name not in TRANSPOSABLE_TAGS:
         return None
     if name == "key_signature":
