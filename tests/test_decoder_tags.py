@@ -285,6 +285,15 @@ def test_tag_control_routes_say_who_is_told_the_tag(tagged_model, tagged_data, m
     assert told["prior"] == told["meter"] == [0]
     with pytest.raises(ValueError, match="unknown route"):
         control(ms, judge, "tune_type", held_out=rows[:6], n=1, route="encoder")
+    # snap=False draws every sample from the Gaussian alone (sample's --no-snap), the free ones included
+    snaps = []
+    for method in ("sample_latents", "sample_latents_in_meters"):
+        original = getattr(ms, method)
+        monkeypatch.setattr(ms, method, lambda *a, _f=original, **kw: snaps.append(kw.get("snap", True)) or _f(*a, **kw))
+    for snap in (True, False):
+        snaps.clear()
+        assert control(ms, judge, "tune_type", held_out=rows[:6], n=2, temperature=0.0, snap=snap)["snap"] is snap
+        assert len(snaps) >= 3 and set(snaps) == {snap}
 
 
 def test_the_adversary_reverses_its_gradient_into_the_encoder_and_validation_reports_it():

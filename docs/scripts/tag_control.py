@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--tag-strength", type=float, default=1.0)
     parser.add_argument("--route", default="both", choices=("both", "prior", "decoder", "meter"),
                         help="who is told the tag, for a model whose decoder reads tags (model.decoder_tags)")
+    parser.add_argument("--no-snap", dest="snap", action="store_false",
+                        help="draw bar codes from the prior's Gaussian alone, not snapped to its bank of real bars")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -74,7 +76,7 @@ def main() -> None:
         held = [(w, v) for w, v in test if v in values]
         result = control(ms, judge, name, held_out=held, n=args.n, temperature=args.temperature,
                          prior_scale=args.prior_scale, tag_strength=args.tag_strength, route=args.route,
-                         seed=args.seed)
+                         seed=args.seed, snap=args.snap)
         result["judge_train_windows"] = sum(v in values for _, v in train)
         result["seconds"] = round(time.time() - start, 1)
         report["tags"][name] = result

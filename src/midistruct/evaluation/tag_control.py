@@ -102,15 +102,15 @@ def judge_windows(judge: Judge, ms, windows: list[np.ndarray]) -> list[str]:
     return judge.predict(window_features(ms, windows, judge.meters))
 
 
-def _free_latents(ms, n: int, *, scale: float = 1.0):
+def _free_latents(ms, n: int, *, scale: float = 1.0, snap: bool = True):
     """``n`` one-window codes drawn without tags, their meters in the training windows' proportions (the
-    prior's ``meter`` tag; all 4/4 without it)."""
+    prior's ``meter`` tag; all 4/4 without it); ``snap`` as :meth:`MidiStruct.sample_latents`."""
     group = ms.prior.tags.get("meter") if ms.prior is not None else None
     if group is None:
-        return ms.sample_latents(n, meter="4/4", scale=scale)
+        return ms.sample_latents(n, meter="4/4", scale=scale, snap=snap)
     counts = np.random.default_rng(0).multinomial(n, np.array(group.counts) / sum(group.counts))
     return ms.sample_latents_in_meters([meter for meter, k in zip(group.values, counts) for _ in range(int(k))],
-                                       scale=scale)
+                                       scale=scale, snap=snap)
 
 
 def _real_keys(ms, held_out: list[tuple[np.ndarray, str]], *, seed: int):
@@ -158,34 +158,35 @@ def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength:
 
 def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str]], n: int = 50,
             temperature: float = 1.0, prior_scale: float = 1.0, tag_strength: float = 1.0, seed: int = 0,
-            route: str = "both") -> dict:
+            route: str = "both", snap: bool = True) -> dict:
     """The four shares of the module docstring for every value of ``judge``; ``held_out`` are real windows
     with their value of tag ``name``. Samples are ``n`` per value (and ``n`` without tags), full windows, drawn
-    at ``prior_scale`` and ``tag_strength`` and decoded at ``temperature`` (reconstructions greedily); ``route``
-    says who is told the tag (module docstring)."""
+    at ``prior_scale`` and ``tag_strength`` (their bar codes snapped to the prior's bank of real bars, as
+    ``sample`` does, unless ``snap`` is False) and decoded at ``temperature`` (reconstructions greedily);
+    ``route`` says who is told the tag (module docstring)."""
     import torch
 
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; valid: {', '.join(ROUTES)}")
     torch.manual_seed(seed)
     keys = _real_keys(ms, held_out, seed=seed)
-    free = ms.generate_tokens(keys(_free_latents(ms, n, scale=prior_scale), None), temperature=temperature)
+    free = ms.generate_tokens(keys(_free_latents(ms, n, scale=prior_scale, snap=snap), None), temperature=temperature)
     free_calls = judge_windows(judge, ms, free)
     real_calls = judge_windows(judge, ms, [w for w, _ in held_out])
     recall = [np.mean([c == value for c, (_, v) in zip(real_calls, held_out) if v == value])
               for value in judge.values if any(v == value for _, v in held_out)]
     out: dict = {"tag": name, "values": {}, "samples_per_value": n, "temperature": temperature,
-                 "prior_scale": prior_scale, "tag_strength": tag_strength, "route": route,
+                 "prior_scale": prior_scale, "tag_strength": tag_strength, "route": route, "snap": snap,
                  "ceiling": float(np.mean(recall)), "held_out": len(held_out)}
     for value in judge.values:
         tags, key = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
         if tags:
             meter = ms.prior.meter_for(ms.prior_tags(tags)) or "4/4"
             drawn = None if route in ("decoder", "meter") else tags
-            z = _routed(ms, ms.sample_latents(n, meter=meter, tags=drawn, scale=prior_scale, tag_strength=tag_strength),
-                        tags, route)
+            z = _routed(ms, ms.sample_latents(n, meter=meter, tags=drawn, scale=prior_scale, tag_strength=tag_strength,
+                                              snap=snap), tags, route)
         else:  # the tonic alone, from a canonical model: untagged codes, meters in the training proportions
-            meter, z = "mixed", _free_latents(ms, n, scale=prior_scale)
+            meter, z = "mixed", _free_latents(ms, n, scale=prior_scale, snap=snap)
         tokens = ms.generate_tokens(keys(z, value) if key is None else z, temperature=temperature)
         if key is not None:
             tokens = [ms.in_tonic(ids, key) for ids in tokens]
