@@ -223,6 +223,13 @@ def test_a_model_refuses_shards_it_cannot_read_in_one_line(checkpoint, corpus, t
         ms.fit_prior(other)
     with pytest.raises(InputError, match=f"windows of up to 4 bars and 256 tokens; {model} reads at most 2 bars"):
         ms.attribute_vectors(longer)
+    from midistruct.evaluation.probes import probe_latents
+    from midistruct.evaluation.smoothness import held_out_pairs
+    from midistruct.evaluation.statistics import sample_statistics
+
+    for read in (probe_latents, sample_statistics, held_out_pairs):  # what evaluate calls, called from Python
+        with pytest.raises(InputError, match="reads at most 2 bars"):
+            read(ms, longer, split="train")
     for data in (other, longer):
         for args in (["prior", str(model)], ["evaluate", str(model), "--windows", "4", "--free-run", "0"]):
             assert cli.main([*args, "--data", str(data)]) == 2

@@ -191,6 +191,7 @@ def probe_latents(ms, folder, *, split: str = "test", windows: int = 2000, targe
     moved by the shift, as the model reads the piece. Also returns ``windows``, ``pieces`` and ``test_pieces``.
     """
     targets = checked_targets(targets)
+    ms.check_shards(folder)
     chosen = probe_windows(ms.vocab, folder, split=split, windows=windows, targets=targets, seed=seed)
     ids, out = chosen.ids, chosen.counts()
     if not ids:

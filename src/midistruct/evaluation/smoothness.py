@@ -155,6 +155,7 @@ def token_nll(model, windows: list, *, vocab, batch_size: int = 64) -> float:
 
 def held_out_pairs(ms, folder, *, n: int = 32, split: str = "test", seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` pairs of full windows of one shard ``split``, from different pieces, each pair in one meter."""
+    ms.check_shards(folder)
     arrays = ShardSet(folder).split(split)
     rng = np.random.default_rng(seed)
     by_meter: dict[str, list[tuple[int, np.ndarray]]] = {}

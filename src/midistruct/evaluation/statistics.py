@@ -170,6 +170,7 @@ def sample_statistics(ms, folder, *, n: int = 256, temperature: float = 1.0, see
     """
     import torch
 
+    ms.check_shards(folder)
     arrays = ShardSet(folder).split(split)
     windows, pieces = [], []
     for i in np.random.default_rng(seed).permutation(arrays.n_windows):

@@ -742,7 +742,7 @@ class MidiStruct:
         """The full-length windows among up to ``windows`` of a shard folder's ``split`` (a seeded random subset;
         ``(ids, piece, bar)`` rows), their codes (posterior means; each piece read in its canonical key by a
         model that reads one) and, with ``variances``, a VAE's posterior variances from the same pass (else None)."""
-        self._readable(folder)
+        self.check_shards(folder)
         rows = corpus_windows_with_pieces(folder, split=split, limit=max(windows, 0), seed=seed)
         full = [row for row in rows if self.vocab.count_bars(row[0]) == self.bars]
         if not full:
@@ -752,8 +752,9 @@ class MidiStruct:
         return (full, *self._encode_in_chunks([ids for ids, _, _ in full], progress=progress, shifts=shifts,
                                               variance=variances))
 
-    def _readable(self, folder) -> None:
-        """:class:`InputError` in one line unless this model can read the shard folder (its tokenizer, its window)."""
+    def check_shards(self, folder) -> None:
+        """:class:`InputError` in one line unless this model can read the shard folder (its tokenizer, its window;
+        :func:`~midistruct.model.checkpoint.readable_shards`)."""
         from midistruct.shards.reader import ShardError
 
         try:
@@ -874,7 +875,7 @@ class MidiStruct:
         """Attribute vectors measured over ``windows`` windows of a shard folder (default: the
         checkpoint's training data); see :mod:`midistruct.generation.attributes`."""
         folder = data or self.cfg.data.output
-        self._readable(folder)
+        self.check_shards(folder)
         rows = attributes.corpus_windows_with_pieces(folder, split=split, limit=windows, seed=seed)
         return attributes.compute(self, [ids for ids, _, _ in rows], names=names,
                                   shifts=self.corpus_shifts(folder, split, [piece["id"] for _, piece, _ in rows]))
