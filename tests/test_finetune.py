@@ -4,6 +4,7 @@ settings and tokenizer, a fresh optimizer from step 0, ``init`` recorded; ``prep
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from midistruct.model import pretrained
 from midistruct.model.checkpoint import META_FILE, check_checkpoint, load_checkpoint
 from midistruct.prepare import prepare
 from midistruct.shards.dataset import collate
+from midistruct.shards.reader import ShardSet
 from midistruct.training.finetune import InitError
 from midistruct.training.loop import Trainer
 
@@ -244,3 +246,80 @@ def test_a_model_refuses_shards_it_cannot_read_in_one_line(checkpoint, corpus, t
     (wide / "midistruct.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="none of .* train windows has the model's 4 bars"):
         MidiStruct.from_pretrained(wide).fit_prior(_data_of(checkpoint))
+
+
+def _codes(ms, windows):
+    """(W, Zs) segment codes and (W, NB, Zb) bar codes, posterior means, of token windows."""
+    z = ms.encode_windows(windows)
+    return z.z_segment, z.z_bar
+
+
+def test_init_turns_deterministic_codes_into_a_vae(corpus, tmp_path, capsys):
+    """`train --init AE --set model.latent_mode=vae`: the code projections become the posterior means (the same
+    codes), the new log-variance half starts at a standard deviation of 0.5, every other weight is copied, the
+    config's free bits are taken, and the run trains and saves a VAE. The other way (a VAE's --init into ae) keeps
+    the checkpoint's VAE and says so."""
+    from midistruct.generation.pipeline import MidiStruct
+    from midistruct.model.checkpoint import POSTERIOR_STD0
+
+    data = tmp_path / "data"
+    prepare(load_config("tiny", [f"data.sources=[{{kind: folder, path: '{corpus}'}}]", f"data.output={data}"]),
+            progress=False)
+    Trainer(_cfg(data, tmp_path / "ae", "model.latent_mode=ae", "train.max_steps=2", "train.eval_every=2",
+                 "train.save_every=2"), progress=False).run()
+    ae = MidiStruct.from_pretrained(tmp_path / "ae" / "last")
+    trainer = Trainer(_cfg(data, tmp_path / "vae", "model.latent_mode=vae", "model.free_bits=0", "train.max_steps=1",
+                           "train.beta_warmup_steps=0"), init=tmp_path / "ae" / "last", progress=False)
+    assert trainer.model.config.latent_mode == "vae" and trainer.model.config.free_bits == 0
+    state, old = trainer.model.state_dict(), ae.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in old.items() if state[k].shape == v.shape)
+    grown = [k for k, v in old.items() if state[k].shape != v.shape]
+    assert sorted(grown) == ["bottleneck.bar.proj.bias", "bottleneck.bar.proj.weight",
+                             "bottleneck.segment.proj.bias", "bottleneck.segment.proj.weight"]
+    for key in grown:
+        half = old[key].shape[0]
+        assert torch.equal(state[key][:half], old[key])
+        rest = state[key][half:]
+        assert torch.allclose(rest, torch.full_like(rest, 2 * math.log(POSTERIOR_STD0)) if key.endswith("bias")
+                              else torch.zeros_like(rest))
+    trainer.run()
+    vae = MidiStruct.from_pretrained(tmp_path / "vae" / "last")
+    assert vae.model.config.latent_mode == "vae"
+    # before any step the VAE's posterior means are the AE's codes
+    fresh = MidiStruct(trainer.model.__class__(trainer.model.config), ae.tokenizer, vae.meta)
+    fresh.model.load_state_dict(state)
+    windows = [ShardSet(data).split("train").window(i)[0] for i in range(4)]
+    for a, b in zip(_codes(ae, windows), _codes(fresh, windows)):
+        assert torch.allclose(a, b, atol=1e-5)
+    rc = cli.main(["train", "--config", "tiny", "--quiet", "--init", str(tmp_path / "vae" / "last"), "--set",
+                   f"data.output={data}", "--set", f"train.run_dir={tmp_path / 'back'}", "--set", "train.max_steps=1",
+                   "--set", "model.latent_mode=ae"])
+    assert rc == 0 and "model.latent_mode='ae' (checkpoint: 'vae')" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_the_shipped_deterministic_model_becomes_a_vae_on_real_tunes(shared_datasets, tmp_path):
+    """`folk-2bar` (deterministic codes) fine-tuned as a VAE on 40 real Nottingham tunes prepared for it: the run
+    starts from its codes as posterior means (a real tune's codes unchanged) and trains."""
+    from midistruct.generation.pipeline import MidiStruct
+
+    files = sorted((shared_datasets / "nottingham" / "midi" / "melody").glob("*.mid"))[::25][:40]
+    assert len(files) == 40, "the Nottingham melodies are missing"
+    (tmp_path / "midi").mkdir()
+    for path in files:
+        (tmp_path / "midi" / path.name).write_bytes(path.read_bytes())
+    data = tmp_path / "data"
+    assert cli.main(["prepare", "--config", "folk-2bar", "--quiet", "--init", "folk-2bar", "--set",
+                     f"data.sources=[{{kind: folder, path: '{tmp_path / 'midi'}'}}]", "--set", f"data.output={data}"]) == 0
+    shipped = MidiStruct.from_pretrained("folk-2bar")
+    cfg = load_config("folk-2bar", [f"data.output={data}", f"train.run_dir={tmp_path / 'run'}", "train.threads=1",
+                                    "train.max_steps=1", "train.eval_every=1", "train.eval_batches=1",
+                                    "train.free_run_samples=1", "model.latent_mode=vae", "model.free_bits=0"])
+    trainer = Trainer(cfg, init="folk-2bar", progress=False)
+    fresh = MidiStruct(trainer.model.__class__(trainer.model.config), shipped.tokenizer, shipped.meta)
+    fresh.model.load_state_dict(trainer.model.state_dict())
+    tune = files[0]
+    for a, b in zip(_codes(shipped, shipped.windows(tune)), _codes(fresh, shipped.windows(tune))):
+        assert torch.allclose(a, b, atol=1e-4)
+    trainer.run()
+    assert MidiStruct.from_pretrained(tmp_path / "run" / "last").model.config.latent_mode == "vae"

@@ -12,7 +12,9 @@ code length the issue asks about (bits-back), and ``midistruct evaluate RUN/best
         --data /work/data/folk-2bar --run-dir /work/runs/folk-2bar-rate [--steps 1000] [--beta 1] [--warmup 500]
 
 A trainer with ``--resume`` continues the run from its ``last/`` as any VAE run (``midistruct train --config
-folk-2bar --set model.latent_mode=vae ... --resume``).
+folk-2bar --set model.latent_mode=vae ... --resume``). Since the sixteenth session ``midistruct train --init MODEL
+--set model.latent_mode=vae --set model.free_bits=0 --set train.beta_max=B --set train.beta_warmup_steps=W`` makes
+the same conversion (``finetune.becomes_vae``, ``checkpoint.load_grown_weights``; a standard deviation of 0.5).
 """
 
 from __future__ import annotations

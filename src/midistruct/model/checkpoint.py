@@ -25,6 +25,7 @@ one :class:`CheckpointError` line naming the folder and the file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from itertools import chain
@@ -252,6 +253,9 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
     load_model(model, Path(folder) / WEIGHTS_FILE)
 
 
+POSTERIOR_STD0 = 0.5  # the posterior's first standard deviation when deterministic codes become a VAE's
+
+
 def load_grown_weights(folder: Path, model: torch.nn.Module, *, vocab_map=None) -> dict[str, int]:
     """``--init`` into a model that adds functional blocks (issue 19) to ``folder``'s, and maybe tokens.
 
@@ -260,8 +264,9 @@ def load_grown_weights(folder: Path, model: torch.nn.Module, *, vocab_map=None) 
     checkpoint's and learns to read the new codes). A new block's encoder starts as a copy of the checkpoint's
     content encoder where the shapes agree. ``vocab_map`` (V_new,): the checkpoint's id of each new token id (-1:
     a new token, which keeps its initialisation) for the rows of every vocabulary-sized weight (embeddings, output
-    layers), when the tokenizer gained tokens (velocity). Returns how many tensors were copied, grown (columns or
-    rows moved) and left at their initialisation."""
+    layers), when the tokenizer gained tokens (velocity). Deterministic codes (``latent_mode: ae``) growing into a
+    VAE's keep each code projection as the posterior mean, the new log-variance half at ``2 ln POSTERIOR_STD0``.
+    Returns how many tensors were copied, grown (columns or rows moved) and left at their initialisation."""
     from safetensors.torch import load_file
 
     saved = load_file(str(Path(folder) / WEIGHTS_FILE))
@@ -290,6 +295,15 @@ def load_grown_weights(folder: Path, model: torch.nn.Module, *, vocab_map=None) 
         if source.shape == target.shape:
             target.copy_(source)
             counts["grown" if remapped else "copied"] += 1
+        elif (key.startswith("bottleneck.") and ".proj." in key and target.shape[0] == 2 * source.shape[0]
+              and target.shape[1:] == source.shape[1:] and old_cfg.latent_mode == "ae" and cfg.latent_mode == "vae"):
+            # deterministic codes become a VAE's posterior means; the log-variance half starts at 2 ln(0.5) (a
+            # posterior standard deviation of 0.5 everywhere: zero weights, that bias)
+            target.zero_()
+            target[: source.shape[0]] = source
+            if key.endswith("bias"):
+                target[source.shape[0] :] = 2 * math.log(POSTERIOR_STD0)
+            counts["grown"] += 1
         elif (source.ndim == 2 and source.shape[0] == target.shape[0]
               and target.shape[1] - source.shape[1] == new_codes - old_codes > 0):
             target.zero_()

@@ -110,10 +110,18 @@ def adds_blocks(init: InitCheckpoint, model) -> bool:
     return any(getattr(model, k) and not getattr(init.config, k) for k in BLOCK_DIMS)
 
 
+def becomes_vae(init: InitCheckpoint, model) -> bool:
+    """Whether ``model`` (``latent_mode: vae``) makes the ``init`` checkpoint's deterministic codes (``ae``) a VAE's:
+    its code projections become the posterior means and a log-variance half is added (``load_grown_weights``), so a
+    shipped model can be fine-tuned into a compressed code (issue 14; docs/RESULTS.md "The ELBO as a bound")."""
+    return model.latent_mode == "vae" and init.config.latent_mode == "ae"
+
+
 def grows(init: InitCheckpoint, model) -> bool:
-    """Whether ``model`` has a part the ``init`` checkpoint lacks (``GROWN_PARTS``): its weights are then loaded by
-    ``load_grown_weights``, the new parts starting where they leave the checkpoint's outputs as they were."""
-    return any(getattr(model, k) and not getattr(init.config, k) for k in GROWN_PARTS)
+    """Whether ``model`` has a part the ``init`` checkpoint lacks (``GROWN_PARTS``, or a posterior variance:
+    :func:`becomes_vae`): its weights are then loaded by ``load_grown_weights``, the new parts starting where they
+    leave the checkpoint's outputs as they were."""
+    return any(getattr(model, k) and not getattr(init.config, k) for k in GROWN_PARTS) or becomes_vae(init, model)
 
 
 def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
@@ -136,6 +144,8 @@ def train_config(cfg: Config, init: InitCheckpoint) -> tuple[Config, list[str]]:
                 raise InitError(f"{init.given} has model.{key}={have}; a run growing it keeps that size "
                                 f"(the config asks {want})")
         settings.update({k: getattr(cfg.model, k) for k, part in GROWN_KEYS.items() if not getattr(init.config, part)})
+    if becomes_vae(init, cfg.model):  # the codes become a VAE's, with the config's free bits
+        settings.update(latent_mode="vae", free_bits=cfg.model.free_bits)
     if adds_blocks(init, cfg.model):
         tokenizer = cfg.tokenizer
         for key in ("vocab_size", "bar_token_id", "bar_token_ids"):  # the data's tokenizer decides these
