@@ -810,8 +810,9 @@ def _add_pretrained_parsers(sub) -> None:
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16",
                    help="how the weights are stored; loading gives float32 (default: bf16)")
     p.add_argument("--examples", nargs="+", default=[], metavar="MIDI",
-                   help="held-out (test-split) public-domain MIDI files to copy into DIR/examples/ and list in the "
-                        "card; `midistruct quickstart` interpolates between the first two")
+                   help="MIDI files the model was not trained on and the package may carry (public domain, no "
+                        "dataset's files) to copy into DIR/examples/ and list in the card; `midistruct quickstart` "
+                        "interpolates between the first two")
     p.set_defaults(handler=cmd_export)
     p = sub.add_parser("tags", help="the tags a model can be given (--tag NAME=VALUE) and their values: those its "
                                     "code prior keeps and those its decoder reads (model.decoder_tags)")

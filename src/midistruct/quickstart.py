@@ -46,7 +46,7 @@ def run_pretrained(cfg: Config, *, out_dir: Path) -> dict:
     _say(f"[1/1] interpolating between the two example pieces of the shipped model {name} "
          "(nothing to prepare or train; `midistruct quickstart --train` trains a model here instead)")
     summary = interpolate_pieces(name, *examples[:2], out_dir, steps=q.steps, bars=q.bars,
-                                 origin=f"example pieces of {name}, held out from its training",
+                                 origin=f"example pieces of {name}, none of them trained on",
                                  device=_device(cfg))
     summary.update({"data": None, "checkpoint": name, "pretrained": name,
                     "trained_steps": pretrained.describe(name).get("steps") or 0})

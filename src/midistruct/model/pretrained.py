@@ -350,8 +350,8 @@ def _examples_section(examples: list[str]) -> str:
     if not examples:
         return ""
     items = "\n".join(f"- [{Path(e).name}]({e})" for e in examples)
-    return (f"\n## Examples\n\nPieces to try it on, in `{EXAMPLES_DIR}/`: held out from its training (test split), "
-            f"and `midistruct quickstart` interpolates between the first two.\n\n{items}\n")
+    return (f"\n## Examples\n\nPieces to try it on, in `{EXAMPLES_DIR}/`, none of them trained on; "
+            f"`midistruct quickstart` interpolates between the first two.\n\n{items}\n")
 
 
 def portable_paths(value: Any) -> Any:
