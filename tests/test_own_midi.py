@@ -66,7 +66,10 @@ BAD = {
     "drums.mid": (_drums_only(), "drums only"),
     "no notes.mid": (symusic.Score(480), "no notes"),
     "five-eight.mid": (_with_meter(make_score(bars=2), 5, 8), "unsupported meter: 5/8 (the tokenizer reads"),
-    "meter change.mid": (_with_meter(make_score(bars=4), 8, 4, at_bar=2), "unsupported meter: 8/4"),
+    "meter change.mid": (_with_meter(make_score(bars=4), 8, 4, at_bar=2),  # and the way to read it anyway
+                         '8/4 (the tokenizer reads 1/2, 2/2, 3/2, 4/2, 1/4, 2/4, 3/4, 4/4, 5/4, 6/4, 7/4, 3/8, 6/8, '
+                         '9/8, 12/8); read it in a meter it knows with --time-signature 4/4 (Python: '
+                         'time_signature="4/4")'),
     "sixteen tracks.mid": (_many_tracks(16), "window 0 (bars 1-2) has"),  # ... tokens; the model reads at most 256
     "too low.mid": (_all_below_the_piano(), "no notes in the tokenizer's pitch range 21-109"),
 }

@@ -128,7 +128,7 @@ class MidiStruct:
         try:
             ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature, downbeat=downbeat)
         except Skip as skip:
-            raise InputError(f"{name}: {skip}") from None
+            raise _unusable(name, skip, meter_option) from None
         starts = self.vocab.bar_starts(ids)
         if len(starts) == 0:
             raise InputError(f"{name}: no bars")
@@ -545,7 +545,7 @@ class MidiStruct:
         try:
             ids = self.vocab.from_base(self.piece_encoder.tokenize(self.load(primer), **placing))[0]
         except Skip as skip:
-            raise InputError(f"{_name(primer)}: {skip}") from None
+            raise _unusable(_name(primer), skip, METER_OPTION) from None
         if self.canonical and tags:  # a canonical model reaches a tonic by transposing the primer (as reconstruct)
             ids = self.transposed([ids], tags)[0][0]
         style = latent if latent is not None else self.encode(primer, tags=tags if self.canonical else None, **placing)
@@ -914,6 +914,14 @@ def generate_windows(model, tokenizer, *, z_bar, z_segment, bars: int, meter: st
 def _tempo_of(score) -> float:
     """The score's first tempo (qpm), 120 without one."""
     return float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+
+
+def _unusable(name: str, skip: Skip, meter_option: tuple[str, str]) -> InputError:
+    """The :class:`InputError` for a piece the tokenizer refused; a meter it cannot read names the option that
+    reads the piece in another (``meter_option``: command-line option, Python keyword)."""
+    hint = (f"; read it in a meter it knows with {meter_option[0]} 4/4 (Python: {meter_option[1]}=\"4/4\")"
+            if str(skip).startswith("unsupported meter") else "")
+    return InputError(f"{name}: {skip}{hint}")
 
 
 def _name(midi) -> str:
