@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midistruct.evaluation.tag_control import control, fit_judge
+from midistruct.evaluation.tag_control import FinderJudge, control, fit_judge
 from midistruct.generation.attributes import corpus_windows_with_pieces
 from midistruct.generation.pipeline import MidiStruct
 from midistruct.tags import window_tags
@@ -52,6 +52,9 @@ def main() -> None:
                         help="who is told the tag, for a model whose decoder reads tags (model.decoder_tags)")
     parser.add_argument("--no-snap", dest="snap", action="store_false",
                         help="draw bar codes from the prior's Gaussian alone, not snapped to its bank of real bars")
+    parser.add_argument("--judge", choices=("fitted", "finder"), default="fitted",
+                        help="fitted: softmax regression on the notes, choosing among the values judged; finder: the "
+                             "key finder over all 24 keys (key tags only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -72,7 +75,10 @@ def main() -> None:
         if len(values) < 2:
             report["tags"][name] = {"skipped": f"{len(values)} value(s) with {args.min_windows} held-out windows"}
             continue
-        judge = fit_judge(ms, [w for w, _ in train], [v for _, v in train], values, per_value=args.per_value)
+        if args.judge == "finder" and name != "key":
+            raise SystemExit("--judge finder judges key tags only")
+        judge = (FinderJudge(values) if args.judge == "finder" else
+                 fit_judge(ms, [w for w, _ in train], [v for _, v in train], values, per_value=args.per_value))
         held = [(w, v) for w, v in test if v in values]
         result = control(ms, judge, name, held_out=held, n=args.n, temperature=args.temperature,
                          prior_scale=args.prior_scale, tag_strength=args.tag_strength, route=args.route,

@@ -686,7 +686,7 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--bars", type=POSITIVE, default=None, help="bars per sample (default: the model's window)")
     p.add_argument("--meter", default=None,
                    help="time signature of the samples, one in the model's vocabulary (default: the meter most "
-                        "training windows with the --tag values are in, else 4/4)")
+                        "training windows with the --tag values are in, else the one most of them are in, else 4/4)")
     p.add_argument("--prior-scale", type=TEMPERATURE, default=1.0, metavar="S",
                    help="draw codes nearer the prior's mean: every deviation from it times S (the truncation "
                         "trick; default: 1, the prior as it is)")

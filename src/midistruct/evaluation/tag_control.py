@@ -41,6 +41,7 @@ from midistruct.tokens.tokenizer import decode_ids
 
 ONSET_BINS = 12  # onset position within the beat (a quarter note), in twelfths: straight and triplet grids
 N_FEATURES = 12 + 5 + ONSET_BINS + 24 + 2
+KEY_FEATURES = slice(12 + 5 + ONSET_BINS, 12 + 5 + ONSET_BINS + 24)  # the 24 key correlations in note_features
 
 
 def note_features(notes: np.ndarray, *, quarters: float) -> np.ndarray:
@@ -66,6 +67,24 @@ class Judge:
 
     def predict(self, features: np.ndarray) -> list[str]:
         return [self.values[i] for i in self.probe.predict(features)]
+
+
+@dataclass
+class FinderJudge:
+    """The Krumhansl-Schmuckler key finder as a judge of ``key`` values (a stricter one than a fitted judge, which
+    chooses among the values judged only): a window is called the key, of all 24 major and minor keys, whose
+    profile its pitch classes correlate with best, and a key that is not one of ``values`` is a miss. Nothing is
+    fitted; a modal value ("A dorian") is never heard."""
+
+    values: list[str]
+    meters: tuple[str, ...] = ()  # no meter features
+
+    def predict(self, features: np.ndarray) -> list[str]:
+        from midistruct.tags import parse_key
+
+        by_key = {parse_key(v): v for v in self.values}
+        best = np.argmax(features[:, KEY_FEATURES], axis=1)  # (W,): mode * 12 + tonic, as key_correlations orders
+        return [by_key.get((int(b) % 12, ("major", "minor")[int(b) // 12]), "another key") for b in best]
 
 
 def window_features(ms, windows: list[np.ndarray], meters: list[str]) -> np.ndarray:
@@ -104,12 +123,18 @@ def judge_windows(judge: Judge, ms, windows: list[np.ndarray]) -> list[str]:
 
 def _free_latents(ms, n: int, *, scale: float = 1.0, snap: bool = True):
     """``n`` one-window codes drawn without tags, their meters in the training windows' proportions (the
-    prior's ``meter`` tag; all 4/4 without it); ``snap`` as :meth:`MidiStruct.sample_latents`."""
+    prior's ``meter`` tag, else the trainer's counts; all 4/4 without either); ``snap`` as
+    :meth:`MidiStruct.sample_latents`."""
     group = ms.prior.tags.get("meter") if ms.prior is not None else None
-    if group is None:
+    trained = ms.training_meters()
+    if group is not None:
+        meters, weights = group.values, np.array(group.counts)
+    elif trained:  # a prior fitted without the meter tag: the trainer's counts
+        meters, weights = sorted(trained), np.array([trained[m] for m in sorted(trained)])
+    else:
         return ms.sample_latents(n, meter="4/4", scale=scale, snap=snap)
-    counts = np.random.default_rng(0).multinomial(n, np.array(group.counts) / sum(group.counts))
-    return ms.sample_latents_in_meters([meter for meter, k in zip(group.values, counts) for _ in range(int(k))],
+    counts = np.random.default_rng(0).multinomial(n, weights / weights.sum())
+    return ms.sample_latents_in_meters([meter for meter, k in zip(meters, counts) for _ in range(int(k))],
                                        scale=scale, snap=snap)
 
 

@@ -581,7 +581,7 @@ class MidiStruct:
                tag_strength: float = 1.0, snap: bool = True) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
         ``prior_scale``, ``tags``, ``tag_strength`` and ``snap``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
-        ``meter`` defaults to the one most windows with the given tags are in, else 4/4. A model that reads a
+        ``meter`` defaults to the one most windows with the given tags are in, else the model's most common, else 4/4. A model that reads a
         canonical key samples in C major / A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each
         sample from its canonical tonic (:meth:`sample_tonic`, :meth:`in_tonic`)."""
         if seed is not None:
@@ -640,9 +640,13 @@ class MidiStruct:
 
     def sample_meter(self, tags: dict[str, str] | None = None, meter: str | None = None) -> str:
         """The meter :meth:`sample` writes: ``meter`` when given, else the one most training windows with
-        ``tags`` are in (the code prior knows), else 4/4. A canonical model's tonic or key says nothing of the meter."""
+        ``tags`` are in (the code prior knows), else the one most of all its training windows are in
+        (:meth:`training_meters`; 6/8 for the folk models, whose bars in a rare meter the prior has few of), else
+        4/4. A canonical model's tonic or key says nothing of the meter."""
         tags = self.prior_tags(self.sample_tonic(tags or {})[0])  # a tag only the decoder reads says nothing of it
-        return meter or (self.prior.meter_for(tags) if tags and self.prior is not None else None) or "4/4"
+        trained = self.training_meters()
+        return (meter or (self.prior.meter_for(tags) if tags and self.prior is not None else None)
+                or (max(trained, key=trained.get) if trained else None) or "4/4")
 
     def sample_latents(self, n: int = 1, *, bars: int | None = None, meter: str = "4/4",
                        scale: float = 1.0, tags: dict[str, str] | None = None,
@@ -731,7 +735,8 @@ class MidiStruct:
         meters = [self.vocab.meter(ids, default=None) for ids, _, _ in full]  # the bank snaps within a meter
         try:
             prior = CodePrior.fit(z.z_bar, z.z_segment, rank=rank, tags=columns, min_windows=min_tag_windows,
-                                  bank=bank, bank_tags={**columns, "meter": meters}, seed=seed, variances=variances)
+                                  bank=bank, bank_tags={**columns, "meter": meters}, seed=seed, variances=variances,
+                                  meters=meters)
         except PriorError as err:
             raise InputError(str(err)) from None
         self.set_prior(prior)

@@ -126,7 +126,8 @@ class CodePrior:
     def fit(cls, z_bar: torch.Tensor, z_segment: torch.Tensor, *, rank: int = 128,
             tags: dict[str, list[str | None]] | None = None, tag_rank: int = 16, min_windows: int = 20,
             bank: int = 0, bank_tags: dict[str, list[str | None]] | None = None, seed: int = 0,
-            variances: tuple[torch.Tensor, torch.Tensor] | None = None) -> CodePrior:
+            variances: tuple[torch.Tensor, torch.Tensor] | None = None,
+            meters: list[str | None] | None = None) -> CodePrior:
         """Fit to W windows' codes: ``z_bar`` (W, NB, Zb), ``z_segment`` (W, Zs); ``rank`` caps K (K <= D, W - 1).
 
         ``variances`` (of the shapes of ``z_bar``, ``z_segment``): a VAE's posterior variances of the windows, whose
@@ -137,7 +138,8 @@ class CodePrior:
 
         ``tags`` ({name: (W,) value or None}) adds a :class:`TagGroup` per tag, of the values with at least
         ``min_windows`` windows (``tag_rank`` caps its K); a tag with fewer than 2 such values is left out. A
-        ``meter`` column, when given, also gives each value's meters (sampling's meter for that value).
+        ``meter`` column, or else ``meters`` ((W,) each window's meter, when meter is not a tag), also gives each
+        value's meters (sampling's meter for that value).
         ``bank`` > 0 keeps that many of the W * NB bar codes (all where fewer), drawn without replacement under
         ``seed``, with their windows' values of ``bank_tags`` ({name: (W,) value or None}; default ``tags``), for
         :meth:`sample` to snap to (see the module)."""
@@ -163,7 +165,8 @@ class CodePrior:
         for name, column in (tags or {}).items():
             if len(column) != windows:
                 raise PriorError(f"tag {name}: {len(column)} labels for {windows} windows")
-            group = _fit_group(x, column, meters=(tags or {}).get("meter"), rank=tag_rank, min_windows=min_windows)
+            group = _fit_group(x, column, meters=(tags or {}).get("meter", meters), rank=tag_rank,
+                               min_windows=min_windows)
             if group is not None:
                 groups[name] = group
         prior = cls(mean.float(), factor.float(), residual.float(), bars, bar_dim, z_segment.shape[1], windows, groups,
