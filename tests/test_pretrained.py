@@ -381,7 +381,8 @@ def test_pop909_4bar_examples_are_the_chorales_the_script_writes(tmp_path, one_t
 def test_pop909_4bar_reads_pop909s_own_files_once_their_bar_lines_are_placed(one_thread, shared_datasets):
     """Real music: POP909 song 021 as the dataset has it (its file says 2/4 and its beats start off tick 0)
     reconstructs well only with the meter and downbeat of its annotations (--time-signature, --downbeat): onset
-    F1 over windows 2-4 0.82 placed, 0.60 with the meter alone, 0.55 as the file is (the model before: 0.73, 0.46, 0.44)."""
+    F1 over windows 2-4 0.82 placed, 0.60 with the meter alone, 0.55 as the file is (the model before: 0.73, 0.46,
+    0.44)."""
     import numpy as np
 
     from midistruct.corpus import iter_pieces

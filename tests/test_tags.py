@@ -102,7 +102,8 @@ def test_the_tagged_prior_draws_from_the_codes_of_the_value_asked_for(tmp_path):
     # `--tags mode` alone sampled every mode in 4/4, which the folk models' training windows are rarely in)
     alone = CodePrior.fit(z_bar, z_seg, rank=10, tags={"mode": labels}, tag_rank=10, min_windows=20, meters=meters)
     assert set(alone.tags) == {"mode"} and alone.meter_for({"mode": "minor"}) == "3/4"
-    assert CodePrior.fit(z_bar, z_seg, rank=10, tags={"mode": labels}, min_windows=20).meter_for({"mode": "minor"}) is None
+    untold = CodePrior.fit(z_bar, z_seg, rank=10, tags={"mode": labels}, min_windows=20)
+    assert untold.meter_for({"mode": "minor"}) is None
     assert torch.equal(back.tags["mode"].means, group.means) and back.tags["meter"].meters == prior.tags["meter"].meters
     assert torch.equal(back.tags["mode"].factor, group.factor)
 
@@ -271,7 +272,8 @@ def test_the_key_finder_judge_hears_all_24_keys_and_misses_the_others():
     from midistruct.evaluation.tag_control import KEY_FEATURES, FinderJudge, note_features
 
     def features(pitches, tonic_weight=4):
-        notes = [[i * 0.5, 0.5, p] for i, p in enumerate(pitches)] + [[8 + i, 1.0, pitches[0]] for i in range(tonic_weight)]
+        notes = [[i * 0.5, 0.5, p] for i, p in enumerate(pitches)]
+        notes += [[8 + i, 1.0, pitches[0]] for i in range(tonic_weight)]  # the tonic held
         return note_features(np.array(notes, dtype=float), quarters=16.0)
 
     e_minor = features([64, 66, 67, 69, 71, 72, 74, 76])  # E natural minor, its tonic held

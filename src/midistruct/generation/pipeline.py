@@ -581,9 +581,10 @@ class MidiStruct:
                tag_strength: float = 1.0, snap: bool = True) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
         ``prior_scale``, ``tags``, ``tag_strength`` and ``snap``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
-        ``meter`` defaults to the one most windows with the given tags are in, else the model's most common, else 4/4. A model that reads a
-        canonical key samples in C major / A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each
-        sample from its canonical tonic (:meth:`sample_tonic`, :meth:`in_tonic`)."""
+        ``meter`` defaults to the one most windows with the given tags are in, else the model's most common, else
+        4/4 (:meth:`sample_meter`). A model that reads a canonical key samples in C major / A minor, and reaches a
+        ``tonic`` (or ``key``) tag by transposing each sample from its canonical tonic (:meth:`sample_tonic`,
+        :meth:`in_tonic`)."""
         if seed is not None:
             torch.manual_seed(seed)
         tags, key = self.sample_tonic(tags or {})
