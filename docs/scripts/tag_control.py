@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.judge == "finder" and set(args.tags.split(",")) != {"key"}:
+        parser.error("--judge finder judges key tags only: give --tags key")
     torch.set_num_threads(args.threads)
     ms = MidiStruct.from_pretrained(args.model)
     report = {"model": args.model, "data": args.data, "command": "python docs/scripts/tag_control.py "
@@ -75,8 +77,6 @@ def main() -> None:
         if len(values) < 2:
             report["tags"][name] = {"skipped": f"{len(values)} value(s) with {args.min_windows} held-out windows"}
             continue
-        if args.judge == "finder" and name != "key":
-            raise SystemExit("--judge finder judges key tags only")
         judge = (FinderJudge(values) if args.judge == "finder" else
                  fit_judge(ms, [w for w, _ in train], [v for _, v in train], values, per_value=args.per_value))
         held = [(w, v) for w, v in test if v in values]

@@ -41,7 +41,6 @@ from midistruct.tokens.tokenizer import decode_ids
 
 ONSET_BINS = 12  # onset position within the beat (a quarter note), in twelfths: straight and triplet grids
 N_FEATURES = 12 + 5 + ONSET_BINS + 24 + 2
-KEY_FEATURES = slice(12 + 5 + ONSET_BINS, 12 + 5 + ONSET_BINS + 24)  # the 24 key correlations in note_features
 
 
 def note_features(notes: np.ndarray, *, quarters: float) -> np.ndarray:
@@ -73,18 +72,20 @@ class Judge:
 class FinderJudge:
     """The Krumhansl-Schmuckler key finder as a judge of ``key`` values (a stricter one than a fitted judge, which
     chooses among the values judged only): a window is called the key, of all 24 major and minor keys, whose
-    profile its pitch classes correlate with best, and a key that is not one of ``values`` is a miss. Nothing is
-    fitted; a modal value ("A dorian") is never heard."""
+    profile its pitch classes correlate with best (:func:`~midistruct.tokens.key.key_of_histogram`), and a key
+    that is not one of ``values``, or a window without notes, is a miss. Nothing is fitted; a modal value ("A
+    dorian") is never heard."""
 
     values: list[str]
     meters: tuple[str, ...] = ()  # no meter features
 
     def predict(self, features: np.ndarray) -> list[str]:
         from midistruct.tags import parse_key
+        from midistruct.tokens.key import key_of_histogram
 
         by_key = {parse_key(v): v for v in self.values}
-        best = np.argmax(features[:, KEY_FEATURES], axis=1)  # (W,): mode * 12 + tonic, as key_correlations orders
-        return [by_key.get((int(b) % 12, ("major", "minor")[int(b) // 12]), "another key") for b in best]
+        heard = [key_of_histogram(row[:12]) for row in features]  # the pitch-class histogram; None: no notes
+        return [by_key.get(found, "another key") for found in heard]
 
 
 def window_features(ms, windows: list[np.ndarray], meters: list[str]) -> np.ndarray:
