@@ -382,7 +382,7 @@ def test_pop909_4bar_reads_pop909s_own_files_once_their_bar_lines_are_placed(one
     """Real music: POP909 song 021 as the dataset has it (its file says 2/4 and its beats start off tick 0)
     reconstructs well only with the meter and downbeat of its annotations (--time-signature, --downbeat): onset
     F1 over windows 2-4 0.84 placed, 0.73 with the meter alone, 0.55 as the file is (the models before: 0.82, 0.60,
-    0.55; 0.73, 0.46, 0.44)."""
+    0.55; 0.73, 0.46, 0.44); or with the downbeat estimated from its notes (--downbeat auto)."""
     import numpy as np
 
     from midistruct.corpus import iter_pieces
@@ -408,3 +408,5 @@ def test_pop909_4bar_reads_pop909s_own_files_once_their_bar_lines_are_placed(one
     with pytest.warns(MidiStructWarning, match="--time-signature 4/4"):  # as the file is: 2/4, and it says so
         as_is = f1()
     assert placed > 0.6 and placed > as_is + 0.15, (placed, as_is)
+    # --downbeat auto finds the annotated bar line from the notes (within 3 ticks of 1,243) and reads as well
+    assert abs(f1(time_signature="4/4", downbeat="auto") - placed) < 0.03

@@ -229,7 +229,7 @@ def test_sort_chords_off_keeps_the_old_settings_hash():
 def test_downbeat_moves_bar_lines_onto_the_beat():
     """A file whose beats sit 40 ticks after the grid (POP909's first beat is at 0.055 s): given the
     first bar line in seconds, 8th-note onsets land on positions 0, 4, ... instead of 1, 5, ..."""
-    from midistruct.tokens.encode import _tick_at
+    from midistruct.tokens.downbeat import tick_at as _tick_at
 
     score = symusic.Score(480)
     score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
@@ -252,7 +252,7 @@ def test_downbeat_moves_bar_lines_onto_the_beat():
 
 
 def test_tick_at_follows_a_tempo_change():
-    from midistruct.tokens.encode import _tick_at
+    from midistruct.tokens.downbeat import tick_at as _tick_at
 
     score = symusic.Score(480)
     score.tempos.extend([symusic.Tempo(0, 120.0), symusic.Tempo(960, 60.0)])  # 2 beats at 120, then 60

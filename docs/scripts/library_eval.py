@@ -7,6 +7,7 @@ pitch-class + duration histogram baseline, chance, and (Nottingham) the meter al
     python docs/scripts/library_eval.py --model folk-2bar --work /tmp/lib     # about 35 min on one core
     python docs/scripts/library_eval.py --speed --work /tmp/lib              # + radio time at 10,000 pieces
     python docs/scripts/library_eval.py --corpora pop909 --tracks melody    # POP909's melody track alone
+    python docs/scripts/library_eval.py --corpora pop909 --time-signature 4/4 --downbeat auto   # bar lines estimated
     python docs/scripts/library_eval.py --corpora music21     # the music21 collections prepare converted
     python docs/scripts/library_eval.py --model RUN/best --corpora pop909 --blocks   # each block of a model with blocks
 
@@ -38,18 +39,21 @@ DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 def library(corpus: str, folder: Path, features: str, args) -> Library:
     """The cached library of ``folder``, embedded (and saved as it goes) if it is not complete yet."""
     suffix = (f"-{args.tracks}" if args.tracks else "") + (f"-{args.time_signature.replace('/', '')}"
-                                                            if args.time_signature else "")
+                                                            if args.time_signature else "") \
+        + ("-downbeat" if args.downbeat else "")
     path = Path(args.work) / f"{corpus}-{features}{suffix}.npz"
     previous = Library.load(path) if path.exists() else None
     if features == "histogram":
-        encode, model = histogram_features(tracks=args.tracks, time_signature=args.time_signature), "none"
+        encode, model = histogram_features(tracks=args.tracks, time_signature=args.time_signature,
+                                           downbeat=args.downbeat), "none"
     else:
         from midistruct.generation.pipeline import MidiStruct
 
         ms = MidiStruct.from_pretrained(args.model)
-        encode, model = code_features(ms, tracks=args.tracks, time_signature=args.time_signature), model_id(args.model)
+        encode = code_features(ms, tracks=args.tracks, time_signature=args.time_signature, downbeat=args.downbeat)
+        model = model_id(args.model)
     lib = embed_folder(folder, encode, model=model, features=features, tracks=args.tracks,
-                       time_signature=args.time_signature, previous=previous,
+                       time_signature=args.time_signature, downbeat=args.downbeat, previous=previous,
                        save=lambda partial: partial.save(path), progress=True)
     lib.save(path)
     return lib
@@ -314,6 +318,8 @@ def main(argv=None) -> int:
     p.add_argument("--tracks", default=None, help="embed only the tracks whose name matches (e.g. melody)")
     p.add_argument("--time-signature", default=None, metavar="N/D",
                    help="read every file in this meter (4/4 for POP909, whose files declare 1/4 or 2/4)")
+    p.add_argument("--downbeat", choices=["auto"], default=None,
+                   help="auto: each file's bar lines where its notes say (midistruct.tokens.downbeat)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--blocks", action="store_true",
                    help="POP909 with a model with functional blocks: version retrieval from each block alone too")

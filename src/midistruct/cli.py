@@ -299,13 +299,27 @@ def _placing(args: argparse.Namespace) -> dict:
     return {k: v for k, v in found.items() if v is not None}
 
 
+def _downbeat(text: str) -> float | str:
+    """--downbeat's value: seconds >= 0, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds >= 0 (where a bar line falls) or 'auto'")
+    return seconds
+
+
 def _add_placing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-signature", default=None, metavar="N/D",
                    help="read the music in this meter, whatever the file says (one of the model's meters; e.g. "
                         "4/4 for POP909's files, whose own say 2/4 or 1/4)")
-    p.add_argument("--downbeat", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--downbeat", type=_downbeat, default=None, metavar="SECONDS|auto",
                    help="a bar line falls here: the music moves by less than a bar so that one does (for files "
-                        "whose bar lines sit off the beat, such as POP909's: its beat_midi.txt gives the downbeats)")
+                        "whose bar lines sit off the beat, such as POP909's: its beat_midi.txt gives the downbeats); "
+                        "'auto' estimates where from the notes")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -646,7 +660,7 @@ def _add_generation_parsers(sub) -> None:
         p.add_argument(f"--{block}-from", default=None, metavar="MIDI", help=f"MIDI file whose {what} is taken")
         p.add_argument(f"--{block}-time-signature", default=None, metavar="N/D",
                        help=f"--time-signature for the --{block}-from file")
-        p.add_argument(f"--{block}-downbeat", type=float, default=None, metavar="SECONDS",
+        p.add_argument(f"--{block}-downbeat", type=_downbeat, default=None, metavar="SECONDS|auto",
                        help=f"--downbeat for the --{block}-from file")
     p.set_defaults(handler=cmd_transfer)
     p = sub.add_parser("interpolate", help="interpolate between two MIDI files in latent space")
@@ -937,7 +951,8 @@ def _features_and_model(args: argparse.Namespace, *, command: str, what: str):
     features = args.features or ("codes" if checkpoint else "histogram")
     if features == "codes" and checkpoint is None:
         raise UserError(f"--features codes needs a model: midistruct {command} CHECKPOINT {what}")
-    placing = {"tracks": getattr(args, "tracks", None), "time_signature": getattr(args, "time_signature", None)}
+    placing = {"tracks": getattr(args, "tracks", None), "time_signature": getattr(args, "time_signature", None),
+               "downbeat": getattr(args, "downbeat", None)}
     if features == "histogram":
         return features, path, lf.histogram_features(**placing), "none"
     from midistruct.library.store import model_id
@@ -958,7 +973,8 @@ def _embed_into(args: argparse.Namespace, folder: str, cache: Path, *, command: 
     previous = Library.load(cache) if cache.exists() and not fresh else None
     cache.parent.mkdir(parents=True, exist_ok=True)
     library = embed_folder(folder, encode, model=model, features=features, tracks=getattr(args, "tracks", None),
-                           time_signature=getattr(args, "time_signature", None), previous=previous,
+                           time_signature=getattr(args, "time_signature", None),
+                           downbeat=getattr(args, "downbeat", None), previous=previous,
                            progress=not args.quiet, save=lambda partial: partial.save(cache))
     library.save(cache)
     if library.warned:
@@ -993,6 +1009,7 @@ def cmd_radio(args: argparse.Namespace) -> int:
     # the seed as the library
     args.features, args.tracks, args.time_signature = args.features or library.features, library.tracks, \
         library.time_signature
+    args.downbeat = library.downbeat
     if args.features != library.features:
         raise LibraryError(f"{args.library} holds {library.features} features; embed the seed the same way")
     if args.medley and library.features == "histogram":
@@ -1176,6 +1193,9 @@ def _add_library_features(p: argparse.ArgumentParser) -> None:
                    help="read every file in this meter, whatever it declares (e.g. 4/4 for POP909, whose files say "
                         "1/4 or 2/4); recorded in the library, and radio reads its seed the same way (default: each "
                         "file's own meters)")
+    p.add_argument("--downbeat", choices=["auto"], default=None,
+                   help="auto: put each file's bar lines where its notes say they go, for files whose own sit off "
+                        "the beat (POP909's); recorded in the library like --time-signature (default: the files' own)")
 
 
 def _add_method_arg(p: argparse.ArgumentParser) -> None:

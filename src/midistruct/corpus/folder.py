@@ -52,7 +52,10 @@ def iter_folder(options: dict[str, Any]) -> Iterator[Piece]:
         path: the folder (required).
         name: prefix of the piece ids (default: the folder's name).
         tags: a CSV file of the user's tags per file (:func:`read_tags_csv`); a row whose path names no MIDI
-            file of the folder is an error (a typo would otherwise drop its tags silently).
+            file of the folder is an error (a typo would otherwise drop its tags silently). Its ``time_signature``
+            and ``downbeat_seconds`` columns place a file's bar lines as POP909's annotations do.
+        downbeat: ``auto`` puts every file's bar lines where its notes say (``--downbeat auto``; a file's own
+            ``downbeat_seconds`` in the tags file wins); for MIDI played to a click or transcribed from audio.
 
     Ids are ``name/relative/path/without/suffix``; tags hold ``source``, the relative ``folder`` of the file
     and the tags file's columns for it.
@@ -61,6 +64,10 @@ def iter_folder(options: dict[str, Any]) -> Iterator[Piece]:
     if not options.get("path") or not root.is_dir():
         raise SourceError(f"folder source: {str(root)!r} is not a folder")
     name = options.get("name") or root.resolve().name
+    if options.get("downbeat") not in (None, "auto"):
+        raise SourceError(f"folder source: downbeat {options['downbeat']!r}: 'auto' or nothing (seconds differ "
+                          "file by file: give them in the tags file's downbeat_seconds column)")
+    placing = {"downbeat_seconds": "auto"} if options.get("downbeat") == "auto" else {}
     files = find_midi_files(root)
     user = _checked_tags(options["tags"], {p.relative_to(root).as_posix() for p in files}) if options.get("tags") \
         else {}
@@ -69,7 +76,7 @@ def iter_folder(options: dict[str, Any]) -> Iterator[Piece]:
         yield Piece(
             id=f"{name}/{rel.with_suffix('').as_posix()}",
             path=path,
-            tags={**user.get(rel.as_posix(), {}), "source": name, "folder": rel.parent.as_posix()},
+            tags={**placing, **user.get(rel.as_posix(), {}), "source": name, "folder": rel.parent.as_posix()},
         )
 
 

@@ -33,6 +33,7 @@ from midistruct.model.pretrained import resolve
 from midistruct.model.prior import CodePrior, PriorError, load_prior
 from midistruct.shards.dataset import BOS_ID, window_batch
 from midistruct.tags import BAR_TAGS, CONDITIONING_TAGS, TAGS, TagError, known, parse_key, window_tags
+from midistruct.tokens.downbeat import AUTO
 from midistruct.tokens.encode import PieceEncoder
 from midistruct.tokens.key import (CANONICAL_TONIC, canonical_key_of, fitted_shift, fitting_shifts, key_of, nearer_move,
                                    to_canonical)
@@ -109,7 +110,7 @@ class MidiStruct:
         except Skip as skip:
             raise InputError(f"{midi}: {skip}") from None
 
-    def windows(self, midi, *, time_signature: str | None = None, downbeat: float | None = None,
+    def windows(self, midi, *, time_signature: str | None = None, downbeat: float | str | None = None,
                 name: str | None = None, drop_long: bool = False,
                 meter_option: tuple[str, str] = METER_OPTION) -> list[np.ndarray]:
         """Consecutive windows of the model's bar count covering the piece (last may be shorter), in the
@@ -117,7 +118,8 @@ class MidiStruct:
 
         ``time_signature`` ("4/4") replaces the file's meters and ``downbeat`` (seconds) is a bar line: the music
         moves by less than a bar so that a bar starts there (what prepare does with POP909's annotations), for
-        files whose own bar lines are wrong.
+        files whose own bar lines are wrong; ``"auto"`` estimates where from the notes, in that meter
+        (:mod:`midistruct.tokens.downbeat`).
 
         ``name`` labels a Score in error messages (a path names itself). A window with more tokens than the
         model reads is an :class:`InputError`, or with ``drop_long`` left out (an error only if all are).
@@ -125,6 +127,7 @@ class MidiStruct:
         rare-meter warning (:meth:`warn_rare_meters`).
         """
         name = name or _name(midi)
+        _check_downbeat(downbeat)
         try:
             ids = self.piece_encoder.tokenize(self.load(midi), time_signature=time_signature, downbeat=downbeat)
         except Skip as skip:
@@ -182,7 +185,7 @@ class MidiStruct:
                       MidiStructWarning, stacklevel=3)
 
     def encode(self, midi, *, sample: bool = False, max_windows: int | None = None,
-               time_signature: str | None = None, downbeat: float | None = None,
+               time_signature: str | None = None, downbeat: float | str | None = None,
                drop_long: bool = False, name: str | None = None,
                meter_option: tuple[str, str] = METER_OPTION, tags: dict[str, str] | None = None) -> PieceLatents:
         """Latents of a piece: posterior means, or samples with ``sample=True``.
@@ -363,7 +366,7 @@ class MidiStruct:
 
     def reconstruct(self, midi, *, vectors=None, shift: dict[str, float] | None = None,
                     tags: dict[str, str] | None = None, tag_strength: float = 1.0, time_signature: str | None = None,
-                    downbeat: float | None = None, **kw) -> "symusic.Score":  # noqa: F821
+                    downbeat: float | str | None = None, **kw) -> "symusic.Score":  # noqa: F821
         """Encode then decode a piece (posterior mean, greedy unless ``temperature`` is given),
         optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}) and to ``tags``
         ({name: value}, :meth:`retag`) in between. ``time_signature`` and ``downbeat`` place the bar lines
@@ -410,7 +413,7 @@ class MidiStruct:
         return self.decode(z, **kw)
 
     def interpolate(self, a, b, steps: int = 8, *, method: str = "slerp", tags: dict[str, str] | None = None,
-                    tag_strength: float = 1.0, time_signature: str | None = None, downbeat: float | None = None,
+                    tag_strength: float = 1.0, time_signature: str | None = None, downbeat: float | str | None = None,
                     snap: bool = False, **kw) -> list["symusic.Score"]:  # noqa: F821
         """``steps`` pieces from ``a`` to ``b`` (endpoints included), interpolating bar and segment codes.
 
@@ -527,7 +530,7 @@ class MidiStruct:
     def continue_(self, primer, bars: int, *, temperature: float = 1.0, top_p: float = 1.0,
                   latent: PieceLatents | None = None, seed: int | None = None, tags: dict[str, str] | None = None,
                   tag_strength: float = 1.0, time_signature: str | None = None,
-                  downbeat: float | None = None) -> "symusic.Score":  # noqa: F821
+                  downbeat: float | str | None = None) -> "symusic.Score":  # noqa: F821
         """The primer followed by ``bars`` new bars.
 
         The decoder reads the last bars of the music so far as its prompt (half a window) and
@@ -932,3 +935,12 @@ def _unusable(name: str, skip: Skip, meter_option: tuple[str, str]) -> InputErro
 
 def _name(midi) -> str:
     return str(midi) if isinstance(midi, (str, Path)) else "score"
+
+
+def _check_downbeat(downbeat) -> None:
+    """:class:`InputError` unless ``downbeat`` is None, seconds >= 0 or ``"auto"``."""
+    if downbeat is None or downbeat == AUTO:
+        return
+    if isinstance(downbeat, str) or not downbeat >= 0:
+        raise InputError(f"downbeat {downbeat!r}: give the seconds where a bar line falls (>= 0), or 'auto' to "
+                         "estimate it from the notes")

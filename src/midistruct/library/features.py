@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from midistruct.tokens.downbeat import AUTO, downbeat_tick
 from midistruct.tokens.key import key_of_histogram, signature_of
 from midistruct.tokens.validate import Skip, load_score
 
@@ -74,18 +75,20 @@ def select_tracks(score, pattern: str | None, *, name: str):
     return out
 
 
-def code_features(ms, *, tracks: str | None = None,
-                  time_signature: str | None = None) -> Callable[[str | Path], PieceCodes]:
+def code_features(ms, *, tracks: str | None = None, time_signature: str | None = None,
+                  downbeat: str | None = None) -> Callable[[str | Path], PieceCodes]:
     """Path -> :class:`PieceCodes` from ``ms`` (a :class:`~midistruct.generation.pipeline.MidiStruct`), of the
     tracks whose name matches ``tracks`` (a regular expression; all for None), read in ``time_signature``
-    (``"4/4"``) whatever the files declare (None: their own meters); unreadable input raises its
+    (``"4/4"``) whatever the files declare (None: their own meters), with bar lines where ``downbeat`` ``"auto"``
+    estimates them (:mod:`midistruct.tokens.downbeat`; None: the files' own); unreadable input raises its
     :class:`~midistruct.generation.pipeline.InputError`."""
     _check_meter(time_signature)
+    _check_downbeat(downbeat)
 
     def encode(path: str | Path) -> PieceCodes:
         score = select_tracks(ms.load(path), tracks, name=str(path))
         # a few too-dense bars do not cost a piece its place
-        latents = ms.encode(score, drop_long=True, time_signature=time_signature, name=str(path))
+        latents = ms.encode(score, drop_long=True, time_signature=time_signature, downbeat=downbeat, name=str(path))
         bars = np.concatenate([latents.z_bar[i, :n].numpy() for i, n in enumerate(latents.bars)])  # (NB, Zb)
         segment = latents.z_segment.numpy().mean(0)  # (Zs,)
         return PieceCodes(np.concatenate([bars.mean(0), segment]).astype(np.float32), bars.astype(np.float32),
@@ -94,25 +97,31 @@ def code_features(ms, *, tracks: str | None = None,
     return encode
 
 
-def histogram_features(*, tracks: str | None = None,
-                       time_signature: str | None = None) -> Callable[[str | Path], PieceCodes]:
+def histogram_features(*, tracks: str | None = None, time_signature: str | None = None,
+                       downbeat: str | None = None) -> Callable[[str | Path], PieceCodes]:
     """Path -> :class:`PieceCodes` of pitch-class + duration histograms (the baseline) of the tracks whose name
-    matches ``tracks`` (all for None), bars of ``time_signature`` (None: each file's first); a file that is not
-    readable MIDI or has no notes raises :class:`~midistruct.generation.pipeline.InputError`."""
+    matches ``tracks`` (all for None), bars of ``time_signature`` (None: each file's first) from tick 0, or from
+    where ``downbeat`` ``"auto"`` estimates a bar line; a file that is not readable MIDI or has no notes raises
+    :class:`~midistruct.generation.pipeline.InputError`."""
     from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
 
     _check_meter(time_signature)
+    _check_downbeat(downbeat)
 
     def encode(path: str | Path) -> PieceCodes:
         try:
-            score = select_tracks(load_score(Path(path)), tracks, name=str(path)).to("quarter")
+            raw = select_tracks(load_score(Path(path)), tracks, name=str(path))
+            score = raw.to("quarter")
         except Skip as skip:
             raise InputError(f"{path}: {skip}") from None
         notes = [(n.time, n.pitch, n.duration) for t in score.tracks if not t.is_drum for n in t.notes]
         if not notes:
             raise InputError(f"{path}: no notes")
         time, pitch, duration = (np.array(c, dtype=np.float64) for c in zip(*notes))
+        if downbeat == AUTO:  # the ticks of the file, before .to("quarter"), are what the estimate reads
+            time = time - (downbeat_tick(raw, time_signature=time_signature) or 0) / raw.tpq
         bar = _bar_of(score, time, time_signature)
+        bar -= min(int(bar.min()), 0)  # notes before the first bar line: a bar of their own
         bars = np.stack([histogram(pitch[bar == b], duration[bar == b]) for b in range(int(bar.max()) + 1)])
         return PieceCodes(histogram(pitch, duration), bars, score_key(score))
 
@@ -136,6 +145,16 @@ def _check_meter(time_signature: str | None) -> None:
         raise InputError(f"time signature {time_signature!r}: expected N/D, such as 4/4 or 6/8")
 
 
+def _check_downbeat(downbeat: str | None) -> None:
+    """:class:`~midistruct.generation.pipeline.InputError` unless ``downbeat`` is None or ``"auto"``: a library's
+    files have bar lines of their own, or each gets its estimate; one number for all of them means nothing."""
+    from midistruct.generation.pipeline import InputError  # (imports torch and transformers: kept local)
+
+    if downbeat not in (None, AUTO):
+        raise InputError(f"downbeat {downbeat!r}: a library reads each file's own bar lines, or 'auto' estimates "
+                         "them file by file")
+
+
 def _bar_of(score, time: np.ndarray, time_signature: str | None = None) -> np.ndarray:
     """The bar index of each onset (quarters), in bars of ``time_signature`` ("3/4"), else of the score's first
     time signature (4/4 without one)."""
@@ -145,4 +164,5 @@ def _bar_of(score, time: np.ndarray, time_signature: str | None = None) -> np.nd
     else:
         sig = score.time_signatures[0] if len(score.time_signatures) else None
         length = sig.numerator * 4.0 / sig.denominator if sig is not None else 4.0
-    return np.floor(time / length).astype(int)
+    # symusic's float32 quarters can put an onset on a bar line a hair before it
+    return np.floor(time / length + 1e-6).astype(int)

@@ -44,6 +44,7 @@ class Library:
     tracks: str | None = None  # the tracks embedded: a regular expression over track names; None for all
     time_signature: str | None = None  # the meter every file was read in ("4/4"); None: each file's own
     keys: np.ndarray | None = None  # (N,) each piece's key signature (PieceCodes.key; -1 unknown); None: made before
+    downbeat: str | None = None  # "auto": each file's bar lines estimated from its notes; None: the files' own
     encoded: int = 0  # pieces encoded by the run that made this object (the rest came from the cache); not saved
     warned: dict[str, str] = field(default_factory=dict)  # {path: warning} from this run's encoding; not saved
 
@@ -68,7 +69,7 @@ class Library:
             raise LibraryError(f"a library file ends in .npz, got {path.name}")
         meta = {"format": FORMAT, "root": self.root, "model": self.model, "features": self.features,
                 "paths": self.paths, "hashes": self.hashes, "skipped": self.skipped, "tracks": self.tracks,
-                "time_signature": self.time_signature}
+                "time_signature": self.time_signature, "downbeat": self.downbeat}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         # bar vectors in float16: only cosines are taken of them, and they are most of the file (POP909's 2,898
         # songs hold 780k bars: 200 MB in float32)
@@ -94,7 +95,7 @@ class Library:
             raise LibraryError(f"{path}: library format {meta.get('format')}, this version reads {FORMAT}")
         return cls(root=meta["root"], model=meta["model"], features=meta["features"], paths=meta["paths"],
                    hashes=meta["hashes"], skipped=meta["skipped"], tracks=meta.get("tracks"),
-                   time_signature=meta.get("time_signature"), **arrays)
+                   time_signature=meta.get("time_signature"), downbeat=meta.get("downbeat"), **arrays)
 
 
 def midi_files(folder: str | Path) -> list[Path]:
@@ -113,13 +114,13 @@ def content_hash(path: Path) -> str:
 
 
 def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, model: str, features: str,
-                 tracks: str | None = None, time_signature: str | None = None, previous: Library | None = None,
-                 progress: bool = True, save: Callable[[Library], object] | None = None,
-                 save_every: int = 500) -> Library:
+                 tracks: str | None = None, time_signature: str | None = None, downbeat: str | None = None,
+                 previous: Library | None = None, progress: bool = True,
+                 save: Callable[[Library], object] | None = None, save_every: int = 500) -> Library:
     """Embed every MIDI file under ``folder`` with ``encode`` (:mod:`midistruct.library.features`), reusing
     ``previous``'s vectors for files whose content it holds when it was made by the same model, features,
-    ``tracks`` and ``time_signature`` (recorded in the library: the regular expression over track names and the
-    meter ``encode`` was made with). A :class:`~midistruct.errors.MidiStructWarning` while a file is encoded
+    ``tracks``, ``time_signature`` and ``downbeat`` (recorded in the library: the regular expression over track
+    names, the meter and the bar lines ("auto" or None) ``encode`` was made with). A :class:`~midistruct.errors.MidiStructWarning` while a file is encoded
     (a meter the model rarely saw) is kept in the result's ``warned``, not printed: one line per file would
     bury the progress bar.
 
@@ -128,9 +129,9 @@ def embed_folder(folder: str | Path, encode: Callable[[Path], PieceCodes], *, mo
     from tqdm import tqdm
 
     files = midi_files(folder)
-    reuse = _reusable(previous, model=model, features=features, tracks=tracks, time_signature=time_signature)
+    placing = {"tracks": tracks, "time_signature": time_signature, "downbeat": downbeat}
+    reuse = _reusable(previous, model=model, features=features, **placing)
     rows, skipped, warned, encoded = [], {}, {}, 0
-    placing = {"tracks": tracks, "time_signature": time_signature}
     for path in tqdm(files, desc="embed", unit="piece", disable=not progress):
         rel, digest = path.relative_to(folder).as_posix(), content_hash(path)
         if digest in reuse:
@@ -180,10 +181,10 @@ def same_model(a: str, b: str) -> bool:
     return a.split("@")[-1] == b.split("@")[-1]
 
 
-def _reusable(previous: Library | None, *, model: str, features: str, tracks: str | None,
-              time_signature: str | None) -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
-    if previous is None or (previous.features, previous.tracks, previous.time_signature) != (
-            features, tracks, time_signature):
+def _reusable(previous: Library | None, *, model: str, features: str, tracks: str | None, time_signature: str | None,
+              downbeat: str | None) -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
+    if previous is None or (previous.features, previous.tracks, previous.time_signature, previous.downbeat) != (
+            features, tracks, time_signature, downbeat):
         return {}
     if not same_model(previous.model, model):
         return {}
@@ -192,10 +193,11 @@ def _reusable(previous: Library | None, *, model: str, features: str, tracks: st
 
 
 def _library(root: Path, rows, *, model: str, features: str, skipped: dict, encoded: int,
-             tracks: str | None, time_signature: str | None) -> Library:
+             tracks: str | None, time_signature: str | None, downbeat: str | None) -> Library:
     paths, hashes, vectors, bars, keys = zip(*rows)
     offsets = np.cumsum([0, *(len(b) for b in bars)])
     return Library(root=str(root.resolve()), model=model, features=features, paths=list(paths),
                    hashes=list(hashes), vectors=np.stack(vectors).astype(np.float32),
                    bars=np.concatenate(bars).astype(np.float32), offsets=offsets, skipped=skipped, encoded=encoded,
-                   tracks=tracks, time_signature=time_signature, keys=np.array(keys, dtype=np.int64))
+                   tracks=tracks, time_signature=time_signature, downbeat=downbeat,
+                   keys=np.array(keys, dtype=np.int64))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from midistruct.config import Config
+from midistruct.tokens.downbeat import AUTO, downbeat_tick, tick_at
 from midistruct.tokens.remi import RemiVocab
 from midistruct.tokens.segment import Window, cut_windows
 from midistruct.tokens.tokenizer import build_tokenizer
@@ -49,21 +50,23 @@ class PieceEncoder:
         self.bar_id = self.vocab.bar_id
         self.meters = {tuple(ts) for ts in self.tokenizer.time_signatures}
 
-    def tokenize(self, score, *, time_signature: str | None = None, downbeat: float | None = None) -> np.ndarray:
+    def tokenize(self, score, *, time_signature: str | None = None,
+                 downbeat: float | str | None = None) -> np.ndarray:
         """Validate, clean and tokenize a whole score: base token ids (T,), without BPE even when the
         tokenizer has merges (:meth:`RemiVocab.from_base` applies them). Raises :class:`Skip`.
 
         The rules are :func:`~midistruct.tokens.validate.usable_score`'s.
 
         ``time_signature`` (``"4/4"``) replaces the score's own meters when given; ``downbeat`` (seconds)
-        is a bar line: the music is moved by less than a bar so that a bar starts there.
+        is a bar line: the music is moved by less than a bar so that a bar starts there; ``"auto"`` estimates
+        where from the notes (:mod:`midistruct.tokens.downbeat`).
         """
         seq = self.tokenizer.encode(self.prepared(score, time_signature=time_signature, downbeat=downbeat),
                                     encode_ids=False)
         seq = seq[0] if isinstance(seq, list) else seq
         return np.asarray(seq.ids, dtype=np.int64)
 
-    def prepared(self, score, *, time_signature: str | None = None, downbeat: float | None = None):
+    def prepared(self, score, *, time_signature: str | None = None, downbeat: float | str | None = None):
         """The score :meth:`tokenize` reads: meters replaced, moved to the downbeat, checked and cleaned
         (merged, out-of-range and silent notes dropped). Raises :class:`Skip`."""
         return usable_score(_placed(score, time_signature, downbeat)[0], self.cfg, meters=self.meters)
@@ -129,9 +132,12 @@ def encode_file(task: tuple[str, str | None, float | None, int | None]) -> Encod
                                label_zero_tick=label_zero_tick)
 
 
-def task_of(tags: dict) -> tuple[str | None, float | None]:
-    """The encode options a piece's tags carry: ``time_signature`` and ``downbeat_seconds``."""
+def task_of(tags: dict) -> tuple[str | None, float | str | None]:
+    """The encode options a piece's tags carry: ``time_signature`` and ``downbeat_seconds`` (seconds, or ``auto``:
+    estimated from the notes, :mod:`midistruct.tokens.downbeat`)."""
     downbeat = tags.get("downbeat_seconds")
+    if downbeat == AUTO:
+        return tags.get("time_signature"), AUTO
     try:
         downbeat = float(downbeat) if downbeat is not None else None
     except ValueError:
@@ -148,28 +154,14 @@ def label_tick_of(tags: dict) -> int | None:
         raise ValueError(f"bad label_zero_tick tag: {value!r}") from None
 
 
-def _tick_at(score, seconds: float) -> int:
-    """The tick at ``seconds`` under the score's tempo map (120 qpm before its first tempo)."""
-    tempos = sorted((t.time, t.qpm) for t in score.tempos)
-    if not tempos or tempos[0][0] > 0:
-        tempos.insert(0, (0, 120.0))
-    elapsed = 0.0  # seconds at the start of the current tempo
-    for (start, qpm), (end, _) in zip(tempos, tempos[1:] + [(None, None)]):
-        per_tick = 60.0 / (qpm * score.tpq)
-        if end is None or elapsed + (end - start) * per_tick > seconds:
-            return int(round(start + (seconds - elapsed) / per_tick))
-        elapsed += (end - start) * per_tick
-    raise AssertionError("unreachable: the last tempo has no end")
-
-
-def _align_downbeat(score, seconds: float):
+def _align_downbeat(score, tick: int):
     """A copy of ``score`` whose tracks are moved by less than a bar so that the bar lines (from its
-    first time signature, at tick 0) fall on the beat at ``seconds``: earlier when no note would
-    start before 0, else later. Returns it and the shift in ticks."""
+    first time signature, at tick 0) fall on ``tick``: earlier when no note would start before 0, else later.
+    Returns it and the shift in ticks."""
     if not score.time_signatures:
         return score, 0
     bar = _bar_ticks(score)
-    late = _tick_at(score, seconds) % bar  # how far the bar lines sit before the beat
+    late = tick % bar  # how far the bar lines sit before the beat
     if late == 0:
         return score, 0
     first = min((int(t.notes.numpy()["time"].min()) for t in score.tracks if len(t.notes)), default=0)
@@ -185,13 +177,17 @@ def _bar_ticks(score) -> int:
     return score.tpq * 4 * ts.numerator // ts.denominator
 
 
-def _placed(score, time_signature: str | None, downbeat: float | None):
-    """``score`` in the meter ``time_signature`` and moved onto the downbeat (see ``prepared``), and the shift."""
+def _placed(score, time_signature: str | None, downbeat: float | str | None):
+    """``score`` in the meter ``time_signature`` and moved onto the downbeat (seconds, or ``"auto"``: estimated
+    from the notes in that meter, :mod:`midistruct.tokens.downbeat`; see ``prepared``), and the shift."""
     if time_signature:
         score = _with_meter(score, time_signature)
     if downbeat is None:
         return score, 0
-    return _align_downbeat(score, downbeat)
+    if downbeat == AUTO:
+        tick = downbeat_tick(score)
+        return (score, 0) if tick is None else _align_downbeat(score, tick)
+    return _align_downbeat(score, tick_at(score, downbeat))
 
 
 def _label_bar(score, time_signature: str | None, downbeat: float | None, zero_tick: int | None) -> int | None:
