@@ -316,6 +316,9 @@ def test_the_shipped_16_bar_model_samples_the_key_asked_for():
         scores = ms.sample(6, seed=0, temperature=0.0, tags={"key": key}, tag_strength=2.0)
         heard = [key_of([ms.piece_encoder.tokenize(s)], ms.vocab) for s in scores]
         assert sum(found == want for found in heard) >= least, (key, heard)
+    # --tries 4: the one E minor sample heard in another key (5 of 6 above) is drawn again until it is E minor
+    scores = ms.sample(6, seed=0, temperature=0.0, tags={"key": "E:minor"}, tag_strength=2.0, tries=4)
+    assert [key_of([ms.piece_encoder.tokenize(s)], ms.vocab) for s in scores] == [(4, "minor")] * 6
 
 
 def test_sections_come_from_phrase_labels_placed_at_the_label_bar():
@@ -418,3 +421,43 @@ def test_the_shipped_folk_model_reconstructs_a_tune_in_the_tonic_asked_for():
     assert estimated_key(notes_of(ms.reconstruct(path))) == (7, "major")
     for tonic, pc in (("F", 5), ("D", 2)):
         assert estimated_key(notes_of(ms.reconstruct(path, tags={"tonic": tonic})))[0] == pc
+
+
+def test_decode_in_key_draws_again_only_what_is_heard_in_another_key_and_at_most_tries_times():
+    """``tries``: a sample heard off the canonical key is drawn again (one code per redraw), up to ``tries`` draws
+    in all, the last draw kept; every sample is then moved to the key asked for."""
+    from midistruct.generation.pipeline import MidiStruct
+
+    class Fake:
+        def __init__(self, answers):
+            self.answers, self.drawn = iter(answers), []
+
+        def generate_tokens(self, z, **kw):
+            return [[next(self.answers)] for _ in range(z)]
+
+        def heard_canonical(self, ids, mode):
+            return ids[0] % 2 == 0  # even ids are "in key"
+
+        def in_tonic(self, ids, key):
+            return ids + [key[0]]
+
+    def draw(k):
+        fake.drawn.append(k)
+        return k
+
+    fake = Fake([2, 3, 5, 4, 7, 9, 11])
+    out = MidiStruct.decode_in_key(fake, draw, 3, (7, "major"), tries=3)
+    # draw 1: 2 (in), 3, 5 (off) -> draw 2 for both: 4 (in), 7 (off) -> draw 3 for the last: 9, kept though off
+    assert fake.drawn == [3, 2, 1] and out == [[2, 7], [4, 7], [9, 7]]
+    fake = Fake([3, 5])
+    assert MidiStruct.decode_in_key(fake, draw, 2, None, tries=4) == [[3], [5]]  # no key asked: as drawn
+    fake = Fake([3, 5])
+    assert MidiStruct.decode_in_key(fake, draw, 2, (7, "major"), tries=1) == [[3, 7], [5, 7]]
+
+
+def test_sample_refuses_fewer_than_one_try(checkpoint):
+    from midistruct.generation.pipeline import InputError, MidiStruct
+
+    ms = MidiStruct.from_pretrained(checkpoint, device="cpu")
+    with pytest.raises(InputError, match="tries"):
+        ms.sample(1, tries=0)

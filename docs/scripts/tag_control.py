@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--judge", choices=("fitted", "finder"), default="fitted",
                         help="fitted: softmax regression on the notes, choosing among the values judged; finder: the "
                              "key finder over all 24 keys (key tags only)")
+    parser.add_argument("--tries", type=int, default=1,
+                        help="a canonical model's key samples drawn again while heard in another key (sample --tries)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -82,7 +84,7 @@ def main() -> None:
         held = [(w, v) for w, v in test if v in values]
         result = control(ms, judge, name, held_out=held, n=args.n, temperature=args.temperature,
                          prior_scale=args.prior_scale, tag_strength=args.tag_strength, route=args.route,
-                         seed=args.seed, snap=args.snap)
+                         seed=args.seed, snap=args.snap, tries=args.tries)
         result["judge_train_windows"] = sum(v in values for _, v in train)
         result["seconds"] = round(time.time() - start, 1)
         report["tags"][name] = result

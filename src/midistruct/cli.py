@@ -491,12 +491,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Draw codes from the prior and decode them."""
     ms = _pipeline(args)
     samples = ms.sample(args.n, bars=args.bars, meter=args.meter, prior_scale=args.prior_scale, **_shift(args),
-                        **_tags(args), **_sampling(args), snap=not args.no_snap)
+                        **_tags(args), **_sampling(args), snap=not args.no_snap, tries=args.tries)
     _write_outputs(args, {f"sample.{i:02d}": s for i, s in enumerate(samples)},
                    {"n": args.n, "bars": args.bars, "meter": ms.sample_meter(_tags(args).get("tags"), args.meter),
                     "prior_scale": args.prior_scale,
                     "prior": "fitted" if ms.prior is not None else "normal",
-                    "snap": ms.prior is not None and ms.prior.bank is not None and not args.no_snap, **_sampling(args),
+                    "snap": ms.prior is not None and ms.prior.bank is not None and not args.no_snap,
+                    "tries": args.tries, **_sampling(args),
                     **_shift_record(args), **_tags(args)})
     return 0
 
@@ -707,6 +708,10 @@ def _add_generation_parsers(sub) -> None:
     p.add_argument("--no-snap", action="store_true",
                    help="keep the bar codes the Gaussian draws, rather than moving each to the nearest real bar's "
                         "code the prior keeps (its bank; `midistruct prior --bank`)")
+    p.add_argument("--tries", type=POSITIVE, default=1, metavar="N",
+                   help="with --tag key=... (or tonic) on a model that reads a canonical key: draw a sample again "
+                        "when the key finder hears it in another key than the one asked for, up to N draws in all "
+                        "(default: 1, no redraw)")
     _add_shift_args(p)
     _add_tag_args(p, sampling=True)
     p.set_defaults(handler=cmd_sample)

@@ -184,12 +184,13 @@ def _retagged(ms, windows: list[np.ndarray], name: str, value: str, *, strength:
 
 def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str]], n: int = 50,
             temperature: float = 1.0, prior_scale: float = 1.0, tag_strength: float = 1.0, seed: int = 0,
-            route: str = "both", snap: bool = True) -> dict:
+            route: str = "both", snap: bool = True, tries: int = 1) -> dict:
     """The four shares of the module docstring for every value of ``judge``; ``held_out`` are real windows
     with their value of tag ``name``. Samples are ``n`` per value (and ``n`` without tags), full windows, drawn
     at ``prior_scale`` and ``tag_strength`` (their bar codes snapped to the prior's bank of real bars, as
     ``sample`` does, unless ``snap`` is False) and decoded at ``temperature`` (reconstructions greedily);
-    ``route`` says who is told the tag (module docstring)."""
+    ``route`` says who is told the tag (module docstring); ``tries`` > 1 draws a canonical model's sample again
+    while the key finder hears it in another key than the one asked (:meth:`MidiStruct.decode_in_key`)."""
     import torch
 
     if route not in ROUTES:
@@ -202,20 +203,26 @@ def control(ms, judge: Judge, name: str, *, held_out: list[tuple[np.ndarray, str
     recall = [np.mean([c == value for c, (_, v) in zip(real_calls, held_out) if v == value])
               for value in judge.values if any(v == value for _, v in held_out)]
     out: dict = {"tag": name, "values": {}, "samples_per_value": n, "temperature": temperature,
-                 "prior_scale": prior_scale, "tag_strength": tag_strength, "route": route, "snap": snap,
+                 "prior_scale": prior_scale, "tag_strength": tag_strength, "route": route, "snap": snap, "tries": tries,
                  "ceiling": float(np.mean(recall)), "held_out": len(held_out)}
     for value in judge.values:
         tags, key = ms.sample_tonic({name: value})  # a canonical model reaches a tonic by transposing its samples
         if tags:
             meter = ms.prior.meter_for(ms.prior_tags(tags)) or "4/4"
             drawn = None if route in ("decoder", "meter") else tags
-            z = _routed(ms, ms.sample_latents(n, meter=meter, tags=drawn, scale=prior_scale, tag_strength=tag_strength,
-                                              snap=snap), tags, route)
+
+            def draw(k, tags=tags, meter=meter, drawn=drawn):
+                return _routed(ms, ms.sample_latents(k, meter=meter, tags=drawn, scale=prior_scale,
+                                                     tag_strength=tag_strength, snap=snap), tags, route)
         else:  # the tonic alone, from a canonical model: untagged codes, meters in the training proportions
-            meter, z = "mixed", _free_latents(ms, n, scale=prior_scale, snap=snap)
-        tokens = ms.generate_tokens(keys(z, value) if key is None else z, temperature=temperature)
-        if key is not None:
-            tokens = [ms.in_tonic(ids, key) for ids in tokens]
+            meter = "mixed"
+
+            def draw(k):
+                return _free_latents(ms, k, scale=prior_scale, snap=snap)
+        if key is None:
+            tokens = ms.generate_tokens(keys(draw(n), value), temperature=temperature)
+        else:
+            tokens = ms.decode_in_key(draw, n, key, tries=tries, temperature=temperature)
         calls = judge_windows(judge, ms, tokens)
         others = [w for w, v in held_out if v != value][:n]
         moved = _retagged(ms, others, name, value, strength=tag_strength, route=route) if others else None

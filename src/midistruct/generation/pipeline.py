@@ -581,13 +581,14 @@ class MidiStruct:
     def sample(self, n: int = 1, *, bars: int | None = None, temperature: float = 1.0, meter: str | None = None,
                top_p: float = 1.0, seed: int | None = None, vectors=None, shift: dict[str, float] | None = None,
                prior_scale: float = 1.0, tags: dict[str, str] | None = None,
-               tag_strength: float = 1.0, snap: bool = True) -> list["symusic.Score"]:  # noqa: F821
+               tag_strength: float = 1.0, snap: bool = True, tries: int = 1) -> list["symusic.Score"]:  # noqa: F821
         """``n`` pieces of one window each, from codes drawn from the model's prior (:meth:`sample_latents`, with
-        ``prior_scale``, ``tags``, ``tag_strength`` and ``snap``), optionally moved along attribute ``vectors`` by ``shift`` ({name: amount}).
-        ``meter`` defaults to the one most windows with the given tags are in, else the model's most common, else
-        4/4 (:meth:`sample_meter`). A model that reads a canonical key samples in C major / A minor, and reaches a
-        ``tonic`` (or ``key``) tag by transposing each sample from its canonical tonic (:meth:`sample_tonic`,
-        :meth:`in_tonic`)."""
+        ``prior_scale``, ``tags``, ``tag_strength`` and ``snap``), optionally moved along attribute ``vectors`` by
+        ``shift`` ({name: amount}). ``meter`` defaults to the one most windows with the given tags are in, else the
+        model's most common, else 4/4 (:meth:`sample_meter`). A model that reads a canonical key samples in C major /
+        A minor, and reaches a ``tonic`` (or ``key``) tag by transposing each sample from its canonical tonic
+        (:meth:`sample_tonic`, :meth:`in_tonic`); with ``tries`` > 1, a sample the key finder hears in another key
+        than the canonical one asked for is drawn again, up to ``tries`` draws in all (:meth:`decode_in_key`)."""
         if seed is not None:
             torch.manual_seed(seed)
         tags, key = self.sample_tonic(tags or {})
@@ -599,14 +600,42 @@ class MidiStruct:
             raise InputError(f"meter {meter!r} is not in this model's vocabulary; valid: {', '.join(meters)}")
         if not 1 <= bars <= self.bars:
             raise InputError(f"bars must be between 1 and {self.bars} (the model's window), got {bars}")
-        z = self.sample_latents(n, bars=bars, meter=meter, scale=prior_scale, tags=tags, tag_strength=tag_strength,
-                                snap=snap)
-        if shift:
-            z = shift_codes(z, vectors, shift)
-        tokens = self.generate_tokens(z, temperature=temperature, top_p=top_p)
-        if key is not None:
-            tokens = [self.in_tonic(ids, key) for ids in tokens]
+        if tries < 1:
+            raise InputError(f"tries must be >= 1, got {tries}")
+
+        def draw(k: int) -> PieceLatents:
+            z = self.sample_latents(k, bars=bars, meter=meter, scale=prior_scale, tags=tags,
+                                    tag_strength=tag_strength, snap=snap)
+            return shift_codes(z, vectors, shift) if shift else z
+
+        tokens = self.decode_in_key(draw, n, key, tries=tries, temperature=temperature, top_p=top_p)
         return [self.stitch([ids]) for ids in tokens]
+
+    def decode_in_key(self, draw, n: int, key: tuple[int, str | None] | None, *, tries: int = 1,
+                      temperature: float = 1.0, top_p: float = 1.0) -> list[list[int]]:
+        """Ids of ``draw(n)``'s codes decoded (``draw``: count -> :class:`PieceLatents`), moved to ``key`` (from
+        :meth:`sample_tonic`; None: as they are). A model that reads a canonical key writes each sample in C major
+        or A minor; one the key finder, asked all 24 keys, hears in another key than the canonical key of ``key``'s
+        mode (either, for a mode without one) is drawn again with ``draw(1)`` per redraw, up to ``tries`` draws in
+        all, the last draw kept whatever it is. Then each is moved to ``key``'s tonic (:meth:`in_tonic`)."""
+        tokens = self.generate_tokens(draw(n), temperature=temperature, top_p=top_p)
+        if key is None:
+            return tokens
+        for _ in range(tries - 1):
+            off = [i for i, ids in enumerate(tokens) if not self.heard_canonical(ids, key[1])]
+            if not off:
+                break
+            for i, ids in zip(off, self.generate_tokens(draw(len(off)), temperature=temperature, top_p=top_p)):
+                tokens[i] = ids
+        return [self.in_tonic(ids, key) for ids in tokens]
+
+    def heard_canonical(self, ids: list[int], mode: str | None) -> bool:
+        """Whether the key finder (all 24 keys) hears ids written by a model that reads a canonical key in the
+        canonical key of ``mode`` (C major, A minor; either for another mode or None); False without notes."""
+        found = key_of([self.vocab.to_base(ids)], self.vocab)
+        if mode in CANONICAL_TONIC:
+            return found == (CANONICAL_TONIC[mode], mode)
+        return found in {(tonic, m) for m, tonic in CANONICAL_TONIC.items()}
 
     def sample_tonic(self, tags: dict[str, str]) -> tuple[dict[str, str], tuple[int, str | None] | None]:
         """For a model that reads a canonical key: ``tags`` without ``tonic`` and ``key`` (its codes hold no key;
