@@ -206,3 +206,15 @@ def test_prepare_reads_a_folder_with_downbeat_auto(tmp_path):
     assert late.ids.tolist() == enc.encode_file(folder / "late.mid", downbeat=1000 / 480 * 60 / 90).ids.tolist()
     with pytest.raises(SourceError, match="'auto' or nothing"):
         list(iter_folder({"path": str(folder), "downbeat": 2.0}))
+
+
+def test_reconstruct_records_where_auto_put_the_bar_lines(checkpoint, tmp_path):
+    from midistruct.cli import main
+
+    path = tmp_path / "late.mid"
+    _song(1000).dump_midi(str(path))
+    assert main(["reconstruct", str(checkpoint), str(path), "--downbeat", "auto", "-o", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert record["downbeat"] == "auto"
+    assert record["downbeat_estimated"] == {str(path): pytest.approx(1000 / 480 * 60 / 90, abs=1e-3)}

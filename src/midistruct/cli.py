@@ -230,7 +230,7 @@ def _write_outputs(args: argparse.Namespace, scores: dict[str, object], settings
     for name, score in scores.items():
         score.dump_midi(str(out / f"{name}.mid"))
     record = {"command": args.command, "checkpoint": str(args.checkpoint), "seed": args.seed, **settings,
-              "outputs": [f"{name}.mid" for name in scores]}
+              **_estimated_downbeats(args), "outputs": [f"{name}.mid" for name in scores]}
     plot, audio = getattr(args, "plot", False), getattr(args, "audio", False)
     if plot or audio:
         from midistruct.render import render_outputs
@@ -241,6 +241,26 @@ def _write_outputs(args: argparse.Namespace, scores: dict[str, object], settings
           + (f"; piano rolls in {record['plot']}" if plot else ""))
     if audio:
         print(f"wrote {len(scores)} WAV file(s) with {record['audio']['backend']}")
+
+
+def _estimated_downbeats(args: argparse.Namespace) -> dict:
+    """``{"downbeat_estimated": {input: seconds}}`` for the inputs read with ``--downbeat auto`` (where the bar lines
+    went; None: no notes), else {}."""
+    from midistruct.tokens.downbeat import AUTO, estimate_downbeat
+    from midistruct.tokens.validate import load_score
+
+    own = list(getattr(args, "inputs", None) or []) + [getattr(args, k, None) for k in ("a", "b", "primer", "content")]
+    inputs = {"": own}
+    inputs |= {f"{block}_": [getattr(args, f"{block}_from", None)] for block in ("arrangement", "performance")}
+    found = {}
+    for prefix, paths in inputs.items():
+        if getattr(args, f"{prefix}downbeat", None) != AUTO:
+            continue
+        meter = getattr(args, f"{prefix}time_signature", None)
+        for path in filter(None, paths):
+            seconds = estimate_downbeat(load_score(Path(path)), time_signature=meter)
+            found[str(path)] = None if seconds is None else round(seconds, 4)
+    return {"downbeat_estimated": found} if found else {}
 
 
 def _sampling(args: argparse.Namespace) -> dict:
